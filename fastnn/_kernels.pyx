@@ -1,0 +1,640 @@
+# cython: language_level=3
+"""Typed CPU kernels of fastnn.
+
+Design
+------
+Every public function here takes NumPy arrays that ``fastnn.functional`` has already
+validated: float32 or float64, one dtype per call, C-contiguous, 2-D batches of matching
+shapes, labels in range, outputs that do not overlap the inputs. Nothing here validates;
+the kernels trust their arguments. The one exception is ``linear``, whose compiled
+argument check *is* the public boundary's fast path: it returns None for anything outside
+the common case and ``functional`` then validates in Python and calls it again.
+
+Each entry point dispatches on the dtype once, releases the GIL and runs a fused-type
+(``floating``) kernel on raw pointers. Matrix products go to BLAS through
+``scipy.linalg.cython_blas`` (a row-major A @ B.T is a column-major gemm with the operands
+swapped, so nothing is copied); shapes too small to pay for a BLAS call take direct loops.
+Elementwise passes over large arrays run under OpenMP ``prange`` with a static schedule,
+and every reduction (loss sums, bias gradients) runs in a fixed order with a float64
+accumulator, so results are bit-identical for any thread count.
+
+Equation numbers refer to shared/seed/neural-network-notes.md.
+"""
+
+cimport numpy as cnp
+from cython cimport floating
+from cython.parallel cimport prange
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf
+from libc.stdlib cimport malloc, free
+from libc.string cimport memcpy, memset
+from scipy.linalg.cython_blas cimport sgemm, dgemm
+cimport openmp
+
+import numpy as np
+
+cnp.import_array()
+
+# Activation codes; the order is reference.ACTIVATIONS.
+cdef enum:
+    IDENTITY = 0
+    STEP = 1
+    SIGMOID = 2
+    RELU = 3
+    TANH = 4
+    EXP = 5
+
+ACTIVATION_CODES = {"identity": IDENTITY, "step": STEP, "sigmoid": SIGMOID,
+                    "relu": RELU, "tanh": TANH, "exp": EXP}
+
+# Loss reductions.
+cdef enum:
+    MEAN = 0
+    SUM = 1
+    NONE = 2
+
+REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
+
+# Work sizes (in multiply-adds or elements) at which the cheaper strategy changes.
+cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
+cdef Py_ssize_t PARALLEL_ELEMENTS = 32768  # above: elementwise passes use OpenMP
+
+
+# ---------------------------------------------------------------------------------------
+# Scalar helpers
+# ---------------------------------------------------------------------------------------
+
+cdef inline floating _exp(floating x) noexcept nogil:
+    if floating is float:
+        return expf(x)
+    else:
+        return exp(x)
+
+
+cdef inline floating _log1p(floating x) noexcept nogil:
+    if floating is float:
+        return log1pf(x)
+    else:
+        return log1p(x)
+
+
+cdef inline floating _fabs(floating x) noexcept nogil:
+    if floating is float:
+        return fabsf(x)
+    else:
+        return fabs(x)
+
+
+cdef inline floating _tanh(floating x) noexcept nogil:
+    if floating is float:
+        return tanhf(x)
+    else:
+        return tanh(x)
+
+
+cdef inline floating _sigmoid(floating z) noexcept nogil:
+    # eq. 3: 1 / (1 + e^-z), through e = e^-|z| <= 1 so nothing overflows
+    cdef floating e = _exp(-_fabs(z))
+    cdef floating s = 1 / (1 + e)
+    return s if z >= 0 else e * s
+
+
+cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating alpha,
+                       floating* A, int lda, floating* B, int ldb, floating beta,
+                       floating* C, int ldc) noexcept nogil:
+    # column-major C (m x n) = alpha op(A) op(B) + beta C
+    if floating is float:
+        sgemm(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
+    else:
+        dgemm(&transa, &transb, &m, &n, &k, &alpha, A, &lda, B, &ldb, &beta, C, &ldc)
+
+
+# ---------------------------------------------------------------------------------------
+# Activations (elementwise; each case its own loop so the compiler can vectorise it)
+# ---------------------------------------------------------------------------------------
+
+cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) noexcept nogil:
+    # U = g(U + b) in place; b may be NULL (no bias)
+    cdef Py_ssize_t j
+    cdef floating z
+    if b != NULL:
+        for j in range(n):
+            U[j] = U[j] + b[j]
+    if code == IDENTITY:
+        pass
+    elif code == STEP:  # eq. 2: 1 if z >= 0 else 0
+        for j in range(n):
+            U[j] = 1 if U[j] >= 0 else 0
+    elif code == SIGMOID:
+        for j in range(n):
+            U[j] = _sigmoid(U[j])
+    elif code == RELU:  # max(0, z), NaN propagates
+        for j in range(n):
+            z = U[j]
+            U[j] = 0 if z < 0 else z
+    elif code == TANH:
+        for j in range(n):
+            U[j] = _tanh(U[j])
+    elif code == EXP:
+        for j in range(n):
+            U[j] = _exp(U[j])
+
+
+cdef void _activate_rows(floating* U, const floating* b, Py_ssize_t N, Py_ssize_t M,
+                         int code) noexcept nogil:
+    # U[i, :] = g(U[i, :] + b) for every row: the epilogue of eq. 10a
+    cdef Py_ssize_t i
+    if code == IDENTITY and b == NULL:
+        return
+    if N * M >= PARALLEL_ELEMENTS and N > 1:
+        for i in prange(N, schedule="static"):
+            _activate_row(U + i * M, b, M, code)
+    else:
+        for i in range(N):
+            _activate_row(U + i * M, b, M, code)
+
+
+cdef void _grad_row(const floating* U, floating* G, Py_ssize_t n, int code) noexcept nogil:
+    # G = dU/dZ written from U alone
+    cdef Py_ssize_t j
+    if code == IDENTITY:
+        for j in range(n):
+            G[j] = 1
+    elif code == STEP:
+        for j in range(n):
+            G[j] = 0
+    elif code == SIGMOID:  # u (1 - u)
+        for j in range(n):
+            G[j] = U[j] * (1 - U[j])
+    elif code == RELU:  # 1 where u > 0
+        for j in range(n):
+            G[j] = 1 if U[j] > 0 else 0
+    elif code == TANH:  # 1 - u^2
+        for j in range(n):
+            G[j] = 1 - U[j] * U[j]
+    elif code == EXP:  # u
+        for j in range(n):
+            G[j] = U[j]
+
+
+cdef void _mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_ssize_t n,
+                        int code) noexcept nogil:
+    # dZ = dU * g'(Z), with g'(Z) from U (chain rule u -> z)
+    cdef Py_ssize_t j
+    if code == IDENTITY:
+        if dZ != dU:
+            memcpy(dZ, dU, n * sizeof(floating))
+    elif code == STEP:
+        memset(dZ, 0, n * sizeof(floating))
+    elif code == SIGMOID:
+        for j in range(n):
+            dZ[j] = dU[j] * (U[j] * (1 - U[j]))
+    elif code == RELU:
+        for j in range(n):
+            dZ[j] = dU[j] if U[j] > 0 else 0
+    elif code == TANH:
+        for j in range(n):
+            dZ[j] = dU[j] * (1 - U[j] * U[j])
+    elif code == EXP:
+        for j in range(n):
+            dZ[j] = dU[j] * U[j]
+
+
+cdef void _flat_rows(Py_ssize_t size, Py_ssize_t* rows, Py_ssize_t* width) noexcept nogil:
+    # view a flat elementwise job as rows of at most 4096 elements, for prange
+    width[0] = 4096 if size > 4096 else size
+    rows[0] = (size + width[0] - 1) // width[0] if size > 0 else 0
+
+
+cdef void _activate_flat(const floating* Z, floating* U, Py_ssize_t size, int code) noexcept nogil:
+    cdef Py_ssize_t rows, width, i, start, n
+    _flat_rows(size, &rows, &width)
+    if U != Z:
+        memcpy(U, Z, size * sizeof(floating))
+    if size >= PARALLEL_ELEMENTS:
+        for i in prange(rows, schedule="static"):
+            start = i * width
+            n = width if start + width <= size else size - start
+            _activate_row(U + start, <floating*>NULL, n, code)
+    else:
+        _activate_row(U, <floating*>NULL, size, code)
+
+
+cdef void _grad_flat(const floating* U, floating* G, Py_ssize_t size, int code) noexcept nogil:
+    cdef Py_ssize_t rows, width, i, start, n
+    _flat_rows(size, &rows, &width)
+    if size >= PARALLEL_ELEMENTS:
+        for i in prange(rows, schedule="static"):
+            start = i * width
+            n = width if start + width <= size else size - start
+            _grad_row(U + start, G + start, n, code)
+    else:
+        _grad_row(U, G, size, code)
+
+
+def activate(cnp.ndarray Z, int code, cnp.ndarray out):
+    """out = g(Z) elementwise. Z and out: same dtype, same size, C-contiguous."""
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(Z)
+    if cnp.PyArray_TYPE(Z) == cnp.NPY_FLOAT32:
+        with nogil:
+            _activate_flat(<float*>cnp.PyArray_DATA(Z), <float*>cnp.PyArray_DATA(out), size, code)
+    else:
+        with nogil:
+            _activate_flat(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(out), size, code)
+    return out
+
+
+def activation_grad(cnp.ndarray U, int code, cnp.ndarray out):
+    """out = g'(Z) written from U = g(Z), elementwise."""
+    cdef Py_ssize_t size = cnp.PyArray_SIZE(U)
+    if cnp.PyArray_TYPE(U) == cnp.NPY_FLOAT32:
+        with nogil:
+            _grad_flat(<float*>cnp.PyArray_DATA(U), <float*>cnp.PyArray_DATA(out), size, code)
+    else:
+        with nogil:
+            _grad_flat(<double*>cnp.PyArray_DATA(U), <double*>cnp.PyArray_DATA(out), size, code)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Fused linear layer, forward (eq. 10a): U = g(X W^T + B)
+# ---------------------------------------------------------------------------------------
+
+cdef void _linear_forward(const floating* X, const floating* W, const floating* b,
+                          floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
+                          int code) noexcept nogil:
+    # X (N, K), W (M, K), b (M,) or NULL, U (N, M); all C-contiguous
+    cdef Py_ssize_t i, j, k
+    cdef floating s
+    if N * M * K <= SMALL_GEMM:
+        # eq. 9a: z_ij = sum_k W_jk x_ik + b_j, then u_ij = g(z_ij), one row at a time
+        for i in range(N):
+            for j in range(M):
+                s = b[j] if b != NULL else 0
+                for k in range(K):
+                    s = s + X[i * K + k] * W[j * K + k]
+                U[i * M + j] = s
+            _activate_row(U + i * M, <floating*>NULL, M, code)
+        return
+    # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
+    _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X, <int>K,
+          0, U, <int>M)
+    _activate_rows(U, b, N, M, code)
+
+
+cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
+    # the byte ranges of two contiguous arrays do not overlap
+    cdef char* pa = <char*>cnp.PyArray_DATA(a)
+    cdef char* pb = <char*>cnp.PyArray_DATA(b)
+    return pa + cnp.PyArray_NBYTES(a) <= pb or pb + cnp.PyArray_NBYTES(b) <= pa
+
+
+cdef inline bint _plain(object A, int ndim, int typenum):
+    # an exact ndarray of this ndim and dtype, C-contiguous and aligned
+    if type(A) is not np.ndarray:
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>A
+    return (cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_TYPE(a) == typenum
+            and cnp.PyArray_ISCARRAY_RO(a))
+
+
+def linear(object X, object W, object b, object activation, object out):
+    """U = g(X W^T + B), eq. 10a, fused: the bias and activation are the epilogue of the product.
+
+    This is the compiled fast path of ``functional.linear``: it returns U when the arguments
+    are the common case (2-D C-contiguous float32/float64 arrays of one dtype and matching
+    non-empty shapes, a known activation, ``out`` absent or a matching writeable array that
+    overlaps no input) and None otherwise, in which case the caller validates in Python.
+    """
+    if type(X) is not np.ndarray:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not (_plain(X, 2, typenum) and _plain(W, 2, typenum)):
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>X, w = <cnp.ndarray>W, bias = None, u
+    cdef Py_ssize_t N = x.shape[0], K = x.shape[1], M = w.shape[0]
+    if N == 0 or K == 0 or M == 0 or w.shape[1] != K:
+        return None
+    if N > 0x7FFFFFFF or K > 0x7FFFFFFF or M > 0x7FFFFFFF:
+        return None
+    if b is not None:
+        if not _plain(b, 1, typenum):
+            return None
+        bias = <cnp.ndarray>b
+        if bias.shape[0] != M:
+            return None
+    code = ACTIVATION_CODES.get(activation)
+    if code is None:
+        return None
+    cdef cnp.npy_intp dims[2]
+    if out is None:
+        dims[0] = N
+        dims[1] = M
+        u = cnp.PyArray_EMPTY(2, dims, typenum, 0)
+    else:
+        if not _plain(out, 2, typenum) or not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>out):
+            return None
+        u = <cnp.ndarray>out
+        if u.shape[0] != N or u.shape[1] != M or not (_disjoint(u, x) and _disjoint(u, w)):
+            return None
+        if bias is not None and not _disjoint(u, bias):
+            return None
+    cdef int c = code
+    cdef void* pb = cnp.PyArray_DATA(bias) if bias is not None else NULL
+    if typenum == cnp.NPY_FLOAT32:
+        with nogil:
+            _linear_forward(<float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(w),
+                            <float*>pb, <float*>cnp.PyArray_DATA(u), N, K, M, c)
+    else:
+        with nogil:
+            _linear_forward(<double*>cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(w),
+                            <double*>pb, <double*>cnp.PyArray_DATA(u), N, K, M, c)
+    return u
+
+
+# ---------------------------------------------------------------------------------------
+# Fused linear layer, backward (eq. 13 and the chain rule, section 3)
+# ---------------------------------------------------------------------------------------
+
+cdef void _linear_backward(const floating* dU, const floating* X, const floating* W,
+                           const floating* U, floating* dZ, floating* dX, floating* dW,
+                           floating* db, double* acc, Py_ssize_t N, Py_ssize_t K,
+                           Py_ssize_t M, int code) noexcept nogil:
+    # dZ = dU * g'(Z); dW = dZ^T X; db = sum_i dZ_i; dX = dZ W (skipped when dX is NULL).
+    # dZ may alias dU (identity); acc is an M-long float64 scratch for db.
+    cdef Py_ssize_t i, j, k
+    cdef floating s
+    cdef const floating* row
+    if N * M >= PARALLEL_ELEMENTS and N > 1:
+        for i in prange(N, schedule="static"):
+            _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
+    else:
+        for i in range(N):
+            _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
+    # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
+    memset(acc, 0, M * sizeof(double))
+    for i in range(N):
+        row = dZ + i * M
+        for j in range(M):
+            acc[j] += row[j]
+    for j in range(M):
+        db[j] = <floating>acc[j]
+    if N * M * K <= SMALL_GEMM:
+        # dW_jk = sum_i dZ_ij x_ik
+        for j in range(M):
+            for k in range(K):
+                s = 0
+                for i in range(N):
+                    s = s + dZ[i * M + j] * X[i * K + k]
+                dW[j * K + k] = s
+        if dX != NULL:
+            # dX_ik = sum_j dZ_ij W_jk
+            for i in range(N):
+                for k in range(K):
+                    s = 0
+                    for j in range(M):
+                        s = s + dZ[i * M + j] * W[j * K + k]
+                    dX[i * K + k] = s
+        return
+    # row-major dW (M, K) = dZ^T X is column-major dW^T (K x M) = X^T dZ: gemm('n', 't', X, dZ)
+    _gemm(c"n", c"t", <int>K, <int>M, <int>N, 1, <floating*>X, <int>K, <floating*>dZ, <int>M,
+          0, dW, <int>K)
+    if dX != NULL:
+        # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n', W, dZ)
+        _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
+              <int>M, 0, dX, <int>K)
+
+
+def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U, int code,
+                    bint need_dX):
+    """(dX or None, dW, db) for U = g(X W^T + b) given dU = dL/dU. Arguments validated."""
+    cdef Py_ssize_t N = X.shape[0], K = X.shape[1], M = W.shape[0]
+    cdef int typenum = cnp.PyArray_TYPE(X)
+    cdef cnp.ndarray dZ = dU if code == IDENTITY else np.empty((N, M), dtype=X.dtype)
+    cdef cnp.ndarray dW = np.empty((M, K), dtype=X.dtype)
+    cdef cnp.ndarray db = np.empty(M, dtype=X.dtype)
+    cdef cnp.ndarray dX = np.empty((N, K), dtype=X.dtype) if need_dX else None
+    cdef void* pdX = cnp.PyArray_DATA(dX) if need_dX else NULL
+    cdef double* acc = <double*>malloc(M * sizeof(double))
+    if acc == NULL:
+        raise MemoryError()
+    try:
+        if typenum == cnp.NPY_FLOAT32:
+            with nogil:
+                _linear_backward(<float*>cnp.PyArray_DATA(dU), <float*>cnp.PyArray_DATA(X),
+                                 <float*>cnp.PyArray_DATA(W), <float*>cnp.PyArray_DATA(U),
+                                 <float*>cnp.PyArray_DATA(dZ), <float*>pdX,
+                                 <float*>cnp.PyArray_DATA(dW), <float*>cnp.PyArray_DATA(db),
+                                 acc, N, K, M, code)
+        else:
+            with nogil:
+                _linear_backward(<double*>cnp.PyArray_DATA(dU), <double*>cnp.PyArray_DATA(X),
+                                 <double*>cnp.PyArray_DATA(W), <double*>cnp.PyArray_DATA(U),
+                                 <double*>cnp.PyArray_DATA(dZ), <double*>pdX,
+                                 <double*>cnp.PyArray_DATA(dW), <double*>cnp.PyArray_DATA(db),
+                                 acc, N, K, M, code)
+    finally:
+        free(acc)
+    return dX, dW, db
+
+
+# ---------------------------------------------------------------------------------------
+# Softmax (eq. 5) and log-softmax, row by row with the max shift
+# ---------------------------------------------------------------------------------------
+
+cdef void _softmax_row(const floating* z, floating* p, Py_ssize_t K, bint take_log) noexcept nogil:
+    # p_k = e^{z_k - m} / sum_l e^{z_l - m}, m = max_l z_l (or its log: z_k - m - ln sum)
+    cdef Py_ssize_t k
+    cdef floating m = z[0]
+    cdef double s = 0
+    for k in range(1, K):
+        if z[k] > m:
+            m = z[k]
+    for k in range(K):
+        p[k] = _exp(z[k] - m)
+        s += p[k]
+    if take_log:
+        s = log(s)
+        for k in range(K):
+            p[k] = <floating>((z[k] - m) - s)
+    else:
+        s = 1 / s
+        for k in range(K):
+            p[k] = <floating>(p[k] * s)
+
+
+cdef void _softmax(const floating* Z, floating* P, Py_ssize_t N, Py_ssize_t K,
+                   bint take_log) noexcept nogil:
+    cdef Py_ssize_t i
+    if N * K >= PARALLEL_ELEMENTS and N > 1:
+        for i in prange(N, schedule="static"):
+            _softmax_row(Z + i * K, P + i * K, K, take_log)
+    else:
+        for i in range(N):
+            _softmax_row(Z + i * K, P + i * K, K, take_log)
+
+
+def softmax(cnp.ndarray Z, bint take_log, cnp.ndarray out):
+    """out = softmax(Z) (eq. 5) or log_softmax(Z), over the rows of a 2-D C-contiguous Z."""
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1]
+    if cnp.PyArray_TYPE(Z) == cnp.NPY_FLOAT32:
+        with nogil:
+            _softmax(<float*>cnp.PyArray_DATA(Z), <float*>cnp.PyArray_DATA(out), N, K, take_log)
+    else:
+        with nogil:
+            _softmax(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(out), N, K, take_log)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# Losses: per-sample loss and its gradient in one pass (eq. 16-20)
+# ---------------------------------------------------------------------------------------
+
+cdef double _sum(const floating* x, Py_ssize_t n) noexcept nogil:
+    # sum in a fixed order with a float64 accumulator (eq. 16: L = sum_i g_loss)
+    cdef double s = 0
+    cdef Py_ssize_t i
+    for i in range(n):
+        s += x[i]
+    return s
+
+
+cdef void _cross_entropy_row(const floating* z, Py_ssize_t y, floating* loss, floating* dz,
+                             Py_ssize_t K, floating scale) noexcept nogil:
+    # eq. 18: loss = ln sum_l e^{z_l} - z_y = (m - z_y) + ln sum_l e^{z_l - m};
+    # dz_k = scale * (softmax(z)_k - r_k) (section 3, problem 1)
+    cdef Py_ssize_t k
+    cdef floating m = z[0], e
+    cdef double s = 0
+    for k in range(1, K):
+        if z[k] > m:
+            m = z[k]
+    if dz != NULL:
+        for k in range(K):
+            e = _exp(z[k] - m)
+            dz[k] = e
+            s += e
+    else:
+        for k in range(K):
+            s += _exp(z[k] - m)
+    loss[0] = <floating>((m - z[y]) + log(s))
+    if dz != NULL:
+        e = <floating>(scale / s)
+        for k in range(K):
+            dz[k] = dz[k] * e
+        dz[y] = dz[y] - scale
+
+
+cdef double _cross_entropy(const floating* Z, const Py_ssize_t* y, floating* losses,
+                           floating* dZ, Py_ssize_t N, Py_ssize_t K,
+                           floating scale) noexcept nogil:
+    cdef Py_ssize_t i
+    if N * K >= PARALLEL_ELEMENTS and N > 1:
+        for i in prange(N, schedule="static"):
+            _cross_entropy_row(Z + i * K, y[i], losses + i,
+                               dZ + i * K if dZ != NULL else NULL, K, scale)
+    else:
+        for i in range(N):
+            _cross_entropy_row(Z + i * K, y[i], losses + i,
+                               dZ + i * K if dZ != NULL else NULL, K, scale)
+    return _sum(losses, N)
+
+
+def cross_entropy(cnp.ndarray Z, cnp.ndarray y, cnp.ndarray losses, object dZ, double scale):
+    """Per-sample eq. 18 losses into ``losses`` (N,), the gradient times ``scale`` into dZ
+    (N, K) unless dZ is None; returns the float64 sum of the losses. y: intp labels."""
+    cdef Py_ssize_t N = Z.shape[0], K = Z.shape[1]
+    cdef void* pdZ = cnp.PyArray_DATA(<cnp.ndarray>dZ) if dZ is not None else NULL
+    cdef double total
+    if cnp.PyArray_TYPE(Z) == cnp.NPY_FLOAT32:
+        with nogil:
+            total = _cross_entropy(<float*>cnp.PyArray_DATA(Z), <Py_ssize_t*>cnp.PyArray_DATA(y),
+                                   <float*>cnp.PyArray_DATA(losses), <float*>pdZ, N, K,
+                                   <float>scale)
+    else:
+        with nogil:
+            total = _cross_entropy(<double*>cnp.PyArray_DATA(Z), <Py_ssize_t*>cnp.PyArray_DATA(y),
+                                   <double*>cnp.PyArray_DATA(losses), <double*>pdZ, N, K, scale)
+    return total
+
+
+cdef double _binary_cross_entropy(const floating* z, const floating* y, floating* losses,
+                                  floating* dz, Py_ssize_t N, floating scale) noexcept nogil:
+    # eq. 17: ln(1 + e^z) - y z = ln(1 + e^-|z|) + (z >= 0 ? (1 - y) z : -y z), no overflow
+    # and no cancellation for large |z|; d/dz = sigmoid(z) - y (section 2, problem 2)
+    cdef Py_ssize_t i
+    cdef floating zi, yi
+    for i in range(N):
+        zi = z[i]
+        yi = y[i]
+        losses[i] = _log1p(_exp(-_fabs(zi))) + ((1 - yi) * zi if zi >= 0 else -yi * zi)
+        if dz != NULL:
+            dz[i] = scale * (_sigmoid(zi) - yi)
+    return _sum(losses, N)
+
+
+def binary_cross_entropy(cnp.ndarray z, cnp.ndarray y, cnp.ndarray losses, object dz,
+                         double scale):
+    """Per-sample eq. 17 losses into ``losses`` (N,), the gradient times ``scale`` into dz
+    unless dz is None; returns the float64 sum. y: labels 0/1 in z's dtype."""
+    cdef Py_ssize_t N = cnp.PyArray_SIZE(z)
+    cdef void* pdz = cnp.PyArray_DATA(<cnp.ndarray>dz) if dz is not None else NULL
+    cdef double total
+    if cnp.PyArray_TYPE(z) == cnp.NPY_FLOAT32:
+        with nogil:
+            total = _binary_cross_entropy(<float*>cnp.PyArray_DATA(z), <float*>cnp.PyArray_DATA(y),
+                                          <float*>cnp.PyArray_DATA(losses), <float*>pdz, N,
+                                          <float>scale)
+    else:
+        with nogil:
+            total = _binary_cross_entropy(<double*>cnp.PyArray_DATA(z), <double*>cnp.PyArray_DATA(y),
+                                          <double*>cnp.PyArray_DATA(losses), <double*>pdz, N,
+                                          scale)
+    return total
+
+
+cdef double _squared_error(const floating* Z, const floating* Y, floating* losses,
+                           floating* dZ, Py_ssize_t N, Py_ssize_t d,
+                           floating scale) noexcept nogil:
+    # eq. 20: loss_i = sum_k (z_ik - y_ik)^2; dL/dz_ik = 2 (z_ik - y_ik) (section 2, problem 4)
+    cdef Py_ssize_t i, k
+    cdef floating diff
+    cdef double s
+    for i in range(N):
+        s = 0
+        for k in range(d):
+            diff = Z[i * d + k] - Y[i * d + k]
+            s += diff * diff
+            if dZ != NULL:
+                dZ[i * d + k] = (2 * scale) * diff
+        losses[i] = <floating>s
+    return _sum(losses, N)
+
+
+def squared_error(cnp.ndarray Z, cnp.ndarray Y, cnp.ndarray losses, object dZ, double scale):
+    """Per-sample eq. 20 losses into ``losses`` (N,), the gradient times ``scale`` into dZ
+    unless dZ is None; returns the float64 sum. Z and Y: the same shape, (N,) or (N, d)."""
+    cdef Py_ssize_t N = Z.shape[0]
+    cdef Py_ssize_t d = cnp.PyArray_SIZE(Z) // N if N > 0 else 0
+    cdef void* pdZ = cnp.PyArray_DATA(<cnp.ndarray>dZ) if dZ is not None else NULL
+    cdef double total
+    if cnp.PyArray_TYPE(Z) == cnp.NPY_FLOAT32:
+        with nogil:
+            total = _squared_error(<float*>cnp.PyArray_DATA(Z), <float*>cnp.PyArray_DATA(Y),
+                                   <float*>cnp.PyArray_DATA(losses), <float*>pdZ, N, d,
+                                   <float>scale)
+    else:
+        with nogil:
+            total = _squared_error(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(Y),
+                                   <double*>cnp.PyArray_DATA(losses), <double*>pdZ, N, d, scale)
+    return total
+
+
+# ---------------------------------------------------------------------------------------
+# Configuration
+# ---------------------------------------------------------------------------------------
+
+def openmp_max_threads():
+    """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
+    return openmp.omp_get_max_threads()

@@ -1,0 +1,140 @@
+"""Argument checks of the public boundary.
+
+Every public function validates here once, then hands plain arrays to a kernel or to the
+reference: float32 or float64 (one dtype per call), C-contiguous, of the expected ndim and
+non-empty shapes. A failed check raises a ValueError (bad value or shape) or TypeError (bad
+type) whose message names the argument and what was expected.
+"""
+
+import numbers
+
+import numpy as np
+
+from .reference import ACTIVATIONS
+
+REDUCTIONS = ("mean", "sum", "none")
+_MAX_DIM = 2**31 - 1  # BLAS takes 32-bit sizes
+
+
+def _as_array(A, name):
+    if A is None:
+        raise TypeError(f"{name} must be an array, got None")
+    try:
+        arr = np.asarray(A)
+    except (ValueError, TypeError) as exc:  # ragged lists and the like
+        raise ValueError(f"{name} must be a rectangular numeric array: {exc}") from None
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name} must hold real numbers (bool, int or float), got dtype {arr.dtype}"
+        )
+    return arr
+
+
+def float_dtype(*arrays):
+    """The computing dtype: float32 if every array is float32, else float64 (eq. promotion)."""
+    for A in arrays:
+        if A is not None and A.dtype != np.float32:
+            return np.dtype(np.float64)
+    return np.dtype(np.float32)
+
+
+def real_arrays(*named):
+    """``(array, name)`` pairs -> the arrays as real-valued ndarrays and their common float dtype."""
+    arrays = [None if A is None else _as_array(A, name) for A, name in named]
+    return arrays, float_dtype(*arrays)
+
+
+def as_float(arr, name, dtype, ndims, *, allow_empty=False):
+    """``arr`` as a C-contiguous array of ``dtype`` with ndim in ``ndims``."""
+    if arr.ndim not in ndims:
+        want = " or ".join(f"{d}-D" for d in ndims)
+        raise ValueError(f"{name} must be {want}, got a {arr.ndim}-D array of shape {arr.shape}")
+    if not allow_empty and arr.size == 0:
+        raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
+    if any(n > _MAX_DIM for n in arr.shape):
+        raise ValueError(f"{name} has a dimension over {_MAX_DIM}: shape {arr.shape}")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def expect_shape(arr, name, shape, why):
+    if arr.shape != shape:
+        raise ValueError(f"{name} must have shape {shape} {why}, got {arr.shape}")
+
+
+def activation(name, arg="activation"):
+    if not isinstance(name, str):
+        raise TypeError(f"{arg} must be a string, one of {ACTIVATIONS}, got {name!r}")
+    if name not in ACTIVATIONS:
+        raise ValueError(f"{arg} must be one of {ACTIVATIONS}, got {name!r}")
+    return name
+
+
+def reduction(name):
+    if not isinstance(name, str) or name not in REDUCTIONS:
+        raise ValueError(f"reduction must be one of {REDUCTIONS}, got {name!r}")
+    return name
+
+
+def flag(value, name):
+    if not isinstance(value, (bool, np.bool_)):
+        raise TypeError(f"{name} must be True or False, got {value!r}")
+    return bool(value)
+
+
+def out_array(out, shape, dtype, inputs):
+    """Check a caller's ``out=`` buffer: an ndarray of the result's shape and dtype,
+    C-contiguous, writeable, sharing no memory with any input."""
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+    if out.dtype != dtype:
+        raise TypeError(f"out must have dtype {dtype} (the result's), got {out.dtype}")
+    expect_shape(out, "out", shape, "(the result's)")
+    if not out.flags.c_contiguous or not out.flags.writeable:
+        raise ValueError("out must be C-contiguous and writeable")
+    if any(A is not None and np.may_share_memory(out, A) for A in inputs):
+        raise ValueError("out must not share memory with an input")
+    return out
+
+
+def _labels_as_numbers(y, name):
+    arr = _as_array(y, name)
+    if arr.dtype.kind == "f":
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} must hold finite labels, found NaN or inf")
+        if (arr != np.floor(arr)).any():
+            raise ValueError(f"{name} must hold integral labels, found non-integral values")
+    return arr
+
+
+def class_labels(y, name, N, K):
+    """Labels in 0..K-1 for N samples, as a C-contiguous intp array of shape (N,)."""
+    arr = _labels_as_numbers(y, name)
+    arr = arr.reshape(-1) if arr.ndim == 0 else arr
+    expect_shape(arr, name, (N,), "(one label per sample)")
+    if N and (arr.min() < 0 or arr.max() > K - 1):
+        raise ValueError(
+            f"{name} must hold class labels in 0..{K - 1} (K = {K} logits), "
+            f"found values in {arr.min()}..{arr.max()}"
+        )
+    return np.ascontiguousarray(arr, dtype=np.intp)
+
+
+def binary_labels(y, name, N, dtype):
+    """N labels in {0, 1}, as a C-contiguous array of ``dtype`` and shape (N,)."""
+    arr = _labels_as_numbers(y, name)
+    arr = arr.reshape(-1) if arr.ndim <= 1 or arr.shape == (N, 1) else arr
+    expect_shape(arr, name, (N,), "(one label per sample)")
+    if not np.isin(arr, (0, 1)).all():
+        raise ValueError(f"{name} must hold binary labels 0 or 1, found other values")
+    return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def targets(Y, name, shape, dtype):
+    """Finite regression targets of ``shape`` (an (N,) array is taken for shape (N, 1))."""
+    arr = _as_array(Y, name)
+    if arr.shape != shape and len(shape) == 2 and shape[1] == 1 and arr.shape == shape[:1]:
+        arr = arr.reshape(shape)
+    expect_shape(arr, name, shape, "(the shape of the predictions)")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, found NaN or inf")
+    return np.ascontiguousarray(arr, dtype=dtype)

@@ -1,0 +1,393 @@
+"""The validated functional API: the notes' layer, activation and loss computations.
+
+Each function checks its arguments once (``fastnn._validation``) and runs the compiled
+kernel (``fastnn._kernels``), or the NumPy reference (``fastnn.reference``) when the
+backend is "numpy": ``set_backend("numpy")``, ``use_backend("numpy")`` or the environment
+variable ``FASTNN_BACKEND=numpy`` at import.
+
+Conventions (``shared/DESIGN.md``): ``W`` has shape (N_out, N_in), ``b`` (N_out,), a batch
+``X`` one sample per row, (N, N_in). A single sample ``x`` of shape (N_in,) gives 1-D
+results. float32 stays float32, float64 stays float64, other real numbers become float64;
+mixed float32/float64 arguments compute in float64. Arrays that are not C-contiguous
+(Fortran order, strided views) or not of the computing dtype are copied once; others are
+read in place.
+"""
+
+import contextlib
+import os
+
+import numpy as np
+
+from . import _kernels
+from . import _validation as _v
+from . import reference
+
+__all__ = [
+    "activate",
+    "activation_grad",
+    "binary_cross_entropy",
+    "cross_entropy",
+    "get_backend",
+    "linear",
+    "linear_backward",
+    "log_softmax",
+    "set_backend",
+    "sigmoid",
+    "softmax",
+    "squared_error",
+    "use_backend",
+]
+
+BACKENDS = ("cython", "numpy")
+_ACT = _kernels.ACTIVATION_CODES
+
+
+def _check_backend(name):
+    if name not in BACKENDS:
+        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
+    return name
+
+
+_backend = _check_backend(os.environ.get("FASTNN_BACKEND", "cython"))
+
+
+def set_backend(name):
+    """Run every function on "cython" (the compiled kernels, default) or "numpy" (the reference)."""
+    global _backend
+    _backend = _check_backend(name)
+
+
+def get_backend():
+    """The backend in use: "cython" or "numpy"."""
+    return _backend
+
+
+@contextlib.contextmanager
+def use_backend(name):
+    """Context manager: run the enclosed code on backend ``name``, then restore the previous one."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+# ---------------------------------------------------------------------------------------
+# Layers
+# ---------------------------------------------------------------------------------------
+
+
+def linear(X, W, b=None, activation="identity", *, out=None):
+    """Fused linear layer: U = g(X W^T + B) (eq. 10a; one sample: eq. 1a).
+
+    Parameters
+    ----------
+    X : array_like, shape (N, N_in) or (N_in,)
+        Inputs, one sample per row.
+    W : array_like, shape (N_out, N_in)
+        Weights, W[j, k] connects input k to unit j.
+    b : array_like, shape (N_out,), optional
+        Biases; None for a layer without bias.
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+        g, applied elementwise.
+    out : ndarray, optional
+        Buffer for the result: the result's shape and dtype, C-contiguous, no overlap with X, W, b.
+
+    Returns
+    -------
+    U : ndarray, shape (N, N_out) or (N_out,)
+
+    Examples
+    --------
+    The hidden layer of the notes' section 1, problem 2 at x = 0, 1, 3, 5:
+
+    >>> import numpy as np, fastnn.functional as F
+    >>> F.linear(np.array([[0.], [1.], [3.], [5.]]), np.array([[1.], [1.]]),
+    ...          np.array([-2., -4.]), "step")
+    array([[0., 0.],
+           [0., 0.],
+           [1., 0.],
+           [1., 1.]])
+    """
+    if _backend == "cython":
+        U = _kernels.linear(X, W, b, activation, out)
+        if U is not None:
+            return U
+    (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"))
+    X = _v.as_float(X, "X", dtype, (1, 2))
+    W = _v.as_float(W, "W", dtype, (2,))
+    single = X.ndim == 1
+    X2 = X.reshape(1, -1) if single else X
+    N, K = X2.shape
+    M = W.shape[0]
+    _v.expect_shape(W, "W", (M, K), f"(N_out, N_in) with N_in = {K} from X")
+    if b is not None:
+        b = _v.as_float(b, "b", dtype, (1,))
+        _v.expect_shape(b, "b", (M,), f"(N_out,) with N_out = {M} from W")
+    activation = _v.activation(activation)
+    out2 = None
+    if out is not None:
+        out = _v.out_array(out, (M,) if single else (N, M), dtype, (X, W, b))
+        out2 = out.reshape(N, M)
+    if _backend == "cython":
+        U = _kernels.linear(X2, W, b, activation, out2)
+    else:
+        U = reference.linear(X2, W, b, activation, out=out2)
+    if out is not None:
+        return out
+    return U.reshape(M) if single else U
+
+
+def linear_backward(dU, X, W, U, activation="identity", *, need_dX=True):
+    """Backpropagation through U = g(X W^T + b) (eq. 13 and the chain rule, section 3).
+
+    dZ = dU * g'(Z) with g'(Z) computed from U;  dW = dZ^T X;  db = sum_i dZ_i;  dX = dZ W.
+
+    Parameters
+    ----------
+    dU : array_like, shape (N, N_out) or (N_out,)
+        dL/dU, the gradient of the loss with respect to the layer's output.
+    X : array_like, shape (N, N_in) or (N_in,)
+        The layer's input in the forward pass.
+    W : array_like, shape (N_out, N_in)
+        The layer's weights.
+    U : array_like, shape (N, N_out) or (N_out,)
+        The layer's output in the forward pass, g(X W^T + b).
+    activation : str
+        The layer's activation g.
+    need_dX : bool
+        Compute dL/dX (not needed for the first layer).
+
+    Returns
+    -------
+    dX : ndarray of X's shape, or None when ``need_dX`` is False
+    dW : ndarray, shape (N_out, N_in)
+    db : ndarray, shape (N_out,)
+    """
+    (dU, X, W, U), dtype = _v.real_arrays((dU, "dU"), (X, "X"), (W, "W"), (U, "U"))
+    X = _v.as_float(X, "X", dtype, (1, 2))
+    single = X.ndim == 1
+    dims = (1,) if single else (2,)
+    W = _v.as_float(W, "W", dtype, (2,))
+    dU = _v.as_float(dU, "dU", dtype, dims)
+    U = _v.as_float(U, "U", dtype, dims)
+    X2 = X.reshape(1, -1) if single else X
+    N, K = X2.shape
+    M = W.shape[0]
+    _v.expect_shape(W, "W", (M, K), f"(N_out, N_in) with N_in = {K} from X")
+    shape = (M,) if single else (N, M)
+    _v.expect_shape(dU, "dU", shape, "(the layer output's)")
+    _v.expect_shape(U, "U", shape, "(the layer output's)")
+    activation = _v.activation(activation)
+    need_dX = _v.flag(need_dX, "need_dX")
+    dU2, U2 = dU.reshape(N, M), U.reshape(N, M)
+    if _backend == "cython":
+        dX, dW, db = _kernels.linear_backward(dU2, X2, W, U2, _ACT[activation], need_dX)
+    else:
+        dX, dW, db = reference.linear_backward(dU2, X2, W, U2, activation, need_dX=need_dX)
+    if dX is not None and single:
+        dX = dX.reshape(K)
+    return dX, dW, db
+
+
+# ---------------------------------------------------------------------------------------
+# Activations and output maps
+# ---------------------------------------------------------------------------------------
+
+
+def _elementwise(Z, name):
+    (Z,), dtype = _v.real_arrays((Z, name))
+    return _v.as_float(Z, name, dtype, range(0, 33), allow_empty=True)
+
+
+def activate(Z, activation):
+    """U = g(Z) elementwise, for any shape (the activations of section 1: eq. 2, sigmoid, ReLU;
+    and tanh, exp).
+
+    >>> import fastnn.functional as F
+    >>> F.activate([-1.0, 0.0, 2.0], "relu")
+    array([0., 0., 2.])
+    """
+    Z = _elementwise(Z, "Z")
+    activation = _v.activation(activation)
+    if _backend == "cython":
+        return _kernels.activate(Z, _ACT[activation], np.empty_like(Z))
+    return reference.activate(Z, activation)
+
+
+def activation_grad(U, activation):
+    """g'(Z) elementwise, written from U = g(Z) alone: sigmoid u(1 - u), tanh 1 - u^2,
+    relu 1 where u > 0, exp u, identity 1, step 0.
+
+    >>> import fastnn.functional as F
+    >>> F.activation_grad([0.5], "sigmoid")
+    array([0.25])
+    """
+    U = _elementwise(U, "U")
+    activation = _v.activation(activation)
+    if _backend == "cython":
+        return _kernels.activation_grad(U, _ACT[activation], np.empty_like(U))
+    return reference.activation_grad(U, activation)
+
+
+def sigmoid(Z):
+    """The logistic output map 1 / (1 + e^-z) (eq. 3), elementwise, stable for any z.
+
+    >>> import fastnn.functional as F
+    >>> F.sigmoid([0.0])
+    array([0.5])
+    """
+    return activate(Z, "sigmoid")
+
+
+def _rows(Z, name):
+    (Z,), dtype = _v.real_arrays((Z, name))
+    Z = _v.as_float(Z, name, dtype, (1, 2))
+    return Z, (Z.reshape(1, -1) if Z.ndim == 1 else Z)
+
+
+def softmax(Z):
+    """Class probabilities e^{z_k} / sum_l e^{z_l} (eq. 5) of each row of Z (N, K) or of z (K,).
+
+    >>> import fastnn.functional as F
+    >>> F.softmax([0.0, 0.0])
+    array([0.5, 0.5])
+    """
+    Z, Z2 = _rows(Z, "Z")
+    if _backend == "cython":
+        return _kernels.softmax(Z2, False, np.empty_like(Z2)).reshape(Z.shape)
+    return reference.softmax(Z)
+
+
+def log_softmax(Z):
+    """ln softmax(Z) = z_k - ln sum_l e^{z_l}, row by row, without overflow.
+
+    >>> import fastnn.functional as F
+    >>> F.log_softmax([0.0, 0.0])
+    array([-0.69314718, -0.69314718])
+    """
+    Z, Z2 = _rows(Z, "Z")
+    if _backend == "cython":
+        return _kernels.softmax(Z2, True, np.empty_like(Z2)).reshape(Z.shape)
+    return reference.log_softmax(Z)
+
+
+# ---------------------------------------------------------------------------------------
+# Losses (eq. 16-20): loss and gradient in one pass
+# ---------------------------------------------------------------------------------------
+
+
+def _loss(kernel, ref, Z, y, reduction, return_grad, shape, single):
+    """Run a loss on validated (Z, y); shape the gradient as the caller's Z (``shape``) and,
+    for a ``single`` sample, its "none" loss as a 0-d array."""
+    reduction = _v.reduction(reduction)
+    return_grad = _v.flag(return_grad, "return_grad")
+    N = Z.shape[0]
+    if _backend == "cython":
+        losses = np.empty(N, dtype=Z.dtype)
+        dZ = np.empty_like(Z) if return_grad else None
+        total = kernel(Z, y, losses, dZ, 1.0 / N if reduction == "mean" else 1.0)
+        if reduction == "none":
+            loss = losses
+        else:
+            loss = Z.dtype.type(total / N if reduction == "mean" else total)
+    else:
+        result = ref(Z, y, reduction=reduction, return_grad=return_grad)
+        loss, dZ = result if return_grad else (result, None)
+    if reduction == "none" and single:
+        loss = loss.reshape(())
+    return (loss, dZ.reshape(shape)) if return_grad else loss
+
+
+def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
+    """Binary cross-entropy on the logit, ln(1 + e^z) - y z (eq. 17); gradient sigmoid(z) - y.
+
+    Parameters
+    ----------
+    z : array_like, shape (N,) or (N, 1), or a scalar for one sample
+        Logits z^O.
+    y : array_like of N labels in {0, 1}
+    reduction : {"mean", "sum", "none"}
+        "sum" is the notes' L (eq. 16), "mean" is L / N, "none" the N per-sample losses.
+    return_grad : bool
+        Also return dL/dz, of z's shape.
+
+    Returns
+    -------
+    loss : scalar of z's dtype, or ndarray (N,) for reduction="none"
+    dz : ndarray, only when ``return_grad``
+
+    Examples
+    --------
+    >>> import fastnn.functional as F
+    >>> float(F.binary_cross_entropy([0.0], [1], reduction="sum"))  # ln 2
+    0.6931471805599453
+    """
+    (z,), dtype = _v.real_arrays((z, "z"))
+    shape = z.shape
+    if z.ndim == 2 and z.shape[1] != 1:
+        raise ValueError(f"z must have shape (N,) or (N, 1) (one logit per sample), got {z.shape}")
+    z = _v.as_float(z, "z", dtype, (0, 1, 2)).reshape(-1)
+    y = _v.binary_labels(y, "y", z.shape[0], dtype)
+    return _loss(_kernels.binary_cross_entropy, reference.binary_cross_entropy,
+                 z, y, reduction, return_grad, shape, len(shape) == 0)
+
+
+def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
+    """Categorical cross-entropy ln sum_l e^{z_l} - z_y (eq. 18) on logits, with its gradient
+    softmax(z) - r (r the one-hot code of y, eq. 19), computed stably (max shift).
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, K), or (K,) for one sample
+        Logits z^O, one row per sample.
+    y : array_like of N integer labels in 0..K-1 (the notes' 1..K, shifted down by one)
+    reduction : {"mean", "sum", "none"}
+    return_grad : bool
+        Also return dL/dZ, of Z's shape.
+
+    Returns
+    -------
+    loss : scalar of Z's dtype, or ndarray (N,) for reduction="none"
+    dZ : ndarray, only when ``return_grad``
+
+    Examples
+    --------
+    >>> import fastnn.functional as F
+    >>> loss, dZ = F.cross_entropy([[0.0, 0.0]], [1], return_grad=True)
+    >>> round(float(loss), 6), dZ
+    (0.693147, array([[ 0.5, -0.5]]))
+    """
+    (Z,), dtype = _v.real_arrays((Z, "Z"))
+    shape = Z.shape
+    Z = _v.as_float(Z, "Z", dtype, (1, 2))
+    Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
+    y = _v.class_labels(y, "y", *Z2.shape)
+    return _loss(_kernels.cross_entropy, reference.cross_entropy,
+                 Z2, y, reduction, return_grad, shape, len(shape) == 1)
+
+
+def squared_error(Z, Y, *, reduction="mean", return_grad=False):
+    """Squared error ||z - y||^2 per sample (eq. 20), gradient 2 (z - y); no 1/2 factor.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, d), or (N,) for one output per sample
+        Predictions z^O.
+    Y : array_like of Z's shape (an (N,) Y is accepted for Z of shape (N, 1))
+    reduction : {"mean", "sum", "none"}
+        "mean" divides the sum by N (not by N*d as PyTorch's MSELoss does).
+    return_grad : bool
+
+    Examples
+    --------
+    >>> import fastnn.functional as F
+    >>> float(F.squared_error([[1.0, 2.0]], [[0.0, 0.0]]))
+    5.0
+    """
+    (Z, Y), dtype = _v.real_arrays((Z, "Z"), (Y, "Y"))
+    Z = _v.as_float(Z, "Z", dtype, (1, 2))
+    Y = _v.targets(Y, "Y", Z.shape, dtype)
+    return _loss(_kernels.squared_error, reference.squared_error,
+                 Z, Y, reduction, return_grad, Z.shape, False)

@@ -1,0 +1,165 @@
+"""NumPy reference of every kernel: the notes' formulas, written as the notes write them.
+
+This module is the correctness oracle for ``fastnn._kernels`` and the "numpy" backend of
+``fastnn.functional``. It has the same signatures as ``fastnn.functional`` but trusts its
+arguments: ``functional`` validates them first. Batched arguments are 2-D (one sample per
+row); ``functional`` turns a single 1-D sample into a batch of one and back.
+
+Equation numbers refer to ``shared/seed/neural-network-notes.md``.
+"""
+
+import numpy as np
+
+__all__ = [
+    "ACTIVATIONS",
+    "activate",
+    "activation_grad",
+    "binary_cross_entropy",
+    "cross_entropy",
+    "linear",
+    "linear_backward",
+    "log_softmax",
+    "sigmoid",
+    "softmax",
+    "squared_error",
+]
+
+ACTIVATIONS = ("identity", "step", "sigmoid", "relu", "tanh", "exp")
+
+
+def sigmoid(Z):
+    """Logistic function 1 / (1 + e^-z) (eq. 3), evaluated without overflow."""
+    Z = np.asarray(Z)
+    e = np.exp(-np.abs(Z))  # e^-|z| <= 1: never overflows
+    return np.where(Z >= 0, 1 / (1 + e), e / (1 + e)).astype(Z.dtype, copy=False)
+
+
+def activate(Z, activation):
+    """U = g_act(Z), elementwise."""
+    Z = np.asarray(Z)
+    if activation == "identity":
+        return Z.copy()
+    if activation == "step":  # eq. 2: g(z) = 1 if z >= 0 else 0
+        return (Z >= 0).astype(Z.dtype)
+    if activation == "sigmoid":
+        return sigmoid(Z)
+    if activation == "relu":  # g(z) = max(0, z); NaN stays NaN
+        return np.where(Z < 0, Z.dtype.type(0), Z)
+    if activation == "tanh":
+        return np.tanh(Z)
+    if activation == "exp":  # section 3, problem 2: u = exp(z)
+        return np.exp(Z)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def activation_grad(U, activation):
+    """dU/dZ, elementwise, from U = g(Z) alone (so backward never needs Z)."""
+    U = np.asarray(U)
+    one = U.dtype.type(1)
+    if activation == "identity":
+        return np.ones_like(U)
+    if activation == "step":  # flat almost everywhere
+        return np.zeros_like(U)
+    if activation == "sigmoid":  # section 2, problem 3: f'(z) = f(z)(1 - f(z))
+        return U * (one - U)
+    if activation == "relu":  # 1 if z > 0, 0 if z < 0 (and 0 at z = 0)
+        return (U > 0).astype(U.dtype)
+    if activation == "tanh":
+        return one - U * U
+    if activation == "exp":  # d exp(z)/dz = exp(z) = u
+        return U.copy()
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
+def linear(X, W, b=None, activation="identity", *, out=None):
+    """U = g(X W^T + B) (eq. 10a)."""
+    Z = X.dot(W.T)
+    if b is not None:
+        Z = Z + b[None, :]  # B repeats b on the N rows (eq. 11)
+    U = activate(Z, activation)
+    if out is not None:
+        out[...] = U
+        return out
+    return U
+
+
+def linear_backward(dU, X, W, U, activation="identity", *, need_dX=True):
+    """Backpropagate dL/dU through U = g(X W^T + b) (eq. 13 and the chain rule).
+
+    dZ = dU * g'(Z);  dW = dZ^T X;  db = sum_i dZ_i;  dX = dZ W.
+    """
+    dZ = dU * activation_grad(U, activation)
+    dW = dZ.T.dot(X)
+    db = dZ.sum(axis=0)
+    dX = dZ.dot(W) if need_dX else None
+    return dX, dW, db
+
+
+def softmax(Z):
+    """P(y = k | x) = e^{z_k} / sum_l e^{z_l} (eq. 5), shifted by max_l z_l for stability."""
+    expZ = np.exp(Z - Z.max(axis=-1, keepdims=True))
+    return expZ / expZ.sum(axis=-1, keepdims=True)
+
+
+def log_softmax(Z):
+    """ln P(y = k | x) = z_k - ln sum_l e^{z_l}, shifted by max_l z_l for stability."""
+    shifted = Z - Z.max(axis=-1, keepdims=True)
+    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
+
+
+def _reduce(losses, dZ, reduction, return_grad, dtype):
+    """Apply the reduction to per-sample losses (eq. 16 for "sum") and to the gradient."""
+    N = losses.shape[0]
+    if reduction == "none":
+        loss = losses.astype(dtype, copy=False)
+    else:
+        total = losses.sum(dtype=np.float64)
+        if reduction == "mean":
+            total /= N
+            if dZ is not None:
+                dZ = dZ / dtype.type(N)
+        loss = dtype.type(total)
+    return (loss, dZ.astype(dtype, copy=False)) if return_grad else loss
+
+
+def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
+    """g_loss(z, y) = ln(1 + e^z) - y z on the logit z (eq. 17); dg/dz = sigmoid(z) - y.
+
+    ``z`` has shape (N,), ``y`` holds N labels in {0, 1}.
+    """
+    z = np.asarray(z)
+    y = np.asarray(y, dtype=z.dtype)
+    losses = np.logaddexp(0, z) - y * z  # logaddexp(0, z) = ln(1 + e^z) without overflow
+    dz = sigmoid(z) - y if return_grad else None
+    return _reduce(losses, dz, reduction, return_grad, z.dtype)
+
+
+def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
+    """g_loss(z, y) = ln sum_l e^{z_l} - sum_k r_k z_k (eq. 18, r one-hot of y, eq. 19).
+
+    ``Z`` has shape (N, K), ``y`` holds N labels in 0..K-1; dg/dz_k = softmax(z)_k - r_k.
+    """
+    Z = np.asarray(Z)
+    y = np.asarray(y, dtype=np.intp)
+    N, K = Z.shape
+    R = np.zeros_like(Z)
+    R[np.arange(N), y] = 1  # one-hot code (eq. 19)
+    m = Z.max(axis=1, keepdims=True)
+    lse = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
+    losses = lse - (R * Z).sum(axis=1)
+    dZ = softmax(Z) - R if return_grad else None
+    return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
+
+
+def squared_error(Z, Y, *, reduction="mean", return_grad=False):
+    """g_loss(z, y) = ||z - y||^2 = sum_k (z_k - y_k)^2 (eq. 20); dg/dz = 2 (z - y).
+
+    ``Z`` has shape (N, d) or (N,) for one output; ``Y`` the same shape. No 1/2 factor;
+    "mean" divides by N, not by N*d.
+    """
+    Z = np.asarray(Z)
+    Y = np.asarray(Y, dtype=Z.dtype)
+    diff = Z - Y
+    losses = (diff * diff).reshape(Z.shape[0], -1).sum(axis=1)
+    dZ = 2 * diff if return_grad else None
+    return _reduce(losses, dZ, reduction, return_grad, Z.dtype)

@@ -1,0 +1,48 @@
+"""Build of fastnn's one extension, ``fastnn._kernels``.
+
+Environment switches:
+  FASTNN_CHECKED=1   Cython bounds/wraparound/initialized checks on (a debug build).
+  FASTNN_NATIVE=1    compile for this machine's CPU (-march=native); the default targets the
+                     wheel baseline (x86-64 / the platform default) so a wheel runs anywhere.
+"""
+
+import os
+import sys
+
+import numpy as np
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+CHECKED = os.environ.get("FASTNN_CHECKED", "0") == "1"
+NATIVE = os.environ.get("FASTNN_NATIVE", "0") == "1"
+
+if sys.platform == "win32":
+    compile_args, link_args = ["/O2", "/openmp"], []
+elif sys.platform == "darwin":  # Apple clang: OpenMP through libomp (brew install libomp)
+    compile_args, link_args = ["-O3", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
+else:
+    compile_args, link_args = ["-O3", "-fopenmp"], ["-fopenmp"]
+if NATIVE and sys.platform != "win32":
+    compile_args.append("-march=native")
+
+directives = {
+    "language_level": 3,
+    "boundscheck": CHECKED,
+    "wraparound": CHECKED,
+    "initializedcheck": CHECKED,
+    "cdivision": not CHECKED,
+    "embedsignature": True,
+}
+
+extensions = [
+    Extension(
+        "fastnn._kernels",
+        ["fastnn/_kernels.pyx"],
+        include_dirs=[np.get_include()],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        extra_compile_args=compile_args,
+        extra_link_args=link_args,
+    )
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
