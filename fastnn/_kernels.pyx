@@ -278,7 +278,8 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
     # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
     _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X, <int>K,
           0, U, <int>M)
-    _activate_rows(U, b, N, M, code)
+    for i in range(N):
+        _activate_row(U + i * M, b, M, code)
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
