@@ -22,6 +22,11 @@ elif sys.platform == "darwin":  # Apple clang: OpenMP through libomp (brew insta
     compile_args, link_args = ["-O3", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
 else:
     compile_args, link_args = ["-O3", "-fopenmp"], ["-fopenmp"]
+if sys.platform != "win32":
+    # Lets the compiler if-convert (and so vectorise) loops with float comparisons. Unlike
+    # -ffast-math it changes no result: NaN, inf and signed zeros keep their IEEE meaning.
+    # No FMA contraction: the same results from every instruction-set clone of a loop.
+    compile_args += ["-fno-trapping-math", "-ffp-contract=off"]
 if NATIVE and sys.platform != "win32":
     compile_args.append("-march=native")
 
@@ -38,7 +43,7 @@ extensions = [
     Extension(
         "fastnn._kernels",
         ["fastnn/_kernels.pyx"],
-        include_dirs=[np.get_include()],
+        include_dirs=[np.get_include(), "fastnn"],
         define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
         extra_compile_args=compile_args,
         extra_link_args=link_args,

@@ -30,6 +30,21 @@ from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport openmp
 
+cdef extern from "_fastmath.h" nogil:
+    # vectorisable exp (within 2 ulp) and loops over it, one build per instruction set
+    float fnn_expf(float x)
+    double fnn_exp(double x)
+    void fnn_exp_inplace_f(float* x, Py_ssize_t n)
+    void fnn_exp_inplace_d(double* x, Py_ssize_t n)
+    void fnn_sigmoid_inplace_f(float* x, Py_ssize_t n)
+    void fnn_sigmoid_inplace_d(double* x, Py_ssize_t n)
+    double fnn_exp_shift_sum_f(const float* z, float m, float* out, Py_ssize_t n)
+    double fnn_exp_shift_sum_d(const double* z, double m, double* out, Py_ssize_t n)
+    float fnn_max_f(const float* z, Py_ssize_t n)
+    double fnn_max_d(const double* z, Py_ssize_t n)
+    void fnn_scale_f(float* x, float a, Py_ssize_t n)
+    void fnn_scale_d(double* x, double a, Py_ssize_t n)
+
 import numpy as np
 
 cnp.import_array()
@@ -56,7 +71,7 @@ REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
 
 # Work sizes (in multiply-adds or elements) at which the cheaper strategy changes.
 cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
-cdef Py_ssize_t PARALLEL_ELEMENTS = 32768  # above: elementwise passes use OpenMP
+cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
 
 
 # ---------------------------------------------------------------------------------------
@@ -65,9 +80,46 @@ cdef Py_ssize_t PARALLEL_ELEMENTS = 32768  # above: elementwise passes use OpenM
 
 cdef inline floating _exp(floating x) noexcept nogil:
     if floating is float:
-        return expf(x)
+        return fnn_expf(x)
     else:
-        return exp(x)
+        return fnn_exp(x)
+
+
+cdef inline void _exp_inplace(floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fnn_exp_inplace_f(x, n)
+    else:
+        fnn_exp_inplace_d(x, n)
+
+
+cdef inline void _sigmoid_inplace(floating* x, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fnn_sigmoid_inplace_f(x, n)
+    else:
+        fnn_sigmoid_inplace_d(x, n)
+
+
+cdef inline double _exp_shift_sum(const floating* z, floating m, floating* out,
+                                  Py_ssize_t n) noexcept nogil:
+    # out = e^{z - m}, returns sum(out)
+    if floating is float:
+        return fnn_exp_shift_sum_f(z, m, out, n)
+    else:
+        return fnn_exp_shift_sum_d(z, m, out, n)
+
+
+cdef inline floating _max(const floating* z, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        return fnn_max_f(z, n)
+    else:
+        return fnn_max_d(z, n)
+
+
+cdef inline void _scale(floating* x, floating a, Py_ssize_t n) noexcept nogil:
+    if floating is float:
+        fnn_scale_f(x, a, n)
+    else:
+        fnn_scale_d(x, a, n)
 
 
 cdef inline floating _log1p(floating x) noexcept nogil:
@@ -125,8 +177,7 @@ cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) 
         for j in range(n):
             U[j] = 1 if U[j] >= 0 else 0
     elif code == SIGMOID:
-        for j in range(n):
-            U[j] = _sigmoid(U[j])
+        _sigmoid_inplace(U, n)
     elif code == RELU:  # max(0, z), NaN propagates
         for j in range(n):
             z = U[j]
@@ -135,8 +186,7 @@ cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) 
         for j in range(n):
             U[j] = _tanh(U[j])
     elif code == EXP:
-        for j in range(n):
-            U[j] = _exp(U[j])
+        _exp_inplace(U, n)
 
 
 cdef void _activate_rows(floating* U, const floating* b, Py_ssize_t N, Py_ssize_t M,
@@ -363,7 +413,7 @@ cdef void _linear_backward(const floating* dU, const floating* X, const floating
                            floating* db, double* acc, Py_ssize_t N, Py_ssize_t K,
                            Py_ssize_t M, int code) noexcept nogil:
     # dZ = dU * g'(Z); dW = dZ^T X; db = sum_i dZ_i; dX = dZ W (skipped when dX is NULL).
-    # dZ may alias dU (identity); acc is an M-long float64 scratch for db.
+    # dZ may alias dU; db may be NULL (a layer without bias); acc: M float64 of scratch for db.
     cdef Py_ssize_t i, j, k
     cdef floating s
     cdef const floating* row
@@ -373,14 +423,15 @@ cdef void _linear_backward(const floating* dU, const floating* X, const floating
     else:
         for i in range(N):
             _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
-    # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
-    memset(acc, 0, M * sizeof(double))
-    for i in range(N):
-        row = dZ + i * M
+    if db != NULL:
+        # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
+        memset(acc, 0, M * sizeof(double))
+        for i in range(N):
+            row = dZ + i * M
+            for j in range(M):
+                acc[j] += row[j]
         for j in range(M):
-            acc[j] += row[j]
-    for j in range(M):
-        db[j] = <floating>acc[j]
+            db[j] = <floating>acc[j]
     if N * M * K <= SMALL_GEMM:
         # dW_jk = sum_i dZ_ij x_ik
         for j in range(M):
@@ -447,22 +498,14 @@ def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U,
 cdef void _softmax_row(const floating* z, floating* p, Py_ssize_t K, bint take_log) noexcept nogil:
     # p_k = e^{z_k - m} / sum_l e^{z_l - m}, m = max_l z_l (or its log: z_k - m - ln sum)
     cdef Py_ssize_t k
-    cdef floating m = z[0]
-    cdef double s = 0
-    for k in range(1, K):
-        if z[k] > m:
-            m = z[k]
-    for k in range(K):
-        p[k] = _exp(z[k] - m)
-        s += p[k]
+    cdef floating m = _max(z, K)
+    cdef double s = _exp_shift_sum(z, m, p, K)
     if take_log:
         s = log(s)
         for k in range(K):
             p[k] = <floating>((z[k] - m) - s)
     else:
-        s = 1 / s
-        for k in range(K):
-            p[k] = <floating>(p[k] * s)
+        _scale(p, <floating>(1 / s), K)
 
 
 cdef void _softmax(const floating* Z, floating* P, Py_ssize_t N, Py_ssize_t K,
@@ -506,25 +549,16 @@ cdef void _cross_entropy_row(const floating* z, Py_ssize_t y, floating* loss, fl
     # eq. 18: loss = ln sum_l e^{z_l} - z_y = (m - z_y) + ln sum_l e^{z_l - m};
     # dz_k = scale * (softmax(z)_k - r_k) (section 3, problem 1)
     cdef Py_ssize_t k
-    cdef floating m = z[0], e
+    cdef floating m = _max(z, K)
     cdef double s = 0
-    for k in range(1, K):
-        if z[k] > m:
-            m = z[k]
     if dz != NULL:
-        for k in range(K):
-            e = _exp(z[k] - m)
-            dz[k] = e
-            s += e
+        s = _exp_shift_sum(z, m, dz, K)
+        _scale(dz, <floating>(scale / s), K)
+        dz[y] = dz[y] - scale
     else:
         for k in range(K):
             s += _exp(z[k] - m)
     loss[0] = <floating>((m - z[y]) + log(s))
-    if dz != NULL:
-        e = <floating>(scale / s)
-        for k in range(K):
-            dz[k] = dz[k] * e
-        dz[y] = dz[y] - scale
 
 
 cdef double _cross_entropy(const floating* Z, const Py_ssize_t* y, floating* losses,
@@ -630,6 +664,9 @@ def squared_error(cnp.ndarray Z, cnp.ndarray Y, cnp.ndarray losses, object dZ, d
             total = _squared_error(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(Y),
                                    <double*>cnp.PyArray_DATA(losses), <double*>pdZ, N, d, scale)
     return total
+
+
+include "_train.pxi"
 
 
 # ---------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ REDUCTIONS = ("mean", "sum", "none")
 _MAX_DIM = 2**31 - 1  # BLAS takes 32-bit sizes
 
 
-def _as_array(A, name):
+def real_array(A, name):
     if A is None:
         raise TypeError(f"{name} must be an array, got None")
     try:
@@ -40,7 +40,7 @@ def float_dtype(*arrays):
 
 def real_arrays(*named):
     """``(array, name)`` pairs -> the arrays as real-valued ndarrays and their common float dtype."""
-    arrays = [None if A is None else _as_array(A, name) for A, name in named]
+    arrays = [None if A is None else real_array(A, name) for A, name in named]
     return arrays, float_dtype(*arrays)
 
 
@@ -97,7 +97,7 @@ def out_array(out, shape, dtype, inputs):
 
 
 def _labels_as_numbers(y, name):
-    arr = _as_array(y, name)
+    arr = real_array(y, name)
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
             raise ValueError(f"{name} must hold finite labels, found NaN or inf")
@@ -131,7 +131,7 @@ def binary_labels(y, name, N, dtype):
 
 def targets(Y, name, shape, dtype):
     """Finite regression targets of ``shape`` (an (N,) array is taken for shape (N, 1))."""
-    arr = _as_array(Y, name)
+    arr = real_array(Y, name)
     if arr.shape != shape and len(shape) == 2 and shape[1] == 1 and arr.shape == shape[:1]:
         arr = arr.reshape(shape)
     expect_shape(arr, name, shape, "(the shape of the predictions)")

@@ -1,0 +1,137 @@
+/* Vectorisable exp, and the elementwise loops built on it, for fastnn's kernels.
+ *
+ * libm's exp/expf are calls the compiler cannot vectorise (without -ffast-math, which breaks
+ * NaN/inf handling). These are the Cephes algorithms written branch-free, so loops calling
+ * them vectorise: exp(x) = 2^n exp(r), n = round(x / ln 2), r = x - n ln 2 (ln 2 in two parts,
+ * Cody-Waite), exp(r) by a polynomial (float) or a Pade form (double), 2^n built from its bits
+ * in two halves so that results down to the subnormal range come out right.
+ * Accuracy: within 2 ulp of the correctly rounded exp for normal results; exp(+inf) = inf,
+ * exp(-inf) = 0, exp(NaN) = NaN, overflow gives inf and underflow 0, as libm does.
+ */
+#ifndef FASTNN_FASTMATH_H
+#define FASTNN_FASTMATH_H
+
+#include <stdint.h>
+#include <string.h>
+#include <math.h>
+#include <stddef.h>
+
+static inline float fnn_pow2i_f(int32_t n) {
+    /* 2^n for -126 <= n <= 127, from the exponent bits */
+    uint32_t bits = (uint32_t)(n + 127) << 23;
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+static inline double fnn_pow2i_d(int64_t n) {
+    /* 2^n for -1022 <= n <= 1023 */
+    uint64_t bits = (uint64_t)(n + 1023) << 52;
+    double d;
+    memcpy(&d, &bits, sizeof d);
+    return d;
+}
+
+static inline float fnn_expf(float x) {
+    const float hi = 88.72283935546875f;   /* exp overflows above */
+    const float lo = -103.972084045410f;   /* exp underflows to 0 below */
+    float c = x > hi ? hi : (x < lo ? lo : x);   /* NaN -> lo here; restored below */
+    /* n = round(x / ln 2) by the 1.5 * 2^23 trick (exact for |x / ln 2| < 2^22) */
+    float fn = (c * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+    float r = c - fn * 0.693359375f;
+    r = r - fn * -2.12194440e-4f;
+    float z = r * r;
+    float p = 1.9875691500e-4f;
+    p = p * r + 1.3981999507e-3f;
+    p = p * r + 8.3334519073e-3f;
+    p = p * r + 4.1665795894e-2f;
+    p = p * r + 1.6666665459e-1f;
+    p = p * r + 5.0000001201e-1f;
+    p = p * z + r + 1.0f;
+    int32_t n = (int32_t)fn;
+    int32_t n1 = n >> 1;
+    float y = p * fnn_pow2i_f(n1) * fnn_pow2i_f(n - n1);
+    y = x > hi ? INFINITY : y;
+    y = x < lo ? 0.0f : y;
+    return x != x ? x : y;
+}
+
+static inline double fnn_exp(double x) {
+    const double hi = 709.782712893383973096;   /* exp overflows above */
+    const double lo = -745.133219101941108420;  /* exp underflows to 0 below */
+    double c = x > hi ? hi : (x < lo ? lo : x);
+    /* n = round(x / ln 2) by the 1.5 * 2^52 trick */
+    double fn = (c * 1.4426950408889634073599 + 6755399441055744.0) - 6755399441055744.0;
+    double r = c - fn * 6.93145751953125e-1;
+    r = r - fn * 1.42860682030941723212e-6;
+    double rr = r * r;
+    double P = ((1.26177193074810590878e-4 * rr + 3.02994407707441961300e-2) * rr
+                + 9.99999999999999999910e-1) * r;
+    double Q = ((3.00198505138664455042e-6 * rr + 2.52448340349684104192e-3) * rr
+                + 2.27265548208155028766e-1) * rr + 2.00000000000000000009e0;
+    double e = 1.0 + 2.0 * (P / (Q - P));
+    int64_t n = (int64_t)fn;
+    int64_t n1 = n >> 1;
+    double y = e * fnn_pow2i_d(n1) * fnn_pow2i_d(n - n1);
+    y = x > hi ? (double)INFINITY : y;
+    y = x < lo ? 0.0 : y;
+    return x != x ? x : y;
+}
+
+/* The loops below are compiled once per instruction set (AVX-512, AVX2, the baseline) and
+ * the CPU picks one at load time (GCC's target_clones on x86-64 Linux); elsewhere they are
+ * compiled for the baseline only. Results are the same on every path: no FMA contraction
+ * (-ffp-contract=off) and sums in a fixed order of 8 float64 lanes. */
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FNN_CLONES
+#endif
+
+#define FNN_ELEMENTWISE(T, S, EXP)                                                          \
+/* x = exp(x) in place */                                                                   \
+FNN_CLONES static void fnn_exp_inplace_##S(T* restrict x, ptrdiff_t n) {                    \
+    for (ptrdiff_t i = 0; i < n; i++) x[i] = EXP(x[i]);                                     \
+}                                                                                           \
+/* x = 1 / (1 + e^-x) in place (eq. 3), through e = e^-|x| so nothing overflows */          \
+FNN_CLONES static void fnn_sigmoid_inplace_##S(T* restrict x, ptrdiff_t n) {                \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T z = x[i];                                                                         \
+        T e = EXP(z < 0 ? z : -z);                                                          \
+        T s = (T)1 / ((T)1 + e);                                                            \
+        x[i] = z >= 0 ? s : e * s;                                                          \
+    }                                                                                       \
+}                                                                                           \
+/* out = exp(z - m); returns sum(out) (the softmax denominator over e^{z - m}, eq. 5) */     \
+FNN_CLONES static double fnn_exp_shift_sum_##S(const T* restrict z, T m, T* restrict out,   \
+                                              ptrdiff_t n) {                                \
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(z[i] - m);                               \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
+    ptrdiff_t i = 0;                                                                        \
+    for (; i + 8 <= n; i += 8)                                                              \
+        for (int k = 0; k < 8; k++) lane[k] += out[i + k];                                  \
+    for (int k = 0; i < n; i++, k++) lane[k] += out[i];                                     \
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +                                    \
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));                                     \
+}                                                                                           \
+/* max_k z_k (the softmax shift), in 8 lanes; n >= 1 */                                     \
+FNN_CLONES static T fnn_max_##S(const T* restrict z, ptrdiff_t n) {                         \
+    T lane[8];                                                                              \
+    for (int k = 0; k < 8; k++) lane[k] = z[0];                                             \
+    ptrdiff_t i = 0;                                                                        \
+    for (; i + 8 <= n; i += 8)                                                              \
+        for (int k = 0; k < 8; k++) lane[k] = z[i + k] > lane[k] ? z[i + k] : lane[k];      \
+    for (int k = 0; i < n; i++, k++) lane[k] = z[i] > lane[k] ? z[i] : lane[k];             \
+    T m = lane[0];                                                                          \
+    for (int k = 1; k < 8; k++) m = lane[k] > m ? lane[k] : m;                              \
+    return m;                                                                               \
+}                                                                                           \
+/* x = a * x in place */                                                                    \
+FNN_CLONES static void fnn_scale_##S(T* restrict x, T a, ptrdiff_t n) {                     \
+    for (ptrdiff_t i = 0; i < n; i++) x[i] = a * x[i];                                      \
+}
+
+FNN_ELEMENTWISE(float, f, fnn_expf)
+FNN_ELEMENTWISE(double, d, fnn_exp)
+
+#endif
