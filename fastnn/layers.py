@@ -1,0 +1,111 @@
+"""A fully connected layer: z = W u + b, u' = g(z) (eq. 1; eq. 10 for a batch)."""
+
+import numbers
+
+import numpy as np
+
+from . import _validation as _v
+from . import functional as F
+
+__all__ = ["Linear"]
+
+DTYPES = ("float32", "float64")
+
+
+def check_dtype(dtype):
+    """'float32' or 'float64' (also given as a NumPy dtype or type) as a NumPy dtype."""
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        dt = None
+    if dt is None or dt.name not in DTYPES:
+        raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
+    return dt
+
+
+def check_count(value, name, minimum=1):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name} must be an integer, got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be >= {minimum}, got {value}")
+    return int(value)
+
+
+class Linear:
+    """A fully connected layer with an activation: U = g(X W^T + B) (eq. 10a).
+
+    Parameters
+    ----------
+    n_in, n_out : int
+        Input and output widths; ``W`` has shape (n_out, n_in), ``b`` shape (n_out,).
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+    bias : bool
+        Whether the layer has a bias ``b`` (``b`` is None otherwise).
+    dtype : {"float32", "float64"}
+    random_state : int, numpy.random.Generator or None
+        Seeds the Glorot-uniform initialisation of ``W`` and ``b`` (as scikit-learn's MLP:
+        bound sqrt(6 / (n_in + n_out)), twice that for sigmoid units).
+
+    Examples
+    --------
+    >>> from fastnn import Linear
+    >>> layer = Linear(2, 3, "relu", random_state=0)
+    >>> layer.W.shape, layer.b.shape, layer.W.dtype
+    ((3, 2), (3,), dtype('float32'))
+    """
+
+    def __init__(self, n_in, n_out, activation="identity", bias=True, *, dtype="float32",
+                 random_state=None):
+        n_in = check_count(n_in, "n_in")
+        n_out = check_count(n_out, "n_out")
+        self.activation = _v.activation(activation)
+        dtype = check_dtype(dtype)
+        rng = np.random.default_rng(random_state)
+        bound = np.sqrt((2.0 if activation == "sigmoid" else 6.0) / (n_in + n_out))
+        self.W = rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype)
+        self.b = rng.uniform(-bound, bound, n_out).astype(dtype) if _v.flag(bias, "bias") else None
+
+    @classmethod
+    def from_arrays(cls, W, b=None, activation="identity", *, dtype=None):
+        """A layer with the given weights: ``W`` (n_out, n_in) (a 1-D ``W`` is one unit's row,
+        as the notes write W^O = [-1, 2]) and ``b`` (n_out,) (a scalar for one unit) or None.
+        The dtype is float32 if the arrays are float32, else float64, unless given."""
+        (W_arr, b_arr), common = _v.real_arrays((W, "W"), (b, "b"))
+        dtype = common if dtype is None else check_dtype(dtype)
+        if W_arr.ndim == 1:
+            W_arr = W_arr.reshape(1, -1)
+        W_arr = _v.as_float(W_arr, "W", dtype, (2,)).copy()
+        layer = cls.__new__(cls)
+        layer.activation = _v.activation(activation)
+        layer.W = W_arr
+        layer.b = None
+        if b_arr is not None:
+            b_arr = _v.as_float(b_arr.reshape(-1), "b", dtype, (1,)).copy()
+            _v.expect_shape(b_arr, "b", (W_arr.shape[0],), f"(n_out,) with n_out = {W_arr.shape[0]} from W")
+            layer.b = b_arr
+        return layer
+
+    @property
+    def n_in(self):
+        return self.W.shape[1]
+
+    @property
+    def n_out(self):
+        return self.W.shape[0]
+
+    @property
+    def dtype(self):
+        return self.W.dtype
+
+    def parameters(self):
+        """The trainable arrays: [W, b], or [W] without a bias."""
+        return [self.W] if self.b is None else [self.W, self.b]
+
+    def forward(self, X):
+        """U = g(X W^T + B) (eq. 10a), fused in one kernel."""
+        return F.linear(X, self.W, self.b, self.activation)
+
+    def __repr__(self):
+        bias = "" if self.b is not None else ", bias=False"
+        return (f"Linear({self.n_in}, {self.n_out}, {self.activation!r}{bias}, "
+                f"dtype='{self.dtype.name}')")

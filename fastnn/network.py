@@ -1,0 +1,358 @@
+"""Networks: a stack of layers with an output map and its loss (sections 1 and 3 of the notes).
+
+``Sequential`` is any stack of ``Linear`` layers with a loss; ``MLP`` builds the usual
+multi-layer perceptron (the notes' one-hidden-layer network at any depth). The output map
+follows from the loss, as the notes pair them: sigmoid with binary cross-entropy (eq. 3, 17),
+softmax with categorical cross-entropy (eq. 5, 18), identity with squared error (eq. 7, 20).
+"""
+
+import threading
+
+import numpy as np
+
+from . import _validation as _v
+from . import functional as F
+from .layers import Linear, check_count, check_dtype
+
+__all__ = ["MLP", "Sequential", "Trace"]
+
+LOSSES = ("binary_cross_entropy", "cross_entropy", "squared_error")
+OUTPUT_OF_LOSS = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
+                  "squared_error": "identity"}
+LOSS_OF_OUTPUT = {output: loss for loss, output in OUTPUT_OF_LOSS.items()}
+
+
+class Trace:
+    """The intermediate values of a forward pass: ``z[l]`` and ``u[l]`` for each layer l (the
+    notes' z^H, u^H, z^O, u^O); ``u[-1]`` is the output map applied to the last layer."""
+
+    def __init__(self, z, u):
+        self.z = z
+        self.u = u
+
+    def __repr__(self):
+        return f"Trace(z={self.z!r}, u={self.u!r})"
+
+
+class Sequential:
+    """A stack of layers, U_l = g_l(U_{l-1} W_l^T + B_l) (eq. 10), with a loss on the last output.
+
+    Parameters
+    ----------
+    layers : sequence of Linear
+        Consecutive widths must match; all layers share one dtype.
+    loss : {"binary_cross_entropy", "cross_entropy", "squared_error"}
+        The loss on the last layer's output, which fixes the output map: sigmoid, softmax or
+        identity.
+
+    Examples
+    --------
+    The notes' section 3, problem 2 model, y_hat = alpha^T exp(W x + b) with squared loss:
+
+    >>> from fastnn import Linear, Sequential
+    >>> model = Sequential([Linear(3, 4, "exp", random_state=0),
+    ...                     Linear(4, 1, bias=False, random_state=1)], loss="squared_error")
+    >>> model.predict([[0.1, 0.2, 0.3]]).shape
+    (1,)
+    """
+
+    def __init__(self, layers, loss="squared_error"):
+        layers = list(layers)
+        if not layers or not all(isinstance(layer, Linear) for layer in layers):
+            raise TypeError("layers must be a non-empty sequence of fastnn.Linear")
+        for l in range(1, len(layers)):
+            if layers[l].n_in != layers[l - 1].n_out:
+                raise ValueError(
+                    f"layers[{l}] takes {layers[l].n_in} inputs but layers[{l - 1}] gives "
+                    f"{layers[l - 1].n_out} outputs"
+                )
+        if len({layer.dtype for layer in layers}) != 1:
+            raise ValueError("all layers must have the same dtype")
+        if loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        self.layers = layers
+        self.loss_name = loss
+        self.history_ = None
+        self.optimizer_state_ = None
+        self._fit_lock = threading.Lock()
+
+    # -- structure ------------------------------------------------------------------------
+
+    @property
+    def output(self):
+        """The output map: "sigmoid", "softmax" or "identity"."""
+        return OUTPUT_OF_LOSS[self.loss_name]
+
+    @property
+    def dtype(self):
+        return self.layers[0].dtype
+
+    @property
+    def n_inputs(self):
+        return self.layers[0].n_in
+
+    @property
+    def n_outputs(self):
+        return self.layers[-1].n_out
+
+    def parameters(self):
+        """[(W, b or None), ...] per layer: the model's own arrays."""
+        return [(layer.W, layer.b) for layer in self.layers]
+
+    def __getstate__(self):
+        state = self.__dict__.copy()
+        del state["_fit_lock"]
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._fit_lock = threading.Lock()
+
+    def __repr__(self):
+        inner = ",\n  ".join(repr(layer) for layer in self.layers)
+        return f"{type(self).__name__}([\n  {inner}\n], loss={self.loss_name!r})"
+
+    # -- inputs ---------------------------------------------------------------------------
+
+    def _inputs(self, X, name="X"):
+        """X as a C-contiguous 2-D array of the model's dtype and whether it was one sample."""
+        (arr,), _ = _v.real_arrays((X, name))
+        arr = _v.as_float(arr, name, self.dtype, (1, 2))
+        single = arr.ndim == 1
+        arr = arr.reshape(1, -1) if single else arr
+        if arr.shape[1] != self.n_inputs:
+            raise ValueError(
+                f"{name} must have {self.n_inputs} features (columns), got shape {arr.shape}"
+            )
+        return arr, single
+
+    def _targets(self, y, N, name="y"):
+        """Validated targets for N samples, as the loss kernels take them."""
+        if self.loss_name == "cross_entropy":
+            return _v.class_labels(y, name, N, self.n_outputs)
+        if self.loss_name == "binary_cross_entropy":
+            y = _v.real_array(y, name)
+            y = y.reshape(-1) if y.shape == (N, self.n_outputs) else y
+            return _v.binary_labels(y, name, N * self.n_outputs, self.dtype).reshape(N, -1)
+        return _v.targets(y, name, (N, self.n_outputs), self.dtype)
+
+    def _shape_out(self, A, single):
+        """(N, 1) results of a one-output model as (N,); a single sample without its batch axis."""
+        if A.shape[1] == 1 and self.output != "softmax":
+            A = A[:, 0]
+        return A[0] if single else A
+
+    # -- forward --------------------------------------------------------------------------
+
+    def _logits(self, X):
+        U = X
+        for layer in self.layers:
+            U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
+        return U
+
+    def forward(self, X):
+        """The forward pass with every intermediate value (eq. 1 / eq. 10): a ``Trace`` with
+        ``z[l] = U_{l-1} W_l^T + B_l`` and ``u[l] = g_l(z[l])``; the last ``u`` is the output
+        map (sigmoid, softmax or identity) of the last layer's output. One sample (1-D x)
+        gives 1-D values."""
+        U, single = self._inputs(X)
+        zs, us = [], []
+        for layer in self.layers:
+            Z = F.linear(U, layer.W, layer.b, "identity")
+            U = F.activate(Z, layer.activation)
+            zs.append(Z)
+            us.append(U)
+        us[-1] = self._output_map(us[-1])
+        if single:
+            zs, us = [z[0] for z in zs], [u[0] for u in us]
+        return Trace(zs, us)
+
+    def _output_map(self, Z):
+        if self.output == "sigmoid":
+            return F.sigmoid(Z)  # eq. 3
+        if self.output == "softmax":
+            return F.softmax(Z)  # eq. 5
+        return Z  # eq. 7
+
+    def decision_function(self, X):
+        """The logits z^O (the last layer's output before the output map): (N,) for one
+        output, (N, n_outputs) otherwise."""
+        X, single = self._inputs(X)
+        return self._shape_out(self._logits(X), single)
+
+    def predict_proba(self, X):
+        """u^O: P(y = 1 | x) for a sigmoid output (eq. 3), P(y = k | x) for softmax (eq. 5),
+        the prediction itself for identity (eq. 7)."""
+        X, single = self._inputs(X)
+        return self._shape_out(self._output_map(self._logits(X)), single)
+
+    def predict(self, X):
+        """Hard decisions: z^O >= 0 for sigmoid (eq. 4), argmax_k z_k^O for softmax (eq. 6),
+        y_hat = z^O for identity (eq. 7)."""
+        X, single = self._inputs(X)
+        Z = self._logits(X)
+        if self.output == "softmax":
+            pred = Z.argmax(axis=1)
+            return pred[0] if single else pred
+        if self.output == "sigmoid":
+            return self._shape_out((Z >= 0).astype(np.int64), single)
+        return self._shape_out(Z, single)
+
+    # -- loss and gradients ---------------------------------------------------------------
+
+    def loss(self, X, y, reduction="mean"):
+        """The loss L (eq. 16 with the g_loss of eq. 17, 18 or 20) of the batch; "mean" divides
+        by N, "sum" is the notes' L, "none" gives the N per-sample losses."""
+        X, _ = self._inputs(X)
+        y = self._targets(y, X.shape[0])
+        return self._loss(self._logits(X), y, reduction)
+
+    def _loss(self, Z, y, reduction, return_grad=False):
+        """The loss (and dL/dZ) on the last layer's output Z (N, d) with validated targets."""
+        if self.loss_name == "cross_entropy":
+            return F.cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
+        if self.loss_name == "squared_error":
+            return F.squared_error(Z, y, reduction=reduction, return_grad=return_grad)
+        # eq. 17 on each of the d sigmoid outputs (d > 1: multi-label), summed per sample
+        N, d = Z.shape
+        res = F.binary_cross_entropy(Z.reshape(-1), y.reshape(-1), reduction="none",
+                                     return_grad=return_grad)
+        losses, dZ = res if return_grad else (res, None)
+        losses = losses.reshape(N, d).sum(axis=1, dtype=np.float64)
+        if reduction == "none":
+            loss = losses.astype(Z.dtype)
+        else:
+            loss = Z.dtype.type(losses.sum() / (N if reduction == "mean" else 1))
+            if return_grad and reduction == "mean":
+                dZ = dZ / Z.dtype.type(N)
+        return (loss, dZ.reshape(N, d)) if return_grad else loss
+
+    def gradients(self, X, y, reduction="mean"):
+        """dL/dW_l and dL/db_l of every layer by backpropagation along the computation graph
+        (section 3): L -> z^O, then for each layer z -> (W, b, u_prev) and u_prev -> z_prev.
+
+        Returns
+        -------
+        list of (dW, db) per layer; db is None for a layer without bias.
+        """
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"reduction must be 'mean' or 'sum' for gradients, got {reduction!r}")
+        X, _ = self._inputs(X)
+        y = self._targets(y, X.shape[0])
+        inputs, outputs = [], []
+        U = X
+        for layer in self.layers:
+            inputs.append(U)
+            U = F.linear(U, layer.W, layer.b, layer.activation)
+            outputs.append(U)
+        _, dU = self._loss(U, y, reduction, return_grad=True)  # L -> last layer's output
+        grads = []
+        for l in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[l]
+            dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
+                                           need_dX=l > 0)
+            grads.append((dW, db if layer.b is not None else None))
+        return grads[::-1]
+
+    # -- training and persistence ---------------------------------------------------------
+
+    def fit(self, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.0,
+            nesterov=False, weight_decay=0.0, shuffle=True, sample_weight=None,
+            validation_data=None, early_stopping=False, patience=10, random_state=None,
+            verbose=False, lr_schedule="constant", beta1=0.9, beta2=0.999, eps=1e-8,
+            warm_start=False):
+        """Train by mini-batch SGD (eq. 21), optionally with momentum / Nesterov, or Adam.
+
+        See ``fastnn.training.fit`` for the parameters; returns the ``History``.
+        """
+        from .training import fit
+
+        return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
+                   momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
+                   shuffle=shuffle, sample_weight=sample_weight, validation_data=validation_data,
+                   early_stopping=early_stopping, patience=patience, random_state=random_state,
+                   verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
+                   warm_start=warm_start)
+
+    def save(self, path):
+        """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,
+        atomically: a temporary file in the same folder, then a rename."""
+        from .serialization import save
+
+        save(self, path)
+
+
+class MLP(Sequential):
+    """A multi-layer perceptron: hidden layers of one activation, then the output layer.
+
+    Parameters
+    ----------
+    n_inputs : int
+        N_i, the input dimension.
+    hidden : int or sequence of int
+        The widths of the hidden layers (N_h for the notes' one hidden layer); () for none.
+    n_outputs : int
+        N_o: 1 for binary classification (sigmoid), K for K classes (softmax), d for regression.
+    activation : {"relu", "sigmoid", "tanh", "step", "identity", "exp"}
+        g_act of the hidden layers.
+    output : {"softmax", "sigmoid", "identity"}
+        g_out, which fixes the loss (eq. 18, 17, 20).
+    dtype : {"float32", "float64"}
+    random_state : int or None
+        Seeds the weight initialisation.
+
+    Examples
+    --------
+    >>> from fastnn import MLP
+    >>> net = MLP(64, 128, 10, random_state=0)
+    >>> [layer.W.shape for layer in net.layers]
+    [(128, 64), (10, 128)]
+    """
+
+    def __init__(self, n_inputs, hidden, n_outputs, *, activation="relu", output="softmax",
+                 dtype="float32", random_state=None):
+        n_inputs = check_count(n_inputs, "n_inputs")
+        n_outputs = check_count(n_outputs, "n_outputs")
+        hidden = [hidden] if not isinstance(hidden, (list, tuple)) else list(hidden)
+        hidden = [check_count(h, "hidden") for h in hidden]
+        if output not in LOSS_OF_OUTPUT:
+            raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+        activation = _v.activation(activation)
+        dtype = check_dtype(dtype)
+        rng = np.random.default_rng(random_state)
+        widths = [n_inputs, *hidden, n_outputs]
+        acts = [activation] * len(hidden) + ["identity"]
+        layers = [Linear(widths[l], widths[l + 1], acts[l], dtype=dtype, random_state=rng)
+                  for l in range(len(acts))]
+        super().__init__(layers, LOSS_OF_OUTPUT[output])
+        self.activation = activation
+
+    @classmethod
+    def from_weights(cls, weights, activation="relu", output="softmax"):
+        """The network with exactly these weights: ``weights`` = [(W_H, b_H), (W_O, b_O)] (any
+        depth), each W of shape (n_out, n_in) as in the notes (a 1-D W is a single unit's
+        row, a scalar b its bias). The dtype is float32 if every array is float32, else float64.
+
+        Examples
+        --------
+        The notes' section 1, problem 1 (hard threshold units, threshold output, eq. 4):
+
+        >>> from fastnn import MLP
+        >>> net = MLP.from_weights([([[1], [1]], [-1, -3]), ([-1, 2], 0.5)],
+        ...                        activation="step", output="sigmoid")
+        >>> net.predict([[0.0], [2.0], [4.0]])
+        array([1, 0, 1])
+        """
+        weights = list(weights)
+        if not weights or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in weights):
+            raise TypeError("weights must be a non-empty list of (W, b) pairs")
+        if output not in LOSS_OF_OUTPUT:
+            raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+        arrays = [np.asarray(a) for pair in weights for a in pair if a is not None]
+        dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
+        acts = [_v.activation(activation)] * (len(weights) - 1) + ["identity"]
+        layers = [Linear.from_arrays(W, b, act, dtype=dtype) for (W, b), act in zip(weights, acts)]
+        net = cls.__new__(cls)
+        Sequential.__init__(net, layers, LOSS_OF_OUTPUT[output])
+        net.activation = activation
+        return net

@@ -1,0 +1,143 @@
+"""Saving and loading models as .npz files (no pickle inside; loaded with allow_pickle=False)."""
+
+import os
+import tempfile
+
+import numpy as np
+
+from . import _validation as _v
+from .layers import DTYPES, Linear
+from .network import LOSSES, MLP, Sequential
+
+__all__ = ["load", "save"]
+
+FORMAT = 1
+
+
+def save(model, path):
+    """Write ``model`` to ``path`` (.npz) atomically: a temporary file in the same folder,
+    flushed to disk, then renamed over ``path``, so a failure leaves any old file intact."""
+    path = os.fspath(path)
+    arrays = {
+        "format": np.array(FORMAT),
+        "kind": np.array(type(model).__name__ if isinstance(model, MLP) else "Sequential"),
+        "loss": np.array(model.loss_name),
+        "dtype": np.array(model.dtype.name),
+        "n_layers": np.array(len(model.layers)),
+    }
+    for l, layer in enumerate(model.layers):
+        arrays[f"W{l}"] = layer.W
+        arrays[f"activation{l}"] = np.array(layer.activation)
+        if layer.b is not None:
+            arrays[f"b{l}"] = layer.b
+    opt = model.optimizer_state_
+    if opt is not None:
+        arrays["opt_name"] = np.array(opt["optimizer"])
+        arrays["opt_hyper"] = np.array([opt["momentum"], float(opt["nesterov"]), opt["beta1"],
+                                        opt["beta2"], opt["eps"], opt["weight_decay"]])
+        arrays["opt_t"] = np.array(opt["t"])
+        for k, states in enumerate(opt["state"]):
+            for l, s in enumerate(states):
+                if s is not None:
+                    arrays[f"opt{k}_W{l}"] = s[0]
+                    if s[1] is not None:
+                        arrays[f"opt{k}_b{l}"] = s[1]
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _field(data, key, path):
+    if key not in data:
+        raise ValueError(f"{path}: not a fastnn model file (missing {key!r})")
+    return data[key]
+
+
+def _text(data, key, path, allowed):
+    value = _field(data, key, path)
+    if value.dtype.kind != "U" or value.ndim != 0 or str(value) not in allowed:
+        raise ValueError(f"{path}: {key!r} must be one of {allowed}, got {value!r}")
+    return str(value)
+
+
+def load(path):
+    """Read a model written by ``save`` (architecture, dtype, weights, optimizer state).
+
+    The file is read with ``allow_pickle=False``; a file that is not a fastnn model, is
+    truncated, or holds arrays of the wrong shape or dtype raises ValueError.
+    """
+    path = os.fspath(path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {key: npz[key] for key in npz.files}
+    except (ValueError, OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        raise ValueError(f"{path}: not a readable fastnn model file ({exc})") from None
+    except Exception as exc:  # zipfile.BadZipFile and other corruptions
+        raise ValueError(f"{path}: not a readable fastnn model file ({exc})") from None
+    if int(_field(data, "format", path)) != FORMAT:
+        raise ValueError(f"{path}: unsupported format {data['format']!r}")
+    dtype = np.dtype(_text(data, "dtype", path, DTYPES))
+    loss = _text(data, "loss", path, LOSSES)
+    kind = _text(data, "kind", path, ("MLP", "Sequential"))
+    n_layers = _field(data, "n_layers", path)
+    if n_layers.dtype.kind not in "iu" or n_layers.ndim != 0 or not 1 <= int(n_layers) <= 64:
+        raise ValueError(f"{path}: bad layer count {n_layers!r}")
+    layers = []
+    for l in range(int(n_layers)):
+        W = _field(data, f"W{l}", path)
+        b = data.get(f"b{l}")
+        for name, A in ((f"W{l}", W), (f"b{l}", b)):
+            if A is not None and A.dtype != dtype:
+                raise ValueError(f"{path}: {name} has dtype {A.dtype}, the model {dtype}")
+        if W.ndim != 2 or 0 in W.shape or (b is not None and b.shape != (W.shape[0],)):
+            raise ValueError(f"{path}: layer {l} has weights of shapes {W.shape}, "
+                             f"{None if b is None else b.shape}")
+        if l and W.shape[1] != layers[-1].n_out:
+            raise ValueError(f"{path}: layer {l} takes {W.shape[1]} inputs, layer {l - 1} "
+                             f"gives {layers[-1].n_out}")
+        act = _text(data, f"activation{l}", path, _v.ACTIVATIONS)
+        layers.append(Linear.from_arrays(W, b, act, dtype=dtype))
+    if kind == "MLP":
+        model = MLP.__new__(MLP)
+        Sequential.__init__(model, layers, loss)
+        model.activation = layers[0].activation if len(layers) > 1 else "relu"
+    else:
+        model = Sequential(layers, loss)
+    if "opt_name" in data:
+        model.optimizer_state_ = _optimizer_state(data, model, path)
+    return model
+
+
+def _optimizer_state(data, model, path):
+    name = _text(data, "opt_name", path, ("sgd", "adam"))
+    hyper = _field(data, "opt_hyper", path)
+    if hyper.shape != (6,) or hyper.dtype != np.float64:
+        raise ValueError(f"{path}: bad optimizer settings")
+    momentum, nesterov, beta1, beta2, eps, weight_decay = (float(v) for v in hyper)
+    state = ([], [])
+    for k in range(2):
+        for l, layer in enumerate(model.layers):
+            W = data.get(f"opt{k}_W{l}")
+            b = data.get(f"opt{k}_b{l}")
+            if W is None:
+                state[k].append(None)
+                continue
+            if W.shape != layer.W.shape or W.dtype != layer.W.dtype or (
+                    (b is None) != (layer.b is None)) or (
+                    b is not None and (b.shape != layer.b.shape or b.dtype != layer.b.dtype)):
+                raise ValueError(f"{path}: optimizer state of layer {l} does not match its weights")
+            state[k].append((W.copy(), None if b is None else b.copy()))
+    return {"optimizer": name, "momentum": momentum, "nesterov": bool(nesterov), "beta1": beta1,
+            "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
+            "t": int(_field(data, "opt_t", path)), "state": state}

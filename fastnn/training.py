@@ -1,0 +1,300 @@
+"""``fit``: mini-batch training of a ``Sequential`` (eq. 21 and its variants).
+
+On the "cython" backend every epoch runs in native code (``_kernels.Trainer``: shuffle order
+given, gather, forward, loss, backward, update, with workspaces allocated once per fit). On
+the "numpy" backend the same algorithm runs batch by batch in Python on ``fastnn.reference``,
+which is what the native loop is measured against.
+"""
+
+import math
+import numbers
+import time
+
+import numpy as np
+
+from . import _kernels
+from . import _validation as _v
+from . import functional as F
+from .layers import check_count
+from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, update
+
+__all__ = ["History", "fit"]
+
+
+class History:
+    """What a fit did, one entry per epoch: ``loss`` (mean training loss, sample-weighted),
+    ``val_loss`` and ``val_metric`` (accuracy for classifiers, R^2 for regression; empty
+    without validation data), ``lr`` and ``seconds``. ``best_epoch`` is the epoch whose
+    weights the model kept with early stopping (0-based), ``stopped_early`` whether it stopped."""
+
+    def __init__(self, metric):
+        self.metric = metric
+        self.loss, self.val_loss, self.val_metric, self.lr, self.seconds = [], [], [], [], []
+        self.best_epoch = None
+        self.stopped_early = False
+
+    @property
+    def epochs(self):
+        return len(self.loss)
+
+    def __repr__(self):
+        last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
+        return f"History({self.epochs} epochs{last})"
+
+
+def _real(value, name, low=None, high=None, *, low_open=False, high_open=False):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    if high is not None and (value > high or (high_open and value == high)):
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return float(value)
+
+
+def _sample_weight(sample_weight, N):
+    if sample_weight is None:
+        return None
+    (sw,), _ = _v.real_arrays((sample_weight, "sample_weight"))
+    sw = _v.as_float(sw, "sample_weight", np.float64, (1,))
+    _v.expect_shape(sw, "sample_weight", (N,), "(one weight per sample)")
+    if not np.isfinite(sw).all() or (sw < 0).any():
+        raise ValueError("sample_weight must be finite and >= 0")
+    return sw
+
+
+def _metric(model, X, Y):
+    """Accuracy (eq. 4 / eq. 6 decisions) for classifiers, R^2 for regression."""
+    Z = model._logits(X)
+    if model.loss_name == "cross_entropy":
+        return float((Z.argmax(axis=1) == Y).mean())
+    if model.loss_name == "binary_cross_entropy":
+        return float(((Z >= 0) == (Y == 1)).all(axis=1).mean())
+    ss_res = ((Y - Z) ** 2).sum(axis=0, dtype=np.float64)
+    ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r2 = np.where(ss_tot > 0, 1 - ss_res / ss_tot, 0.0)
+    return float(r2.mean())
+
+
+def _copy(params, state):
+    return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
+            [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
+              for s in states] for states in state])
+
+
+def _restore(saved, params, state):
+    """Copy saved values back into the model's own arrays (the native loop holds them)."""
+    for (W, b), (W0, b0) in zip(params, saved[0]):
+        W[...] = W0
+        if b is not None:
+            b[...] = b0
+    for states, saved_states in zip(state, saved[1]):
+        for s, s0 in zip(states, saved_states):
+            if s is not None:
+                s[0][...] = s0[0]
+                if s[1] is not None:
+                    s[1][...] = s0[1]
+
+
+def _python_epoch(model, X, Y, sw, perm, batch_size, lr, state, opt):
+    """One epoch batch by batch in Python (the "numpy" backend): the native loop's reference."""
+    total = 0.0
+    N = len(perm)
+    for s in range(0, N, batch_size):
+        rows = perm[s:s + batch_size]
+        inputs, outputs, U = [], [], X[rows]
+        for layer in model.layers:  # eq. 10
+            inputs.append(U)
+            U = F.linear(U, layer.W, layer.b, layer.activation)
+            outputs.append(U)
+        losses, dU = model._loss(U, Y[rows], "none", return_grad=True)
+        w = np.ones(len(rows)) if sw is None else sw[rows]
+        total += float((w * losses).sum())
+        if not math.isfinite(total):
+            return total
+        dU = dU * (w / len(rows)).astype(X.dtype)[:, None]  # "mean" over the batch
+        opt["t"] += 1
+        for l in range(len(model.layers) - 1, -1, -1):  # section 3: backpropagation
+            layer = model.layers[l]
+            dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
+                                           need_dX=l > 0)
+            grads = [(layer.W, dW, 0), (layer.b, db, 1)] if layer.b is not None else [(layer.W, dW, 0)]
+            for P, G, k in grads:
+                M1 = state[0][l][k] if state[0][l] is not None else None
+                M2 = state[1][l][k] if state[1][l] is not None else None
+                update(P, G, M1, M2, optimizer=opt["optimizer"], lr=lr, momentum=opt["momentum"],
+                       nesterov=opt["nesterov"], beta1=opt["beta1"], beta2=opt["beta2"],
+                       eps=opt["eps"], t=opt["t"], decay=opt["weight_decay"] if k == 0 else 0.0)
+    return total
+
+
+def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.0,
+        nesterov=False, weight_decay=0.0, shuffle=True, sample_weight=None,
+        validation_data=None, early_stopping=False, patience=10, random_state=None,
+        verbose=False, lr_schedule="constant", beta1=0.9, beta2=0.999, eps=1e-8,
+        warm_start=False):
+    """Train ``model`` in place by mini-batch gradient descent.
+
+    Parameters
+    ----------
+    X, y : array_like
+        Inputs (N, n_inputs) and targets: labels 0..K-1 (softmax), 0/1 (sigmoid; (N, d) for
+        d outputs), values (N,) or (N, d) (identity).
+    epochs, batch_size : int
+    lr : float
+        The step size alpha of eq. 21.
+    optimizer : {"sgd", "adam"}
+    momentum : float in [0, 1), nesterov : bool
+        SGD's momentum: v = mu v - lr g, theta += v (Nesterov: theta += mu v - lr g).
+    weight_decay : float
+        L2 penalty on the weights (not the biases): g += weight_decay * W.
+    shuffle : bool
+        Visit the samples in a new random order every epoch.
+    sample_weight : array_like (N,), optional
+        Per-sample weights w_i >= 0; a batch's loss is sum_i w_i g_loss_i / batch size.
+    validation_data : (X_val, y_val), optional
+        Evaluated after every epoch: mean loss and metric (accuracy or R^2).
+    early_stopping : bool, patience : int
+        Stop when the validation loss has not improved for ``patience`` epochs and restore
+        the weights of the best epoch (needs ``validation_data``).
+    random_state : int, numpy.random.Generator or None
+        Seeds the shuffling: the same seed gives the same weights bit for bit.
+    verbose : bool
+        Print one progress line per epoch.
+    lr_schedule : {"constant", "invscaling", "cosine"} or callable(epoch) -> lr
+    beta1, beta2, eps : float
+        Adam's parameters.
+    warm_start : bool
+        Keep the optimizer state of the previous fit (momentum, Adam moments and step).
+
+    Returns
+    -------
+    History
+
+    Raises
+    ------
+    FloatingPointError
+        The loss became NaN or infinite: the model keeps the weights it had before that epoch.
+    RuntimeError
+        ``fit`` is already running on this model in another thread.
+    """
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("fit is already running on this model in another thread; "
+                           "train separate models, or wait for that fit to end")
+    try:
+        return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
+                    weight_decay, shuffle, sample_weight, validation_data, early_stopping,
+                    patience, random_state, verbose, lr_schedule, beta1, beta2, eps, warm_start)
+    finally:
+        model._fit_lock.release()
+
+
+def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay,
+         shuffle, sample_weight, validation_data, early_stopping, patience, random_state,
+         verbose, lr_schedule, beta1, beta2, eps, warm_start):
+    epochs = check_count(epochs, "epochs")
+    batch_size = check_count(batch_size, "batch_size")
+    lr = _real(lr, "lr", 0, low_open=True)
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+    momentum = _real(momentum, "momentum", 0, 1, high_open=True)
+    nesterov = _v.flag(nesterov, "nesterov")
+    weight_decay = _real(weight_decay, "weight_decay", 0)
+    shuffle = _v.flag(shuffle, "shuffle")
+    early_stopping = _v.flag(early_stopping, "early_stopping")
+    patience = check_count(patience, "patience")
+    verbose = _v.flag(verbose, "verbose")
+    warm_start = _v.flag(warm_start, "warm_start")
+    beta1 = _real(beta1, "beta1", 0, 1, high_open=True)
+    beta2 = _real(beta2, "beta2", 0, 1, high_open=True)
+    eps = _real(eps, "eps", 0, low_open=True)
+    if not callable(lr_schedule) and lr_schedule not in SCHEDULES:
+        raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
+    X, _ = model._inputs(X)
+    N = X.shape[0]
+    Y = model._targets(y, N)
+    sw = _sample_weight(sample_weight, N)
+    if validation_data is not None:
+        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+            raise TypeError("validation_data must be a pair (X_val, y_val)")
+        X_val, _ = model._inputs(validation_data[0], "X_val")
+        Y_val = model._targets(validation_data[1], X_val.shape[0], "y_val")
+    elif early_stopping:
+        raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
+    batch_size = min(batch_size, N)
+
+    params = model.parameters()
+    previous = model.optimizer_state_
+    if warm_start and previous is not None and previous["optimizer"] == optimizer \
+            and previous["momentum"] == momentum:
+        state, t0 = previous["state"], previous["t"]
+    else:
+        state, t0 = new_state(params, optimizer, momentum), 0
+    opt = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov, "beta1": beta1,
+           "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
+    model.optimizer_state_ = opt
+    rng = np.random.default_rng(random_state)
+    native = F.get_backend() == "cython"
+    if native:
+        trainer = _kernels.Trainer(
+            [W for W, _ in params], [b for _, b in params],
+            [_kernels.ACTIVATION_CODES[layer.activation] for layer in model.layers],
+            _kernels.LOSS_CODES[model.loss_name], _kernels.OPTIMIZER_CODES[optimizer],
+            state[0], state[1], X, Y, sw, batch_size, momentum=momentum, nesterov=nesterov,
+            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, t=t0)
+
+    history = History("accuracy" if model.output != "identity" else "r2")
+    best_loss, best, waited = math.inf, None, 0
+    start = time.perf_counter()
+    order = np.arange(N, dtype=np.intp)
+    for epoch in range(epochs):
+        lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
+        perm = rng.permutation(N).astype(np.intp, copy=False) if shuffle else order
+        saved = _copy(params, state)
+        tick = time.perf_counter()
+        try:
+            if native:
+                total = trainer.run_epoch(perm, lr_epoch)
+                opt["t"] = trainer.t
+            else:
+                total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)
+        except KeyboardInterrupt:
+            _restore(saved, params, state)
+            if verbose:
+                print(f"interrupted in epoch {epoch + 1}: the model keeps the weights of "
+                      f"epoch {epoch}", flush=True)
+            raise
+        if not math.isfinite(total):
+            _restore(saved, params, state)
+            model.history_ = history
+            raise FloatingPointError(
+                f"training diverged in epoch {epoch + 1} of {epochs}: the loss became {total}; "
+                f"the model keeps its weights from before that epoch (try a smaller lr)")
+        seconds = time.perf_counter() - tick
+        history.loss.append(total / N)
+        history.lr.append(lr_epoch)
+        history.seconds.append(seconds)
+        line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}"
+        if validation_data is not None:
+            val_loss = float(model._loss(model._logits(X_val), Y_val, "mean"))
+            history.val_loss.append(val_loss)
+            history.val_metric.append(_metric(model, X_val, Y_val))
+            line += f"  val_loss {val_loss:.5f}  val_{history.metric} {history.val_metric[-1]:.4f}"
+            if early_stopping:
+                if val_loss < best_loss:
+                    best_loss, best, waited = val_loss, _copy(params, state), 0
+                    history.best_epoch = epoch
+                else:
+                    waited += 1
+        if verbose:
+            print(f"{line}  {time.perf_counter() - start:.2f}s  "
+                  f"{N / max(seconds, 1e-9):,.0f} samples/s", flush=True)
+        if early_stopping and waited >= patience:
+            history.stopped_early = True
+            break
+    if early_stopping and best is not None:
+        _restore(best, params, state)
+    model.history_ = history
+    return history
