@@ -5,13 +5,20 @@ the same functions in plain NumPy (the correctness oracle); ``Linear``, ``Sequen
 ``MLP`` are the models, trained by ``fit`` in native code.
 """
 
-from . import functional, reference
-from . import functional as F
-from .functional import get_backend, set_backend, use_backend
-from .layers import Linear
-from .network import MLP, Sequential, Trace
-from .serialization import load
-from .training import History
+import os
+
+# OpenMP threads that spin after a parallel pass steal the core from the BLAS threads of the
+# next matrix product; fastnn's parallel passes are large enough to pay for a wake-up instead.
+# Set before the extension loads OpenMP; a value the user set wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from . import functional, reference  # noqa: E402
+from . import functional as F  # noqa: E402
+from .functional import get_backend, set_backend, use_backend  # noqa: E402
+from .layers import Linear  # noqa: E402
+from .network import MLP, Sequential, Trace  # noqa: E402
+from .serialization import load  # noqa: E402
+from .training import History  # noqa: E402
 
 __version__ = "0.1.0"
 

@@ -195,7 +195,8 @@ cdef void _activate_rows(floating* U, const floating* b, Py_ssize_t N, Py_ssize_
     cdef Py_ssize_t i
     if code == IDENTITY and b == NULL:
         return
-    if N * M >= PARALLEL_ELEMENTS and N > 1:
+    # in parallel only where the activation costs more than the memory traffic (exp inside)
+    if N * M >= PARALLEL_ELEMENTS and N > 1 and _costly(code):
         for i in prange(N, schedule="static"):
             _activate_row(U + i * M, b, M, code)
     else:
@@ -249,36 +250,24 @@ cdef void _mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_
             dZ[j] = dU[j] * U[j]
 
 
-cdef void _flat_rows(Py_ssize_t size, Py_ssize_t* rows, Py_ssize_t* width) noexcept nogil:
-    # view a flat elementwise job as rows of at most 4096 elements, for prange
-    width[0] = 4096 if size > 4096 else size
-    rows[0] = (size + width[0] - 1) // width[0] if size > 0 else 0
+cdef inline bint _costly(int code) noexcept nogil:
+    # activations that evaluate exp: worth OpenMP threads on large arrays
+    return code == SIGMOID or code == TANH or code == EXP
 
 
 cdef void _activate_flat(const floating* Z, floating* U, Py_ssize_t size, int code) noexcept nogil:
-    cdef Py_ssize_t rows, width, i, start, n
-    _flat_rows(size, &rows, &width)
+    # U = g(Z) over a flat array, in chunks of 4096 elements across threads when costly
+    cdef Py_ssize_t chunks, i, start
     if U != Z:
         memcpy(U, Z, size * sizeof(floating))
-    if size >= PARALLEL_ELEMENTS:
-        for i in prange(rows, schedule="static"):
-            start = i * width
-            n = width if start + width <= size else size - start
-            _activate_row(U + start, <floating*>NULL, n, code)
+    if size >= PARALLEL_ELEMENTS and _costly(code):
+        chunks = (size + 4095) // 4096
+        for i in prange(chunks, schedule="static"):
+            start = i * 4096
+            _activate_row(U + start, <floating*>NULL,
+                          4096 if start + 4096 <= size else size - start, code)
     else:
         _activate_row(U, <floating*>NULL, size, code)
-
-
-cdef void _grad_flat(const floating* U, floating* G, Py_ssize_t size, int code) noexcept nogil:
-    cdef Py_ssize_t rows, width, i, start, n
-    _flat_rows(size, &rows, &width)
-    if size >= PARALLEL_ELEMENTS:
-        for i in prange(rows, schedule="static"):
-            start = i * width
-            n = width if start + width <= size else size - start
-            _grad_row(U + start, G + start, n, code)
-    else:
-        _grad_row(U, G, size, code)
 
 
 def activate(cnp.ndarray Z, int code, cnp.ndarray out):
@@ -298,10 +287,10 @@ def activation_grad(cnp.ndarray U, int code, cnp.ndarray out):
     cdef Py_ssize_t size = cnp.PyArray_SIZE(U)
     if cnp.PyArray_TYPE(U) == cnp.NPY_FLOAT32:
         with nogil:
-            _grad_flat(<float*>cnp.PyArray_DATA(U), <float*>cnp.PyArray_DATA(out), size, code)
+            _grad_row(<float*>cnp.PyArray_DATA(U), <float*>cnp.PyArray_DATA(out), size, code)
     else:
         with nogil:
-            _grad_flat(<double*>cnp.PyArray_DATA(U), <double*>cnp.PyArray_DATA(out), size, code)
+            _grad_row(<double*>cnp.PyArray_DATA(U), <double*>cnp.PyArray_DATA(out), size, code)
     return out
 
 
@@ -328,8 +317,7 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
     # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
     _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X, <int>K,
           0, U, <int>M)
-    for i in range(N):
-        _activate_row(U + i * M, b, M, code)
+    _activate_rows(U, b, N, M, code)
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
@@ -375,7 +363,7 @@ def linear(object X, object W, object b, object activation, object out):
         bias = <cnp.ndarray>b
         if bias.shape[0] != M:
             return None
-    code = ACTIVATION_CODES.get(activation)
+    code = ACTIVATION_CODES.get(activation) if type(activation) is str else None
     if code is None:
         return None
     cdef cnp.npy_intp dims[2]
@@ -417,12 +405,10 @@ cdef void _linear_backward(const floating* dU, const floating* X, const floating
     cdef Py_ssize_t i, j, k
     cdef floating s
     cdef const floating* row
-    if N * M >= PARALLEL_ELEMENTS and N > 1:
-        for i in prange(N, schedule="static"):
-            _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
-    else:
-        for i in range(N):
-            _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
+    # serial: a cheap pass next to the products, and OpenMP threads still spinning after a
+    # parallel pass would slow the BLAS threads that follow
+    for i in range(N):
+        _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
     if db != NULL:
         # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
         memset(acc, 0, M * sizeof(double))

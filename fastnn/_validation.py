@@ -33,14 +33,16 @@ def real_array(A, name):
 def float_dtype(*arrays):
     """The computing dtype: float32 if every array is float32, else float64 (eq. promotion)."""
     for A in arrays:
-        if A is not None and A.dtype != np.float32:
+        if A is not None and A.dtype.type is not np.float32:  # any byte order
             return np.dtype(np.float64)
     return np.dtype(np.float32)
 
 
-def real_arrays(*named):
-    """``(array, name)`` pairs -> the arrays as real-valued ndarrays and their common float dtype."""
-    arrays = [None if A is None else real_array(A, name) for A, name in named]
+def real_arrays(*named, optional=()):
+    """``(array, name)`` pairs -> the arrays as real-valued ndarrays and their common float
+    dtype; an argument named in ``optional`` may be None and stays None."""
+    arrays = [None if A is None and name in optional else real_array(A, name)
+              for A, name in named]
     return arrays, float_dtype(*arrays)
 
 
@@ -53,7 +55,8 @@ def as_float(arr, name, dtype, ndims, *, allow_empty=False):
         raise ValueError(f"{name} must not be empty, got shape {arr.shape}")
     if any(n > _MAX_DIM for n in arr.shape):
         raise ValueError(f"{name} has a dimension over {_MAX_DIM}: shape {arr.shape}")
-    return np.ascontiguousarray(arr, dtype=dtype)
+    # C order, aligned, native byte order; copies only what is not already so (0-d stays 0-d)
+    return np.require(arr, dtype, ["C", "A"])
 
 
 def expect_shape(arr, name, shape, why):
@@ -124,7 +127,7 @@ def binary_labels(y, name, N, dtype):
     arr = _labels_as_numbers(y, name)
     arr = arr.reshape(-1) if arr.ndim <= 1 or arr.shape == (N, 1) else arr
     expect_shape(arr, name, (N,), "(one label per sample)")
-    if not np.isin(arr, (0, 1)).all():
+    if not ((arr == 0) | (arr == 1)).all():
         raise ValueError(f"{name} must hold binary labels 0 or 1, found other values")
     return np.ascontiguousarray(arr, dtype=dtype)
 

@@ -114,7 +114,7 @@ def linear(X, W, b=None, activation="identity", *, out=None):
         U = _kernels.linear(X, W, b, activation, out)
         if U is not None:
             return U
-    (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"))
+    (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"), optional=("b",))
     X = _v.as_float(X, "X", dtype, (1, 2))
     W = _v.as_float(W, "W", dtype, (2,))
     single = X.ndim == 1
@@ -132,6 +132,8 @@ def linear(X, W, b=None, activation="identity", *, out=None):
         out2 = out.reshape(N, M)
     if _backend == "cython":
         U = _kernels.linear(X2, W, b, activation, out2)
+        if U is None:  # cannot happen: the checks above cover every case the kernel refuses
+            raise RuntimeError("fastnn internal error: validated arguments refused by the kernel")
     else:
         U = reference.linear(X2, W, b, activation, out=out2)
     if out is not None:

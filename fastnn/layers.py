@@ -70,7 +70,7 @@ class Linear:
         """A layer with the given weights: ``W`` (n_out, n_in) (a 1-D ``W`` is one unit's row,
         as the notes write W^O = [-1, 2]) and ``b`` (n_out,) (a scalar for one unit) or None.
         The dtype is float32 if the arrays are float32, else float64, unless given."""
-        (W_arr, b_arr), common = _v.real_arrays((W, "W"), (b, "b"))
+        (W_arr, b_arr), common = _v.real_arrays((W, "W"), (b, "b"), optional=("b",))
         dtype = common if dtype is None else check_dtype(dtype)
         if W_arr.ndim == 1:
             W_arr = W_arr.reshape(1, -1)

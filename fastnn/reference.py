@@ -129,7 +129,9 @@ def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
     """
     z = np.asarray(z)
     y = np.asarray(y, dtype=z.dtype)
-    losses = np.logaddexp(0, z) - y * z  # logaddexp(0, z) = ln(1 + e^z) without overflow
+    # ln(1 + e^z) - y z = ln(1 + e^-|z|) + (z >= 0 ? (1 - y) z : -y z): no overflow, and no
+    # cancellation between two large terms when |z| is large
+    losses = np.log1p(np.exp(-np.abs(z))) + np.where(z >= 0, (1 - y) * z, -y * z)
     dz = sigmoid(z) - y if return_grad else None
     return _reduce(losses, dz, reduction, return_grad, z.dtype)
 
@@ -145,8 +147,8 @@ def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
     R = np.zeros_like(Z)
     R[np.arange(N), y] = 1  # one-hot code (eq. 19)
     m = Z.max(axis=1, keepdims=True)
-    lse = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
-    losses = lse - (R * Z).sum(axis=1)
+    # ln sum_l e^{z_l} - z_y = (m - z_y) + ln sum_l e^{z_l - m}: stable for large logits
+    losses = (m[:, 0] - (R * Z).sum(axis=1)) + np.log(np.exp(Z - m).sum(axis=1))
     dZ = softmax(Z) - R if return_grad else None
     return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
 

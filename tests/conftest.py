@@ -1,0 +1,180 @@
+"""Shared fixtures of the fastnn test suite.
+
+The tests import the *installed* ``fastnn`` (pyproject sets ``--import-mode=importlib``);
+nothing here puts the source tree on ``sys.path``. Helpers are fixtures, so the test modules
+never import from each other or from this file.
+"""
+
+import numpy as np
+import pytest
+
+import fastnn
+
+BACKENDS = ("cython", "numpy")
+DTYPES = (np.float32, np.float64)
+
+# Per-dtype tolerances for comparing fastnn against the float64 NumPy reference.
+# float32: a handful of ulps (eps ~ 1.2e-7) amplified by sums of up to ~1000 terms and by
+# exp/tanh; atol is relative to the magnitude of the expected array (see ``assert_close``).
+# float64: eps ~ 2.2e-16, same amplification, with ample room.
+TOLERANCES = {
+    np.dtype(np.float32): {"rtol": 1e-4, "atol": 1e-5},
+    np.dtype(np.float64): {"rtol": 1e-10, "atol": 1e-10},
+}
+
+
+def pytest_report_header(config):
+    from fastnn import _kernels
+
+    return [
+        f"fastnn {fastnn.__version__} from {fastnn.__file__}",
+        f"fastnn backend: {fastnn.get_backend()} (compiled kernels: {_kernels.__file__}), "
+        f"OpenMP threads: {_kernels.openmp_max_threads()}, numpy {np.__version__}",
+    ]
+
+
+@pytest.fixture(autouse=True)
+def _restore_backend():
+    """Every test starts on, and leaves behind, the default backend."""
+    before = fastnn.get_backend()
+    yield
+    fastnn.set_backend(before)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request):
+    """Run the test on the compiled kernels ("cython") and on the NumPy reference ("numpy")."""
+    with fastnn.use_backend(request.param):
+        assert fastnn.get_backend() == request.param
+        yield request.param
+
+
+@pytest.fixture(params=DTYPES, ids=lambda t: np.dtype(t).name)
+def dtype(request):
+    return request.param
+
+
+@pytest.fixture
+def tol(dtype):
+    """{"rtol": ..., "atol": ...} for results computed in ``dtype``."""
+    return dict(TOLERANCES[np.dtype(dtype)])
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(20240611)
+
+
+@pytest.fixture
+def assert_close():
+    """``assert_close(actual, expected, dtype)``: compare with ``dtype``'s tolerance.
+
+    ``atol`` scales with the magnitude of ``expected`` (its max |.|, at least 1), so large
+    logits or long sums are judged relative to their size; ``scale`` raises it further for
+    results that sum ``scale`` rounded terms.
+    """
+
+    def check(actual, expected, dtype, *, scale=1.0, err_msg=""):
+        t = TOLERANCES[np.dtype(dtype)]
+        expected = np.asarray(expected, dtype=np.float64)
+        magnitude = max(1.0, float(np.max(np.abs(expected), initial=0.0)))
+        np.testing.assert_allclose(
+            np.asarray(actual, dtype=np.float64),
+            expected,
+            rtol=t["rtol"],
+            atol=t["atol"] * magnitude * scale,
+            err_msg=err_msg,
+        )
+
+    return check
+
+
+@pytest.fixture
+def make_layer(rng):
+    """``make_layer(N, N_in, N_out, dtype)`` -> (X, W, b) with W scaled by 1/sqrt(N_in)
+    so that Z = X W^T + b stays O(1) (exp and sigmoid neither overflow nor saturate)."""
+
+    def make(N, n_in, n_out, dtype):
+        X = rng.standard_normal((N, n_in)).astype(dtype)
+        W = (rng.standard_normal((n_out, n_in)) / np.sqrt(n_in)).astype(dtype)
+        b = (0.5 * rng.standard_normal(n_out)).astype(dtype)
+        return X, W, b
+
+    return make
+
+
+def _unaligned(A):
+    buf = np.zeros(A.nbytes + 1, dtype=np.uint8)
+    U = buf[1:].view(A.dtype).reshape(A.shape)
+    U[...] = A
+    assert not U.flags.aligned and U.flags.c_contiguous
+    return U
+
+
+def _strided(A):
+    # every other element along the last axis of a twice-as-wide buffer
+    big = np.zeros(A.shape[:-1] + (2 * A.shape[-1],), dtype=A.dtype)
+    big[..., ::2] = A
+    V = big[..., ::2]
+    assert not V.flags.c_contiguous or V.size <= 1
+    return V
+
+
+def _negative(A):
+    # negative strides on every axis
+    R = np.ascontiguousarray(A[(slice(None, None, -1),) * A.ndim])
+    V = R[(slice(None, None, -1),) * A.ndim]
+    assert all(s < 0 for s, n in zip(V.strides, V.shape) if n > 1)
+    return V
+
+
+def _readonly(A):
+    V = A.copy()
+    V.flags.writeable = False
+    return V
+
+
+def _byteswapped(A):
+    V = A.astype(A.dtype.newbyteorder(">" if np.little_endian else "<"))
+    assert not V.dtype.isnative
+    return V
+
+
+LAYOUTS = {
+    "C": lambda A: np.ascontiguousarray(A),
+    "fortran": np.asfortranarray,
+    "strided": _strided,
+    "negative_strides": _negative,
+    "readonly": _readonly,
+    "byteswapped": _byteswapped,
+    "unaligned": _unaligned,
+}
+
+
+@pytest.fixture(params=list(LAYOUTS))
+def layout(request):
+    """(name, transform): an array of the same values in another memory layout."""
+    return request.param, LAYOUTS[request.param]
+
+
+@pytest.fixture
+def numerical_gradient():
+    """``numerical_gradient(f, A, eps=1e-6)``: central differences of the scalar ``f()`` with
+    respect to every entry of the float64 array ``A``, perturbed in place and restored."""
+
+    def grad(f, A, eps=1e-6):
+        assert A.dtype == np.float64 and A.flags.writeable
+        G = np.empty(A.shape, dtype=np.float64)
+        flat, gflat = A.reshape(-1), G.reshape(-1)
+        assert np.shares_memory(flat, A)
+        for i in range(flat.size):
+            keep = flat[i]
+            flat[i] = keep + eps
+            f_plus = float(f())
+            flat[i] = keep - eps
+            f_minus = float(f())
+            flat[i] = keep
+            gflat[i] = (f_plus - f_minus) / (2 * eps)
+        return G
+
+    return grad

@@ -1,0 +1,710 @@
+"""fastnn.functional against the NumPy oracle fastnn.reference, on both backends and dtypes.
+
+The expected values are the reference evaluated in float64 on the very values the tested
+call sees (float32 inputs are cast up after rounding), so a float32 result is judged only by
+its own rounding, with the tolerances of conftest.TOLERANCES.
+"""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import functional as F
+from fastnn import reference as R
+
+ACTIVATIONS = R.ACTIVATIONS
+REDUCTIONS = ("mean", "sum", "none")
+
+# (N, N_in, N_out). The compiled kernel takes direct loops while N*N_in*N_out <= 4096 and
+# BLAS above; its elementwise passes run under OpenMP once they cover PARALLEL_ELEMENTS
+# elements (32768 in the first kernels, 262144 since): both thresholds are crossed here.
+LINEAR_SHAPES = [
+    pytest.param((1, 1, 1), id="1x1->1"),
+    pytest.param((1, 5, 3), id="N=1"),
+    pytest.param((6, 1, 4), id="N_in=1"),
+    pytest.param((5, 3, 1), id="N_out=1"),
+    pytest.param((4, 2, 3), id="tiny-4x2->3"),
+    pytest.param((15, 16, 17), id="gemm-below-4096"),
+    pytest.param((16, 16, 16), id="gemm-at-4096"),
+    pytest.param((16, 16, 17), id="gemm-above-4096"),
+    pytest.param((255, 8, 128), id="omp-below-32768"),
+    pytest.param((256, 8, 128), id="omp-at-32768"),
+    pytest.param((511, 4, 512), id="omp-below-262144"),
+    pytest.param((512, 4, 512), id="omp-at-262144"),
+    pytest.param((128, 784, 128), id="mid-128x784->128"),
+    pytest.param((2, 50, 1000), id="N_out=1000"),
+]
+
+
+def _check_linear(U, X, W, b, activation, dtype, assert_close):
+    """U against the reference, forgiving only step's outputs whose Z is within rounding of 0."""
+    X64, W64 = X.astype(np.float64), W.astype(np.float64)
+    b64 = None if b is None else b.astype(np.float64)
+    Z = R.linear(X64, W64, b64, "identity")
+    expected = R.activate(Z, activation)
+    if activation == "step":
+        decided = np.abs(Z) > 1e-3
+        assert np.isin(U, (0, 1)).all()
+        np.testing.assert_array_equal(U[decided], expected[decided])
+    else:
+        assert_close(U, expected, dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# linear
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES)
+def test_linear_matches_reference(backend, dtype, shape, activation, with_bias, make_layer,
+                                  assert_close):
+    N, n_in, n_out = shape
+    X, W, b = make_layer(N, n_in, n_out, dtype)
+    b = b if with_bias else None
+    U = F.linear(X, W, b, activation)
+    assert isinstance(U, np.ndarray)
+    assert U.dtype == dtype
+    assert U.shape == (N, n_out)
+    assert U.flags.c_contiguous
+    _check_linear(U, X, W, b, activation, dtype, assert_close)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_default_activation_is_identity(backend, dtype, activation, make_layer):
+    X, W, b = make_layer(4, 3, 2, dtype)
+    Z = F.linear(X, W, b)
+    np.testing.assert_array_equal(Z, F.linear(X, W, b, "identity"))
+    np.testing.assert_array_equal(F.linear(X, W, b, activation), F.activate(Z, activation))
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("activation", ["identity", "relu", "sigmoid", "exp"])
+@pytest.mark.parametrize("shape", [(4, 2, 3), (16, 16, 17), (256, 8, 128), (512, 4, 512)],
+                         ids=["tiny", "blas", "omp-32768", "omp-262144"])
+def test_linear_out(backend, dtype, shape, activation, with_bias, make_layer):
+    X, W, b = make_layer(*shape, dtype)
+    b = b if with_bias else None
+    expected = F.linear(X, W, b, activation)
+    out = np.full((shape[0], shape[2]), np.nan, dtype=dtype)
+    result = F.linear(X, W, b, activation, out=out)
+    assert result is out
+    np.testing.assert_array_equal(out, expected)
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_out_single_sample(backend, dtype, activation, make_layer, assert_close):
+    X, W, b = make_layer(3, 5, 4, dtype)
+    out = np.full(4, np.nan, dtype=dtype)
+    result = F.linear(X[1], W, b, activation, out=out)
+    assert result is out
+    assert_close(out, F.linear(X, W, b, activation)[1], dtype)
+
+
+@pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", [(4, 2, 3), (3, 1, 1), (5, 64, 100)],
+                         ids=["tiny", "N_in=1", "blas"])
+def test_linear_single_sample_is_row_of_batch(backend, dtype, shape, activation, with_bias,
+                                              make_layer, assert_close):
+    X, W, b = make_layer(*shape, dtype)
+    b = b if with_bias else None
+    batch = F.linear(X, W, b, activation)
+    for i in range(X.shape[0]):
+        u = F.linear(X[i], W, b, activation)
+        assert u.shape == (shape[2],)
+        assert u.dtype == dtype
+        assert_close(u, batch[i], dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# linear_backward
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("need_dX", [True, False], ids=["dX", "no-dX"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", LINEAR_SHAPES)
+def test_linear_backward_matches_reference(backend, dtype, shape, activation, need_dX,
+                                           make_layer, rng, assert_close):
+    N, n_in, n_out = shape
+    X, W, b = make_layer(N, n_in, n_out, dtype)
+    U = R.linear(X, W, b, activation).astype(dtype)  # the forward output fed back
+    dU = rng.standard_normal((N, n_out)).astype(dtype)
+    dX, dW, db = F.linear_backward(dU, X, W, U, activation, need_dX=need_dX)
+    eX, eW, eb = R.linear_backward(*(A.astype(np.float64) for A in (dU, X, W, U)), activation)
+    assert dW.shape == (n_out, n_in) and dW.dtype == dtype
+    assert db.shape == (n_out,) and db.dtype == dtype
+    assert_close(dW, eW, dtype)
+    assert_close(db, eb, dtype)
+    if need_dX:
+        assert dX.shape == (N, n_in) and dX.dtype == dtype
+        assert_close(dX, eX, dtype)
+    else:
+        assert dX is None
+    if activation == "step":  # flat almost everywhere: no gradient flows
+        assert not dW.any() and not db.any()
+        assert dX is None or not dX.any()
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_backward_default_activation_is_identity(backend, dtype, activation, make_layer,
+                                                        rng):
+    X, W, b = make_layer(5, 4, 3, dtype)
+    U = F.linear(X, W, b)
+    dU = rng.standard_normal(U.shape).astype(dtype)
+    default = F.linear_backward(dU, X, W, U)
+    explicit = F.linear_backward(dU, X, W, U, "identity", need_dX=True)
+    for a, e in zip(default, explicit):
+        np.testing.assert_array_equal(a, e)
+
+
+@pytest.mark.parametrize("need_dX", [True, False], ids=["dX", "no-dX"])
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+def test_linear_backward_single_sample(backend, dtype, activation, need_dX, make_layer, rng,
+                                       assert_close):
+    X, W, b = make_layer(3, 4, 5, dtype)
+    U = F.linear(X, W, b, activation)
+    dU = rng.standard_normal(U.shape).astype(dtype)
+    for i in range(3):
+        dx, dW, db = F.linear_backward(dU[i], X[i], W, U[i], activation, need_dX=need_dX)
+        eX, eW, eb = F.linear_backward(dU[i:i + 1], X[i:i + 1], W, U[i:i + 1], activation)
+        assert dW.shape == (5, 4) and db.shape == (5,)
+        assert_close(dW, eW, dtype)
+        assert_close(db, eb, dtype)
+        if need_dX:
+            assert dx.shape == (4,) and dx.dtype == dtype
+            assert_close(dx, eX[0], dtype)
+        else:
+            assert dx is None
+
+
+def test_linear_backward_sums_over_the_batch(backend, dtype, make_layer, rng, assert_close):
+    """dW and db of a batch are the sums of the per-sample gradients (eq. 16: L = sum_i)."""
+    X, W, b = make_layer(6, 3, 2, dtype)
+    U = F.linear(X, W, b, "tanh")
+    dU = rng.standard_normal(U.shape).astype(dtype)
+    _, dW, db = F.linear_backward(dU, X, W, U, "tanh")
+    per_sample = [F.linear_backward(dU[i], X[i], W, U[i], "tanh") for i in range(6)]
+    assert_close(dW, sum(g[1].astype(np.float64) for g in per_sample), dtype)
+    assert_close(db, sum(g[2].astype(np.float64) for g in per_sample), dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# activate, activation_grad, sigmoid
+# ---------------------------------------------------------------------------------------
+
+ELEMENTWISE_SHAPES = [
+    pytest.param((1,), id="1"),
+    pytest.param((7,), id="7"),
+    pytest.param((3, 4), id="3x4"),
+    pytest.param((2, 3, 4), id="2x3x4"),
+    pytest.param((4097,), id="4097"),
+    pytest.param((200, 200), id="200x200"),
+    pytest.param((520, 520), id="520x520-openmp"),
+    pytest.param((0,), id="empty"),
+    pytest.param((0, 3), id="empty-0x3"),
+]
+
+
+def _elementwise_input(rng, shape, dtype):
+    Z = (2 * rng.standard_normal(shape)).astype(dtype)
+    if Z.size:
+        Z.flat[0] = 0.0  # g(0): step 1 (eq. 2), relu 0
+    if Z.size > 1:
+        Z.flat[-1] = -0.0
+    return Z
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES)
+def test_activate_matches_reference(backend, dtype, shape, activation, rng, assert_close):
+    Z = _elementwise_input(rng, shape, dtype)
+    U = F.activate(Z, activation)
+    assert U.shape == shape and U.dtype == dtype
+    expected = R.activate(Z.astype(np.float64), activation)
+    if activation in ("step", "relu", "identity"):
+        np.testing.assert_array_equal(U, expected)  # exact: no rounding involved
+    else:
+        assert_close(U, expected, dtype)
+    if Z.size and activation == "step":
+        assert U.flat[0] == 1  # eq. 2: g(0) = 1
+    if Z.size and activation == "relu":
+        assert U.flat[0] == 0
+
+
+@pytest.mark.parametrize("activation", ACTIVATIONS)
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES)
+def test_activation_grad_matches_reference(backend, dtype, shape, activation, rng,
+                                           assert_close):
+    U = R.activate(_elementwise_input(rng, shape, np.float64), activation).astype(dtype)
+    G = F.activation_grad(U, activation)
+    assert G.shape == shape and G.dtype == dtype
+    assert_close(G, R.activation_grad(U.astype(np.float64), activation), dtype)
+
+
+@pytest.mark.parametrize(
+    "activation, z, u, g",
+    [
+        ("identity", [-2.0, 0.0, 3.0], [-2.0, 0.0, 3.0], [1.0, 1.0, 1.0]),
+        ("step", [-2.0, 0.0, 3.0], [0.0, 1.0, 1.0], [0.0, 0.0, 0.0]),
+        ("relu", [-2.0, 0.0, 3.0], [0.0, 0.0, 3.0], [0.0, 0.0, 1.0]),
+        ("sigmoid", [0.0, np.log(3.0)], [0.5, 0.75], [0.25, 0.1875]),
+        ("tanh", [0.0, np.log(2.0)], [0.0, 0.6], [1.0, 0.64]),
+        ("exp", [0.0, np.log(2.0)], [1.0, 2.0], [1.0, 2.0]),
+    ],
+)
+def test_activation_known_values(backend, dtype, activation, z, u, g, assert_close):
+    U = F.activate(np.array(z, dtype=dtype), activation)
+    assert_close(U, u, dtype)
+    assert_close(F.activation_grad(U, activation), g, dtype)
+
+
+@pytest.mark.parametrize("shape", ELEMENTWISE_SHAPES)
+def test_sigmoid(backend, dtype, shape, rng, tol, assert_close):
+    Z = _elementwise_input(rng, shape, dtype)
+    S = F.sigmoid(Z)
+    assert S.shape == shape and S.dtype == dtype
+    np.testing.assert_allclose(S, 1 / (1 + np.exp(-Z.astype(np.float64))), **tol)
+    assert_close(S, R.sigmoid(Z.astype(np.float64)), dtype)
+    np.testing.assert_array_equal(S, F.activate(Z, "sigmoid"))
+
+
+@pytest.mark.parametrize("func", [
+    pytest.param(lambda z: F.activate(z, "relu"), id="activate"),
+    pytest.param(lambda z: F.activation_grad(z, "tanh"), id="activation_grad"),
+    pytest.param(F.sigmoid, id="sigmoid"),
+])
+def test_elementwise_keeps_0d_shape(backend, dtype, func):
+    result = func(np.array(0.5, dtype=dtype))
+    assert result.shape == ()
+
+
+# ---------------------------------------------------------------------------------------
+# softmax, log_softmax
+# ---------------------------------------------------------------------------------------
+
+SOFTMAX_SHAPES = [
+    pytest.param((1, 1), id="1x1"),
+    pytest.param((1, 2), id="1x2"),
+    pytest.param((4, 2), id="K=2"),
+    pytest.param((5, 3), id="5x3"),
+    pytest.param((3, 1000), id="K=1000"),
+    pytest.param((300, 128), id="openmp-300x128"),
+    pytest.param((40, 1000), id="K=1000-40k"),
+    pytest.param((300, 1000), id="openmp-K=1000"),
+]
+
+
+@pytest.mark.parametrize("shape", SOFTMAX_SHAPES)
+def test_softmax_matches_reference(backend, dtype, shape, rng, assert_close):
+    Z = (3 * rng.standard_normal(shape)).astype(dtype)
+    P = F.softmax(Z)
+    assert P.shape == shape and P.dtype == dtype
+    assert_close(P, R.softmax(Z.astype(np.float64)), dtype)
+    assert (P >= 0).all()
+    assert_close(P.sum(axis=1), np.ones(shape[0]), dtype)
+
+
+@pytest.mark.parametrize("shape", SOFTMAX_SHAPES)
+def test_log_softmax_matches_reference(backend, dtype, shape, rng, assert_close):
+    Z = (3 * rng.standard_normal(shape)).astype(dtype)
+    L = F.log_softmax(Z)
+    assert L.shape == shape and L.dtype == dtype
+    assert_close(L, R.log_softmax(Z.astype(np.float64)), dtype)
+    assert (L <= 0).all()
+    assert_close(np.exp(L.astype(np.float64)), F.softmax(Z), dtype)
+
+
+@pytest.mark.parametrize("func", [F.softmax, F.log_softmax], ids=["softmax", "log_softmax"])
+@pytest.mark.parametrize("K", [1, 2, 7, 1000])
+def test_softmax_single_sample_is_row_of_batch(backend, dtype, func, K, rng, assert_close):
+    Z = rng.standard_normal((3, K)).astype(dtype)
+    batch = func(Z)
+    for i in range(3):
+        row = func(Z[i])
+        assert row.shape == (K,) and row.dtype == dtype
+        assert_close(row, batch[i], dtype)
+
+
+def test_softmax_known_values(backend, dtype, assert_close):
+    # eq. 5 by hand: e^z / sum e^z for z = (0, ln 2, ln 5) is (1, 2, 5) / 8
+    z = np.array([0.0, np.log(2.0), np.log(5.0)], dtype=dtype)
+    assert_close(F.softmax(z), [1 / 8, 2 / 8, 5 / 8], dtype)
+    assert_close(F.log_softmax(z), np.log([1 / 8, 2 / 8, 5 / 8]), dtype)
+    # shift invariance: adding a constant to every logit changes nothing
+    assert_close(F.softmax(z + dtype(100)), [1 / 8, 2 / 8, 5 / 8], dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Losses
+# ---------------------------------------------------------------------------------------
+
+
+def _check_loss(result, expected, return_grad, reduction, N, grad_shape, dtype, assert_close):
+    loss, grad = result if return_grad else (result, None)
+    eloss, egrad = expected if return_grad else (expected, None)
+    if reduction == "none":
+        assert isinstance(loss, np.ndarray) and loss.shape == (N,)
+    else:
+        assert np.ndim(loss) == 0
+    assert loss.dtype == dtype
+    assert_close(loss, eloss, dtype)
+    if return_grad:
+        assert isinstance(grad, np.ndarray)
+        assert grad.shape == grad_shape and grad.dtype == dtype
+        assert_close(grad, egrad, dtype)
+    else:
+        assert not isinstance(result, tuple)
+
+
+@pytest.mark.parametrize("return_grad", [False, True], ids=["loss", "loss+grad"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("zshape", ["(N,)", "(N,1)"])
+@pytest.mark.parametrize("N", [1, 4, 1000, 40000])
+def test_binary_cross_entropy_matches_reference(backend, dtype, N, zshape, reduction,
+                                                return_grad, rng, assert_close):
+    z = (3 * rng.standard_normal(N)).astype(dtype)
+    y = rng.integers(0, 2, N)
+    if zshape == "(N,1)":
+        z = z[:, None]
+    result = F.binary_cross_entropy(z, y, reduction=reduction, return_grad=return_grad)
+    expected = R.binary_cross_entropy(z.astype(np.float64).reshape(-1), y,
+                                      reduction=reduction, return_grad=return_grad)
+    if return_grad:
+        expected = (expected[0], expected[1].reshape(z.shape))
+    _check_loss(result, expected, return_grad, reduction, N, z.shape, dtype, assert_close)
+
+
+@pytest.mark.parametrize("return_grad", [False, True], ids=["loss", "loss+grad"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("shape", [
+    pytest.param((1, 1), id="K=1"),
+    pytest.param((1, 2), id="N=1,K=2"),
+    pytest.param((6, 2), id="K=2"),
+    pytest.param((4, 3), id="tiny"),
+    pytest.param((300, 10), id="300x10"),
+    pytest.param((3, 1000), id="K=1000"),
+    pytest.param((40, 1000), id="K=1000-40k"),
+    pytest.param((300, 1000), id="openmp-K=1000"),
+])
+def test_cross_entropy_matches_reference(backend, dtype, shape, reduction, return_grad, rng,
+                                         assert_close):
+    N, K = shape
+    Z = (3 * rng.standard_normal(shape)).astype(dtype)
+    y = rng.integers(0, K, N)
+    result = F.cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
+    expected = R.cross_entropy(Z.astype(np.float64), y, reduction=reduction,
+                               return_grad=return_grad)
+    _check_loss(result, expected, return_grad, reduction, N, shape, dtype, assert_close)
+
+
+@pytest.mark.parametrize("return_grad", [False, True], ids=["loss", "loss+grad"])
+@pytest.mark.parametrize("reduction", REDUCTIONS)
+@pytest.mark.parametrize("zshape, yshape", [
+    pytest.param((1,), (1,), id="N=1"),
+    pytest.param((7,), (7,), id="(N,)"),
+    pytest.param((7, 1), (7, 1), id="(N,1)"),
+    pytest.param((7, 1), (7,), id="(N,1)-Y(N,)"),
+    pytest.param((5, 3), (5, 3), id="(N,d)"),
+    pytest.param((1, 4), (1, 4), id="N=1,d=4"),
+    pytest.param((40000,), (40000,), id="N=40000"),
+    pytest.param((300, 128), (300, 128), id="300x128"),
+    pytest.param((600, 500), (600, 500), id="600x500"),
+])
+def test_squared_error_matches_reference(backend, dtype, zshape, yshape, reduction,
+                                         return_grad, rng, assert_close):
+    Z = rng.standard_normal(zshape).astype(dtype)
+    Y = rng.standard_normal(yshape).astype(dtype)
+    result = F.squared_error(Z, Y, reduction=reduction, return_grad=return_grad)
+    expected = R.squared_error(Z.astype(np.float64), Y.astype(np.float64).reshape(zshape),
+                               reduction=reduction, return_grad=return_grad)
+    _check_loss(result, expected, return_grad, reduction, zshape[0], zshape, dtype,
+                assert_close)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "cross_entropy", "squared_error"])
+def test_loss_reductions_agree(backend, dtype, loss, rng, assert_close):
+    """mean = sum / N (not / (N*d)), sum = sum of "none"; gradients scale the same way;
+    the default reduction is "mean"."""
+    N = 9
+    Z = rng.standard_normal((N, 3)).astype(dtype)
+    if loss == "binary_cross_entropy":
+        args = (Z[:, 0], rng.integers(0, 2, N))
+    elif loss == "cross_entropy":
+        args = (Z, rng.integers(0, 3, N))
+    else:
+        args = (Z, rng.standard_normal((N, 3)))
+    fn = getattr(F, loss)
+    s, gs = fn(*args, reduction="sum", return_grad=True)
+    m, gm = fn(*args, reduction="mean", return_grad=True)
+    n, gn = fn(*args, reduction="none", return_grad=True)
+    assert_close(m, s / N, dtype)
+    assert_close(n.sum(dtype=np.float64), s, dtype)
+    assert_close(gm, gs / N, dtype)
+    assert_close(gn, gs, dtype)
+    assert_close(fn(*args), m, dtype)
+    np.testing.assert_array_equal(fn(*args, reduction="sum"), s)
+
+
+def test_cross_entropy_single_sample(backend, dtype, rng, assert_close):
+    Z = rng.standard_normal((4, 5)).astype(dtype)
+    y = np.array([0, 4, 2, 2])
+    batch, gbatch = F.cross_entropy(Z, y, reduction="none", return_grad=True)
+    for i in range(4):
+        for label in (y[i], int(y[i]), [y[i]]):
+            loss, g = F.cross_entropy(Z[i], label, reduction="none", return_grad=True)
+            assert np.shape(loss) == () and loss.dtype == dtype
+            assert g.shape == (5,) and g.dtype == dtype
+            assert_close(loss, batch[i], dtype)
+            assert_close(g, gbatch[i], dtype)
+
+
+def test_binary_cross_entropy_scalar_logit(backend, dtype, assert_close):
+    loss, g = F.binary_cross_entropy(dtype(0.0), 1, reduction="none", return_grad=True)
+    assert np.shape(loss) == () and np.shape(g) == ()
+    assert_close(loss, np.log(2.0), dtype)
+    assert_close(g, -0.5, dtype)
+
+
+def test_losses_accept_python_lists_and_label_dtypes(backend, assert_close):
+    Z = [[0.0, 0.0], [2.0, -1.0]]
+    for y in ([1, 0], (1, 0), np.array([1, 0], np.int8), np.array([1.0, 0.0]),
+              np.array([True, False])):
+        loss = F.cross_entropy(Z, y, reduction="sum")
+        assert_close(loss, np.log(2.0) + np.log1p(np.exp(-3.0)), np.float64)
+    for y in ([1, 0], np.array([True, False]), np.array([1.0, 0.0], np.float32),
+              np.array([[1], [0]])):
+        assert_close(F.binary_cross_entropy([0.0, 0.0], y, reduction="sum"), 2 * np.log(2.0),
+                     np.float64)
+
+
+# ---------------------------------------------------------------------------------------
+# Numerical stability
+# ---------------------------------------------------------------------------------------
+
+
+def test_cross_entropy_extreme_logits(backend, dtype):
+    # eq. 18 with a max shift: ln(e^1e4 + e^-1e4) - z_y = 1e4 - z_y exactly in floating point
+    loss, g = F.cross_entropy(np.array([[1e4, -1e4]], dtype), [1], reduction="sum",
+                              return_grad=True)
+    assert loss.dtype == dtype and np.isfinite(loss)
+    assert loss == 2e4
+    np.testing.assert_array_equal(g, [[1.0, -1.0]])
+
+    Z = np.array([[1e4, -1e4], [-1e4, 1e4], [-1e4, 1e4]], dtype)
+    losses, G = F.cross_entropy(Z, [1, 1, 0], reduction="none", return_grad=True)
+    assert np.isfinite(losses).all() and np.isfinite(G).all()
+    np.testing.assert_array_equal(losses, [2e4, 0.0, 2e4])
+    np.testing.assert_array_equal(G, [[1, -1], [0, 0], [-1, 1]])
+
+
+def test_cross_entropy_tied_extreme_logits(backend, dtype):
+    # ln(e^1e4 + e^1e4) - 1e4 = ln 2: the loss is small although the logits are huge, so it
+    # must be formed as (m - z_y) + ln sum e^(z - m), not as (m + ln sum) - z_y, which
+    # rounds ln 2 to the float32 spacing at 1e4 (2^-10)
+    Z = np.array([[1e4, 1e4], [-1e4, -1e4]], dtype)
+    losses, G = F.cross_entropy(Z, [0, 1], reduction="none", return_grad=True)
+    np.testing.assert_allclose(losses, [np.log(2.0), np.log(2.0)], rtol=1e-6)
+    np.testing.assert_array_equal(G, [[-0.5, 0.5], [0.5, -0.5]])
+
+
+def test_binary_cross_entropy_extreme_logits(backend, dtype):
+    # eq. 17: ln(1 + e^z) - y z; e^1e4 overflows, the loss must not
+    z = np.array([1e4, -1e4, 1e4, -1e4], dtype)
+    losses, g = F.binary_cross_entropy(z, [1, 0, 0, 1], reduction="none", return_grad=True)
+    assert np.isfinite(losses).all() and np.isfinite(g).all()
+    np.testing.assert_array_equal(losses, [0.0, 0.0, 1e4, 1e4])
+    np.testing.assert_array_equal(g, [0.0, 0.0, 1.0, -1.0])
+    assert F.binary_cross_entropy(z, [1, 0, 0, 1], reduction="sum") == 2e4
+
+
+def test_binary_cross_entropy_no_cancellation(backend, dtype):
+    # ln(1 + e^z) - y z at z = 40, y = 1 is ln(1 + e^-40) = 4.248e-18: computed as
+    # ln(1 + e^-|z|) + (1 - y) z (the design's log1p(exp(-|z|))) it keeps its relative
+    # accuracy; ln(1 + e^40) - 40 cancels to 0
+    z = np.array([-40.0, 40.0, -40.0, 40.0], dtype)
+    losses = F.binary_cross_entropy(z, [0, 1, 1, 0], reduction="none")
+    tiny = np.log1p(np.exp(-40.0))
+    np.testing.assert_allclose(losses, [tiny, tiny, 40.0, 40.0], rtol=1e-5)
+
+
+def test_output_maps_extreme_logits(backend, dtype):
+    z = np.array([1e4, -1e4], dtype)
+    np.testing.assert_array_equal(F.softmax(z), [1.0, 0.0])
+    np.testing.assert_array_equal(F.log_softmax(z), [0.0, -2e4])
+    np.testing.assert_array_equal(F.sigmoid(z), [1.0, 0.0])
+    P = F.softmax(np.array([[1e4, 1e4, -1e4]], dtype))
+    np.testing.assert_allclose(P, [[0.5, 0.5, 0.0]], rtol=1e-6)
+    # the stable sigmoid keeps its relative accuracy far in the left tail
+    np.testing.assert_allclose(F.sigmoid(np.array([-30.0], dtype)),
+                               [np.exp(-30.0) / (1 + np.exp(-30.0))], rtol=1e-5)
+
+
+@pytest.mark.parametrize("loss", ["binary_cross_entropy", "cross_entropy", "squared_error"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_float32_loss_sums_match_float64(backend, loss, reduction, rng):
+    """A float32 loss over many samples stays as accurate as one sample's (float64 sums)."""
+    if loss == "binary_cross_entropy":
+        Z = rng.standard_normal(1_000_000).astype(np.float32)
+        t = rng.integers(0, 2, Z.shape[0])
+    elif loss == "cross_entropy":
+        Z = rng.standard_normal((200_000, 10)).astype(np.float32)
+        t = rng.integers(0, 10, Z.shape[0])
+    else:
+        Z = rng.standard_normal((300_000, 3)).astype(np.float32)
+        t = rng.standard_normal(Z.shape).astype(np.float32)
+    fn = getattr(F, loss)
+    l32 = fn(Z, t, reduction=reduction)
+    l64 = fn(Z.astype(np.float64), t.astype(np.float64) if loss == "squared_error" else t,
+             reduction=reduction)
+    assert l32.dtype == np.float32 and l64.dtype == np.float64
+    # float64 accumulation: ~1e-7 (the final rounding); a float32 running sum drifts to ~1e-5
+    np.testing.assert_allclose(float(l32), float(l64), rtol=1e-6)
+
+
+# ---------------------------------------------------------------------------------------
+# Dtypes
+# ---------------------------------------------------------------------------------------
+
+
+def test_integer_and_bool_inputs_give_float64(backend, assert_close):
+    X = np.array([[1, 2], [3, -4], [0, 1]])
+    W = np.array([[1, 0], [2, -1]], dtype=np.int32)
+    b = np.array([True, False])
+    U = F.linear(X, W, b, "relu")
+    assert U.dtype == np.float64
+    np.testing.assert_array_equal(U, [[2.0, 0.0], [4.0, 10.0], [1.0, 0.0]])
+    dX, dW, db = F.linear_backward(np.ones((3, 2), np.int64), X, W, U.astype(np.int64), "relu")
+    assert dX.dtype == dW.dtype == db.dtype == np.float64
+    np.testing.assert_array_equal(db, [3.0, 1.0])
+    for func in (lambda A: F.activate(A, "identity"), lambda A: F.activation_grad(A, "exp"),
+                 F.sigmoid, F.softmax, F.log_softmax):
+        for A in (np.array([[0, 1]], np.int16), np.array([[True, False]]),
+                  np.array([[0, 1]], np.uint8)):
+            result = func(A)
+            assert result.dtype == np.float64
+            assert_close(result, func(A.astype(np.float64)), np.float64)
+    assert F.cross_entropy(np.array([[0, 0]]), [1]).dtype == np.float64
+    assert F.binary_cross_entropy(np.array([0, 0]), [1, 0]).dtype == np.float64
+    loss, g = F.squared_error(np.array([1, 2]), np.array([0, 0]), return_grad=True)
+    assert loss.dtype == g.dtype == np.float64
+    assert loss == 2.5  # (1 + 4) / N
+
+
+def test_mixed_float32_float64_gives_float64(backend, make_layer, assert_close):
+    X, W, b = make_layer(4, 3, 2, np.float64)
+    X32, W32, b32 = (A.astype(np.float32) for A in (X, W, b))
+    for args in ((X32, W, b32), (X, W32, b32), (X32, W32, b), (X32, W, None)):
+        U = F.linear(*args, "tanh")
+        assert U.dtype == np.float64
+        assert_close(U, R.linear(*(None if A is None else A.astype(np.float64) for A in args),
+                                 "tanh"), np.float64)
+    U = F.linear(X32, W32, b32, "tanh")
+    assert U.dtype == np.float32
+    dU = np.ones(U.shape, np.float64)
+    for grad in F.linear_backward(dU, X32, W32, U, "tanh"):
+        assert grad.dtype == np.float64
+    loss, g = F.squared_error(U, U.astype(np.float64) + 1, return_grad=True)
+    assert loss.dtype == g.dtype == np.float64
+    # labels carry no dtype: the logits' dtype wins
+    Z32 = np.zeros((2, 3), np.float32)
+    assert F.cross_entropy(Z32, np.array([0, 2], np.int64)).dtype == np.float32
+    assert F.binary_cross_entropy(Z32[:, 0], np.array([0.0, 1.0])).dtype == np.float32
+
+
+# ---------------------------------------------------------------------------------------
+# Memory layouts: every input layout gives the C-contiguous result
+# ---------------------------------------------------------------------------------------
+
+
+def _layout_case(name, rng, dtype):
+    """(function, args) of one call with array arguments in C order."""
+    r = lambda *s: rng.standard_normal(s).astype(dtype)  # noqa: E731
+    if name == "linear":
+        return lambda X, W, b: F.linear(X, W, b, "tanh"), (r(6, 5), r(4, 5), r(4))
+    if name == "linear-blas":
+        return lambda X, W, b: F.linear(X, W, b, "sigmoid"), (r(20, 16), r(17, 16), r(17))
+    if name == "linear-single":
+        return lambda x, W, b: F.linear(x, W, b, "relu"), (r(5), r(4, 5), r(4))
+    if name == "linear_backward":
+        X, W, dU = r(20, 16), r(17, 16), r(20, 17)
+        U = np.tanh(X @ W.T).astype(dtype)
+        return lambda *a: F.linear_backward(*a, "tanh"), (dU, X, W, U)
+    if name == "linear_backward-identity":  # the kernel may use dU itself as dZ
+        X, W, dU = r(20, 16), r(17, 16), r(20, 17)
+        return lambda *a: F.linear_backward(*a, "identity"), (dU, X, W, (X @ W.T).astype(dtype))
+    if name == "activate":
+        return lambda Z: F.activate(Z, "relu"), (r(6, 5),)
+    if name == "activation_grad":
+        return lambda U: F.activation_grad(U, "sigmoid"), (r(6, 5),)
+    if name == "softmax":
+        return F.softmax, (r(6, 5),)
+    if name == "log_softmax":
+        return F.log_softmax, (r(6, 5),)
+    if name == "cross_entropy":
+        return (lambda Z, y: F.cross_entropy(Z, y, reduction="none", return_grad=True),
+                (r(6, 5), rng.integers(0, 5, 6)))
+    if name == "binary_cross_entropy":
+        return (lambda z, y: F.binary_cross_entropy(z, y, reduction="none", return_grad=True),
+                (r(6), rng.integers(0, 2, 6).astype(dtype)))
+    if name == "squared_error":
+        return (lambda Z, Y: F.squared_error(Z, Y, reduction="none", return_grad=True),
+                (r(6, 5), r(6, 5)))
+    raise AssertionError(name)
+
+
+LAYOUT_CASES = ["linear", "linear-blas", "linear-single", "linear_backward",
+                "linear_backward-identity", "activate",
+                "activation_grad", "softmax", "log_softmax", "cross_entropy",
+                "binary_cross_entropy", "squared_error"]
+
+
+def _flatten(result):
+    return [a for a in (result if isinstance(result, tuple) else (result,)) if a is not None]
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_input_layouts_give_the_c_contiguous_result(backend, dtype, layout, case, rng,
+                                                    assert_close):
+    name, transform = layout
+    func, args = _layout_case(case, rng, dtype)
+    expected = _flatten(func(*args))
+    moved = [transform(A) for A in args]
+    for A, M in zip(args, moved):
+        np.testing.assert_array_equal(M, A)
+    result = _flatten(func(*moved))
+    assert len(result) == len(expected)
+    for got, want in zip(result, expected):
+        assert isinstance(got, np.ndarray) or np.ndim(got) == 0
+        assert got.dtype == dtype
+        assert got.shape == want.shape
+        assert_close(got, want, dtype)
+
+
+@pytest.mark.parametrize("case", LAYOUT_CASES)
+def test_inputs_are_not_modified(backend, dtype, case, rng):
+    func, args = _layout_case(case, rng, dtype)
+    saved = [A.copy() for A in args]
+    func(*args)
+    for A, S in zip(args, saved):
+        np.testing.assert_array_equal(A, S)
+
+
+def test_backend_switching():
+    start = fastnn.get_backend()  # "cython" unless FASTNN_BACKEND says otherwise
+    other = "numpy" if start == "cython" else "cython"
+    with fastnn.use_backend(other):
+        assert fastnn.get_backend() == other
+        with fastnn.use_backend(start):
+            assert fastnn.get_backend() == start
+        assert fastnn.get_backend() == other
+    assert fastnn.get_backend() == start
+    with pytest.raises(ZeroDivisionError), fastnn.use_backend(other):
+        1 / 0
+    assert fastnn.get_backend() == start
+    with pytest.raises(ValueError, match="backend"):
+        fastnn.set_backend("torch")
+    assert fastnn.get_backend() == start
+    assert fastnn.functional is fastnn.F

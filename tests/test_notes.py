@@ -1,0 +1,244 @@
+"""The worked problems of the course notes (shared/seed/neural-network-notes.md) as tests.
+
+Expectations are written with the notes' own formulas, evaluated on small concrete numbers
+with plain Python arithmetic (``math``), never through fastnn or fastnn.reference.
+Labels in the notes are 1..K; the API's are 0..K-1.
+"""
+
+import math
+
+import numpy as np
+import pytest
+
+from fastnn import functional as F
+
+
+def _sigmoid_prime(z):
+    """Section 2, problem 3(a): f'(z) = e^-z / (1 + e^-z)^2."""
+    return math.exp(-z) / (1 + math.exp(-z)) ** 2
+
+
+# ---------------------------------------------------------------------------------------
+# Section 2, problem 2: the logistic loss and the chain rule
+# ---------------------------------------------------------------------------------------
+
+# N = 4 samples with p = 2 features, one weight vector w and a scalar bias b
+P2_X = [[0.0, 1.0], [1.0, -1.0], [3.0, 0.5], [5.0, -2.0]]
+P2_W = [0.5, -1.0]
+P2_B = -1.0
+P2_Y = [0, 0, 1, 0]
+
+
+def test_section2_problem2_logistic_loss(backend, dtype, assert_close):
+    X, w, b, y = P2_X, P2_W, P2_B, P2_Y
+    N, p = len(X), len(w)
+    # z_i = sum_j x_ij w_j + b
+    z = [sum(X[i][j] * w[j] for j in range(p)) + b for i in range(N)]
+    assert z == [-2.0, 0.5, 0.0, 3.5]
+    # J = sum_i [ln(1 + e^z_i) - y_i z_i]
+    J = sum(math.log(1 + math.exp(z[i])) - y[i] * z[i] for i in range(N))
+    # (a) dJ/dz_i = -y_i + e^z_i / (1 + e^z_i)
+    dJdz = [-y[i] + math.exp(z[i]) / (1 + math.exp(z[i])) for i in range(N)]
+    # (b), (c) dz_i/dw_j = x_ij, dz_i/db = 1: dJ/dw_j = sum_i dJ/dz_i x_ij, dJ/db = sum_i dJ/dz_i
+    dJdw = [sum(dJdz[i] * X[i][j] for i in range(N)) for j in range(p)]
+    dJdb = sum(dJdz)
+
+    Xa = np.array(X, dtype=dtype)
+    Wa = np.array([w], dtype=dtype)  # the weight vector as a (1, p) layer
+    ba = np.array([b], dtype=dtype)
+    za = F.linear(Xa, Wa, ba)  # (N, 1) logits
+    assert za.shape == (N, 1)
+    assert_close(za[:, 0], z, dtype)
+    loss, dz = F.binary_cross_entropy(za, y, reduction="sum", return_grad=True)
+    assert_close(loss, J, dtype)
+    assert dz.shape == (N, 1)
+    assert_close(dz[:, 0], dJdz, dtype)
+    _, dW, db = F.linear_backward(dz, Xa, Wa, za, "identity", need_dX=False)
+    assert dW.shape == (1, p) and db.shape == (1,)
+    assert_close(dW[0], dJdw, dtype)
+    assert_close(db[0], dJdb, dtype)
+    # "mean" is J / N, with gradients divided by N as well
+    loss_mean, dz_mean = F.binary_cross_entropy(za, y, return_grad=True)
+    assert_close(loss_mean, J / N, dtype)
+    assert_close(dz_mean[:, 0], [g / N for g in dJdz], dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Section 2, problem 3: the gradients of a sigmoid layer u = f(W x + b)
+# ---------------------------------------------------------------------------------------
+
+P3_W = [[1.0, -1.0, 0.5], [0.0, 2.0, -1.0]]
+P3_X = [1.0, 0.5, -2.0]
+P3_B = [0.5, -0.5]
+
+
+def _p3_z():
+    return [sum(P3_W[i][j] * P3_X[j] for j in range(3)) + P3_B[i] for i in range(2)]
+
+
+def test_section2_problem3a_sigmoid_derivative(backend, dtype, assert_close):
+    z = _p3_z()
+    assert z == [0.0, 2.5]
+    u = F.linear(np.array(P3_X, dtype), np.array(P3_W, dtype), np.array(P3_B, dtype),
+                 "sigmoid")
+    assert_close(u, [1 / (1 + math.exp(-zi)) for zi in z], dtype)
+    # du/dz = diag(f'(z_1), ..., f'(z_N)), written from u alone by the library
+    assert_close(F.activation_grad(u, "sigmoid"), [_sigmoid_prime(zi) for zi in z], dtype)
+    assert_close(F.activation_grad(u, "sigmoid")[0], 0.25, dtype)  # f'(0) = 1/4
+    zs = np.array([-3.0, -0.5, 0.0, 1.0, 4.0], dtype)
+    assert_close(F.activation_grad(F.sigmoid(zs), "sigmoid"),
+                 [_sigmoid_prime(float(v)) for v in zs], dtype)
+
+
+@pytest.mark.parametrize("i", [0, 1])
+def test_section2_problem3bc_sigmoid_layer_gradients(backend, dtype, i, assert_close):
+    """du_i/dW_ij = f'(z_i) x_j, du_i/db_i = f'(z_i), du_i/dx_j = f'(z_i) W_ij, and u_i does
+    not depend on row k != i of W nor on b_k: linear_backward with dU = e_i (the gradient of
+    the scalar u_i with respect to u)."""
+    W, x, b = P3_W, P3_X, P3_B
+    fp = _sigmoid_prime(_p3_z()[i])
+    dudW = [[fp * x[j] if k == i else 0.0 for j in range(3)] for k in range(2)]
+    dudb = [fp if k == i else 0.0 for k in range(2)]
+    dudx = [fp * W[i][j] for j in range(3)]
+
+    xa, Wa, ba = np.array(x, dtype), np.array(W, dtype), np.array(b, dtype)
+    u = F.linear(xa, Wa, ba, "sigmoid")
+    e_i = np.zeros(2, dtype)
+    e_i[i] = 1
+    dx, dW, db = F.linear_backward(e_i, xa, Wa, u, "sigmoid")
+    assert_close(dW, dudW, dtype)
+    assert_close(db, dudb, dtype)
+    assert_close(dx, dudx, dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Section 2, problem 4: squared error L = ||y - z||^2 of a linear layer z = W x + b
+# ---------------------------------------------------------------------------------------
+
+P4_W = [[1.0, 2.0], [-1.0, 0.5], [0.0, 3.0]]
+P4_X = [2.0, -1.0]
+P4_B = [0.5, 1.0, -1.0]
+P4_Y = [1.0, -2.0, 0.0]
+
+
+@pytest.mark.parametrize("reduction", ["sum", "mean"])  # one sample: both are L
+def test_section2_problem4_squared_error(backend, dtype, reduction, assert_close):
+    W, x, b, y = P4_W, P4_X, P4_B, P4_Y
+    z = [sum(W[i][j] * x[j] for j in range(2)) + b[i] for i in range(3)]
+    assert z == [0.5, -1.5, -4.0]
+    L = sum((y[i] - z[i]) ** 2 for i in range(3))
+    dLdz = [2 * (z[i] - y[i]) for i in range(3)]  # (a)
+    dLdW = [[2 * (z[i] - y[i]) * x[j] for j in range(2)] for i in range(3)]  # (b)
+    dLdb = [2 * (z[i] - y[i]) for i in range(3)]  # (b)
+    dLdx = [sum(2 * (z[i] - y[i]) * W[i][j] for i in range(3)) for j in range(2)]  # (c)
+    # the same numbers by hand
+    assert (L, dLdz, dLdx) == (16.5, [-1.0, 1.0, -8.0], [-2.0, -25.5])
+
+    xa, Wa, ba, ya = (np.array(v, dtype) for v in (x, W, b, y))
+    za = F.linear(xa, Wa, ba)
+    assert_close(za, z, dtype)
+    loss, dz = F.squared_error(za[None, :], ya[None, :], reduction=reduction, return_grad=True)
+    assert_close(loss, L, dtype)
+    assert_close(dz[0], dLdz, dtype)
+    dx, dW, db = F.linear_backward(dz[0], xa, Wa, za, "identity")
+    assert_close(dW, dLdW, dtype)
+    assert_close(db, dLdb, dtype)
+    assert_close(dx, dLdx, dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Section 1, problem 5: the notes' NumPy snippets as the expected values
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def hidden(rng, dtype):
+    """(X, Uh) of problem 5(a): N = 6 samples, N_i = 3 inputs, N_h = 4 sigmoid units."""
+    X = rng.standard_normal((6, 3)).astype(dtype)
+    WH = rng.standard_normal((4, 3)).astype(dtype)
+    bh = rng.standard_normal(4).astype(dtype)
+    # the notes, 5(a):
+    Zh = X.dot(WH.T) + bh[None, :]
+    Uh = 1 / (1 + np.exp(-Zh))
+    return X, WH, bh, Uh
+
+
+def test_section1_problem5a_sigmoid_hidden_layer(backend, dtype, hidden, assert_close):
+    X, WH, bh, Uh = hidden
+    U = F.linear(X, WH, bh, "sigmoid")
+    assert U.dtype == dtype
+    assert_close(U, Uh, dtype)
+
+
+def test_section1_problem5b_binary_output(backend, dtype, hidden, rng, assert_close):
+    _, _, _, Uh = hidden
+    Wo = rng.standard_normal(4).astype(dtype)
+    bo = dtype(0.3)
+    # the notes, 5(b): N_o = 1, the weights a vector, the bias a scalar
+    Zo = Uh.dot(Wo) + bo
+    Uo = 1 / (1 + np.exp(-Zo))
+
+    z = F.linear(Uh, Wo[None, :], np.array([bo]))
+    assert z.shape == (6, 1)
+    assert_close(z[:, 0], Zo, dtype)
+    assert_close(F.sigmoid(z[:, 0]), Uo, dtype)
+    assert_close(F.linear(Uh, Wo[None, :], np.array([bo]), "sigmoid")[:, 0], Uo, dtype)
+    # hard decision, eq. 4: y^ = 1 if z >= 0
+    np.testing.assert_array_equal(F.linear(Uh, Wo[None, :], np.array([bo]), "step")[:, 0],
+                                  (Zo >= 0).astype(dtype))
+
+
+def test_section1_problem5c_softmax_output(backend, dtype, hidden, rng, assert_close):
+    _, _, _, Uh = hidden
+    Wo = rng.standard_normal((5, 4)).astype(dtype)
+    bo = rng.standard_normal(5).astype(dtype)
+    # the notes, 5(c): K = 5 classes
+    Zo = Uh.dot(Wo.T) + bo[None, :]
+    expZo = np.exp(Zo)
+    Uo = expZo / np.sum(expZo, axis=1)[:, None]
+
+    P = F.softmax(F.linear(Uh, Wo, bo))
+    assert P.dtype == dtype
+    assert_close(P, Uo, dtype)
+    # hard decision, eq. 6: the argmax of the logits
+    np.testing.assert_array_equal(P.argmax(axis=1), Zo.argmax(axis=1))
+
+
+# ---------------------------------------------------------------------------------------
+# Section 1, problems 1 and 2: the hand-built threshold networks
+# ---------------------------------------------------------------------------------------
+
+
+def _threshold_net(x, WH, bH, WO, bO, dtype):
+    X = np.array(x, dtype)[:, None]
+    UH = F.linear(X, np.array(WH, dtype), np.array(bH, dtype), "step")
+    zO = F.linear(UH, np.array([WO], dtype), np.array([bO], dtype))[:, 0]
+    yhat = F.linear(UH, np.array([WO], dtype), np.array([bO], dtype), "step")[:, 0]
+    return UH, zO, yhat
+
+
+def test_section1_problem1_threshold_network(backend, dtype):
+    # W^H = [1, 1]^T, b^H = [-1, -3], W^O = [-1, 2], b^O = 0.5, hard thresholds (eq. 2, 4)
+    x = [-2.0, 0.0, 0.5, 1.0, 2.0, 2.5, 3.0, 4.0, 10.0]
+    UH, zO, yhat = _threshold_net(x, [[1.0], [1.0]], [-1.0, -3.0], [-1.0, 2.0], 0.5, dtype)
+    # (c) u^H = (1{x >= 1}, 1{x >= 3})
+    np.testing.assert_array_equal(UH, [[xi >= 1, xi >= 3] for xi in x])
+    # (d) z^O = 0.5 for x < 1, -0.5 on [1, 3), 1.5 for x >= 3
+    np.testing.assert_array_equal(zO, [0.5 if xi < 1 else -0.5 if xi < 3 else 1.5 for xi in x])
+    # (e) y^ = 0 on [1, 3), 1 elsewhere
+    np.testing.assert_array_equal(yhat, [0.0 if 1 <= xi < 3 else 1.0 for xi in x])
+
+
+def test_section1_problem2_table1(backend, dtype):
+    # W^H = [1, 1]^T, b^H = [-2, -4], W^O = [1, -2], b^O = -0.5; training x = 0, 1, 3, 5
+    # (labels 0, 0, 1, 0) and the test point 3.5. Table 1's z_2^H at x = 3.5 reads 0.5;
+    # x - 4 = -0.5 (the table's u_2^H = 0 agrees).
+    x = [0.0, 1.0, 3.0, 5.0, 3.5]
+    UH, zO, yhat = _threshold_net(x, [[1.0], [1.0]], [-2.0, -4.0], [1.0, -2.0], -0.5, dtype)
+    ZH = F.linear(np.array(x, dtype)[:, None], np.array([[1.0], [1.0]], dtype),
+                  np.array([-2.0, -4.0], dtype))
+    np.testing.assert_array_equal(ZH, [[-2, -4], [-1, -3], [1, -1], [3, 1], [1.5, -0.5]])
+    np.testing.assert_array_equal(UH, [[0, 0], [0, 0], [1, 0], [1, 1], [1, 0]])
+    np.testing.assert_array_equal(zO, [-0.5, -0.5, 0.5, -1.5, 0.5])
+    np.testing.assert_array_equal(yhat, [0, 0, 1, 0, 1])
+    np.testing.assert_array_equal(yhat[:4], [0, 0, 1, 0])  # y^_i = y_i on the training set
