@@ -14,6 +14,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from . import functional, reference  # noqa: E402
 from . import functional as F  # noqa: E402
+from .config import show_config  # noqa: E402
 from .functional import get_backend, set_backend, use_backend  # noqa: E402
 from .layers import Linear  # noqa: E402
 from .network import MLP, Sequential, Trace  # noqa: E402
@@ -34,5 +35,6 @@ __all__ = [
     "load",
     "reference",
     "set_backend",
+    "show_config",
     "use_backend",
 ]

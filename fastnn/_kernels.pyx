@@ -239,9 +239,9 @@ cdef void _mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_
     elif code == SIGMOID:
         for j in range(n):
             dZ[j] = dU[j] * (U[j] * (1 - U[j]))
-    elif code == RELU:
+    elif code == RELU:  # dU times the 0/1 mask (written as a product so it vectorises)
         for j in range(n):
-            dZ[j] = dU[j] if U[j] > 0 else 0
+            dZ[j] = dU[j] * (1 if U[j] > 0 else 0)
     elif code == TANH:
         for j in range(n):
             dZ[j] = dU[j] * (1 - U[j] * U[j])

@@ -1,0 +1,65 @@
+"""``show_config()``: the versions, BLAS, OpenMP and thread settings fastnn runs with."""
+
+import os
+import platform
+import sys
+
+__all__ = ["config", "show_config"]
+
+_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+        "FASTNN_BACKEND")
+
+
+def config():
+    """The settings as a dict: versions, backend, OpenMP threads, BLAS libraries (through
+    threadpoolctl when it is installed) and the environment variables that steer threads."""
+    import numpy
+    import scipy
+
+    from . import __version__, _kernels, functional
+
+    info = {
+        "fastnn": __version__,
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "backend": functional.get_backend(),
+        "kernels": _kernels.__file__,
+        "openmp_max_threads": _kernels.openmp_max_threads(),
+        "cpu_count": os.cpu_count(),
+        "environment": {name: os.environ.get(name) for name in _ENV},
+    }
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        info["threadpools"] = "install threadpoolctl to list the BLAS and OpenMP libraries"
+    else:
+        info["threadpools"] = [
+            {key: pool.get(key) for key in ("user_api", "internal_api", "num_threads",
+                                            "version", "architecture", "filepath")}
+            for pool in threadpool_info()
+        ]
+    return info
+
+
+def show_config(file=None):
+    """Print ``config()`` in readable lines (to ``file``, default stdout).
+
+    The kernels' matrix products run on the BLAS that scipy ships (scipy.linalg.cython_blas);
+    numpy may load its own copy. Thread counts follow OMP_NUM_THREADS / OPENBLAS_NUM_THREADS
+    and threadpoolctl's ``threadpool_limits``.
+    """
+    info = config()
+    out = file or sys.stdout
+    for key, value in info.items():
+        if key == "environment":
+            print("environment:", file=out)
+            for name, setting in value.items():
+                print(f"  {name}={setting if setting is not None else '(unset)'}", file=out)
+        elif key == "threadpools" and isinstance(value, list):
+            print("threadpools:", file=out)
+            for pool in value:
+                print("  " + ", ".join(f"{k}={v}" for k, v in pool.items()), file=out)
+        else:
+            print(f"{key}: {value}", file=out)
