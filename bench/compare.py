@@ -224,14 +224,108 @@ def cross_entropy_criterion(key, N, K, dtype, goal):
                      check=_check_close(fast, ref, 1e-4, 1e-7))
 
 
+# The digits fit of the models issue: 64-128-10 relu/softmax, SGD lr 0.1, momentum 0.9,
+# batch 32, 30 epochs, float32, on a fixed stratified 25% test split.
+DIGITS_FIT = dict(epochs=30, batch_size=32, lr=0.1, momentum=0.9, random_state=0)
+
+
+def digits_split():
+    from fastnn.datasets import load_digits, train_test_split
+
+    X, y = load_digits()
+    return train_test_split(X / 16.0, y, test_size=0.25, random_state=0)
+
+
+def fastnn_digits_fit(backend, X, y):
+    def fit():
+        model = fastnn.MLP(64, 128, 10, random_state=0)
+        with fastnn.use_backend(backend):
+            model.fit(X, y, **DIGITS_FIT)
+        return model
+
+    return fit
+
+
+def sklearn_digits_fit(X, y):
+    """scikit-learn's MLPClassifier with the same settings (no L2, no early stopping)."""
+    import warnings
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.neural_network import MLPClassifier
+
+    def fit():
+        clf = MLPClassifier(hidden_layer_sizes=(128,), activation="relu", solver="sgd",
+                            alpha=0.0, batch_size=32, learning_rate_init=0.1, momentum=0.9,
+                            nesterovs_momentum=False, max_iter=30, shuffle=True, tol=0.0,
+                            n_iter_no_change=1000, random_state=0)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
+            clf.fit(X, y)
+        return clf
+
+    return fit
+
+
+def digits_fit_criteria():
+    X_train, X_test, y_train, y_test = digits_split()
+    X_train = X_train.astype(np.float32)
+    fast = fastnn_digits_fit("cython", X_train, y_train)
+
+    def check():  # the fit must reach the issue's accuracy before it is timed
+        accuracy = (fast().predict(X_test) == y_test).mean()
+        assert accuracy >= 0.97, f"digits test accuracy {accuracy:.4f} < 0.97"
+
+    common = dict(workload="digits fit", shape="64-128-10 x30 epochs", dtype="float32",
+                  fastnn=fast, kind="speedup", check=check)
+    found = [Criterion("f", "digits fit vs the same fit on the NumPy reference backend",
+                       baseline_name="numpy backend",
+                       baseline=fastnn_digits_fit("numpy", X_train, y_train), goal=15.0,
+                       **common)]
+    try:
+        import sklearn  # noqa: F401
+    except ImportError:
+        print("scikit-learn is not installed: criterion (e) skipped")
+    else:
+        found.insert(0, Criterion("e", "digits fit vs scikit-learn's MLPClassifier",
+                                  baseline_name="sklearn MLP",
+                                  baseline=sklearn_digits_fit(X_train, y_train), goal=10.0,
+                                  **common))
+    return found
+
+
+def train_step_criterion(key, N, n_in, n_hidden, n_out, goal):
+    """One SGD step of an n_in-n_hidden-n_out MLP on a batch of N, through the public fit."""
+    rng = np.random.default_rng([SEED, 2, N, n_in])
+    X = rng.standard_normal((N, n_in)).astype(np.float32)
+    y = rng.integers(0, n_out, N)
+
+    def step(backend):
+        model = fastnn.MLP(n_in, n_hidden, n_out, random_state=0)
+
+        def run():
+            with fastnn.use_backend(backend):
+                model.fit(X, y, epochs=1, batch_size=N, lr=0.01, shuffle=False)
+            return model
+
+        return run
+
+    flops = 2.0 * N * (n_in * n_hidden + n_hidden * n_out) * 3  # forward + two backward products
+    return Criterion(key, f"one train step at (N={N}, {n_in}-{n_hidden}-{n_out}) vs reference",
+                     workload="train step", shape=f"N={N} {n_in}-{n_hidden}-{n_out}",
+                     dtype="float32", fastnn=step("cython"), baseline_name="numpy backend",
+                     baseline=step("numpy"), kind="speedup", goal=goal, flops=flops)
+
+
 def criteria():
-    """The issue's speed criteria, in order."""
+    """The issues' speed criteria, in order: (a)-(d) kernels, (e)-(g) training."""
     f32 = np.float32
     return [
         linear_criterion("a", 4, 2, 3, f32, "reference", 5.0),
         linear_criterion("b", 128, 784, 128, f32, "reference", 1.2),
         linear_criterion("c", 1024, 1024, 1024, f32, "matmul", 1.1),
         cross_entropy_criterion("d", 1024, 100, f32, 3.0),
+        *digits_fit_criteria(),
+        train_step_criterion("g", 128, 784, 128, 10, 3.0),
     ]
 
 

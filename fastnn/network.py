@@ -260,7 +260,7 @@ class Sequential:
             nesterov=False, weight_decay=0.0, shuffle=True, sample_weight=None,
             validation_data=None, early_stopping=False, patience=10, random_state=None,
             verbose=False, lr_schedule="constant", beta1=0.9, beta2=0.999, eps=1e-8,
-            warm_start=False):
+            warm_start=False, callback=None):
         """Train by mini-batch SGD (eq. 21), optionally with momentum / Nesterov, or Adam.
 
         See ``fastnn.training.fit`` for the parameters; returns the ``History``.
@@ -272,7 +272,7 @@ class Sequential:
                    shuffle=shuffle, sample_weight=sample_weight, validation_data=validation_data,
                    early_stopping=early_stopping, patience=patience, random_state=random_state,
                    verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
-                   warm_start=warm_start)
+                   warm_start=warm_start, callback=callback)
 
     def save(self, path):
         """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,

@@ -134,7 +134,7 @@ def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", mome
         nesterov=False, weight_decay=0.0, shuffle=True, sample_weight=None,
         validation_data=None, early_stopping=False, patience=10, random_state=None,
         verbose=False, lr_schedule="constant", beta1=0.9, beta2=0.999, eps=1e-8,
-        warm_start=False):
+        warm_start=False, callback=None):
     """Train ``model`` in place by mini-batch gradient descent.
 
     Parameters
@@ -168,6 +168,9 @@ def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", mome
         Adam's parameters.
     warm_start : bool
         Keep the optimizer state of the previous fit (momentum, Adam moments and step).
+    callback : callable(epoch, history) -> bool, optional
+        Called after every epoch (0-based) once the history has its entries; returning True
+        stops the fit there (a schedule may also read what the callback records).
 
     Returns
     -------
@@ -186,14 +189,15 @@ def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", mome
     try:
         return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
                     weight_decay, shuffle, sample_weight, validation_data, early_stopping,
-                    patience, random_state, verbose, lr_schedule, beta1, beta2, eps, warm_start)
+                    patience, random_state, verbose, lr_schedule, beta1, beta2, eps, warm_start,
+                    callback)
     finally:
         model._fit_lock.release()
 
 
 def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay,
          shuffle, sample_weight, validation_data, early_stopping, patience, random_state,
-         verbose, lr_schedule, beta1, beta2, eps, warm_start):
+         verbose, lr_schedule, beta1, beta2, eps, warm_start, callback):
     epochs = check_count(epochs, "epochs")
     batch_size = check_count(batch_size, "batch_size")
     lr = _real(lr, "lr", 0, low_open=True)
@@ -212,6 +216,8 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
     eps = _real(eps, "eps", 0, low_open=True)
     if not callable(lr_schedule) and lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
+    if callback is not None and not callable(callback):
+        raise TypeError(f"callback must be callable, got {callback!r}")
     X, _ = model._inputs(X)
     N = X.shape[0]
     Y = model._targets(y, N)
@@ -293,6 +299,8 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
                   f"{N / max(seconds, 1e-9):,.0f} samples/s", flush=True)
         if early_stopping and waited >= patience:
             history.stopped_early = True
+            break
+        if callback is not None and callback(epoch, history):
             break
     if early_stopping and best is not None:
         _restore(best, params, state)
