@@ -15,7 +15,7 @@ DTYPES = ("float32", "float64")
 def check_dtype(dtype):
     """'float32' or 'float64' (also given as a NumPy dtype or type) as a NumPy dtype."""
     try:
-        dt = np.dtype(dtype)
+        dt = None if dtype is None else np.dtype(dtype)  # np.dtype(None) would be float64
     except TypeError:
         dt = None
     if dt is None or dt.name not in DTYPES:
