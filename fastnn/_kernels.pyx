@@ -72,6 +72,8 @@ REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
 # Work sizes (in multiply-adds or elements) at which the cheaper strategy changes.
 cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
 cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
+cdef Py_ssize_t SPLIT_GEMM = 1 << 21      # above (training loop): products split in parts
+cdef Py_ssize_t PARTS = 8                 # how many: fixed, so results never depend on threads
 
 
 # ---------------------------------------------------------------------------------------
@@ -298,11 +300,21 @@ def activation_grad(cnp.ndarray U, int code, cnp.ndarray out):
 # Fused linear layer, forward (eq. 10a): U = g(X W^T + B)
 # ---------------------------------------------------------------------------------------
 
+cdef inline Py_ssize_t _parts(Py_ssize_t work, Py_ssize_t n, bint split) noexcept nogil:
+    # how many fixed parts to split a product's n dimension into (1: one BLAS call)
+    if not split or work < SPLIT_GEMM or n < 2 * 16:
+        return 1
+    return PARTS if n >= PARTS * 16 else n // 16
+
+
 cdef void _linear_forward(const floating* X, const floating* W, const floating* b,
                           floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
-                          int code) noexcept nogil:
-    # X (N, K), W (M, K), b (M,) or NULL, U (N, M); all C-contiguous
-    cdef Py_ssize_t i, j, k
+                          int code, bint split=False) noexcept nogil:
+    # X (N, K), W (M, K), b (M,) or NULL, U (N, M); all C-contiguous.
+    # split: BLAS runs on one thread (the training loop pins it) and large products are cut
+    # into PARTS blocks of rows that OpenMP threads take, each with its epilogue while the
+    # block is in cache; the blocks are fixed, so the result is the same for any thread count.
+    cdef Py_ssize_t i, j, k, p, start, stop, P
     cdef floating s
     if N * M * K <= SMALL_GEMM:
         # eq. 9a: z_ij = sum_k W_jk x_ik + b_j, then u_ij = g(z_ij), one row at a time
@@ -313,6 +325,16 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
                     s = s + X[i * K + k] * W[j * K + k]
                 U[i * M + j] = s
             _activate_row(U + i * M, <floating*>NULL, M, code)
+        return
+    P = _parts(N * M * K, N, split)
+    if P > 1:
+        for p in prange(P, schedule="static"):
+            start = p * N // P
+            stop = (p + 1) * N // P
+            _gemm(c"t", c"n", <int>M, <int>(stop - start), <int>K, 1, <floating*>W, <int>K,
+                  <floating*>X + start * K, <int>K, 0, U + start * M, <int>M)
+            for i in range(start, stop):
+                _activate_row(U + i * M, b, M, code)
         return
     # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
     _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X, <int>K,
@@ -399,10 +421,10 @@ def linear(object X, object W, object b, object activation, object out):
 cdef void _linear_backward(const floating* dU, const floating* X, const floating* W,
                            const floating* U, floating* dZ, floating* dX, floating* dW,
                            floating* db, double* acc, Py_ssize_t N, Py_ssize_t K,
-                           Py_ssize_t M, int code) noexcept nogil:
+                           Py_ssize_t M, int code, bint split=False) noexcept nogil:
     # dZ = dU * g'(Z); dW = dZ^T X; db = sum_i dZ_i; dX = dZ W (skipped when dX is NULL).
     # dZ may alias dU; db may be NULL (a layer without bias); acc: M float64 of scratch for db.
-    cdef Py_ssize_t i, j, k
+    cdef Py_ssize_t i, j, k, p, start, stop, P
     cdef floating s
     cdef const floating* row
     # serial: a cheap pass next to the products, and OpenMP threads still spinning after a
@@ -435,13 +457,30 @@ cdef void _linear_backward(const floating* dU, const floating* X, const floating
                         s = s + dZ[i * M + j] * W[j * K + k]
                     dX[i * K + k] = s
         return
-    # row-major dW (M, K) = dZ^T X is column-major dW^T (K x M) = X^T dZ: gemm('n', 't', X, dZ)
-    _gemm(c"n", c"t", <int>K, <int>M, <int>N, 1, <floating*>X, <int>K, <floating*>dZ, <int>M,
-          0, dW, <int>K)
+    # row-major dW (M, K) = dZ^T X is column-major dW^T (K x M) = X^T dZ: gemm('n', 't', X, dZ);
+    # split (see _linear_forward): by fixed blocks of dW's rows, no sum split across threads
+    P = _parts(N * M * K, M, split)
+    if P > 1:
+        for p in prange(P, schedule="static"):
+            start = p * M // P
+            stop = (p + 1) * M // P
+            _gemm(c"n", c"t", <int>K, <int>(stop - start), <int>N, 1, <floating*>X, <int>K,
+                  <floating*>dZ + start, <int>M, 0, dW + start * K, <int>K)
+    else:
+        _gemm(c"n", c"t", <int>K, <int>M, <int>N, 1, <floating*>X, <int>K, <floating*>dZ,
+              <int>M, 0, dW, <int>K)
     if dX != NULL:
         # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n', W, dZ)
-        _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
-              <int>M, 0, dX, <int>K)
+        P = _parts(N * M * K, N, split)
+        if P > 1:
+            for p in prange(P, schedule="static"):
+                start = p * N // P
+                stop = (p + 1) * N // P
+                _gemm(c"n", c"n", <int>K, <int>(stop - start), <int>M, 1, <floating*>W, <int>K,
+                      <floating*>dZ + start * M, <int>M, 0, dX + start * K, <int>K)
+        else:
+            _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
+                  <int>M, 0, dX, <int>K)
 
 
 def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U, int code,

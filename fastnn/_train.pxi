@@ -121,7 +121,7 @@ cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, 
     inp = Xb
     for l in range(L):
         _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l], <floating*>st.U[l],
-                        B, st.dims[l], st.dims[l + 1], st.acts[l])
+                        B, st.dims[l], st.dims[l + 1], st.acts[l], True)
         inp = <floating*>st.U[l]
     # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
     for r in range(B):
@@ -147,7 +147,7 @@ cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, 
         _linear_backward(<floating*>st.dU[l], inp, <floating*>st.W[l], <floating*>st.U[l],
                          <floating*>st.dU[l], <floating*>st.dU[l - 1] if l > 0 else NULL,
                          <floating*>st.gW[l], <floating*>st.gb[l], st.acc,
-                         B, st.dims[l], st.dims[l + 1], st.acts[l])
+                         B, st.dims[l], st.dims[l + 1], st.acts[l], True)
     # update, eq. 21 (weight decay on W only)
     st.t += 1
     for l in range(L):

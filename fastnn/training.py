@@ -6,11 +6,13 @@ the "numpy" backend the same algorithm runs batch by batch in Python on ``fastnn
 which is what the native loop is measured against.
 """
 
+import contextlib
 import math
 import numbers
 import time
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from . import _kernels
 from . import _validation as _v
@@ -40,6 +42,20 @@ class History:
     def __repr__(self):
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
         return f"History({self.epochs} epochs{last})"
+
+
+_controller = None
+
+
+def _single_threaded_blas():
+    """BLAS on one thread for the duration of a fit: OpenBLAS splits a product differently
+    for different thread counts, which changes the last bits of the weights; with one BLAS
+    thread the same random_state gives the same weights on any machine setting."""
+    global _controller
+    if _controller is None:
+        _controller = ThreadpoolController()
+    blas = _controller.select(user_api="blas")
+    return blas.limit(limits=1) if blas.lib_controllers else contextlib.nullcontext()
 
 
 def _real(value, name, low=None, high=None, *, low_open=False, high_open=False):
@@ -82,6 +98,10 @@ def _copy(params, state):
     return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
             [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
               for s in states] for states in state])
+
+
+def _finite(params):
+    return all(np.isfinite(W).all() and (b is None or np.isfinite(b).all()) for W, b in params)
 
 
 def _restore(saved, params, state):
@@ -187,10 +207,11 @@ def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", mome
         raise RuntimeError("fit is already running on this model in another thread; "
                            "train separate models, or wait for that fit to end")
     try:
-        return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
-                    weight_decay, shuffle, sample_weight, validation_data, early_stopping,
-                    patience, random_state, verbose, lr_schedule, beta1, beta2, eps, warm_start,
-                    callback)
+        with _single_threaded_blas():
+            return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
+                        weight_decay, shuffle, sample_weight, validation_data, early_stopping,
+                        patience, random_state, verbose, lr_schedule, beta1, beta2, eps,
+                        warm_start, callback)
     finally:
         model._fit_lock.release()
 
@@ -258,7 +279,7 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
     for epoch in range(epochs):
         lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
         perm = rng.permutation(N).astype(np.intp, copy=False) if shuffle else order
-        saved = _copy(params, state)
+        saved, saved_t = _copy(params, state), opt["t"]
         tick = time.perf_counter()
         try:
             if native:
@@ -268,16 +289,22 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
                 total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)
         except KeyboardInterrupt:
             _restore(saved, params, state)
+            opt["t"] = saved_t
             if verbose:
                 print(f"interrupted in epoch {epoch + 1}: the model keeps the weights of "
                       f"epoch {epoch}", flush=True)
             raise
-        if not math.isfinite(total):
+        # a non-finite loss stops the epoch before its update; the epoch's last update is
+        # checked on the weights themselves
+        if not math.isfinite(total) or not _finite(params):
             _restore(saved, params, state)
+            opt["t"] = saved_t
             model.history_ = history
+            what = f"the loss became {total}" if not math.isfinite(total) \
+                else "the weights became infinite or NaN"
             raise FloatingPointError(
-                f"training diverged in epoch {epoch + 1} of {epochs}: the loss became {total}; "
-                f"the model keeps its weights from before that epoch (try a smaller lr)")
+                f"training diverged in epoch {epoch + 1} of {epochs}: {what}; the model keeps "
+                f"its weights from before that epoch (try a smaller lr)")
         seconds = time.perf_counter() - tick
         history.loss.append(total / N)
         history.lr.append(lr_epoch)
