@@ -26,7 +26,8 @@ if sys.platform != "win32":
     # Lets the compiler if-convert (and so vectorise) loops with float comparisons. Unlike
     # -ffast-math it changes no result: NaN, inf and signed zeros keep their IEEE meaning.
     # No FMA contraction: the same results from every instruction-set clone of a loop.
-    compile_args += ["-fno-trapping-math", "-ffp-contract=off"]
+    # -fno-math-errno: sqrt may become one instruction (fastnn never reads errno).
+    compile_args += ["-fno-trapping-math", "-ffp-contract=off", "-fno-math-errno"]
 if NATIVE and sys.platform != "win32":
     compile_args.append("-march=native")
 

@@ -131,7 +131,78 @@ FNN_CLONES static void fnn_scale_##S(T* restrict x, T a, ptrdiff_t n) {         
     for (ptrdiff_t i = 0; i < n; i++) x[i] = a * x[i];                                      \
 }
 
+/* The optimizer updates of the training loop (eq. 21 and its variants), one array at a time.
+ * g = G (+ wd P, the L2 penalty, added by the caller). */
+#define FNN_UPDATES(T, S, SQRT)                                                             \
+/* eq. 21: P -= lr g */                                                                     \
+FNN_CLONES static void fnn_sgd_##S(T* restrict P, const T* restrict G, T lr, ptrdiff_t n) {  \
+    for (ptrdiff_t i = 0; i < n; i++) P[i] = P[i] - lr * G[i];                              \
+}                                                                                           \
+/* v = mu v - lr g; P += v, or P += mu v - lr g (Nesterov) */                              \
+FNN_CLONES static void fnn_momentum_##S(T* restrict P, const T* restrict G, T* restrict V,   \
+                                        T mu, T lr, int nesterov, ptrdiff_t n) {            \
+    if (nesterov) {                                                                         \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+            T v = mu * V[i] - lr * G[i];                                                    \
+            V[i] = v;                                                                       \
+            P[i] = P[i] + (mu * v - lr * G[i]);                                             \
+        }                                                                                   \
+    } else {                                                                                \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+            T v = mu * V[i] - lr * G[i];                                                    \
+            V[i] = v;                                                                       \
+            P[i] = P[i] + v;                                                                \
+        }                                                                                   \
+    }                                                                                       \
+}                                                                                           \
+/* Adam: m = b1 m + (1 - b1) g; v = b2 v + (1 - b2) g^2; P -= lr_t m / (sqrt(v) + eps) */   \
+FNN_CLONES static void fnn_adam_##S(T* restrict P, const T* restrict G, T* restrict M,       \
+                                    T* restrict V, T b1, T b2, T lr_t, T eps, ptrdiff_t n) { \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T g = G[i];                                                                         \
+        M[i] = b1 * M[i] + (1 - b1) * g;                                                    \
+        V[i] = b2 * V[i] + (1 - b2) * g * g;                                                \
+        P[i] = P[i] - lr_t * M[i] / (SQRT(V[i]) + eps);                                     \
+    }                                                                                       \
+}                                                                                           \
+/* G += wd P (the L2 penalty's gradient) */                                                 \
+FNN_CLONES static void fnn_add_scaled_##S(T* restrict G, const T* restrict P, T wd,          \
+                                          ptrdiff_t n) {                                    \
+    for (ptrdiff_t i = 0; i < n; i++) G[i] = G[i] + wd * P[i];                              \
+}
+
+/* The cheap passes next to the products: bias + ReLU epilogue (eq. 10a), the ReLU mask of
+ * backpropagation, the bias gradient's column sums (in float64 lanes, fixed order). */
+#define FNN_PASSES(T, S)                                                                    \
+/* U = max(0, U + b) (b may be NULL); NaN stays NaN */                                      \
+FNN_CLONES static void fnn_bias_relu_##S(T* restrict U, const T* restrict b, ptrdiff_t n) {  \
+    if (b) {                                                                                \
+        for (ptrdiff_t i = 0; i < n; i++) { T z = U[i] + b[i]; U[i] = z < 0 ? 0 : z; }      \
+    } else {                                                                                \
+        for (ptrdiff_t i = 0; i < n; i++) { T z = U[i]; U[i] = z < 0 ? 0 : z; }             \
+    }                                                                                       \
+}                                                                                           \
+/* U = U + b */                                                                             \
+FNN_CLONES static void fnn_add_##S(T* restrict U, const T* restrict b, ptrdiff_t n) {        \
+    for (ptrdiff_t i = 0; i < n; i++) U[i] = U[i] + b[i];                                   \
+}                                                                                           \
+/* dZ = dU * 1{U > 0} (dZ may be dU) */                                                     \
+FNN_CLONES static void fnn_relu_mask_##S(const T* dU, const T* restrict U, T* dZ,            \
+                                         ptrdiff_t n) {                                     \
+    for (ptrdiff_t i = 0; i < n; i++) dZ[i] = dU[i] * (U[i] > 0 ? (T)1 : (T)0);             \
+}                                                                                           \
+/* acc_j += sum_i Z_ij over the N rows of Z (N, M), row by row */                           \
+FNN_CLONES static void fnn_colsum_##S(const T* restrict Z, double* restrict acc,             \
+                                      ptrdiff_t N, ptrdiff_t M) {                           \
+    for (ptrdiff_t i = 0; i < N; i++)                                                       \
+        for (ptrdiff_t j = 0; j < M; j++) acc[j] += Z[i * M + j];                           \
+}
+
 FNN_ELEMENTWISE(float, f, fnn_expf)
 FNN_ELEMENTWISE(double, d, fnn_exp)
+FNN_PASSES(float, f)
+FNN_PASSES(double, d)
+FNN_UPDATES(float, f, sqrtf)
+FNN_UPDATES(double, d, sqrt)
 
 #endif

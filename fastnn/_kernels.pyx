@@ -24,7 +24,7 @@ Equation numbers refer to shared/seed/neural-network-notes.md.
 cimport numpy as cnp
 from cython cimport floating
 from cython.parallel cimport prange
-from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf
+from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
@@ -40,6 +40,26 @@ cdef extern from "_fastmath.h" nogil:
     void fnn_sigmoid_inplace_d(double* x, Py_ssize_t n)
     double fnn_exp_shift_sum_f(const float* z, float m, float* out, Py_ssize_t n)
     double fnn_exp_shift_sum_d(const double* z, double m, double* out, Py_ssize_t n)
+    void fnn_sgd_f(float* P, const float* G, float lr, Py_ssize_t n)
+    void fnn_sgd_d(double* P, const double* G, double lr, Py_ssize_t n)
+    void fnn_momentum_f(float* P, const float* G, float* V, float mu, float lr, int nesterov,
+                        Py_ssize_t n)
+    void fnn_momentum_d(double* P, const double* G, double* V, double mu, double lr,
+                        int nesterov, Py_ssize_t n)
+    void fnn_adam_f(float* P, const float* G, float* M, float* V, float b1, float b2,
+                    float lr_t, float eps, Py_ssize_t n)
+    void fnn_adam_d(double* P, const double* G, double* M, double* V, double b1, double b2,
+                    double lr_t, double eps, Py_ssize_t n)
+    void fnn_add_scaled_f(float* G, const float* P, float wd, Py_ssize_t n)
+    void fnn_add_scaled_d(double* G, const double* P, double wd, Py_ssize_t n)
+    void fnn_bias_relu_f(float* U, const float* b, Py_ssize_t n)
+    void fnn_bias_relu_d(double* U, const double* b, Py_ssize_t n)
+    void fnn_add_f(float* U, const float* b, Py_ssize_t n)
+    void fnn_add_d(double* U, const double* b, Py_ssize_t n)
+    void fnn_relu_mask_f(const float* dU, const float* U, float* dZ, Py_ssize_t n)
+    void fnn_relu_mask_d(const double* dU, const double* U, double* dZ, Py_ssize_t n)
+    void fnn_colsum_f(const float* Z, double* acc, Py_ssize_t N, Py_ssize_t M)
+    void fnn_colsum_d(const double* Z, double* acc, Py_ssize_t N, Py_ssize_t M)
     float fnn_max_f(const float* z, Py_ssize_t n)
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
@@ -138,6 +158,13 @@ cdef inline floating _fabs(floating x) noexcept nogil:
         return fabs(x)
 
 
+cdef inline floating _sqrt(floating x) noexcept nogil:
+    if floating is float:
+        return sqrtf(x)
+    else:
+        return sqrt(x)
+
+
 cdef inline floating _tanh(floating x) noexcept nogil:
     if floating is float:
         return tanhf(x)
@@ -170,9 +197,17 @@ cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) 
     # U = g(U + b) in place; b may be NULL (no bias)
     cdef Py_ssize_t j
     cdef floating z
+    if code == RELU:  # max(0, z + b) in one pass; NaN propagates
+        if floating is float:
+            fnn_bias_relu_f(U, b, n)
+        else:
+            fnn_bias_relu_d(U, b, n)
+        return
     if b != NULL:
-        for j in range(n):
-            U[j] = U[j] + b[j]
+        if floating is float:
+            fnn_add_f(U, b, n)
+        else:
+            fnn_add_d(U, b, n)
     if code == IDENTITY:
         pass
     elif code == STEP:  # eq. 2: 1 if z >= 0 else 0
@@ -180,10 +215,6 @@ cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) 
             U[j] = 1 if U[j] >= 0 else 0
     elif code == SIGMOID:
         _sigmoid_inplace(U, n)
-    elif code == RELU:  # max(0, z), NaN propagates
-        for j in range(n):
-            z = U[j]
-            U[j] = 0 if z < 0 else z
     elif code == TANH:
         for j in range(n):
             U[j] = _tanh(U[j])
@@ -241,9 +272,11 @@ cdef void _mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_
     elif code == SIGMOID:
         for j in range(n):
             dZ[j] = dU[j] * (U[j] * (1 - U[j]))
-    elif code == RELU:  # dU times the 0/1 mask (written as a product so it vectorises)
-        for j in range(n):
-            dZ[j] = dU[j] * (1 if U[j] > 0 else 0)
+    elif code == RELU:  # dU times the 0/1 mask
+        if floating is float:
+            fnn_relu_mask_f(dU, U, dZ, n)
+        else:
+            fnn_relu_mask_d(dU, U, dZ, n)
     elif code == TANH:
         for j in range(n):
             dZ[j] = dU[j] * (1 - U[j] * U[j])
@@ -429,15 +462,14 @@ cdef void _linear_backward(const floating* dU, const floating* X, const floating
     cdef const floating* row
     # serial: a cheap pass next to the products, and OpenMP threads still spinning after a
     # parallel pass would slow the BLAS threads that follow
-    for i in range(N):
-        _mul_grad_row(dU + i * M, U + i * M, dZ + i * M, M, code)
+    _mul_grad_row(dU, U, dZ, N * M, code)
     if db != NULL:
         # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
         memset(acc, 0, M * sizeof(double))
-        for i in range(N):
-            row = dZ + i * M
-            for j in range(M):
-                acc[j] += row[j]
+        if floating is float:
+            fnn_colsum_f(dZ, acc, N, M)
+        else:
+            fnn_colsum_d(dZ, acc, N, M)
         for j in range(M):
             db[j] = <floating>acc[j]
     if N * M * K <= SMALL_GEMM:

@@ -8,7 +8,7 @@
 # The GIL is taken back every few batches only to let Ctrl-C through.
 
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport sqrt, isfinite
+from libc.math cimport isfinite
 
 # losses of the output layer (the notes pair them with the output maps)
 cdef enum:
@@ -65,39 +65,30 @@ cdef struct TrainState:
 
 cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize_t n,
                   TrainState* st, double lr, double decay) noexcept nogil:
-    # eq. 21 and its variants, on one parameter array P with gradient G (one loop per rule,
-    # free of branches, so each vectorises)
-    cdef Py_ssize_t i
-    cdef floating g, v, lr_t, mu = <floating>st.momentum
-    cdef floating b1 = <floating>st.beta1, b2 = <floating>st.beta2, eps = <floating>st.eps
-    cdef floating wd = <floating>decay, lr_f = <floating>lr
+    # eq. 21 and its variants on one parameter array P with gradient G (the loops are in
+    # _fastmath.h, built per instruction set)
+    cdef floating wd = <floating>decay, lr_f = <floating>lr, lr_t
     if wd != 0:  # L2 penalty: g = dL/dP + wd P
-        for i in range(n):
-            G[i] = G[i] + wd * P[i]
+        if floating is float:
+            fnn_add_scaled_f(G, P, wd, n)
+        else:
+            fnn_add_scaled_d(G, P, wd, n)
     if st.optimizer == OPT_ADAM:
-        # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  P -= lr_t m / (sqrt(v) + eps)
         lr_t = <floating>(lr * sqrt(1 - st.beta2 ** st.t) / (1 - st.beta1 ** st.t))
-        for i in range(n):
-            g = G[i]
-            M1[i] = b1 * M1[i] + (1 - b1) * g
-            M2[i] = b2 * M2[i] + (1 - b2) * g * g
-            P[i] = P[i] - lr_t * M1[i] / (<floating>sqrt(M2[i]) + eps)
-    elif M1 != NULL and st.nesterov:
-        # v = mu v - lr g;  P += mu v - lr g
-        for i in range(n):
-            v = mu * M1[i] - lr_f * G[i]
-            M1[i] = v
-            P[i] = P[i] + (mu * v - lr_f * G[i])
+        if floating is float:
+            fnn_adam_f(P, G, M1, M2, <float>st.beta1, <float>st.beta2, lr_t, <float>st.eps, n)
+        else:
+            fnn_adam_d(P, G, M1, M2, st.beta1, st.beta2, lr_t, st.eps, n)
     elif M1 != NULL:
-        # v = mu v - lr g;  P += v
-        for i in range(n):
-            v = mu * M1[i] - lr_f * G[i]
-            M1[i] = v
-            P[i] = P[i] + v
+        if floating is float:
+            fnn_momentum_f(P, G, M1, <float>st.momentum, lr_f, st.nesterov, n)
+        else:
+            fnn_momentum_d(P, G, M1, st.momentum, lr_f, st.nesterov, n)
     else:
-        # eq. 21: P = P - lr dL/dP
-        for i in range(n):
-            P[i] = P[i] - lr_f * G[i]
+        if floating is float:
+            fnn_sgd_f(P, G, lr_f, n)
+        else:
+            fnn_sgd_d(P, G, lr_f, n)
 
 
 cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
