@@ -6,17 +6,23 @@ non-empty shapes. A failed check raises a ValueError (bad value or shape) or Typ
 type) whose message names the argument and what was expected.
 """
 
+from __future__ import annotations
+
 import numbers
+from collections.abc import Collection, Iterable
+from typing import Any
 
 import numpy as np
+from numpy.typing import DTypeLike, NDArray
 
-from .reference import ACTIVATIONS
+from ._typing import FloatArray
+from .reference import ACTIVATIONS as ACTIVATIONS  # re-exported: serialization uses it
 
 REDUCTIONS = ("mean", "sum", "none")
 _MAX_DIM = 2**31 - 1  # BLAS takes 32-bit sizes
 
 
-def real_array(A, name):
+def real_array(A: object, name: str) -> NDArray[Any]:
     if A is None:
         raise TypeError(f"{name} must be an array, got None")
     try:
@@ -30,7 +36,7 @@ def real_array(A, name):
     return arr
 
 
-def float_dtype(*arrays):
+def float_dtype(*arrays: NDArray[Any] | None) -> np.dtype[np.floating[Any]]:
     """The computing dtype: float32 if every array is float32, else float64 (eq. promotion)."""
     for A in arrays:
         if A is not None and A.dtype.type is not np.float32:  # any byte order
@@ -38,15 +44,19 @@ def float_dtype(*arrays):
     return np.dtype(np.float32)
 
 
-def real_arrays(*named, optional=()):
+def real_arrays(
+    *named: tuple[object, str], optional: Collection[str] = ()
+) -> tuple[list[NDArray[Any]], np.dtype[np.floating[Any]]]:
     """``(array, name)`` pairs -> the arrays as real-valued ndarrays and their common float
-    dtype; an argument named in ``optional`` may be None and stays None."""
-    arrays = [None if A is None and name in optional else real_array(A, name)
+    dtype; an argument named in ``optional`` may be None and stays None (typed as an array
+    all the same: the callers test their optional argument for None)."""
+    arrays: list[Any] = [None if A is None and name in optional else real_array(A, name)
               for A, name in named]
     return arrays, float_dtype(*arrays)
 
 
-def as_float(arr, name, dtype, ndims, *, allow_empty=False):
+def as_float(arr: NDArray[Any], name: str, dtype: DTypeLike, ndims: Collection[int], *,
+             allow_empty: bool = False) -> FloatArray:
     """``arr`` as a C-contiguous array of ``dtype`` with ndim in ``ndims``."""
     if arr.ndim not in ndims:
         want = " or ".join(f"{d}-D" for d in ndims)
@@ -59,12 +69,12 @@ def as_float(arr, name, dtype, ndims, *, allow_empty=False):
     return np.require(arr, dtype, ["C", "A"])
 
 
-def expect_shape(arr, name, shape, why):
+def expect_shape(arr: NDArray[Any], name: str, shape: tuple[int, ...], why: str) -> None:
     if arr.shape != shape:
         raise ValueError(f"{name} must have shape {shape} {why}, got {arr.shape}")
 
 
-def activation(name, arg="activation"):
+def activation(name: object, arg: str = "activation") -> str:
     if not isinstance(name, str):
         raise TypeError(f"{arg} must be a string, one of {ACTIVATIONS}, got {name!r}")
     if name not in ACTIVATIONS:
@@ -72,19 +82,20 @@ def activation(name, arg="activation"):
     return name
 
 
-def reduction(name):
+def reduction(name: object) -> str:
     if not isinstance(name, str) or name not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {name!r}")
     return name
 
 
-def flag(value, name):
+def flag(value: object, name: str) -> bool:
     if not isinstance(value, (bool, np.bool_)):
         raise TypeError(f"{name} must be True or False, got {value!r}")
     return bool(value)
 
 
-def out_array(out, shape, dtype, inputs):
+def out_array(out: object, shape: tuple[int, ...], dtype: np.dtype[Any],
+              inputs: Iterable[NDArray[Any] | None]) -> FloatArray:
     """Check a caller's ``out=`` buffer: an ndarray of the result's shape and dtype,
     C-contiguous, writeable, sharing no memory with any input."""
     if not isinstance(out, np.ndarray):
@@ -99,7 +110,7 @@ def out_array(out, shape, dtype, inputs):
     return out
 
 
-def _labels_as_numbers(y, name):
+def _labels_as_numbers(y: object, name: str) -> NDArray[Any]:
     arr = real_array(y, name)
     if arr.dtype.kind == "f":
         if not np.isfinite(arr).all():
@@ -109,7 +120,7 @@ def _labels_as_numbers(y, name):
     return arr
 
 
-def class_labels(y, name, N, K):
+def class_labels(y: object, name: str, N: int, K: int) -> NDArray[np.intp]:
     """Labels in 0..K-1 for N samples, as a C-contiguous intp array of shape (N,)."""
     arr = _labels_as_numbers(y, name)
     arr = arr.reshape(-1) if arr.ndim == 0 else arr
@@ -122,7 +133,7 @@ def class_labels(y, name, N, K):
     return np.ascontiguousarray(arr, dtype=np.intp)
 
 
-def binary_labels(y, name, N, dtype):
+def binary_labels(y: object, name: str, N: int, dtype: DTypeLike) -> FloatArray:
     """N labels in {0, 1}, as a C-contiguous array of ``dtype`` and shape (N,)."""
     arr = _labels_as_numbers(y, name)
     arr = arr.reshape(-1) if arr.ndim <= 1 or arr.shape == (N, 1) else arr
@@ -132,7 +143,7 @@ def binary_labels(y, name, N, dtype):
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def targets(Y, name, shape, dtype):
+def targets(Y: object, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> FloatArray:
     """Finite regression targets of ``shape`` (an (N,) array is taken for shape (N, 1))."""
     arr = real_array(Y, name)
     if arr.shape != shape and len(shape) == 2 and shape[1] == 1 and arr.shape == shape[:1]:
@@ -141,3 +152,21 @@ def targets(Y, name, shape, dtype):
     if arr.dtype.kind == "f" and not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, found NaN or inf")
     return np.ascontiguousarray(arr, dtype=dtype)
+
+
+def rng(random_state, name="random_state"):
+    """A NumPy Generator from None, an int seed, a SeedSequence or a Generator."""
+    if isinstance(random_state, (bool, np.bool_)):
+        raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got {random_state!r}")
+    try:
+        return np.random.default_rng(random_state)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"{name} must be None, a non-negative int or a numpy.random.Generator, "
+                        f"got {random_state!r}") from None
+
+
+def finite(arr, name):
+    """``arr`` unchanged, after checking it holds no NaN or inf."""
+    if not np.isfinite(arr).all():
+        raise ValueError(f"{name} must be finite, found NaN or inf")
+    return arr

@@ -13,14 +13,20 @@ mixed float32/float64 arguments compute in float64. Arrays that are not C-contig
 read in place.
 """
 
+from __future__ import annotations
+
 import contextlib
 import os
+from collections.abc import Callable, Iterator
+from typing import Any, Literal, cast, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 
 from . import _kernels
 from . import _validation as _v
 from . import reference
+from ._typing import FloatArray, Loss
 
 __all__ = [
     "activate",
@@ -42,7 +48,7 @@ BACKENDS = ("cython", "numpy")
 _ACT = _kernels.ACTIVATION_CODES
 
 
-def _check_backend(name):
+def _check_backend(name: object) -> str:
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
     return name
@@ -51,19 +57,19 @@ def _check_backend(name):
 _backend = _check_backend(os.environ.get("FASTNN_BACKEND", "cython"))
 
 
-def set_backend(name):
+def set_backend(name: str) -> None:
     """Run every function on "cython" (the compiled kernels, default) or "numpy" (the reference)."""
     global _backend
     _backend = _check_backend(name)
 
 
-def get_backend():
+def get_backend() -> str:
     """The backend in use: "cython" or "numpy"."""
     return _backend
 
 
 @contextlib.contextmanager
-def use_backend(name):
+def use_backend(name: str) -> Iterator[None]:
     """Context manager: run the enclosed code on backend ``name``, then restore the previous one."""
     previous = get_backend()
     set_backend(name)
@@ -78,7 +84,8 @@ def use_backend(name):
 # ---------------------------------------------------------------------------------------
 
 
-def linear(X, W, b=None, activation="identity", *, out=None):
+def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: str = "identity",
+           *, out: FloatArray | None = None) -> FloatArray:
     """Fused linear layer: U = g(X W^T + B) (eq. 10a; one sample: eq. 1a).
 
     Parameters
@@ -126,7 +133,7 @@ def linear(X, W, b=None, activation="identity", *, out=None):
         b = _v.as_float(b, "b", dtype, (1,))
         _v.expect_shape(b, "b", (M,), f"(N_out,) with N_out = {M} from W")
     activation = _v.activation(activation)
-    out2 = None
+    out2: FloatArray | None = None
     if out is not None:
         out = _v.out_array(out, (M,) if single else (N, M), dtype, (X, W, b))
         out2 = out.reshape(N, M)
@@ -141,7 +148,10 @@ def linear(X, W, b=None, activation="identity", *, out=None):
     return U.reshape(M) if single else U
 
 
-def linear_backward(dU, X, W, U, activation="identity", *, need_dX=True):
+def linear_backward(
+    dU: ArrayLike, X: ArrayLike, W: ArrayLike, U: ArrayLike, activation: str = "identity", *,
+    need_dX: bool = True,
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Backpropagation through U = g(X W^T + b) (eq. 13 and the chain rule, section 3).
 
     dZ = dU * g'(Z) with g'(Z) computed from U;  dW = dZ^T X;  db = sum_i dZ_i;  dX = dZ W.
@@ -198,12 +208,12 @@ def linear_backward(dU, X, W, U, activation="identity", *, need_dX=True):
 # ---------------------------------------------------------------------------------------
 
 
-def _elementwise(Z, name):
+def _elementwise(Z: object, name: str) -> FloatArray:
     (Z,), dtype = _v.real_arrays((Z, name))
     return _v.as_float(Z, name, dtype, range(0, 33), allow_empty=True)
 
 
-def activate(Z, activation):
+def activate(Z: ArrayLike, activation: str) -> FloatArray:
     """U = g(Z) elementwise, for any shape (the activations of section 1: eq. 2, sigmoid, ReLU;
     and tanh, exp).
 
@@ -218,7 +228,7 @@ def activate(Z, activation):
     return reference.activate(Z, activation)
 
 
-def activation_grad(U, activation):
+def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
     """g'(Z) elementwise, written from U = g(Z) alone: sigmoid u(1 - u), tanh 1 - u^2,
     relu 1 where u > 0, exp u, identity 1, step 0.
 
@@ -233,7 +243,7 @@ def activation_grad(U, activation):
     return reference.activation_grad(U, activation)
 
 
-def sigmoid(Z):
+def sigmoid(Z: ArrayLike) -> FloatArray:
     """The logistic output map 1 / (1 + e^-z) (eq. 3), elementwise, stable for any z.
 
     >>> import fastnn.functional as F
@@ -243,13 +253,13 @@ def sigmoid(Z):
     return activate(Z, "sigmoid")
 
 
-def _rows(Z, name):
+def _rows(Z: object, name: str) -> tuple[FloatArray, FloatArray]:
     (Z,), dtype = _v.real_arrays((Z, name))
     Z = _v.as_float(Z, name, dtype, (1, 2))
     return Z, (Z.reshape(1, -1) if Z.ndim == 1 else Z)
 
 
-def softmax(Z):
+def softmax(Z: ArrayLike) -> FloatArray:
     """Class probabilities e^{z_k} / sum_l e^{z_l} (eq. 5) of each row of Z (N, K) or of z (K,).
 
     >>> import fastnn.functional as F
@@ -262,7 +272,7 @@ def softmax(Z):
     return reference.softmax(Z)
 
 
-def log_softmax(Z):
+def log_softmax(Z: ArrayLike) -> FloatArray:
     """ln softmax(Z) = z_k - ln sum_l e^{z_l}, row by row, without overflow.
 
     >>> import fastnn.functional as F
@@ -280,7 +290,10 @@ def log_softmax(Z):
 # ---------------------------------------------------------------------------------------
 
 
-def _loss(kernel, ref, Z, y, reduction, return_grad, shape, single):
+def _loss(kernel: Callable[[FloatArray, NDArray[Any], FloatArray, FloatArray | None, float], float],
+          ref: Callable[..., Any], Z: FloatArray, y: NDArray[Any], reduction: object,
+          return_grad: object, shape: tuple[int, ...], single: bool
+          ) -> Loss | tuple[Loss, FloatArray]:
     """Run a loss on validated (Z, y); shape the gradient as the caller's Z (``shape``) and,
     for a ``single`` sample, its "none" loss as a 0-d array."""
     reduction = _v.reduction(reduction)
@@ -291,7 +304,7 @@ def _loss(kernel, ref, Z, y, reduction, return_grad, shape, single):
         dZ = np.empty_like(Z) if return_grad else None
         total = kernel(Z, y, losses, dZ, 1.0 / N if reduction == "mean" else 1.0)
         if reduction == "none":
-            loss = losses
+            loss: Loss = losses
         else:
             loss = Z.dtype.type(total / N if reduction == "mean" else total)
     else:
@@ -299,10 +312,20 @@ def _loss(kernel, ref, Z, y, reduction, return_grad, shape, single):
         loss, dZ = result if return_grad else (result, None)
     if reduction == "none" and single:
         loss = loss.reshape(())
-    return (loss, dZ.reshape(shape)) if return_grad else loss
+    return (loss, cast(FloatArray, dZ).reshape(shape)) if return_grad else loss
 
 
-def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
+@overload
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                         return_grad: Literal[False] = ...) -> Loss: ...
+@overload
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                         return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+@overload
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                         return_grad: bool) -> Loss | tuple[Loss, FloatArray]: ...
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
+                         return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """Binary cross-entropy on the logit, ln(1 + e^z) - y z (eq. 17); gradient sigmoid(z) - y.
 
     Parameters
@@ -336,7 +359,17 @@ def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
                  z, y, reduction, return_grad, shape, len(shape) == 0)
 
 
-def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
+@overload
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[False] = ...) -> Loss: ...
+@overload
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+@overload
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                  return_grad: bool) -> Loss | tuple[Loss, FloatArray]: ...
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
+                  return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """Categorical cross-entropy ln sum_l e^{z_l} - z_y (eq. 18) on logits, with its gradient
     softmax(z) - r (r the one-hot code of y, eq. 19), computed stably (max shift).
 
@@ -370,7 +403,17 @@ def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
                  Z2, y, reduction, return_grad, shape, len(shape) == 1)
 
 
-def squared_error(Z, Y, *, reduction="mean", return_grad=False):
+@overload
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[False] = ...) -> Loss: ...
+@overload
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+@overload
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = ...,
+                  return_grad: bool) -> Loss | tuple[Loss, FloatArray]: ...
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
+                  return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """Squared error ||z - y||^2 per sample (eq. 20), gradient 2 (z - y); no 1/2 factor.
 
     Parameters

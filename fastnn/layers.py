@@ -1,21 +1,29 @@
 """A fully connected layer: z = W u + b, u' = g(z) (eq. 1; eq. 10 for a batch)."""
 
+from __future__ import annotations
+
 import numbers
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validation as _v
 from . import functional as F
+from ._typing import FloatArray, SeedLike
 
 __all__ = ["Linear"]
 
 DTYPES = ("float32", "float64")
 
+_Layer = TypeVar("_Layer", bound="Linear")
 
-def check_dtype(dtype):
+
+def check_dtype(dtype: DTypeLike) -> np.dtype[np.floating[Any]]:
     """'float32' or 'float64' (also given as a NumPy dtype or type) as a NumPy dtype."""
     try:
-        dt = None if dtype is None else np.dtype(dtype)  # np.dtype(None) would be float64
+        # np.dtype(None) would be float64
+        dt: np.dtype[Any] | None = None if dtype is None else np.dtype(dtype)
     except TypeError:
         dt = None
     if dt is None or dt.name not in DTYPES:
@@ -23,7 +31,7 @@ def check_dtype(dtype):
     return dt
 
 
-def check_count(value, name, minimum=1):
+def check_count(value: object, name: str, minimum: int = 1) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -44,7 +52,7 @@ class Linear:
     dtype : {"float32", "float64"}
     random_state : int, numpy.random.Generator or None
         Seeds the Glorot-uniform initialisation of ``W`` and ``b`` (as scikit-learn's MLP:
-        bound sqrt(6 / (n_in + n_out)), twice that for sigmoid units).
+        bound sqrt(6 / (n_in + n_out)), sqrt(2 / (n_in + n_out)) for sigmoid units).
 
     Examples
     --------
@@ -54,19 +62,24 @@ class Linear:
     ((3, 2), (3,), dtype('float32'))
     """
 
-    def __init__(self, n_in, n_out, activation="identity", bias=True, *, dtype="float32",
-                 random_state=None):
+    W: FloatArray
+    b: FloatArray | None
+    activation: str
+
+    def __init__(self, n_in: int, n_out: int, activation: str = "identity", bias: bool = True, *,
+                 dtype: DTypeLike = "float32", random_state: SeedLike = None) -> None:
         n_in = check_count(n_in, "n_in")
         n_out = check_count(n_out, "n_out")
         self.activation = _v.activation(activation)
         dtype = check_dtype(dtype)
-        rng = np.random.default_rng(random_state)
+        rng = _v.rng(random_state)
         bound = np.sqrt((2.0 if activation == "sigmoid" else 6.0) / (n_in + n_out))
         self.W = rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype)
         self.b = rng.uniform(-bound, bound, n_out).astype(dtype) if _v.flag(bias, "bias") else None
 
     @classmethod
-    def from_arrays(cls, W, b=None, activation="identity", *, dtype=None):
+    def from_arrays(cls: type[_Layer], W: ArrayLike, b: ArrayLike | None = None,
+                    activation: str = "identity", *, dtype: DTypeLike | None = None) -> _Layer:
         """A layer with the given weights: ``W`` (n_out, n_in) (a 1-D ``W`` is one unit's row,
         as the notes write W^O = [-1, 2]) and ``b`` (n_out,) (a scalar for one unit) or None.
         The dtype is float32 if the arrays are float32, else float64, unless given."""
@@ -74,38 +87,38 @@ class Linear:
         dtype = common if dtype is None else check_dtype(dtype)
         if W_arr.ndim == 1:
             W_arr = W_arr.reshape(1, -1)
-        W_arr = _v.as_float(W_arr, "W", dtype, (2,)).copy()
+        W_arr = _v.finite(_v.as_float(W_arr, "W", dtype, (2,)).copy(), "W")
         layer = cls.__new__(cls)
         layer.activation = _v.activation(activation)
         layer.W = W_arr
         layer.b = None
         if b_arr is not None:
-            b_arr = _v.as_float(b_arr.reshape(-1), "b", dtype, (1,)).copy()
+            b_arr = _v.finite(_v.as_float(b_arr.reshape(-1), "b", dtype, (1,)).copy(), "b")
             _v.expect_shape(b_arr, "b", (W_arr.shape[0],), f"(n_out,) with n_out = {W_arr.shape[0]} from W")
             layer.b = b_arr
         return layer
 
     @property
-    def n_in(self):
+    def n_in(self) -> int:
         return self.W.shape[1]
 
     @property
-    def n_out(self):
+    def n_out(self) -> int:
         return self.W.shape[0]
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[np.floating[Any]]:
         return self.W.dtype
 
-    def parameters(self):
+    def parameters(self) -> list[FloatArray]:
         """The trainable arrays: [W, b], or [W] without a bias."""
         return [self.W] if self.b is None else [self.W, self.b]
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> FloatArray:
         """U = g(X W^T + B) (eq. 10a), fused in one kernel."""
         return F.linear(X, self.W, self.b, self.activation)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         bias = "" if self.b is not None else ", bias=False"
         return (f"Linear({self.n_in}, {self.n_out}, {self.activation!r}{bias}, "
                 f"dtype='{self.dtype.name}')")

@@ -6,13 +6,23 @@ follows from the loss, as the notes pair them: sigmoid with binary cross-entropy
 softmax with categorical cross-entropy (eq. 5, 18), identity with squared error (eq. 7, 20).
 """
 
+from __future__ import annotations
+
+import os
 import threading
+from collections.abc import Callable, Iterable, Sequence
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 
 from . import _validation as _v
 from . import functional as F
+from ._typing import FloatArray, Loss, Params, SeedLike
 from .layers import Linear, check_count, check_dtype
+
+if TYPE_CHECKING:
+    from .training import History
 
 __all__ = ["MLP", "Sequential", "Trace"]
 
@@ -21,16 +31,21 @@ OUTPUT_OF_LOSS = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
                   "squared_error": "identity"}
 LOSS_OF_OUTPUT = {output: loss for loss, output in OUTPUT_OF_LOSS.items()}
 
+_MLP = TypeVar("_MLP", bound="MLP")
+
 
 class Trace:
     """The intermediate values of a forward pass: ``z[l]`` and ``u[l]`` for each layer l (the
     notes' z^H, u^H, z^O, u^O); ``u[-1]`` is the output map applied to the last layer."""
 
-    def __init__(self, z, u):
+    z: list[FloatArray]
+    u: list[FloatArray]
+
+    def __init__(self, z: list[FloatArray], u: list[FloatArray]) -> None:
         self.z = z
         self.u = u
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return f"Trace(z={self.z!r}, u={self.u!r})"
 
 
@@ -56,7 +71,12 @@ class Sequential:
     (1,)
     """
 
-    def __init__(self, layers, loss="squared_error"):
+    layers: list[Linear]
+    loss_name: str
+    history_: History | None
+    optimizer_state_: dict[str, Any] | None
+
+    def __init__(self, layers: Iterable[Linear], loss: str = "squared_error") -> None:
         layers = list(layers)
         if not layers or not all(isinstance(layer, Linear) for layer in layers):
             raise TypeError("layers must be a non-empty sequence of fastnn.Linear")
@@ -79,42 +99,42 @@ class Sequential:
     # -- structure ------------------------------------------------------------------------
 
     @property
-    def output(self):
+    def output(self) -> str:
         """The output map: "sigmoid", "softmax" or "identity"."""
         return OUTPUT_OF_LOSS[self.loss_name]
 
     @property
-    def dtype(self):
+    def dtype(self) -> np.dtype[np.floating[Any]]:
         return self.layers[0].dtype
 
     @property
-    def n_inputs(self):
+    def n_inputs(self) -> int:
         return self.layers[0].n_in
 
     @property
-    def n_outputs(self):
+    def n_outputs(self) -> int:
         return self.layers[-1].n_out
 
-    def parameters(self):
+    def parameters(self) -> Params:
         """[(W, b or None), ...] per layer: the model's own arrays."""
         return [(layer.W, layer.b) for layer in self.layers]
 
-    def __getstate__(self):
+    def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_fit_lock"]
         return state
 
-    def __setstate__(self, state):
+    def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._fit_lock = threading.Lock()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
         return f"{type(self).__name__}([\n  {inner}\n], loss={self.loss_name!r})"
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _inputs(self, X, name="X"):
+    def _inputs(self, X: ArrayLike, name: str = "X") -> tuple[FloatArray, bool]:
         """X as a C-contiguous 2-D array of the model's dtype and whether it was one sample."""
         (arr,), _ = _v.real_arrays((X, name))
         arr = _v.as_float(arr, name, self.dtype, (1, 2))
@@ -126,17 +146,26 @@ class Sequential:
             )
         return arr, single
 
-    def _targets(self, y, N, name="y"):
-        """Validated targets for N samples, as the loss kernels take them."""
+    def _targets(self, y: ArrayLike, N: int, name: str = "y", single: bool = False
+                 ) -> NDArray[Any]:
+        """Validated targets for N samples, as the loss kernels take them; ``single``: the
+        inputs were one 1-D sample, whose target may come without the batch axis."""
+        if single and self.loss_name == "squared_error":
+            (arr,), _ = _v.real_arrays((y, name))
+            y = arr.reshape(1, -1) if arr.size == self.n_outputs and arr.ndim <= 1 else arr
         if self.loss_name == "cross_entropy":
             return _v.class_labels(y, name, N, self.n_outputs)
         if self.loss_name == "binary_cross_entropy":
-            y = _v.real_array(y, name)
-            y = y.reshape(-1) if y.shape == (N, self.n_outputs) else y
-            return _v.binary_labels(y, name, N * self.n_outputs, self.dtype).reshape(N, -1)
+            d = self.n_outputs
+            if d == 1:  # labels (N,) or (N, 1)
+                return _v.binary_labels(y, name, N, self.dtype).reshape(N, 1)
+            y = _v.real_array(y, name)  # multi-label: an (N, d) indicator matrix
+            y = y.reshape(1, d) if N == 1 and y.shape == (d,) else y  # one sample's labels
+            _v.expect_shape(y, name, (N, d), f"(N, n_outputs): one 0/1 label per output")
+            return _v.binary_labels(y.reshape(-1), name, N * d, self.dtype).reshape(N, d)
         return _v.targets(y, name, (N, self.n_outputs), self.dtype)
 
-    def _shape_out(self, A, single):
+    def _shape_out(self, A: NDArray[Any], single: bool) -> NDArray[Any] | Any:
         """(N, 1) results of a one-output model as (N,); a single sample without its batch axis."""
         if A.shape[1] == 1 and self.output != "softmax":
             A = A[:, 0]
@@ -144,13 +173,13 @@ class Sequential:
 
     # -- forward --------------------------------------------------------------------------
 
-    def _logits(self, X):
+    def _logits(self, X: FloatArray) -> FloatArray:
         U = X
         for layer in self.layers:
             U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
         return U
 
-    def forward(self, X):
+    def forward(self, X: ArrayLike) -> Trace:
         """The forward pass with every intermediate value (eq. 1 / eq. 10): a ``Trace`` with
         ``z[l] = U_{l-1} W_l^T + B_l`` and ``u[l] = g_l(z[l])``; the last ``u`` is the output
         map (sigmoid, softmax or identity) of the last layer's output. One sample (1-D x)
@@ -167,26 +196,26 @@ class Sequential:
             zs, us = [z[0] for z in zs], [u[0] for u in us]
         return Trace(zs, us)
 
-    def _output_map(self, Z):
+    def _output_map(self, Z: FloatArray) -> FloatArray:
         if self.output == "sigmoid":
             return F.sigmoid(Z)  # eq. 3
         if self.output == "softmax":
             return F.softmax(Z)  # eq. 5
         return Z  # eq. 7
 
-    def decision_function(self, X):
+    def decision_function(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
         """The logits z^O (the last layer's output before the output map): (N,) for one
         output, (N, n_outputs) otherwise."""
         X, single = self._inputs(X)
         return self._shape_out(self._logits(X), single)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
         """u^O: P(y = 1 | x) for a sigmoid output (eq. 3), P(y = k | x) for softmax (eq. 5),
         the prediction itself for identity (eq. 7)."""
         X, single = self._inputs(X)
         return self._shape_out(self._output_map(self._logits(X)), single)
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any] | np.generic:
         """Hard decisions: z^O >= 0 for sigmoid (eq. 4), argmax_k z_k^O for softmax (eq. 6),
         y_hat = z^O for identity (eq. 7)."""
         X, single = self._inputs(X)
@@ -200,15 +229,24 @@ class Sequential:
 
     # -- loss and gradients ---------------------------------------------------------------
 
-    def loss(self, X, y, reduction="mean"):
+    def loss(self, X: ArrayLike, y: ArrayLike, reduction: str = "mean") -> Loss:
         """The loss L (eq. 16 with the g_loss of eq. 17, 18 or 20) of the batch; "mean" divides
         by N, "sum" is the notes' L, "none" gives the N per-sample losses."""
-        X, _ = self._inputs(X)
-        y = self._targets(y, X.shape[0])
-        return self._loss(self._logits(X), y, reduction)
+        X, single = self._inputs(X)
+        y = self._targets(y, X.shape[0], single=single)
+        loss = self._loss(self._logits(X), y, reduction)
+        return loss.reshape(()) if single and reduction == "none" else loss
 
-    def _loss(self, Z, y, reduction, return_grad=False):
+    @overload
+    def _loss(self, Z: FloatArray, y: NDArray[Any], reduction: str,
+              return_grad: Literal[False] = ...) -> Loss: ...
+    @overload
+    def _loss(self, Z: FloatArray, y: NDArray[Any], reduction: str,
+              return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+    def _loss(self, Z: FloatArray, y: NDArray[Any], reduction: str,
+              return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
         """The loss (and dL/dZ) on the last layer's output Z (N, d) with validated targets."""
+        reduction = _v.reduction(reduction)
         if self.loss_name == "cross_entropy":
             return F.cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
         if self.loss_name == "squared_error":
@@ -227,7 +265,8 @@ class Sequential:
                 dZ = dZ / Z.dtype.type(N)
         return (loss, dZ.reshape(N, d)) if return_grad else loss
 
-    def gradients(self, X, y, reduction="mean"):
+    def gradients(self, X: ArrayLike, y: ArrayLike, reduction: str = "mean"
+                  ) -> list[tuple[FloatArray, FloatArray | None]]:
         """dL/dW_l and dL/db_l of every layer by backpropagation along the computation graph
         (section 3): L -> z^O, then for each layer z -> (W, b, u_prev) and u_prev -> z_prev.
 
@@ -237,8 +276,8 @@ class Sequential:
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum' for gradients, got {reduction!r}")
-        X, _ = self._inputs(X)
-        y = self._targets(y, X.shape[0])
+        X, single = self._inputs(X)
+        y = self._targets(y, X.shape[0], single=single)
         inputs, outputs = [], []
         U = X
         for layer in self.layers:
@@ -256,11 +295,16 @@ class Sequential:
 
     # -- training and persistence ---------------------------------------------------------
 
-    def fit(self, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.0,
-            nesterov=False, weight_decay=0.0, shuffle=True, sample_weight=None,
-            validation_data=None, early_stopping=False, patience=10, random_state=None,
-            verbose=False, lr_schedule="constant", beta1=0.9, beta2=0.999, eps=1e-8,
-            warm_start=False, callback=None):
+    def fit(self, X: ArrayLike, y: ArrayLike, *, epochs: int = 10, batch_size: int = 32,
+            lr: float = 0.01, optimizer: str = "sgd", momentum: float = 0.0,
+            nesterov: bool = False, weight_decay: float = 0.0, shuffle: bool = True,
+            sample_weight: ArrayLike | None = None,
+            validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+            early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
+            verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+            beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
+            warm_start: bool = False,
+            callback: Callable[[int, History], bool | None] | None = None) -> History:
         """Train by mini-batch SGD (eq. 21), optionally with momentum / Nesterov, or Adam.
 
         See ``fastnn.training.fit`` for the parameters; returns the ``History``.
@@ -274,7 +318,7 @@ class Sequential:
                    verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
                    warm_start=warm_start, callback=callback)
 
-    def save(self, path):
+    def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,
         atomically: a temporary file in the same folder, then a rename."""
         from .serialization import save
@@ -309,17 +353,20 @@ class MLP(Sequential):
     [(128, 64), (10, 128)]
     """
 
-    def __init__(self, n_inputs, hidden, n_outputs, *, activation="relu", output="softmax",
-                 dtype="float32", random_state=None):
+    activation: str
+
+    def __init__(self, n_inputs: int, hidden: int | Sequence[int], n_outputs: int, *,
+                 activation: str = "relu", output: str = "softmax", dtype: DTypeLike = "float32",
+                 random_state: SeedLike = None) -> None:
         n_inputs = check_count(n_inputs, "n_inputs")
         n_outputs = check_count(n_outputs, "n_outputs")
-        hidden = [hidden] if not isinstance(hidden, (list, tuple)) else list(hidden)
+        hidden = list(hidden) if isinstance(hidden, (list, tuple, np.ndarray)) else [hidden]
         hidden = [check_count(h, "hidden") for h in hidden]
         if output not in LOSS_OF_OUTPUT:
             raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
         activation = _v.activation(activation)
         dtype = check_dtype(dtype)
-        rng = np.random.default_rng(random_state)
+        rng = _v.rng(random_state)
         widths = [n_inputs, *hidden, n_outputs]
         acts = [activation] * len(hidden) + ["identity"]
         layers = [Linear(widths[l], widths[l + 1], acts[l], dtype=dtype, random_state=rng)
@@ -328,7 +375,8 @@ class MLP(Sequential):
         self.activation = activation
 
     @classmethod
-    def from_weights(cls, weights, activation="relu", output="softmax"):
+    def from_weights(cls: type[_MLP], weights: Iterable[tuple[ArrayLike, ArrayLike | None]],
+                     activation: str = "relu", output: str = "softmax") -> _MLP:
         """The network with exactly these weights: ``weights`` = [(W_H, b_H), (W_O, b_O)] (any
         depth), each W of shape (n_out, n_in) as in the notes (a 1-D W is a single unit's
         row, a scalar b its bias). The dtype is float32 if every array is float32, else float64.

@@ -8,7 +8,14 @@ row); ``functional`` turns a single 1-D sample into a batch of one and back.
 Equation numbers refer to ``shared/seed/neural-network-notes.md``.
 """
 
+from __future__ import annotations
+
+from typing import Any, Literal, cast, overload
+
 import numpy as np
+from numpy.typing import ArrayLike
+
+from ._typing import FloatArray, Loss
 
 __all__ = [
     "ACTIVATIONS",
@@ -27,14 +34,14 @@ __all__ = [
 ACTIVATIONS = ("identity", "step", "sigmoid", "relu", "tanh", "exp")
 
 
-def sigmoid(Z):
+def sigmoid(Z: ArrayLike) -> FloatArray:
     """Logistic function 1 / (1 + e^-z) (eq. 3), evaluated without overflow."""
     Z = np.asarray(Z)
     e = np.exp(-np.abs(Z))  # e^-|z| <= 1: never overflows
     return np.where(Z >= 0, 1 / (1 + e), e / (1 + e)).astype(Z.dtype, copy=False)
 
 
-def activate(Z, activation):
+def activate(Z: ArrayLike, activation: str) -> FloatArray:
     """U = g_act(Z), elementwise."""
     Z = np.asarray(Z)
     if activation == "identity":
@@ -52,7 +59,7 @@ def activate(Z, activation):
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def activation_grad(U, activation):
+def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
     """dU/dZ, elementwise, from U = g(Z) alone (so backward never needs Z)."""
     U = np.asarray(U)
     one = U.dtype.type(1)
@@ -71,7 +78,8 @@ def activation_grad(U, activation):
     raise ValueError(f"activation must be one of {ACTIVATIONS}, got {activation!r}")
 
 
-def linear(X, W, b=None, activation="identity", *, out=None):
+def linear(X: FloatArray, W: FloatArray, b: FloatArray | None = None, activation: str = "identity",
+           *, out: FloatArray | None = None) -> FloatArray:
     """U = g(X W^T + B) (eq. 10a)."""
     Z = X.dot(W.T)
     if b is not None:
@@ -83,7 +91,10 @@ def linear(X, W, b=None, activation="identity", *, out=None):
     return U
 
 
-def linear_backward(dU, X, W, U, activation="identity", *, need_dX=True):
+def linear_backward(
+    dU: FloatArray, X: FloatArray, W: FloatArray, U: FloatArray, activation: str = "identity", *,
+    need_dX: bool = True,
+) -> tuple[FloatArray | None, FloatArray, FloatArray]:
     """Backpropagate dL/dU through U = g(X W^T + b) (eq. 13 and the chain rule).
 
     dZ = dU * g'(Z);  dW = dZ^T X;  db = sum_i dZ_i;  dX = dZ W.
@@ -95,19 +106,20 @@ def linear_backward(dU, X, W, U, activation="identity", *, need_dX=True):
     return dX, dW, db
 
 
-def softmax(Z):
+def softmax(Z: FloatArray) -> FloatArray:
     """P(y = k | x) = e^{z_k} / sum_l e^{z_l} (eq. 5), shifted by max_l z_l for stability."""
     expZ = np.exp(Z - Z.max(axis=-1, keepdims=True))
     return expZ / expZ.sum(axis=-1, keepdims=True)
 
 
-def log_softmax(Z):
+def log_softmax(Z: FloatArray) -> FloatArray:
     """ln P(y = k | x) = z_k - ln sum_l e^{z_l}, shifted by max_l z_l for stability."""
     shifted = Z - Z.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
-def _reduce(losses, dZ, reduction, return_grad, dtype):
+def _reduce(losses: FloatArray, dZ: FloatArray | None, reduction: str, return_grad: bool,
+            dtype: np.dtype[np.floating[Any]]) -> Loss | tuple[Loss, FloatArray]:
     """Apply the reduction to per-sample losses (eq. 16 for "sum") and to the gradient."""
     N = losses.shape[0]
     if reduction == "none":
@@ -119,10 +131,20 @@ def _reduce(losses, dZ, reduction, return_grad, dtype):
             if dZ is not None:
                 dZ = dZ / dtype.type(N)
         loss = dtype.type(total)
-    return (loss, dZ.astype(dtype, copy=False)) if return_grad else loss
+    return (loss, cast(FloatArray, dZ).astype(dtype, copy=False)) if return_grad else loss
 
 
-def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
+@overload
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                         return_grad: Literal[False] = ...) -> Loss: ...
+@overload
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                         return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+@overload
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                         return_grad: bool) -> Loss | tuple[Loss, FloatArray]: ...
+def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
+                         return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """g_loss(z, y) = ln(1 + e^z) - y z on the logit z (eq. 17); dg/dz = sigmoid(z) - y.
 
     ``z`` has shape (N,), ``y`` holds N labels in {0, 1}.
@@ -136,7 +158,17 @@ def binary_cross_entropy(z, y, *, reduction="mean", return_grad=False):
     return _reduce(losses, dz, reduction, return_grad, z.dtype)
 
 
-def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
+@overload
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[False] = ...) -> Loss: ...
+@overload
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+@overload
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = ...,
+                  return_grad: bool) -> Loss | tuple[Loss, FloatArray]: ...
+def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
+                  return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """g_loss(z, y) = ln sum_l e^{z_l} - sum_k r_k z_k (eq. 18, r one-hot of y, eq. 19).
 
     ``Z`` has shape (N, K), ``y`` holds N labels in 0..K-1; dg/dz_k = softmax(z)_k - r_k.
@@ -153,7 +185,17 @@ def cross_entropy(Z, y, *, reduction="mean", return_grad=False):
     return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
 
 
-def squared_error(Z, Y, *, reduction="mean", return_grad=False):
+@overload
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[False] = ...) -> Loss: ...
+@overload
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = ...,
+                  return_grad: Literal[True]) -> tuple[Loss, FloatArray]: ...
+@overload
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = ...,
+                  return_grad: bool) -> Loss | tuple[Loss, FloatArray]: ...
+def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
+                  return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """g_loss(z, y) = ||z - y||^2 = sum_k (z_k - y_k)^2 (eq. 20); dg/dz = 2 (z - y).
 
     ``Z`` has shape (N, d) or (N,) for one output; ``Y`` the same shape. No 1/2 factor;

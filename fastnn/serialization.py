@@ -62,6 +62,13 @@ def _field(data, key, path):
     return data[key]
 
 
+def _integer(data, key, path, low, high):
+    value = _field(data, key, path)
+    if value.dtype.kind not in "iu" or value.ndim != 0 or not low <= int(value) <= high:
+        raise ValueError(f"{path}: {key!r} must be an integer in {low}..{high}, got {value!r}")
+    return int(value)
+
+
 def _text(data, key, path, allowed):
     value = _field(data, key, path)
     if value.dtype.kind != "U" or value.ndim != 0 or str(value) not in allowed:
@@ -85,16 +92,14 @@ def load(path):
         raise ValueError(f"{path}: not a readable fastnn model file ({exc})") from None
     except Exception as exc:  # zipfile.BadZipFile and other corruptions
         raise ValueError(f"{path}: not a readable fastnn model file ({exc})") from None
-    if int(_field(data, "format", path)) != FORMAT:
+    if _integer(data, "format", path, 0, 2**31) != FORMAT:
         raise ValueError(f"{path}: unsupported format {data['format']!r}")
     dtype = np.dtype(_text(data, "dtype", path, DTYPES))
     loss = _text(data, "loss", path, LOSSES)
     kind = _text(data, "kind", path, ("MLP", "Sequential"))
-    n_layers = _field(data, "n_layers", path)
-    if n_layers.dtype.kind not in "iu" or n_layers.ndim != 0 or not 1 <= int(n_layers) <= 64:
-        raise ValueError(f"{path}: bad layer count {n_layers!r}")
+    n_layers = _integer(data, "n_layers", path, 1, 64)
     layers = []
-    for l in range(int(n_layers)):
+    for l in range(n_layers):
         W = _field(data, f"W{l}", path)
         b = data.get(f"b{l}")
         for name, A in ((f"W{l}", W), (f"b{l}", b)):
@@ -140,4 +145,4 @@ def _optimizer_state(data, model, path):
             state[k].append((W.copy(), None if b is None else b.copy()))
     return {"optimizer": name, "momentum": momentum, "nesterov": bool(nesterov), "beta1": beta1,
             "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
-            "t": int(_field(data, "opt_t", path)), "state": state}
+            "t": _integer(data, "opt_t", path, 0, 2**62), "state": state}

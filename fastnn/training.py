@@ -9,6 +9,7 @@ which is what the native loop is measured against.
 import contextlib
 import math
 import numbers
+import threading
 import time
 
 import numpy as np
@@ -44,18 +45,51 @@ class History:
         return f"History({self.epochs} epochs{last})"
 
 
-_controller = None
+_blas_lock = threading.Lock()
+_blas_users = 0
+_blas_saved = []  # (library controller, its thread count before the first fit)
 
 
+@contextlib.contextmanager
 def _single_threaded_blas():
-    """BLAS on one thread for the duration of a fit: OpenBLAS splits a product differently
-    for different thread counts, which changes the last bits of the weights; with one BLAS
-    thread the same random_state gives the same weights on any machine setting."""
-    global _controller
-    if _controller is None:
-        _controller = ThreadpoolController()
-    blas = _controller.select(user_api="blas")
-    return blas.limit(limits=1) if blas.lib_controllers else contextlib.nullcontext()
+    """BLAS on one thread while any fit runs: OpenBLAS splits a product differently for
+    different thread counts, which changes the last bits of the weights; with one BLAS thread
+    (and fastnn's own fixed split of large products across OpenMP threads) the same
+    random_state gives the same weights for any thread setting. Fits in several threads share
+    the setting: the first in pins BLAS, the last out restores it. The libraries' own
+    set_num_threads is called, which works from any thread."""
+    global _blas_users
+    with _blas_lock:
+        if _blas_users == 0:
+            libs = ThreadpoolController().select(user_api="blas").lib_controllers
+            _blas_saved[:] = [(_thread_setter(lib), lib.get_num_threads()) for lib in libs]
+            for set_threads, _ in _blas_saved:
+                set_threads(1)
+        _blas_users += 1
+    try:
+        yield
+    finally:
+        with _blas_lock:
+            _blas_users -= 1
+            if _blas_users == 0:
+                for set_threads, threads in _blas_saved:
+                    if threads is not None:
+                        set_threads(threads)
+                _blas_saved.clear()
+
+
+def _thread_setter(lib):
+    """The library's own set-threads function. For a pthreads OpenBLAS this is its C symbol
+    itself: threadpoolctl lets only one 'controlling' Python thread change OpenBLAS, and a
+    fit must pin it from whatever thread it runs in (the count above keeps fits in several
+    threads from undoing each other)."""
+    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp":
+        for prefix in ("", "scipy_"):
+            for suffix in ("", "64_", "_64"):
+                func = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
+                if func is not None:
+                    return func
+    return lib.set_num_threads
 
 
 def _real(value, name, low=None, high=None, *, low_open=False, high_open=False):
@@ -239,14 +273,14 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
-    X, _ = model._inputs(X)
+    X = _v.finite(model._inputs(X)[0], "X")  # NaN in X would look like a divergence
     N = X.shape[0]
     Y = model._targets(y, N)
     sw = _sample_weight(sample_weight, N)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
-        X_val, _ = model._inputs(validation_data[0], "X_val")
+        X_val = _v.finite(model._inputs(validation_data[0], "X_val")[0], "X_val")
         Y_val = model._targets(validation_data[1], X_val.shape[0], "y_val")
     elif early_stopping:
         raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
@@ -262,7 +296,7 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
     opt = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov, "beta1": beta1,
            "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
     model.optimizer_state_ = opt
-    rng = np.random.default_rng(random_state)
+    rng = _v.rng(random_state)
     native = F.get_backend() == "cython"
     if native:
         trainer = _kernels.Trainer(
@@ -317,7 +351,7 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
             line += f"  val_loss {val_loss:.5f}  val_{history.metric} {history.val_metric[-1]:.4f}"
             if early_stopping:
                 if val_loss < best_loss:
-                    best_loss, best, waited = val_loss, _copy(params, state), 0
+                    best_loss, best, waited = val_loss, (_copy(params, state), opt["t"]), 0
                     history.best_epoch = epoch
                 else:
                     waited += 1
@@ -330,6 +364,7 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
         if callback is not None and callback(epoch, history):
             break
     if early_stopping and best is not None:
-        _restore(best, params, state)
+        _restore(best[0], params, state)
+        opt["t"] = best[1]
     model.history_ = history
     return history

@@ -1,0 +1,27 @@
+"""Type aliases of fastnn's annotations (for type checkers and readers; nothing here runs code).
+
+``FloatArray`` is what the kernels compute on and return: an ndarray of float32 or float64
+(the functions keep the dtype they are given). ``ArrayLike`` (from ``numpy.typing``) is what
+the public functions accept: ndarrays, nested lists, scalars, memoryviews and other buffers,
+and any object with an ``__array__`` method.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Tuple, Union
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+__all__ = ["ArrayLike", "FloatArray", "IntArray", "Loss", "Params", "SeedLike"]
+
+#: an ndarray of float32 or float64
+FloatArray = NDArray[np.floating[Any]]
+#: an ndarray of integers (class labels, sample indices)
+IntArray = NDArray[np.integer[Any]]
+#: a reduced loss (a NumPy scalar of the computing dtype) or the per-sample losses ("none")
+Loss = Union[np.floating[Any], FloatArray]
+#: a model's parameters: per layer (W, b), b None for a layer without bias
+Params = list[Tuple[FloatArray, Optional[FloatArray]]]
+#: what ``numpy.random.default_rng`` takes as a seed
+SeedLike = Union[None, int, np.random.SeedSequence, np.random.BitGenerator, np.random.Generator]

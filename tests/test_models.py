@@ -1,0 +1,692 @@
+"""The model layer: ``Linear``, ``Sequential`` and ``MLP`` (DESIGN.md, "Models").
+
+Expected values are computed in the test with plain NumPy in float64 from the model's own
+weights (the notes' eq. 10: Z = U W^T + B, U = g(Z)), or by central finite differences of
+``model.loss``; never through the code path under test. Both backends, both dtypes.
+"""
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import MLP, Linear, Sequential, reference
+
+OUTPUTS = ("sigmoid", "softmax", "identity")
+LOSS_OF_OUTPUT = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
+                  "identity": "squared_error"}
+FD_TOL = {"rtol": 1e-5, "atol": 1e-7}
+
+
+# ---------------------------------------------------------------------------------------
+# helpers: the notes' formulas in plain NumPy, float64
+# ---------------------------------------------------------------------------------------
+
+
+def _g(Z, activation):
+    """g_act of the notes (eq. 2 for step, g(0) = 1), written out."""
+    if activation == "identity":
+        return Z.copy()
+    if activation == "step":
+        return (Z >= 0).astype(np.float64)
+    if activation == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-Z))
+    if activation == "relu":
+        return np.maximum(Z, 0.0)
+    if activation == "tanh":
+        return np.tanh(Z)
+    if activation == "exp":
+        return np.exp(Z)
+    raise AssertionError(activation)
+
+
+def _out(Z, output):
+    """g_out: eq. 3 (sigmoid), eq. 5 (softmax), eq. 7 (identity)."""
+    if output == "sigmoid":
+        return 1.0 / (1.0 + np.exp(-Z))
+    if output == "softmax":
+        E = np.exp(Z - Z.max(axis=1, keepdims=True))
+        return E / E.sum(axis=1, keepdims=True)
+    return Z.copy()
+
+
+def _manual_trace(model, X):
+    """[(z, u), ...] per layer by eq. 10 in float64, the last u through the output map."""
+    U = np.asarray(X, dtype=np.float64)
+    zs, us = [], []
+    for layer in model.layers:
+        Z = U @ layer.W.astype(np.float64).T
+        if layer.b is not None:
+            Z = Z + layer.b.astype(np.float64)[None, :]
+        U = _g(Z, layer.activation)
+        zs.append(Z)
+        us.append(U)
+    us[-1] = _out(us[-1], model.output)  # u[-1] is the output map of the last layer's output
+    return zs, us
+
+
+def _labels(output, rng, N, n_out):
+    if output == "softmax":
+        return rng.integers(0, n_out, N)
+    if output == "sigmoid":
+        y = rng.integers(0, 2, (N, n_out))
+        return y[:, 0] if n_out == 1 else y
+    y = rng.standard_normal((N, n_out))
+    return y[:, 0] if n_out == 1 else y
+
+
+def _away_from_kinks(model, rng, N, margin=1e-3, scale=1.0):
+    """N samples whose pre-activations in every hidden layer are at least ``margin`` from 0
+    (relu and step are then differentiable there, also under a 1e-6 weight step)."""
+    rows = []
+    for _ in range(200):
+        X = scale * rng.standard_normal((4 * N, model.n_inputs))
+        zs, _ = _manual_trace(model, X)
+        ok = np.ones(len(X), dtype=bool)
+        for z in zs[:-1]:
+            ok &= np.abs(z).min(axis=1) > margin
+        rows.extend(X[ok])
+        if len(rows) >= N:
+            return np.array(rows[:N])
+    raise AssertionError("could not draw samples away from the kinks")
+
+
+# ---------------------------------------------------------------------------------------
+# Linear
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", np.float32, np.dtype("float64")])
+def test_linear_shapes_and_dtype(dtype):
+    layer = Linear(3, 5, "tanh", dtype=dtype, random_state=0)
+    want = np.dtype(dtype)
+    assert layer.W.shape == (5, 3) and layer.b.shape == (5,)
+    assert layer.W.dtype == want and layer.b.dtype == want and layer.dtype == want
+    assert (layer.n_in, layer.n_out, layer.activation) == (3, 5, "tanh")
+    assert layer.W.flags.c_contiguous
+    assert layer.parameters()[0] is layer.W and layer.parameters()[1] is layer.b
+
+
+def test_linear_default_dtype_is_float32_and_activation_identity():
+    layer = Linear(2, 3)
+    assert layer.dtype == np.float32 and layer.activation == "identity"
+
+
+def test_linear_without_bias():
+    layer = Linear(4, 2, "relu", bias=False, random_state=0)
+    assert layer.b is None
+    assert len(layer.parameters()) == 1 and layer.parameters()[0] is layer.W
+    assert "bias=False" in repr(layer)
+
+
+def test_linear_init_is_deterministic_with_random_state():
+    a = Linear(6, 4, "relu", dtype="float64", random_state=123)
+    b = Linear(6, 4, "relu", dtype="float64", random_state=123)
+    c = Linear(6, 4, "relu", dtype="float64", random_state=124)
+    np.testing.assert_array_equal(a.W, b.W)
+    np.testing.assert_array_equal(a.b, b.b)
+    assert not np.array_equal(a.W, c.W)
+    # a Generator is accepted and advanced
+    g = np.random.default_rng(5)
+    d, e = Linear(6, 4, random_state=g), Linear(6, 4, random_state=g)
+    assert not np.array_equal(d.W, e.W)
+
+
+def test_linear_init_is_glorot_uniform_like_sklearn():
+    # scikit-learn's MLP: uniform(-bound, bound), bound = sqrt(6 / (fan_in + fan_out)),
+    # sqrt(2 / (fan_in + fan_out)) for logistic units
+    n_in, n_out = 40, 60
+    for act, factor in (("relu", 6.0), ("tanh", 6.0), ("sigmoid", 2.0)):
+        layer = Linear(n_in, n_out, act, dtype="float64", random_state=0)
+        bound = np.sqrt(factor / (n_in + n_out))
+        assert np.abs(layer.W).max() <= bound and np.abs(layer.b).max() <= bound
+        # uniform on the whole interval, not a smaller one
+        assert np.abs(layer.W).max() > 0.95 * bound
+        assert abs(layer.W.mean()) < 0.1 * bound
+
+
+def test_linear_forward_matches_numpy(backend, dtype, rng, assert_close):
+    layer = Linear(3, 4, "sigmoid", dtype=dtype, random_state=1)
+    X = rng.standard_normal((7, 3)).astype(dtype)
+    U = layer.forward(X)
+    assert U.dtype == dtype and U.shape == (7, 4)
+    expected = 1 / (1 + np.exp(-(X.astype(np.float64) @ layer.W.astype(np.float64).T
+                                 + layer.b.astype(np.float64))))
+    assert_close(U, expected, dtype)
+
+
+def test_from_arrays_1d_W_and_scalar_b():
+    # the notes write W^O = [-1, 2], b^O = 0.5 for one output unit
+    layer = Linear.from_arrays([-1, 2], 0.5, "identity")
+    assert layer.W.shape == (1, 2) and layer.b.shape == (1,)
+    np.testing.assert_array_equal(layer.W, [[-1.0, 2.0]])
+    np.testing.assert_array_equal(layer.b, [0.5])
+    assert layer.dtype == np.float64  # Python numbers give float64
+    assert (layer.n_in, layer.n_out) == (2, 1)
+
+
+def test_from_arrays_dtype_and_copy():
+    W = np.arange(6, dtype=np.float32).reshape(3, 2)
+    b = np.ones(3, np.float32)
+    layer = Linear.from_arrays(W, b, "relu")
+    assert layer.dtype == np.float32 and layer.b.dtype == np.float32
+    assert not np.shares_memory(layer.W, W) and not np.shares_memory(layer.b, b)
+    W[0, 0] = 99
+    assert layer.W[0, 0] == 0
+    assert Linear.from_arrays(W, b.astype(np.float64)).dtype == np.float64  # mixed -> float64
+    assert Linear.from_arrays(W, None, dtype="float64").dtype == np.float64
+    assert Linear.from_arrays(W, None).b is None
+
+
+@pytest.mark.parametrize("call, exc, name", [
+    pytest.param(lambda: Linear(0, 3), ValueError, "n_in", id="n_in=0"),
+    pytest.param(lambda: Linear(2.0, 3), TypeError, "n_in", id="n_in-float"),
+    pytest.param(lambda: Linear(True, 3), TypeError, "n_in", id="n_in-bool"),
+    pytest.param(lambda: Linear(2, -1), ValueError, "n_out", id="n_out<0"),
+    pytest.param(lambda: Linear(2, "3"), TypeError, "n_out", id="n_out-str"),
+    pytest.param(lambda: Linear(2, 3, "softmax"), ValueError, "activation", id="activation"),
+    pytest.param(lambda: Linear(2, 3, 1), TypeError, "activation", id="activation-int"),
+    pytest.param(lambda: Linear(2, 3, bias=1), TypeError, "bias", id="bias"),
+    pytest.param(lambda: Linear(2, 3, dtype="int32"), ValueError, "dtype", id="dtype"),
+    pytest.param(lambda: Linear(2, 3, dtype="float16"), ValueError, "dtype", id="dtype16"),
+    pytest.param(lambda: Linear.from_arrays([[1.0, 2.0]], [1.0, 2.0]), ValueError, "b",
+                 id="from_arrays-b-shape"),
+    pytest.param(lambda: Linear.from_arrays(np.ones((1, 1, 1))), ValueError, "W",
+                 id="from_arrays-W-3d"),
+    pytest.param(lambda: Linear.from_arrays(np.zeros((0, 2))), ValueError, "W",
+                 id="from_arrays-W-empty"),
+    pytest.param(lambda: Linear.from_arrays([["a"]]), TypeError, "W", id="from_arrays-W-str"),
+    pytest.param(lambda: Linear.from_arrays([[1.0]], activation="bogus"), ValueError,
+                 "activation", id="from_arrays-activation"),
+    pytest.param(lambda: Linear.from_arrays([[1.0]], dtype="int8"), ValueError, "dtype",
+                 id="from_arrays-dtype"),
+    pytest.param(lambda: Linear.from_arrays(None), TypeError, "W", id="from_arrays-W-None"),
+    pytest.param(lambda: Linear(2, 3, random_state="seed"), TypeError, "random_state",
+                 id="random_state-str"),
+])
+def test_linear_bad_arguments(call, exc, name):
+    with pytest.raises(exc, match=name):
+        call()
+
+
+# ---------------------------------------------------------------------------------------
+# Sequential and MLP construction
+# ---------------------------------------------------------------------------------------
+
+
+def test_sequential_mismatched_widths():
+    with pytest.raises(ValueError, match=r"layers\[1\].*3 inputs.*layers\[0\].*4 outputs"):
+        Sequential([Linear(2, 4), Linear(3, 1)], loss="squared_error")
+
+
+def test_sequential_mixed_dtypes():
+    with pytest.raises(ValueError, match="dtype"):
+        Sequential([Linear(2, 3, dtype="float32"), Linear(3, 1, dtype="float64")])
+
+
+@pytest.mark.parametrize("loss", ["mse", "hinge", None, "softmax"])
+def test_sequential_bad_loss(loss):
+    with pytest.raises(ValueError, match="loss"):
+        Sequential([Linear(2, 1)], loss=loss)
+
+
+@pytest.mark.parametrize("layers", [[], [np.ones((2, 2))], "abc", [Linear(2, 2), "x"]])
+def test_sequential_bad_layers(layers):
+    with pytest.raises(TypeError, match="layers"):
+        Sequential(layers, loss="squared_error")
+
+
+@pytest.mark.parametrize("loss, output", [("binary_cross_entropy", "sigmoid"),
+                                          ("cross_entropy", "softmax"),
+                                          ("squared_error", "identity")])
+def test_sequential_structure(loss, output):
+    layers = [Linear(3, 4, "exp", dtype="float64"), Linear(4, 2, bias=False, dtype="float64")]
+    model = Sequential(layers, loss=loss)
+    assert model.layers == layers and model.layers[0] is layers[0]
+    assert model.output == output and model.loss_name == loss
+    assert (model.n_inputs, model.n_outputs, model.dtype) == (3, 2, np.float64)
+    assert [p for p in model.parameters()] == [(layers[0].W, layers[0].b), (layers[1].W, None)]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("hidden, widths", [
+    ((), [(2, 5)]),
+    (7, [(7, 5), (2, 7)]),
+    ([7], [(7, 5), (2, 7)]),
+    ((6, 4, 3), [(6, 5), (4, 6), (3, 4), (2, 3)]),
+])
+def test_mlp_any_depth(hidden, widths, dtype):
+    model = MLP(5, hidden, 2, activation="tanh", output="softmax", dtype=dtype, random_state=0)
+    assert [layer.W.shape for layer in model.layers] == widths
+    assert [layer.b.shape for layer in model.layers] == [(w[0],) for w in widths]
+    assert all(layer.dtype == np.dtype(dtype) for layer in model.layers)
+    # hidden layers get the activation, the output layer is linear (its map is the loss's)
+    assert [layer.activation for layer in model.layers] == ["tanh"] * (len(widths) - 1) + ["identity"]
+    assert model.output == "softmax" and model.loss_name == "cross_entropy"
+
+
+def test_mlp_defaults_and_determinism():
+    a = MLP(4, 3, 2, random_state=7)
+    b = MLP(4, 3, 2, random_state=7)
+    c = MLP(4, 3, 2, random_state=8)
+    assert a.dtype == np.float32 and a.output == "softmax"
+    assert [layer.activation for layer in a.layers] == ["relu", "identity"]
+    for la, lb in zip(a.layers, b.layers):
+        np.testing.assert_array_equal(la.W, lb.W)
+        np.testing.assert_array_equal(la.b, lb.b)
+    assert not np.array_equal(a.layers[0].W, c.layers[0].W)
+    # the layers draw from one stream: not the same weights in two equal-shaped layers
+    d = MLP(3, (3, 3), 3, random_state=0)
+    assert not np.array_equal(d.layers[0].W, d.layers[1].W)
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(n_inputs=0), ValueError, "n_inputs"),
+    (dict(n_outputs=0), ValueError, "n_outputs"),
+    (dict(hidden=0), ValueError, "hidden"),
+    (dict(hidden=(3, 0)), ValueError, "hidden"),
+    (dict(hidden=2.5), TypeError, "hidden"),
+    (dict(output="relu"), ValueError, "output"),
+    (dict(activation="softmax"), ValueError, "activation"),
+    (dict(dtype="float16"), ValueError, "dtype"),
+])
+def test_mlp_bad_arguments(kwargs, exc, name):
+    args = dict(n_inputs=3, hidden=4, n_outputs=2)
+    args.update(kwargs)
+    with pytest.raises(exc, match=name):
+        MLP(args.pop("n_inputs"), args.pop("hidden"), args.pop("n_outputs"), **args)
+
+
+def test_from_weights_dtype_and_shapes():
+    W1 = np.ones((3, 2), np.float32)
+    b1 = np.zeros(3, np.float32)
+    W2 = np.ones((1, 3), np.float32)
+    net = MLP.from_weights([(W1, b1), (W2, np.zeros(1, np.float32))], activation="relu",
+                           output="sigmoid")
+    assert net.dtype == np.float32 and net.output == "sigmoid"
+    assert [l.activation for l in net.layers] == ["relu", "identity"]
+    net64 = MLP.from_weights([(W1, b1), (W2, 0.0)], activation="relu", output="sigmoid")
+    assert net64.dtype == np.float64  # a Python float is not float32
+    with pytest.raises(TypeError, match="weights"):
+        MLP.from_weights([], output="sigmoid")
+    with pytest.raises(TypeError, match="weights"):
+        MLP.from_weights([W1], output="sigmoid")
+    with pytest.raises(ValueError, match="output"):
+        MLP.from_weights([(W1, b1)], output="tanh")
+    with pytest.raises(ValueError, match="layers"):
+        MLP.from_weights([(W1, b1), (np.ones((1, 4)), 0.0)], output="sigmoid")
+
+
+# ---------------------------------------------------------------------------------------
+# Forward trace and predictions
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output, n_out", [("sigmoid", 1), ("sigmoid", 3), ("softmax", 4),
+                                           ("identity", 1), ("identity", 2)])
+@pytest.mark.parametrize("hidden", [(), 5, (6, 4, 3)], ids=["h0", "h1", "h3"])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "step"])
+def test_forward_trace_matches_numpy(backend, dtype, output, n_out, hidden, activation, rng,
+                                     assert_close):
+    model = MLP(3, hidden, n_out, activation=activation, output=output, dtype=dtype,
+                random_state=3)
+    X = rng.standard_normal((9, 3)).astype(dtype)
+    if activation == "step":
+        # keep every hidden pre-activation away from the threshold: float32 rounding must
+        # not flip a unit
+        X = _away_from_kinks(model, rng, 9, margin=1e-2).astype(dtype)
+    trace = model.forward(X)
+    zs, us = _manual_trace(model, X)
+    assert len(trace.z) == len(trace.u) == len(model.layers)
+    for l, (z, u, ez, eu) in enumerate(zip(trace.z, trace.u, zs, us)):
+        assert z.dtype == dtype and u.dtype == dtype
+        assert z.shape == ez.shape and u.shape == eu.shape
+        assert_close(z, ez, dtype, err_msg=f"z[{l}]")
+        assert_close(u, eu, dtype, err_msg=f"u[{l}]")
+    # decision_function = the last z, predict_proba = the last u (1 output: (N,))
+    squeeze = (lambda A: A[:, 0]) if n_out == 1 and output != "softmax" else (lambda A: A)
+    assert_close(model.decision_function(X), squeeze(zs[-1]), dtype)
+    assert_close(model.predict_proba(X), squeeze(us[-1]), dtype)
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_output_maps(backend, dtype, output, rng):
+    model = MLP(4, 8, 3, output=output, dtype=dtype, random_state=0)
+    X = 3 * rng.standard_normal((50, 4)).astype(dtype)
+    P = model.predict_proba(X)
+    Z = model.decision_function(X)
+    assert P.shape == Z.shape == (50, 3) and P.dtype == dtype
+    if output == "softmax":
+        np.testing.assert_allclose(P.sum(axis=1), 1, rtol=1e-5)
+        assert (P > 0).all()
+    elif output == "sigmoid":
+        assert ((P > 0) & (P < 1)).all()
+        np.testing.assert_array_equal(P >= 0.5, Z >= 0)
+    else:
+        np.testing.assert_array_equal(P, Z)
+
+
+def test_predict_eq4_threshold_at_zero(backend, dtype):
+    # one linear unit z = x: eq. 4 says y_hat = 1 for z >= 0, so z = 0 gives class 1
+    net = MLP.from_weights([(np.array([[1.0]], dtype), np.array([0.0], dtype))],
+                           output="sigmoid")
+    x = np.array([[-1.0], [-1e-30], [0.0], [-0.0], [1e-30], [2.0]], dtype)
+    np.testing.assert_array_equal(net.predict(x), [0, 0, 1, 1, 1, 1])
+    assert net.predict(x).dtype.kind == "i"
+
+
+def test_predict_eq4_multi_output_sigmoid(backend, dtype, rng):
+    model = MLP(3, 4, 2, output="sigmoid", dtype=dtype, random_state=0)
+    X = rng.standard_normal((20, 3)).astype(dtype)
+    Z = model.decision_function(X)
+    pred = model.predict(X)
+    assert pred.shape == (20, 2)
+    np.testing.assert_array_equal(pred, (Z >= 0).astype(int))
+
+
+def test_predict_eq6_argmax(backend, dtype, rng):
+    model = MLP(3, 6, 5, output="softmax", dtype=dtype, random_state=2)
+    X = rng.standard_normal((40, 3)).astype(dtype)
+    zs, _ = _manual_trace(model, X)
+    pred = model.predict(X)
+    assert pred.shape == (40,) and pred.dtype.kind == "i"
+    np.testing.assert_array_equal(pred, np.argmax(model.decision_function(X), axis=1))
+    # the float64 argmax agrees wherever the top two logits are not nearly tied
+    top2 = np.sort(zs[-1], axis=1)[:, -2:]
+    clear = top2[:, 1] - top2[:, 0] > 1e-3
+    np.testing.assert_array_equal(pred[clear], zs[-1].argmax(axis=1)[clear])
+    assert set(pred) <= set(range(5))
+
+
+def test_predict_eq6_ties_pick_the_first(backend, dtype):
+    net = MLP.from_weights([(np.zeros((3, 2), dtype), np.zeros(3, dtype))], output="softmax")
+    np.testing.assert_array_equal(net.predict(np.ones((4, 2), dtype)), [0, 0, 0, 0])
+    np.testing.assert_allclose(net.predict_proba(np.ones((1, 2), dtype)), [[1 / 3] * 3],
+                               rtol=1e-6)
+
+
+@pytest.mark.parametrize("n_out", [1, 3])
+def test_predict_eq7_identity(backend, dtype, n_out, rng, assert_close):
+    model = MLP(2, 5, n_out, output="identity", dtype=dtype, random_state=0)
+    X = rng.standard_normal((10, 2)).astype(dtype)
+    zs, _ = _manual_trace(model, X)
+    expected = zs[-1][:, 0] if n_out == 1 else zs[-1]
+    pred = model.predict(X)
+    assert pred.dtype == dtype and pred.shape == expected.shape
+    assert_close(pred, expected, dtype)
+    np.testing.assert_array_equal(pred, model.decision_function(X))
+    np.testing.assert_array_equal(pred, model.predict_proba(X))
+
+
+@pytest.mark.parametrize("output, n_out, proba_shape", [
+    ("sigmoid", 1, ()), ("sigmoid", 2, (2,)), ("softmax", 3, (3,)),
+    ("identity", 1, ()), ("identity", 2, (2,)),
+])
+def test_single_sample_gives_1d_or_scalar(backend, dtype, output, n_out, proba_shape, rng,
+                                         assert_close):
+    model = MLP(4, 5, n_out, output=output, dtype=dtype, random_state=0)
+    X = rng.standard_normal((6, 4)).astype(dtype)
+    x = X[2]
+    for method in ("decision_function", "predict_proba", "predict"):
+        one = getattr(model, method)(x)
+        batch = getattr(model, method)(X)
+        want = () if method == "predict" and output == "softmax" else proba_shape
+        if method == "predict" and output == "sigmoid" and n_out > 1:
+            want = (n_out,)
+        assert np.shape(one) == want, method
+        # (NumPy's one-row product may differ from the batch's in the last bit)
+        assert_close(one, batch[2], dtype, err_msg=method)
+    trace = model.forward(x)
+    full = model.forward(X)
+    for a, b in zip(trace.z + trace.u, full.z + full.u):
+        assert a.ndim == 1
+        assert_close(a, b[2], dtype)
+    if output != "identity":  # (identity: see test_single_sample_loss_identity_targets)
+        y = _labels(output, rng, 6, n_out)
+        assert_close(np.ravel(model.loss(x, y[2], reduction="none")),
+                     model.loss(X, y, reduction="none")[2:3], dtype)
+
+
+@pytest.mark.parametrize("n_out", [1, 2])
+def test_single_sample_loss_identity_targets(backend, n_out, rng):
+    model = MLP(4, 5, n_out, output="identity", dtype="float64", random_state=0)
+    X = rng.standard_normal((3, 4))
+    Y = rng.standard_normal((3, n_out))
+    y1 = Y[1, 0] if n_out == 1 else Y[1]  # the shape of predict(X[1])
+    assert np.shape(y1) == np.shape(model.predict(X[1]))
+    np.testing.assert_allclose(model.loss(X[1], y1, reduction="sum"),
+                               model.loss(X, Y, reduction="none")[1], rtol=1e-12)
+    np.testing.assert_allclose(model.gradients(X[1], y1)[0][0],
+                               model.gradients(X[1:2], Y[1:2])[0][0], rtol=1e-12)
+
+
+def test_inputs_of_other_dtypes_follow_the_model(backend, dtype):
+    model = MLP(2, 3, 2, dtype=dtype, random_state=0)
+    for X in ([[1, 2], [3, 4]], np.array([[1, 2]], np.int64), np.array([[1.0, 2.0]], np.float16),
+              np.asfortranarray(np.ones((3, 2)))):
+        assert model.predict_proba(X).dtype == dtype
+        assert model.forward(X).z[0].dtype == dtype
+
+
+@pytest.mark.parametrize("X, exc, match", [
+    (np.ones((2, 3)), ValueError, "X must have 2 features"),
+    (np.ones((2, 2, 2)), ValueError, "X"),
+    (np.zeros((0, 2)), ValueError, "X"),
+    (np.array([["a", "b"]]), TypeError, "X"),
+    (None, TypeError, "X"),
+    ([[1, 2], [3]], ValueError, "X"),
+])
+def test_bad_inputs(backend, X, exc, match):
+    model = MLP(2, 3, 2, random_state=0)
+    for method in ("predict", "predict_proba", "decision_function", "forward"):
+        with pytest.raises(exc, match=match):
+            getattr(model, method)(X)
+
+
+# ---------------------------------------------------------------------------------------
+# Loss
+# ---------------------------------------------------------------------------------------
+
+
+def _reference_losses(model, X, y):
+    """Per-sample losses: fastnn.reference's loss on logits computed here in float64."""
+    zs, _ = _manual_trace(model, X)
+    Z = zs[-1]
+    if model.output == "softmax":
+        return reference.cross_entropy(Z, np.asarray(y), reduction="none")
+    if model.output == "sigmoid":
+        N, d = Z.shape
+        per = reference.binary_cross_entropy(Z.reshape(-1), np.asarray(y, np.float64).reshape(-1),
+                                             reduction="none")
+        return per.reshape(N, d).sum(axis=1)
+    return reference.squared_error(Z, np.asarray(y, np.float64).reshape(Z.shape),
+                                   reduction="none")
+
+
+@pytest.mark.parametrize("output, n_out", [("sigmoid", 1), ("sigmoid", 3), ("softmax", 4),
+                                           ("identity", 1), ("identity", 3)])
+def test_loss_reductions_match_reference(backend, dtype, output, n_out, rng, assert_close):
+    model = MLP(3, (5, 4), n_out, activation="tanh", output=output, dtype=dtype, random_state=0)
+    X = rng.standard_normal((11, 3)).astype(dtype)
+    y = _labels(output, rng, 11, n_out)
+    expected = _reference_losses(model, X, y)
+    # an independent check of the reference on this data (eq. 17, 18, 20 written out)
+    zs, _ = _manual_trace(model, X)
+    Z = zs[-1]
+    if output == "softmax":
+        direct = np.log(np.exp(Z).sum(axis=1)) - Z[np.arange(11), y]
+    elif output == "sigmoid":
+        Y = np.asarray(y, np.float64).reshape(Z.shape)
+        direct = (np.log1p(np.exp(Z)) - Y * Z).sum(axis=1)
+    else:
+        direct = ((Z - np.asarray(y).reshape(Z.shape)) ** 2).sum(axis=1)
+    np.testing.assert_allclose(expected, direct, rtol=1e-12)
+
+    none = model.loss(X, y, reduction="none")
+    assert none.shape == (11,) and none.dtype == dtype
+    assert_close(none, expected, dtype)
+    total = model.loss(X, y, reduction="sum")
+    mean = model.loss(X, y)  # the default is "mean"
+    assert np.ndim(total) == 0 and np.ndim(mean) == 0
+    assert np.asarray(total).dtype == dtype and np.asarray(mean).dtype == dtype
+    assert_close(total, expected.sum(), dtype)
+    assert_close(mean, expected.sum() / 11, dtype)
+    assert_close(model.loss(X, y, reduction="mean"), expected.mean(), dtype)
+
+
+@pytest.mark.parametrize("output", [
+    "sigmoid", "softmax", "identity"])
+@pytest.mark.parametrize("reduction", ["max", None])
+def test_loss_bad_reduction(backend, output, reduction, rng):
+    model = MLP(2, 3, 2 if output == "softmax" else 1, output=output, random_state=0)
+    X = rng.standard_normal((4, 2))
+    with pytest.raises(ValueError, match="reduction"):
+        model.loss(X, [0, 1, 1, 0], reduction=reduction)
+
+
+@pytest.mark.parametrize("reduction", ["none", "max"])
+def test_gradients_bad_reduction(backend, reduction, rng):
+    model = MLP(2, 3, 2, random_state=0)
+    with pytest.raises(ValueError, match="reduction"):
+        model.gradients(rng.standard_normal((4, 2)), [0, 1, 1, 0], reduction=reduction)
+
+
+@pytest.mark.parametrize("output, n_out, y, match", [
+    ("softmax", 3, [0, 1, 3, 0], "0..2"),
+    ("softmax", 3, [0, 1, -1, 0], "y"),
+    ("softmax", 3, [0, 1, 0.5, 0], "integral"),
+    ("softmax", 3, [0, 1, 2], "y"),
+    ("sigmoid", 1, [0, 1, 2, 0], "binary"),
+    ("sigmoid", 1, [0, 1, np.nan, 0], "y"),
+    ("identity", 1, [0.0, 1.0, np.inf, 0.0], "finite"),
+    ("identity", 2, [0.0, 1.0, 2.0, 0.0], "y"),
+])
+def test_loss_bad_targets(backend, output, n_out, y, match, rng):
+    model = MLP(2, 3, n_out, output=output, random_state=0)
+    X = rng.standard_normal((4, 2))
+    with pytest.raises(ValueError, match=match):
+        model.loss(X, y)
+    with pytest.raises(ValueError, match=match):
+        model.gradients(X, y)
+
+
+def test_multilabel_sigmoid_targets_must_be_n_by_d(backend, rng):
+    # d > 1 sigmoid outputs take an (N, d) 0/1 indicator matrix, nothing else
+    model = MLP(2, 3, 2, output="sigmoid", random_state=0)
+    X = rng.standard_normal((5, 2))
+    Y = rng.integers(0, 2, (5, 2))
+    np.testing.assert_allclose(model.loss(X, Y, reduction="none"),
+                               model.loss(X, Y.astype(float), reduction="none"))
+    with pytest.raises(ValueError, match=r"\(5, 2\)"):
+        model.loss(X, [0, 1, 0, 1, 1])
+    with pytest.raises(ValueError, match="y"):
+        model.loss(X, [0, 1, 0, 1, 1, 0, 0, 1, 1, 1])  # (10,) is not (5, 2)
+
+
+# ---------------------------------------------------------------------------------------
+# Gradients: backpropagation against central finite differences of loss()
+# ---------------------------------------------------------------------------------------
+
+
+def _check_gradients(model, X, y, reduction, numerical_gradient):
+    grads = model.gradients(X, y, reduction=reduction)
+    assert len(grads) == len(model.layers)
+
+    def objective():
+        return model.loss(X, y, reduction=reduction)
+
+    biggest = 0.0
+    for l, ((dW, db), layer) in enumerate(zip(grads, model.layers)):
+        assert dW.shape == layer.W.shape and dW.dtype == np.float64
+        np.testing.assert_allclose(dW, numerical_gradient(objective, layer.W), **FD_TOL,
+                                   err_msg=f"dW of layer {l}")
+        if layer.b is None:
+            assert db is None
+        else:
+            assert db.shape == layer.b.shape and db.dtype == np.float64
+            np.testing.assert_allclose(db, numerical_gradient(objective, layer.b), **FD_TOL,
+                                       err_msg=f"db of layer {l}")
+        biggest = max(biggest, np.abs(dW).max())
+    assert biggest > 1e-3  # not vacuous
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+@pytest.mark.parametrize("output, n_out", [("sigmoid", 1), ("sigmoid", 2), ("softmax", 3),
+                                           ("identity", 1), ("identity", 2)])
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh"])
+def test_gradients_match_finite_differences(backend, output, n_out, activation, reduction, rng,
+                                            numerical_gradient):
+    model = MLP(3, (4, 3), n_out, activation=activation, output=output, dtype="float64",
+                random_state=11)
+    X = _away_from_kinks(model, rng, 6)
+    y = _labels(output, rng, 6, n_out)
+    _check_gradients(model, X, y, reduction, numerical_gradient)
+
+
+@pytest.mark.parametrize("hidden", [(), 4, (3, 4, 3)], ids=["h0", "h1", "h3"])
+@pytest.mark.parametrize("output", OUTPUTS)
+def test_gradients_any_depth(backend, hidden, output, rng, numerical_gradient):
+    n_out = 3 if output == "softmax" else 1
+    model = MLP(2, hidden, n_out, activation="tanh", output=output, dtype="float64",
+                random_state=5)
+    X = rng.standard_normal((5, 2))
+    _check_gradients(model, X, _labels(output, rng, 5, n_out), "mean", numerical_gradient)
+
+
+@pytest.mark.parametrize("output", OUTPUTS)
+@pytest.mark.parametrize("activation", ["relu", "sigmoid", "tanh", "exp", "identity"])
+def test_gradients_without_bias(backend, output, activation, rng, numerical_gradient):
+    n_out = 3 if output == "softmax" else 2
+    layers = [Linear(3, 4, activation, bias=False, dtype="float64", random_state=1),
+              Linear(4, 3, "tanh", bias=True, dtype="float64", random_state=2),
+              Linear(3, n_out, bias=False, dtype="float64", random_state=3)]
+    model = Sequential(layers, loss=LOSS_OF_OUTPUT[output])
+    X = _away_from_kinks(model, rng, 5, scale=0.5)
+    y = _labels(output, rng, 5, n_out)
+    grads = model.gradients(X, y, reduction="sum")
+    assert grads[0][1] is None and grads[1][1] is not None and grads[2][1] is None
+    _check_gradients(model, X, y, "sum", numerical_gradient)
+
+
+def test_gradients_step_hidden_layer_is_zero(backend, rng, numerical_gradient):
+    # eq. 2 is flat away from 0: nothing flows back through a step layer
+    model = MLP(2, 4, 3, activation="step", output="softmax", dtype="float64", random_state=0)
+    X = _away_from_kinks(model, rng, 6, margin=1e-2)
+    y = rng.integers(0, 3, 6)
+    (dW0, db0), (dW1, db1) = model.gradients(X, y)
+    np.testing.assert_array_equal(dW0, 0)
+    np.testing.assert_array_equal(db0, 0)
+    assert np.abs(dW1).max() > 0
+    _check_gradients(model, X, y, "mean", numerical_gradient)
+
+
+def test_gradients_float32(backend, rng):
+    # float32 gradients are float32 and agree with the float64 model's to float32 precision
+    m64 = MLP(3, (5,), 3, activation="tanh", dtype="float64", random_state=0)
+    m32 = MLP.from_weights([(l.W.astype(np.float32), l.b.astype(np.float32)) for l in m64.layers],
+                           activation="tanh", output="softmax")
+    X = rng.standard_normal((8, 3))
+    y = rng.integers(0, 3, 8)
+    for (dW32, db32), (dW64, db64) in zip(m32.gradients(X.astype(np.float32), y),
+                                          m64.gradients(X, y)):
+        assert dW32.dtype == np.float32 and db32.dtype == np.float32
+        np.testing.assert_allclose(dW32, dW64, rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(db32, db64, rtol=1e-4, atol=1e-6)
+
+
+def test_gradients_do_not_change_the_model(backend, rng):
+    model = MLP(3, 4, 2, dtype="float64", random_state=0)
+    before = [(l.W.copy(), l.b.copy()) for l in model.layers]
+    X = rng.standard_normal((5, 3))
+    model.gradients(X, [0, 1, 1, 0, 1])
+    model.loss(X, [0, 1, 1, 0, 1])
+    for (W, b), l in zip(before, model.layers):
+        np.testing.assert_array_equal(W, l.W)
+        np.testing.assert_array_equal(b, l.b)
+
+
+def test_repr():
+    model = Sequential([Linear(2, 3, "relu"), Linear(3, 1, bias=False)], loss="squared_error")
+    text = repr(model)
+    assert "Sequential" in text and "bias=False" in text and "squared_error" in text
+    assert repr(MLP(2, 3, 2)).startswith("MLP(")
+    assert "Trace" in repr(model.forward([[0.0, 1.0]]))

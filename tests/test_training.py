@@ -1,0 +1,884 @@
+"""``fit``: mini-batch training (eq. 21 and its variants) on both backends.
+
+The native loop ("cython") and the batch-by-batch Python loop ("numpy") are checked against
+each other, against an independent NumPy re-implementation of the update rules written here
+(SGD, momentum, Nesterov, Adam, weight decay, sample weights) and against the properties of
+the contract: the loss goes down, the same seed gives the same bits, divergence and bad
+arguments raise, early stopping restores the best weights, threads cannot run two fits at once.
+"""
+
+import math
+import threading
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import MLP, History, Linear, Sequential
+
+OPTIMIZERS = {
+    "sgd": dict(optimizer="sgd", lr=0.1),
+    "momentum": dict(optimizer="sgd", momentum=0.9, lr=0.02),
+    "nesterov": dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.02),
+    "adam": dict(optimizer="adam", lr=0.01),
+}
+
+
+def _weights(model):
+    return [A.copy() for W, b in model.parameters() for A in (W, b) if A is not None]
+
+
+def _assert_same_weights(a, b, **tol):
+    wa, wb = _weights(a) if not isinstance(a, list) else a, _weights(b) if not isinstance(b, list) else b
+    assert len(wa) == len(wb)
+    for A, B in zip(wa, wb):
+        if tol:
+            np.testing.assert_allclose(A, B, **tol)
+        else:
+            np.testing.assert_array_equal(A, B)
+
+
+def _blas_controllers():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return threadpoolctl.ThreadpoolController().select(user_api="blas").lib_controllers
+
+
+def _set_blas_threads(counts):
+    """Set each BLAS library's thread count ({filepath: n}) directly: threadpoolctl's public
+    API ignores a thread that is not its 'controlling' thread, the test must not."""
+    for lc in _blas_controllers():
+        if lc.filepath in counts:
+            getattr(lc, "_real_set_num_threads", lc.set_num_threads)(counts[lc.filepath])
+
+
+@pytest.fixture(autouse=True)
+def _keep_blas_threads():
+    """Each test leaves BLAS's thread counts as it found them (a failing thread test must
+    not change what the next test runs with)."""
+    try:
+        import threadpoolctl  # noqa: F401
+    except ImportError:
+        yield
+        return
+    before = {lc.filepath: lc.num_threads for lc in _blas_controllers()}
+    yield
+    if {lc.filepath: lc.num_threads for lc in _blas_controllers()} != before:
+        _set_blas_threads(before)
+
+
+def _problem(output, rng, N=120, dtype=np.float64):
+    """A learnable synthetic problem with 4 features."""
+    X = rng.standard_normal((N, 4)).astype(dtype)
+    if output == "softmax":
+        centers = np.array([[2, 0, 0, 0], [-2, 1, 0, 0], [0, -2, 1, 0]])
+        y = rng.integers(0, 3, N)
+        X = (X + centers[y]).astype(dtype)
+        return X, y, 3
+    if output == "sigmoid":
+        y = (X[:, 0] - X[:, 1] + 0.5 * X[:, 2] > 0).astype(int)
+        return X, y, 1
+    y = np.sin(X[:, 0]) + 0.5 * X[:, 1] - X[:, 2] * X[:, 3] / 4
+    return X, y, 1
+
+
+# ---------------------------------------------------------------------------------------
+# the loss goes down
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opt", list(OPTIMIZERS))
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity"])
+def test_fit_reduces_the_loss(backend, dtype, output, opt, rng):
+    X, y, n_out = _problem(output, rng, dtype=dtype)
+    model = MLP(4, 16, n_out, activation="tanh", output=output, dtype=dtype, random_state=0)
+    before = float(model.loss(X, y))
+    history = model.fit(X, y, epochs=15, batch_size=16, random_state=0, **OPTIMIZERS[opt])
+    after = float(model.loss(X, y))
+    assert isinstance(history, History) and model.history_ is history
+    assert history.epochs == 15 and len(history.loss) == 15
+    assert all(math.isfinite(v) for v in history.loss)
+    assert after < 0.5 * before, (before, after)
+    assert history.loss[-1] < history.loss[0]
+    assert model.dtype == dtype and all(W.dtype == dtype for W in _weights(model))
+    if output != "identity":  # the classifier learned something
+        pred = model.predict(X)
+        assert (pred == y).mean() > 0.85
+
+
+def test_weight_decay_shrinks_the_weights(backend, rng):
+    X, y, _ = _problem("softmax", rng)
+    plain = MLP(4, 16, 3, dtype="float64", random_state=0)
+    decayed = MLP(4, 16, 3, dtype="float64", random_state=0)
+    plain.fit(X, y, epochs=10, lr=0.1, random_state=0)
+    decayed.fit(X, y, epochs=10, lr=0.1, weight_decay=0.05, random_state=0)
+    for (Wp, bp), (Wd, bd) in zip(plain.parameters(), decayed.parameters()):
+        assert np.linalg.norm(Wd) < np.linalg.norm(Wp)
+    assert decayed.loss(X, y) < MLP(4, 16, 3, dtype="float64", random_state=0).loss(X, y)
+
+
+# ---------------------------------------------------------------------------------------
+# the update rules against an independent NumPy implementation
+# ---------------------------------------------------------------------------------------
+
+
+def _manual_fit(W, b, X, Y, output, *, epochs, batch_size, lr, optimizer="sgd", momentum=0.0,
+                nesterov=False, weight_decay=0.0, sample_weight=None, beta1=0.9, beta2=0.999,
+                eps=1e-8, lrs=None):
+    """Train a one-layer model z = W x + b (shuffle=False) by the documented rules:
+    batch loss = sum_i w_i g_loss_i / B; g = dL/dP (+ weight_decay * W for weights);
+    SGD P -= lr g; momentum v = mu v - lr g, P += v (Nesterov P += mu v - lr g);
+    Adam m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, P -= lr_t m / (sqrt(v) + eps)."""
+    W, b = W.copy(), b.copy()
+    N = len(X)
+    sw = np.ones(N) if sample_weight is None else np.asarray(sample_weight, np.float64)
+    state = {k: [np.zeros_like(W), np.zeros_like(b)] for k in ("m", "v")}
+    t = 0
+    losses = []
+    for epoch in range(epochs):
+        rate = lr if lrs is None else lrs[epoch]
+        total = 0.0
+        for s in range(0, N, batch_size):
+            Xb, Yb, wb = X[s:s + batch_size], Y[s:s + batch_size], sw[s:s + batch_size]
+            B = len(Xb)
+            Z = Xb @ W.T + b
+            if output == "identity":
+                per = ((Z - Yb) ** 2).sum(axis=1)
+                dZ = 2 * (Z - Yb)
+            else:  # softmax, labels
+                R = np.zeros_like(Z)
+                R[np.arange(B), Yb] = 1
+                E = np.exp(Z - Z.max(axis=1, keepdims=True))
+                P = E / E.sum(axis=1, keepdims=True)
+                per = np.log(E.sum(axis=1)) + Z.max(axis=1) - (R * Z).sum(axis=1)
+                dZ = P - R
+            total += (wb * per).sum()
+            dZ = dZ * (wb / B)[:, None]
+            grads = [dZ.T @ Xb + weight_decay * W, dZ.sum(axis=0)]
+            t += 1
+            for k, (P_, g) in enumerate(zip((W, b), grads)):
+                if optimizer == "adam":
+                    m, v = state["m"][k], state["v"][k]
+                    m[...] = beta1 * m + (1 - beta1) * g
+                    v[...] = beta2 * v + (1 - beta2) * g * g
+                    lr_t = rate * math.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+                    P_ -= lr_t * m / (np.sqrt(v) + eps)
+                elif momentum > 0:
+                    v = state["m"][k]
+                    v[...] = momentum * v - rate * g
+                    P_ += (momentum * v - rate * g) if nesterov else v
+                else:
+                    P_ -= rate * g  # eq. 21
+        losses.append(total / N)
+    return W, b, losses
+
+
+RULES = {
+    "sgd": dict(optimizer="sgd"),
+    "sgd+decay": dict(optimizer="sgd", weight_decay=0.1),
+    "momentum": dict(optimizer="sgd", momentum=0.8),
+    "nesterov": dict(optimizer="sgd", momentum=0.8, nesterov=True),
+    "nesterov+decay": dict(optimizer="sgd", momentum=0.5, nesterov=True, weight_decay=0.05),
+    "adam": dict(optimizer="adam"),
+    "adam+decay": dict(optimizer="adam", beta1=0.8, beta2=0.99, eps=1e-6, weight_decay=0.01),
+}
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("output", ["identity", "softmax"])
+def test_update_rules_match_a_manual_implementation(backend, rule, output, rng):
+    N, d, k = 23, 3, 2 if output == "identity" else 3  # 23 = 3 batches of 8, the last of 7
+    X = rng.standard_normal((N, d))
+    Y = rng.standard_normal((N, k)) if output == "identity" else rng.integers(0, k, N)
+    sw = rng.uniform(0, 2, N)
+    model = MLP(d, (), k, output=output, dtype="float64", random_state=0)
+    W0, b0 = model.layers[0].W.copy(), model.layers[0].b.copy()
+    kwargs = RULES[rule]
+    lr = 0.05 if kwargs["optimizer"] == "sgd" else 0.01
+    history = model.fit(X, Y, epochs=3, batch_size=8, lr=lr, shuffle=False, sample_weight=sw,
+                        **kwargs)
+    W, b, losses = _manual_fit(W0, b0, X, Y, output, epochs=3, batch_size=8, lr=lr,
+                               sample_weight=sw, **kwargs)
+    np.testing.assert_allclose(model.layers[0].W, W, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(model.layers[0].b, b, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(history.loss, losses, rtol=1e-12)
+    assert not np.allclose(W, W0)  # it moved
+    assert model.optimizer_state_["t"] == 9
+
+
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "cosine", "callable"])
+def test_lr_schedules(backend, schedule, rng):
+    N, d = 16, 3
+    X = rng.standard_normal((N, d))
+    Y = rng.standard_normal((N, 1))
+    lr, epochs = 0.05, 4
+    expected = {
+        "constant": [lr] * epochs,
+        "invscaling": [lr / math.sqrt(e + 1) for e in range(epochs)],  # power_t = 0.5
+        "cosine": [lr * (1 + math.cos(math.pi * e / epochs)) / 2 for e in range(epochs)],
+        "callable": [0.01, 0.02, 0.03, 0.04],
+    }[schedule]
+    arg = (lambda e: 0.01 * (e + 1)) if schedule == "callable" else schedule
+    model = MLP(d, (), 1, output="identity", dtype="float64", random_state=0)
+    W0, b0 = model.layers[0].W.copy(), model.layers[0].b.copy()
+    history = model.fit(X, Y, epochs=epochs, batch_size=4, lr=lr, shuffle=False,
+                        lr_schedule=arg)
+    np.testing.assert_allclose(history.lr, expected, rtol=1e-15)
+    # the rates were used: plain SGD with those per-epoch rates, computed by hand
+    W, b, losses = _manual_fit(W0, b0, X, Y, "identity", epochs=epochs, batch_size=4, lr=lr,
+                               lrs=expected)
+    np.testing.assert_allclose(model.layers[0].W, W, rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(model.layers[0].b, b, rtol=1e-12, atol=1e-13)
+    assert history.loss[-1] < history.loss[0]
+
+
+@pytest.mark.parametrize("schedule", ["constant", "invscaling", "cosine", lambda e: 0.1 / (1 + e)])
+def test_lr_schedules_reduce_the_loss(backend, schedule, rng):
+    X, y, _ = _problem("softmax", rng)
+    model = MLP(4, 8, 3, dtype="float64", random_state=0)
+    before = model.loss(X, y)
+    model.fit(X, y, epochs=10, lr=0.1, lr_schedule=schedule, random_state=0)
+    assert model.loss(X, y) < 0.5 * before
+
+
+def test_lr_schedule_callable_bad_value(backend, rng):
+    X, y, _ = _problem("softmax", rng, N=20)
+    model = MLP(4, 3, 3, random_state=0)
+    for bad in (lambda e: 0.0, lambda e: -1.0, lambda e: float("nan"), lambda e: "x"):
+        with pytest.raises(ValueError, match="lr_schedule"):
+            model.fit(X, y, epochs=2, lr_schedule=bad)
+
+
+# ---------------------------------------------------------------------------------------
+# shuffling, sample weights
+# ---------------------------------------------------------------------------------------
+
+
+def test_shuffle_false_ignores_the_seed_and_shuffle_true_uses_it(backend, rng):
+    X, y, _ = _problem("softmax", rng, N=40)
+
+    def fit(**kw):
+        m = MLP(4, 5, 3, dtype="float64", random_state=0)
+        m.fit(X, y, epochs=2, batch_size=8, lr=0.1, **kw)
+        return m
+
+    _assert_same_weights(fit(shuffle=False, random_state=1), fit(shuffle=False, random_state=2))
+    _assert_same_weights(fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=1))
+    a, b = fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=2)
+    assert not np.array_equal(_weights(a)[0], _weights(b)[0])
+    # shuffle=False visits the rows in order: the same as fitting on the rows in order
+    c = fit(shuffle=False)
+    perm = np.random.default_rng(0).permutation(40)
+    m = MLP(4, 5, 3, dtype="float64", random_state=0)
+    m.fit(X[perm], y[perm], epochs=2, batch_size=8, lr=0.1, shuffle=False)
+    assert not np.array_equal(_weights(m)[0], _weights(c)[0])
+
+
+def test_sample_weight_two_equals_double_lr(backend, dtype, rng):
+    X, y, _ = _problem("softmax", rng, N=50, dtype=dtype)
+    a = MLP(4, 6, 3, dtype=dtype, random_state=0)
+    b = MLP(4, 6, 3, dtype=dtype, random_state=0)
+    ha = a.fit(X, y, epochs=3, batch_size=10, lr=0.02, random_state=3,
+               sample_weight=np.full(50, 2.0))
+    hb = b.fit(X, y, epochs=3, batch_size=10, lr=0.04, random_state=3)
+    tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
+    _assert_same_weights(a, b, **tol)
+    # the history reports the weighted mean loss: twice the unweighted one (epoch 1 starts
+    # from the same weights)
+    np.testing.assert_allclose(ha.loss[0], 2 * hb.loss[0], rtol=1e-5)
+
+
+def test_sample_weight_zero_on_half_equals_fitting_the_other_half(backend, rng):
+    # full-batch gradient descent: the batch mean divides by N, so zero weight on half the
+    # samples is fitting the other half (N/2 samples) with half the learning rate
+    X, y, _ = _problem("identity", rng, N=40)
+    keep = np.zeros(40, dtype=bool)
+    keep[rng.permutation(40)[:20]] = True
+    a = MLP(4, 6, 1, output="identity", dtype="float64", random_state=0)
+    b = MLP(4, 6, 1, output="identity", dtype="float64", random_state=0)
+    ha = a.fit(X, y, epochs=5, batch_size=40, lr=0.02, shuffle=False,
+               sample_weight=keep.astype(float))
+    hb = b.fit(X[keep], y[keep], epochs=5, batch_size=20, lr=0.01, shuffle=False)
+    _assert_same_weights(a, b, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(np.array(ha.loss) * 2, hb.loss, rtol=1e-10)
+    # and it differs from using all samples
+    c = MLP(4, 6, 1, output="identity", dtype="float64", random_state=0)
+    c.fit(X, y, epochs=5, batch_size=40, lr=0.02, shuffle=False)
+    assert not np.allclose(_weights(a)[0], _weights(c)[0])
+
+
+# ---------------------------------------------------------------------------------------
+# validation data and early stopping
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("output", ["softmax", "sigmoid", "identity"])
+def test_validation_data(backend, output, rng):
+    X, y, n_out = _problem(output, rng, N=150)
+    Xt, yt, Xv, yv = X[:100], y[:100], X[100:], y[100:]
+    model = MLP(4, 8, n_out, activation="tanh", output=output, dtype="float64", random_state=0)
+    h = model.fit(Xt, yt, epochs=4, lr=0.05, validation_data=(Xv, yv), random_state=0)
+    assert len(h.loss) == len(h.val_loss) == len(h.val_metric) == len(h.lr) == len(h.seconds) == 4
+    assert all(s >= 0 for s in h.seconds)
+    # the last entries describe the final model
+    np.testing.assert_allclose(h.val_loss[-1], model.loss(Xv, yv), rtol=1e-12)
+    if output == "identity":
+        assert h.metric == "r2"
+        pred = model.predict(Xv)
+        r2 = 1 - ((yv - pred) ** 2).sum() / ((yv - yv.mean()) ** 2).sum()
+        np.testing.assert_allclose(h.val_metric[-1], r2, rtol=1e-10)
+    else:
+        assert h.metric == "accuracy"
+        assert all(0 <= m <= 1 for m in h.val_metric)
+        np.testing.assert_allclose(h.val_metric[-1], (model.predict(Xv) == yv).mean())
+    # without validation data the validation lists stay empty
+    h2 = model.fit(Xt, yt, epochs=2)
+    assert h2.val_loss == [] and h2.val_metric == [] and len(h2.loss) == 2
+
+
+def _overfitting_problem(rng):
+    """16 noisy samples of sin(x) and a clean validation curve: the validation loss falls,
+    then rises as a 64-unit network fits the noise."""
+    rng = np.random.default_rng(1)
+    X = rng.uniform(-2, 2, (16, 1))
+    y = np.sin(X[:, 0]) + 0.5 * rng.standard_normal(16)
+    Xv = np.linspace(-2, 2, 50)[:, None]
+    return X, y, Xv, np.sin(Xv[:, 0])
+
+
+def test_early_stopping_restores_the_best_epoch(backend, rng):
+    X, y, Xv, yv = _overfitting_problem(rng)
+    model = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
+                random_state=0)
+    h = model.fit(X, y, epochs=300, batch_size=4, lr=0.02, optimizer="adam",
+                  validation_data=(Xv, yv), early_stopping=True, patience=10, random_state=0)
+    best = int(np.argmin(h.val_loss))
+    assert h.stopped_early and h.best_epoch == best
+    assert 0 < best < h.epochs - 1  # the scenario really has a minimum in the middle
+    assert h.epochs == best + 10 + 1  # patience epochs without improvement, then stop
+    assert len(h.val_loss) == h.epochs
+    # the model holds the best epoch's weights, not the last epoch's
+    np.testing.assert_allclose(model.loss(Xv, yv), min(h.val_loss), rtol=1e-12)
+    assert model.loss(Xv, yv) < h.val_loss[-1]
+    # the same weights as a fit that simply ran best + 1 epochs
+    again = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
+                random_state=0)
+    again.fit(X, y, epochs=best + 1, batch_size=4, lr=0.02, optimizer="adam", random_state=0)
+    _assert_same_weights(model, again)
+
+
+def test_early_stopping_restores_the_step_count(backend, rng):
+    X, y, Xv, yv = _overfitting_problem(rng)
+    model = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
+                random_state=0)
+    h = model.fit(X, y, epochs=300, batch_size=4, lr=0.02, optimizer="adam",
+                  validation_data=(Xv, yv), early_stopping=True, patience=10, random_state=0)
+    assert h.stopped_early
+    again = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
+                random_state=0)
+    again.fit(X, y, epochs=h.best_epoch + 1, batch_size=4, lr=0.02, optimizer="adam",
+              random_state=0)
+    _assert_same_weights(model, again)
+    assert model.optimizer_state_["t"] == again.optimizer_state_["t"] == (h.best_epoch + 1) * 4
+
+
+def test_early_stopping_needs_validation_data(backend, rng):
+    X, y, _ = _problem("softmax", rng, N=20)
+    model = MLP(4, 3, 3, random_state=0)
+    with pytest.raises(ValueError, match="validation_data"):
+        model.fit(X, y, epochs=2, early_stopping=True)
+
+
+def test_no_early_stopping_keeps_the_last_weights(backend, rng):
+    X, y, Xv, yv = _overfitting_problem(rng)
+    model = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
+                random_state=0)
+    h = model.fit(X, y, epochs=30, batch_size=4, lr=0.02, optimizer="adam",
+                  validation_data=(Xv, yv), random_state=0)
+    assert h.epochs == 30 and not h.stopped_early
+    np.testing.assert_allclose(model.loss(Xv, yv), h.val_loss[-1], rtol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# native loop vs the NumPy loop; determinism
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "nesterov", "adam", "decay", "weights"])
+@pytest.mark.parametrize("output, n_out", [("softmax", 3), ("sigmoid", 1), ("sigmoid", 2),
+                                           ("identity", 2)])
+def test_native_and_numpy_backends_agree(output, n_out, opt, rng):
+    X = rng.standard_normal((50, 4))
+    if output == "softmax":
+        y = rng.integers(0, 3, 50)
+    elif output == "sigmoid":
+        y = rng.integers(0, 2, (50, n_out)) if n_out > 1 else rng.integers(0, 2, 50)
+    else:
+        y = rng.standard_normal((50, n_out))
+    kwargs = {"sgd": {}, "momentum": dict(momentum=0.9), "adam": dict(optimizer="adam"),
+              "nesterov": dict(momentum=0.9, nesterov=True), "decay": dict(weight_decay=0.1),
+              "weights": dict(sample_weight=rng.uniform(0, 3, 50))}[opt]
+    models, histories = [], []
+    for backend in ("cython", "numpy"):
+        with fastnn.use_backend(backend):
+            m = MLP(4, (6, 5), n_out, activation="tanh", output=output, dtype="float64",
+                    random_state=0)
+            histories.append(m.fit(X, y, epochs=3, batch_size=16, lr=0.01, random_state=4,
+                                   **kwargs))
+            models.append(m)
+    _assert_same_weights(*models, rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(histories[0].loss, histories[1].loss, rtol=1e-12)
+    assert models[0].optimizer_state_["t"] == models[1].optimizer_state_["t"] == 12
+
+
+def test_native_and_numpy_backends_agree_float32(rng):
+    X, y, _ = _problem("softmax", rng, N=60, dtype=np.float32)
+    models = []
+    for backend in ("cython", "numpy"):
+        with fastnn.use_backend(backend):
+            m = MLP(4, 8, 3, output="softmax", dtype="float32", random_state=0)
+            m.fit(X, y, epochs=3, batch_size=16, lr=0.01, optimizer="adam", random_state=1)
+            models.append(m)
+    _assert_same_weights(*models, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+def test_same_seed_gives_bit_identical_weights(backend, dtype, opt, rng):
+    X, y, _ = _problem("softmax", rng, N=64, dtype=dtype)
+    runs = []
+    for _ in range(2):
+        m = MLP(4, (8, 8), 3, dtype=dtype, random_state=5)
+        h = m.fit(X, y, epochs=3, batch_size=10, random_state=7, **OPTIMIZERS[opt])
+        runs.append((m, h))
+    _assert_same_weights(runs[0][0], runs[1][0])
+    assert runs[0][1].loss == runs[1][1].loss
+
+
+def _thread_problem():
+    # large enough that BLAS and OpenMP use their threads: a 1024 x 256 tanh layer is over
+    # the kernels' 262144-element OpenMP threshold
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((1024, 64))
+    y = rng.integers(0, 10, 1024)
+    return X, y
+
+
+def _fit_with_threads(n, dtype, backend, user_api=None):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    X, y = _thread_problem()
+    with threadpoolctl.threadpool_limits(limits=n, user_api=user_api), \
+            fastnn.use_backend(backend):
+        m = MLP(64, (256,), 10, activation="tanh", dtype=dtype, random_state=0)
+        m.fit(X, y, epochs=2, batch_size=1024, lr=0.05, optimizer="adam", random_state=0)
+        m.fit(X, y, epochs=1, batch_size=100, lr=0.05, random_state=0)
+    return m
+
+
+@pytest.mark.parametrize("user_api", [None, "blas", "openmp"], ids=["all", "blas", "openmp"])
+def test_one_and_two_threads_give_bit_identical_weights(backend, dtype, user_api):
+    # (OpenBLAS's gemm rounds differently with 1 and 2 threads for some shapes, so this
+    # holds only if fit keeps BLAS's thread count out of the result)
+    pytest.importorskip("threadpoolctl")
+    one = _fit_with_threads(1, dtype, backend, user_api)
+    two = _fit_with_threads(2, dtype, backend, user_api)
+    _assert_same_weights(one, two)
+    _assert_same_weights(two, _fit_with_threads(2, dtype, backend, user_api))
+
+
+def test_fit_leaves_the_thread_limits_as_they_were(backend, rng):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    X, y, _ = _problem("softmax", rng, N=30)
+    model = MLP(4, 3, 3, random_state=0)
+    model.fit(X, y, epochs=1)  # loads every library first
+
+    def counts():
+        return sorted((i["filepath"], i["num_threads"]) for i in threadpoolctl.threadpool_info())
+
+    before = counts()
+    model.fit(X, y, epochs=1)
+    assert counts() == before
+    with threadpoolctl.threadpool_limits(limits=1):
+        inside = counts()
+        model.fit(X, y, epochs=1)
+        assert counts() == inside
+    assert counts() == before
+
+
+# ---------------------------------------------------------------------------------------
+# divergence
+# ---------------------------------------------------------------------------------------
+
+
+def _regression(rng, N=40):
+    X = rng.standard_normal((N, 3))
+    return X, 100 * X[:, 0] + 10
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
+@pytest.mark.parametrize("opt", ["sgd", "momentum", "adam"])
+def test_divergence_raises_and_keeps_the_previous_epoch(backend, opt, rng):
+    X, y = _regression(rng)
+    kwargs = {"sgd": {}, "momentum": dict(momentum=0.9), "adam": dict(optimizer="adam")}[opt]
+    big = 1e100 if opt == "adam" else 1e6  # (Adam's steps are at most about lr)
+    schedule = (lambda e: 1e-4 if e < 2 else big)  # two good epochs, then a huge lr
+    model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
+    with pytest.raises(FloatingPointError, match="epoch 3"):
+        model.fit(X, y, epochs=5, batch_size=8, random_state=3, lr_schedule=schedule, **kwargs)
+    assert all(np.isfinite(A).all() for A in _weights(model))
+    # exactly the weights after epoch 2: a fit that stops there
+    ref = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
+    ref.fit(X, y, epochs=2, batch_size=8, random_state=3, lr=1e-4, **kwargs)
+    _assert_same_weights(model, ref)
+    assert len(model.history_.loss) == 2  # the finished epochs are in the history
+    # the optimizer state is that of epoch 2 too
+    for k in range(2):
+        for s, s_ref in zip(model.optimizer_state_["state"][k], ref.optimizer_state_["state"][k]):
+            if s_ref is None:
+                assert s is None
+            else:
+                np.testing.assert_array_equal(s[0], s_ref[0])
+                np.testing.assert_array_equal(s[1], s_ref[1])
+    # the model is usable afterwards
+    model.fit(X, y, epochs=1, lr=1e-4)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
+def test_divergence_restores_the_step_count(backend, rng):
+    X, y = _regression(rng)
+    model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
+    with pytest.raises(FloatingPointError):
+        model.fit(X, y, epochs=5, batch_size=8, random_state=3, optimizer="adam",
+                  lr_schedule=lambda e: 1e-4 if e < 2 else 1e100)
+    # the step count is that of the kept weights and moments: two epochs of 5 batches, so
+    # that a warm_start fit continues with the right bias correction
+    assert model.optimizer_state_["t"] == 2 * 5
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
+def test_divergence_in_the_first_epoch(backend, rng):
+    X, y = _regression(rng)
+    model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
+    before = _weights(model)
+    with pytest.raises(FloatingPointError, match=r"epoch 1 of 3"):
+        model.fit(X, y, epochs=3, batch_size=4, lr=1e6)
+    _assert_same_weights(before, model)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
+def test_divergence_in_the_last_update_is_detected(backend, rng):
+    X, y = _regression(rng)
+    model = MLP(3, 5, 1, output="identity", dtype="float32", random_state=0)
+    before = _weights(model)
+    # one batch, one update that overflows the float32 weights: no later loss sees it
+    with pytest.raises(FloatingPointError, match="epoch 1 of 1"):
+        model.fit(X, y, epochs=1, batch_size=len(X), lr=1e38)
+    _assert_same_weights(before, model)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
+def test_fit_rejects_non_finite_X(backend, rng):
+    X, y = _regression(rng)
+    X[3, 1] = np.nan
+    model = MLP(3, 5, 1, output="identity", random_state=0)
+    with pytest.raises(ValueError, match="X"):
+        model.fit(X, y, epochs=1)
+
+
+# ---------------------------------------------------------------------------------------
+# bad arguments
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kwargs, exc, name", [
+    (dict(epochs=0), ValueError, "epochs"),
+    (dict(epochs=2.5), TypeError, "epochs"),
+    (dict(batch_size=-1), ValueError, "batch_size"),
+    (dict(batch_size=0), ValueError, "batch_size"),
+    (dict(lr=0), ValueError, "lr"),
+    (dict(lr=-0.1), ValueError, "lr"),
+    (dict(lr=float("nan")), TypeError, "lr"),
+    (dict(lr="0.1"), TypeError, "lr"),
+    (dict(optimizer="rmsprop"), ValueError, "optimizer"),
+    (dict(momentum=1.0), ValueError, "momentum"),
+    (dict(momentum=-0.5), ValueError, "momentum"),
+    (dict(nesterov="yes"), TypeError, "nesterov"),
+    (dict(weight_decay=-1.0), ValueError, "weight_decay"),
+    (dict(shuffle=1), TypeError, "shuffle"),
+    (dict(sample_weight=np.ones(7)), ValueError, "sample_weight"),
+    (dict(sample_weight=-np.ones(20)), ValueError, "sample_weight"),
+    (dict(sample_weight=np.full(20, np.inf)), ValueError, "sample_weight"),
+    (dict(sample_weight=np.ones((20, 2))), ValueError, "sample_weight"),
+    (dict(validation_data=(np.ones((3, 4)),)), TypeError, "validation_data"),
+    (dict(validation_data=(np.ones((3, 5)), [0, 1, 2])), ValueError, "X_val"),
+    (dict(validation_data=(np.ones((3, 4)), [0, 1, 3])), ValueError, "y_val"),
+    (dict(early_stopping=True), ValueError, "validation_data"),
+    (dict(patience=0), ValueError, "patience"),
+    (dict(lr_schedule="step"), ValueError, "lr_schedule"),
+    (dict(beta1=1.0), ValueError, "beta1"),
+    (dict(beta2=-0.1), ValueError, "beta2"),
+    (dict(eps=0.0), ValueError, "eps"),
+    (dict(verbose="no"), TypeError, "verbose"),
+    (dict(warm_start=None), TypeError, "warm_start"),
+])
+def test_bad_fit_arguments(backend, kwargs, exc, name, rng):
+    X = rng.standard_normal((20, 4))
+    y = rng.integers(0, 3, 20)
+    model = MLP(4, 3, 3, random_state=0)
+    before = _weights(model)
+    with pytest.raises(exc, match=name):
+        model.fit(X, y, **{"epochs": 2, **kwargs})
+    _assert_same_weights(before, model)  # nothing was trained
+
+
+@pytest.mark.parametrize("output, y, match", [
+    ("softmax", [0, 1, 3] * 5, "0..2"),
+    ("softmax", [0, 1, -1] * 5, "y"),
+    ("softmax", [0, 1] * 5, "y"),
+    ("sigmoid", [0, 1, 2] * 5, "binary"),
+    ("identity", [0.0, np.nan, 1.0] * 5, "y"),
+])
+def test_bad_fit_targets(backend, output, y, match, rng):
+    model = MLP(4, 3, 3 if output == "softmax" else 1, output=output, random_state=0)
+    with pytest.raises(ValueError, match=match):
+        model.fit(rng.standard_normal((15, 4)), y, epochs=1)
+
+
+def test_bad_fit_inputs(backend, rng):
+    model = MLP(4, 3, 3, random_state=0)
+    with pytest.raises(ValueError, match="X"):
+        model.fit(rng.standard_normal((15, 5)), [0] * 15, epochs=1)
+    with pytest.raises(ValueError, match="y"):
+        model.fit(rng.standard_normal((15, 4)), [0] * 14, epochs=1)
+
+
+# ---------------------------------------------------------------------------------------
+# verbose, warm start, History
+# ---------------------------------------------------------------------------------------
+
+
+def test_verbose_prints_one_line_per_epoch(backend, capsys, rng):
+    X, y, _ = _problem("softmax", rng, N=30)
+    model = MLP(4, 3, 3, random_state=0)
+    model.fit(X, y, epochs=3, verbose=True, validation_data=(X, y))
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3
+    for i, line in enumerate(lines, 1):
+        assert "epoch" in line and "loss" in line and "samples/s" in line
+        assert f"{i}/3" in line
+        assert "val_loss" in line
+    model.fit(X, y, epochs=2)
+    assert capsys.readouterr().out == ""  # quiet by default
+
+
+@pytest.mark.parametrize("opt", ["adam", "momentum"])
+def test_warm_start_continues_the_optimizer(backend, opt, rng):
+    X, y, _ = _problem("softmax", rng, N=40)
+    kwargs = dict(optimizer="adam", lr=0.01) if opt == "adam" else dict(momentum=0.9, lr=0.02)
+    steps = 40 // 8
+    # 2 + 2 epochs with warm_start = 4 epochs in one go (shuffle=False: the same batches)
+    a = MLP(4, 6, 3, dtype="float64", random_state=0)
+    a.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
+    assert a.optimizer_state_["t"] == 2 * steps
+    a.fit(X, y, epochs=2, batch_size=8, shuffle=False, warm_start=True, **kwargs)
+    assert a.optimizer_state_["t"] == 4 * steps
+    b = MLP(4, 6, 3, dtype="float64", random_state=0)
+    b.fit(X, y, epochs=4, batch_size=8, shuffle=False, **kwargs)
+    _assert_same_weights(a, b, rtol=1e-12, atol=1e-14)
+    # without warm_start the optimizer starts afresh: a different result
+    c = MLP(4, 6, 3, dtype="float64", random_state=0)
+    c.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
+    c.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
+    assert c.optimizer_state_["t"] == 2 * steps
+    assert not np.allclose(_weights(c)[0], _weights(b)[0], rtol=1e-9, atol=0)
+
+
+def test_warm_start_across_backends(rng):
+    X, y, _ = _problem("softmax", rng, N=40)
+    model = MLP(4, 6, 3, dtype="float64", random_state=0)
+    with fastnn.use_backend("cython"):
+        model.fit(X, y, epochs=1, batch_size=8, optimizer="adam")
+    with fastnn.use_backend("numpy"):
+        model.fit(X, y, epochs=1, batch_size=8, optimizer="adam", warm_start=True)
+    assert model.optimizer_state_["t"] == 10
+
+
+def test_history_repr():
+    h = History("accuracy")
+    assert repr(h) == "History(0 epochs)"
+    assert h.epochs == 0 and h.best_epoch is None and not h.stopped_early
+    h.loss.extend([0.9, 0.123456789])
+    assert repr(h) == "History(2 epochs, last loss 0.123457)"
+
+
+def test_history_of_a_fit(backend, rng):
+    X, y, _ = _problem("softmax", rng, N=30)
+    h = MLP(4, 3, 3, random_state=0).fit(X, y, epochs=3)
+    assert repr(h).startswith("History(3 epochs, last loss ")
+    assert h.metric == "accuracy" and h.best_epoch is None and not h.stopped_early
+
+
+def test_sequential_without_bias_trains(backend, rng):
+    # the notes' section 3 problem 2 model trains too (exp units, alpha^T u, squared loss)
+    X = rng.uniform(-1, 1, (60, 2))
+    y = 0.5 * np.exp(X[:, 0]) - 0.2 * np.exp(-X[:, 1])
+    model = Sequential([Linear(2, 4, "exp", dtype="float64", random_state=0),
+                        Linear(4, 1, bias=False, dtype="float64", random_state=1)],
+                       loss="squared_error")
+    before = model.loss(X, y)
+    model.fit(X, y, epochs=30, batch_size=10, lr=0.01, optimizer="adam", random_state=0)
+    assert model.layers[1].b is None
+    assert model.loss(X, y) < 0.2 * before
+
+
+# ---------------------------------------------------------------------------------------
+# threads
+# ---------------------------------------------------------------------------------------
+
+
+def test_fit_while_the_lock_is_held_raises(backend, rng):
+    X, y, _ = _problem("softmax", rng, N=20)
+    model = MLP(4, 3, 3, random_state=0)
+    before = _weights(model)
+    assert model._fit_lock.acquire(blocking=False)
+    try:
+        with pytest.raises(RuntimeError, match="already running"):
+            model.fit(X, y, epochs=1)
+    finally:
+        model._fit_lock.release()
+    _assert_same_weights(before, model)
+    model.fit(X, y, epochs=1)  # released: fits again
+    # a fit that fails releases the lock too
+    with pytest.raises(ValueError):
+        model.fit(X, y, epochs=0)
+    model.fit(X, y, epochs=1)
+
+
+def test_two_threads_fitting_one_model(backend, rng):
+    # thread A's fit pauses inside its first epoch (its lr_schedule waits), thread B calls
+    # fit on the same model meanwhile and must get RuntimeError; then A finishes normally
+    X, y, _ = _problem("softmax", rng, N=40)
+    model = MLP(4, 5, 3, random_state=0)
+    inside, b_done = threading.Event(), threading.Event()
+    results = {}
+
+    def schedule(epoch):
+        if epoch == 0:
+            inside.set()
+            assert b_done.wait(10)
+        return 0.05
+
+    def thread_a():
+        try:
+            results["a"] = model.fit(X, y, epochs=2, lr_schedule=schedule)
+        except BaseException as exc:  # pragma: no cover - reported below
+            results["a"] = exc
+
+    def thread_b():
+        assert inside.wait(10)
+        try:
+            model.fit(X, y, epochs=1)
+            results["b"] = None
+        except BaseException as exc:
+            results["b"] = exc
+        finally:
+            b_done.set()
+
+    threads = [threading.Thread(target=thread_a), threading.Thread(target=thread_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert isinstance(results["b"], RuntimeError), results
+    assert isinstance(results["a"], History) and results["a"].epochs == 2
+
+
+def test_two_models_fit_in_two_threads(backend, rng):
+    # separate models are independent: concurrent fits give the sequential fits' weights
+    X, y, _ = _problem("softmax", rng, N=200)
+    seq = []
+    for seed in (0, 1):
+        m = MLP(4, 16, 3, dtype="float64", random_state=seed)
+        m.fit(X, y, epochs=3, batch_size=8, random_state=seed)
+        seq.append(m)
+    par = [MLP(4, 16, 3, dtype="float64", random_state=seed) for seed in (0, 1)]
+    barrier = threading.Barrier(2)
+
+    def run(i):
+        barrier.wait()
+        par[i].fit(X, y, epochs=3, batch_size=8, random_state=i)
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in (0, 1)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    for a, b in zip(seq, par):
+        _assert_same_weights(a, b)
+
+
+def _blas_threads():
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+
+
+def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
+    X, y, _ = _problem("softmax", rng, N=20)
+    a, b = MLP(4, 3, 3, random_state=0), MLP(4, 3, 3, random_state=1)
+    a.fit(X, y, epochs=1)  # load every library first
+    _set_blas_threads({lc.filepath: 2 for lc in _blas_controllers()})
+    before = _blas_threads()
+    if not before or before != [2] * len(before):
+        pytest.skip("needs BLAS with 2 threads")
+    a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
+    seen, errors = {}, []
+
+    # the order: A enters its fit; B enters its fit; A leaves; B leaves
+    def schedule_a(epoch):
+        a_inside.set()
+        assert b_inside.wait(10)
+        return 0.01
+
+    def schedule_b(epoch):
+        b_inside.set()
+        assert a_done.wait(10)
+        seen["b after a"] = _blas_threads()
+        return 0.01
+
+    def run(model, schedule, wait=None, done=None):
+        try:
+            if wait is not None:
+                assert wait.wait(10)
+            model.fit(X, y, epochs=1, lr_schedule=schedule)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+        finally:
+            if done is not None:
+                done.set()
+
+    threads = [threading.Thread(target=run, args=(a, schedule_a, None, a_done)),
+               threading.Thread(target=run, args=(b, schedule_b, a_inside))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors
+    assert _blas_threads() == before  # the process's BLAS threads are as they were
+    assert all(n == 1 for n in seen["b after a"])  # B's fit stayed on one BLAS thread
+
+
+def test_fit_in_a_worker_thread_is_deterministic():
+    # (the native loop: the numpy backend's products of these shapes happen to round alike)
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    X, y = _thread_problem()
+    results = []
+
+    def run():
+        m = MLP(64, (256,), 10, activation="tanh", dtype="float64", random_state=0)
+        m.fit(X, y, epochs=1, batch_size=100, lr=0.05, random_state=0)
+        results.append(m)
+
+    for n in (1, 2):
+        with threadpoolctl.threadpool_limits(limits=n, user_api="blas"):
+            t = threading.Thread(target=run)
+            t.start()
+            t.join(60)
+    _assert_same_weights(*results)
