@@ -45,7 +45,8 @@ extensions = [
         "fastnn._kernels",
         ["fastnn/_kernels.pyx"],
         include_dirs=[np.get_include(), "fastnn"],
-        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")],
+        define_macros=[("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+                       ("FASTNN_CHECKED", str(int(CHECKED)))],
         extra_compile_args=compile_args,
         extra_link_args=link_args,
     )

@@ -78,6 +78,11 @@ cdef enum:
     TANH = 4
     EXP = 5
 
+cdef extern from *:
+    int FASTNN_CHECKED_BUILD "FASTNN_CHECKED"  # set by setup.py
+
+CHECKED = bool(FASTNN_CHECKED_BUILD)  # built with FASTNN_CHECKED=1 (bounds checks on)
+
 ACTIVATION_CODES = {"identity": IDENTITY, "step": STEP, "sigmoid": SIGMOID,
                     "relu": RELU, "tanh": TANH, "exp": EXP}
 
