@@ -6,6 +6,35 @@ the same functions in plain NumPy (the correctness oracle); ``Linear``, ``Sequen
 """
 
 import os
+import sys
+from typing import Any
+
+
+def _compiled(folder: str) -> bool:
+    return any(name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
+               for name in os.listdir(folder))
+
+
+def _installed_copy(here: str) -> str | None:
+    """Where an installed fastnn lies when this one is a source checkout without its compiled
+    extension (``python -m fastnn`` run in the repository folder finds the folder first)."""
+    if _compiled(here):
+        return None
+    for entry in sys.path:
+        candidate = os.path.join(os.path.abspath(entry or os.curdir), "fastnn")
+        if os.path.abspath(candidate) != here and os.path.isfile(
+                os.path.join(candidate, "__init__.py")) and _compiled(candidate):
+            return candidate
+    raise ImportError(
+        f"fastnn's compiled extension is not built in {here} and no installed fastnn was "
+        "found: run `pip install .` (then use fastnn from anywhere, this folder included), "
+        "or build in place with `python setup.py build_ext --inplace`")
+
+
+_installed = _installed_copy(os.path.dirname(os.path.abspath(__file__)))
+if _installed is not None:  # import every submodule from the installed copy instead
+    __path__[:] = [_installed]
+    __file__ = os.path.join(_installed, "__init__.py")
 
 # OpenMP threads that spin after a parallel pass steal the core from the BLAS threads of the
 # next matrix product; fastnn's parallel passes are large enough to pay for a wake-up instead.
