@@ -8,12 +8,14 @@ and any object with an ``__array__`` method.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, Optional, Tuple, Union
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["ArrayLike", "FloatArray", "IntArray", "Loss", "Params", "SeedLike"]
+__all__ = ["ArrayLike", "FloatArray", "IntArray", "LayerState", "Loss", "OptState", "Params",
+           "SeedLike"]
 
 #: an ndarray of float32 or float64
 FloatArray = NDArray[np.floating[Any]]
@@ -23,5 +25,10 @@ IntArray = NDArray[np.integer[Any]]
 Loss = Union[np.floating[Any], FloatArray]
 #: a model's parameters: per layer (W, b), b None for a layer without bias
 Params = list[Tuple[FloatArray, Optional[FloatArray]]]
+#: one layer's optimizer state: (W-state, b-state or None), or None when the optimizer keeps none
+LayerState = Optional[Tuple[FloatArray, Optional[FloatArray]]]
+#: an optimizer's state: two lists (a pair; ``optim.new_state`` makes a tuple, a warm start a
+#: list) of per-layer first (velocity, Adam's m) and second (Adam's v) moments
+OptState = Sequence[list[LayerState]]
 #: what ``numpy.random.default_rng`` takes as a seed
 SeedLike = Union[None, int, np.random.SeedSequence, np.random.BitGenerator, np.random.Generator]

@@ -1,8 +1,11 @@
 """``show_config()``: the versions, BLAS, OpenMP and thread settings fastnn runs with."""
 
+from __future__ import annotations
+
 import os
 import platform
 import sys
+from typing import Any, TextIO
 
 __all__ = ["config", "show_config"]
 
@@ -10,9 +13,24 @@ _ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "OPENBLAS_
         "FASTNN_BACKEND")
 
 
-def config():
+def config() -> dict[str, Any]:
     """The settings as a dict: versions, backend, OpenMP threads, BLAS libraries (through
-    threadpoolctl when it is installed) and the environment variables that steer threads."""
+    threadpoolctl when it is installed) and the environment variables that steer threads.
+
+    Returns
+    -------
+    dict
+        Keys "fastnn", "python", "platform", "numpy", "scipy", "backend", "kernels",
+        "openmp_max_threads", "cpu_count", "environment" (a dict) and "threadpools" (a list
+        of dicts, or a note when threadpoolctl is missing).
+
+    Examples
+    --------
+    >>> from fastnn.config import config
+    >>> info = config()
+    >>> info["backend"], info["openmp_max_threads"] >= 1
+    ('cython', True)
+    """
     import numpy
     import scipy
 
@@ -43,12 +61,26 @@ def config():
     return info
 
 
-def show_config(file=None):
+def show_config(file: TextIO | None = None) -> None:
     """Print ``config()`` in readable lines (to ``file``, default stdout).
 
     The kernels' matrix products run on the BLAS that scipy ships (scipy.linalg.cython_blas);
     numpy may load its own copy. Thread counts follow OMP_NUM_THREADS / OPENBLAS_NUM_THREADS
     and threadpoolctl's ``threadpool_limits``.
+
+    Parameters
+    ----------
+    file : text file, optional
+        Where to print; ``sys.stdout`` by default.
+
+    Examples
+    --------
+    >>> import fastnn
+    >>> fastnn.show_config()  # doctest: +ELLIPSIS
+    fastnn: ...
+    python: ...
+    backend: cython
+    ...
     """
     info = config()
     out = file or sys.stdout

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike
@@ -32,6 +32,7 @@ def check_dtype(dtype: DTypeLike) -> np.dtype[np.floating[Any]]:
 
 
 def check_count(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum`` (TypeError for a non-integer or bool, else ValueError)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name} must be an integer, got {value!r}")
     if value < minimum:
@@ -80,9 +81,29 @@ class Linear:
     @classmethod
     def from_arrays(cls: type[_Layer], W: ArrayLike, b: ArrayLike | None = None,
                     activation: str = "identity", *, dtype: DTypeLike | None = None) -> _Layer:
-        """A layer with the given weights: ``W`` (n_out, n_in) (a 1-D ``W`` is one unit's row,
-        as the notes write W^O = [-1, 2]) and ``b`` (n_out,) (a scalar for one unit) or None.
-        The dtype is float32 if the arrays are float32, else float64, unless given."""
+        """A layer with exactly the given weights (copied), as the notes' hand-built networks.
+
+        Parameters
+        ----------
+        W : array_like, shape (n_out, n_in)
+            The notes' W (eq. 1, eq. 10); a 1-D ``W`` is one unit's row, as the notes write
+            W^O = [-1, 2]. Must be finite.
+        b : array_like, shape (n_out,), optional
+            The biases (a scalar for one unit); None for a layer without bias.
+        activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+        dtype : {"float32", "float64"}, optional
+            Default: float32 if the arrays are float32, else float64.
+
+        Returns
+        -------
+        Linear
+
+        Examples
+        --------
+        >>> from fastnn import Linear
+        >>> Linear.from_arrays([-1, 2], 0.5)  # the output unit of section 1, problem 1
+        Linear(2, 1, 'identity', dtype='float64')
+        """
         (W_arr, b_arr), common = _v.real_arrays((W, "W"), (b, "b"), optional=("b",))
         dtype = common if dtype is None else check_dtype(dtype)
         if W_arr.ndim == 1:
@@ -100,22 +121,46 @@ class Linear:
 
     @property
     def n_in(self) -> int:
-        return self.W.shape[1]
+        """The number of inputs, N_in (``W.shape[1]``)."""
+        return cast(int, self.W.shape[1])  # (NumPy types shapes as tuple[Any, ...])
 
     @property
     def n_out(self) -> int:
-        return self.W.shape[0]
+        """The number of units, N_out (``W.shape[0]``)."""
+        return cast(int, self.W.shape[0])
 
     @property
     def dtype(self) -> np.dtype[np.floating[Any]]:
+        """The dtype of ``W`` and ``b``: float32 or float64."""
         return self.W.dtype
 
     def parameters(self) -> list[FloatArray]:
-        """The trainable arrays: [W, b], or [W] without a bias."""
+        """The trainable arrays, the layer's own (not copies).
+
+        Returns
+        -------
+        list of ndarray
+            [W, b], or [W] without a bias.
+        """
         return [self.W] if self.b is None else [self.W, self.b]
 
     def forward(self, X: ArrayLike) -> FloatArray:
-        """U = g(X W^T + B) (eq. 10a), fused in one kernel."""
+        """U = g(X W^T + B) (eq. 10a; one sample: eq. 1a), fused in one kernel.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_in) or (n_in,)
+
+        Returns
+        -------
+        U : ndarray, shape (N, n_out) or (n_out,), the layer's dtype
+
+        Examples
+        --------
+        >>> from fastnn import Linear
+        >>> Linear.from_arrays([[1.0], [1.0]], [-1.0, -3.0], "step").forward([2.0])
+        array([1., 0.])
+        """
         return F.linear(X, self.W, self.b, self.activation)
 
     def __repr__(self) -> str:

@@ -4,10 +4,16 @@ The native training loop (``_kernels.Trainer``) applies the same update rules in
 functions here are their NumPy reference, used by the "numpy" backend's fit and by tests.
 """
 
+from __future__ import annotations
+
 import math
 import numbers
+from collections.abc import Callable
+from typing import cast
 
 import numpy as np
+
+from ._typing import FloatArray, LayerState, OptState, Params
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "learning_rate", "new_state", "update"]
 
@@ -15,26 +21,80 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "cosine")
 
 
-def new_state(params, optimizer, momentum):
-    """Zeroed optimizer state for ``params`` = [(W, b or None), ...]: two lists with, per
-    layer, a (W-state, b-state) pair or None. SGD with momentum keeps a velocity (first list),
-    Adam the first and second moments."""
-    def zeros():
+def new_state(params: Params, optimizer: str, momentum: float) -> OptState:
+    """Zeroed optimizer state for ``params``.
+
+    Parameters
+    ----------
+    params : list of (W, b or None)
+        The model's parameters (``Sequential.parameters()``, the notes' theta of eq. 14).
+    optimizer : {"sgd", "adam"}
+    momentum : float
+        SGD keeps a velocity only when ``momentum > 0``.
+
+    Returns
+    -------
+    (first, second) : two lists with, per layer, a (W-state, b-state) pair or None
+        SGD with momentum keeps a velocity (``first``), Adam the first and second moments;
+        plain SGD (eq. 21) keeps nothing.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn.optim import new_state
+    >>> first, second = new_state([(np.ones((2, 3)), np.ones(2))], "sgd", momentum=0.9)
+    >>> first[0][0].shape, first[0][1].shape, second
+    ((2, 3), (2,), [None])
+    """
+    def zeros() -> list[LayerState]:
         return [(np.zeros_like(W), None if b is None else np.zeros_like(b)) for W, b in params]
-    none = [None] * len(params)
+    none: list[LayerState] = [None] * len(params)
     if optimizer == "adam":
         return zeros(), zeros()
     return (zeros() if momentum > 0 else none), none
 
 
-def update(P, G, M1, M2, *, optimizer, lr, momentum, nesterov, beta1, beta2, eps, t, decay):
-    """One step on the array P (in place) with gradient G; t is the step number (from 1)."""
+def update(P: FloatArray, G: FloatArray, M1: FloatArray | None, M2: FloatArray | None, *,
+           optimizer: str, lr: float, momentum: float, nesterov: bool, beta1: float,
+           beta2: float, eps: float, t: int, decay: float) -> None:
+    """One step on the array P (in place) with gradient G; the NumPy reference of the native loop.
+
+    SGD: P -= lr g (eq. 21); with momentum: v = mu v - lr g, P += v (Nesterov: P += mu v -
+    lr g); Adam: m = b1 m + (1 - b1) g, v = b2 v + (1 - b2) g^2, P -= lr_t m / (sqrt(v) +
+    eps) with lr_t = lr sqrt(1 - b2^t) / (1 - b1^t). Here g = G + decay P (L2 penalty).
+
+    Parameters
+    ----------
+    P, G : ndarray
+        A parameter array (updated in place) and its gradient dL/dP.
+    M1, M2 : ndarray or None
+        Its optimizer state (``new_state``), updated in place: the velocity (SGD with
+        momentum) or Adam's moments; None when the optimizer keeps none.
+    optimizer : {"sgd", "adam"}
+    lr, momentum, beta1, beta2, eps : float
+    nesterov : bool
+    t : int
+        The step number, from 1 (Adam's bias correction).
+    decay : float
+        The weight decay for this array (0 for biases).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn.optim import update
+    >>> P = np.array([1.0, -1.0])
+    >>> update(P, np.array([0.5, 0.5]), None, None, optimizer="sgd", lr=0.1, momentum=0.0,
+    ...        nesterov=False, beta1=0.9, beta2=0.999, eps=1e-8, t=1, decay=0.0)
+    >>> P  # eq. 21: theta - alpha dL/dtheta
+    array([ 0.95, -1.05])
+    """
     dtype = P.dtype.type
     g = G + dtype(decay) * P
     if optimizer == "adam":
         # m = b1 m + (1 - b1) g;  v = b2 v + (1 - b2) g^2;  P -= lr_t m / (sqrt(v) + eps)
         b1, b2 = dtype(beta1), dtype(beta2)
         lr_t = dtype(lr * math.sqrt(1 - beta2**t) / (1 - beta1**t))
+        assert M1 is not None and M2 is not None  # Adam keeps both moments
         M1 *= b1
         M1 += (1 - b1) * g
         M2 *= b2
@@ -50,9 +110,32 @@ def update(P, G, M1, M2, *, optimizer, lr, momentum, nesterov, beta1, beta2, eps
         P -= dtype(lr) * g  # eq. 21
 
 
-def learning_rate(schedule, lr, epoch, epochs, power_t=0.5):
-    """The learning rate of ``epoch`` (0-based): "constant"; "invscaling" lr / (epoch + 1)^power_t;
-    "cosine" lr (1 + cos(pi epoch / epochs)) / 2; or a callable ``schedule(epoch) -> lr``."""
+def learning_rate(schedule: str | Callable[[int], float], lr: float, epoch: int, epochs: int,
+                  power_t: float = 0.5) -> float:
+    """The learning rate (alpha of eq. 21) of ``epoch`` under a schedule.
+
+    Parameters
+    ----------
+    schedule : {"constant", "invscaling", "cosine"} or callable
+        "constant": lr; "invscaling": lr / (epoch + 1)^power_t; "cosine":
+        lr (1 + cos(pi epoch / epochs)) / 2; a callable: ``schedule(epoch)``, which must
+        return a positive finite number.
+    lr : float
+        The initial learning rate.
+    epoch, epochs : int
+        The epoch (0-based) and the number of epochs.
+    power_t : float, default 0.5
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> from fastnn.optim import learning_rate
+    >>> [learning_rate("cosine", 0.1, epoch, 4) for epoch in range(4)]  # doctest: +ELLIPSIS
+    [0.1, 0.085..., 0.05..., 0.014...]
+    """
     if callable(schedule):
         value = schedule(epoch)
         if not isinstance(value, numbers.Real) or not value > 0 or not math.isfinite(value):
@@ -61,5 +144,5 @@ def learning_rate(schedule, lr, epoch, epochs, power_t=0.5):
     if schedule == "constant":
         return lr
     if schedule == "invscaling":
-        return lr / (epoch + 1) ** power_t
+        return cast(float, lr / (epoch + 1) ** power_t)  # (int ** float is typed Any)
     return lr * 0.5 * (1 + math.cos(math.pi * epoch / epochs))

@@ -6,12 +6,24 @@ the Axes; nothing here calls ``plt.show`` or chooses a backend, so the functions
 same in scripts (Agg), notebooks and GUIs.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.colors import Colormap
+
+    from .network import Sequential
+    from .training import History
 
 __all__ = ["decision_region", "hidden_units", "learning_curve"]
 
 
-def _axes(ax):
+def _axes(ax: Axes | None) -> Axes:
     """``ax``, or the axes of a new pyplot figure; a clear ImportError without matplotlib."""
     try:
         import matplotlib  # noqa: F401
@@ -26,7 +38,7 @@ def _axes(ax):
     return ax
 
 
-def _grid_1d(x_range, num):
+def _grid_1d(x_range: ArrayLike, num: int) -> NDArray[np.float64]:
     x = np.asarray(x_range, dtype=np.float64).reshape(-1)
     if x.size == 2:
         x = np.linspace(x[0], x[1], num)
@@ -35,7 +47,8 @@ def _grid_1d(x_range, num):
     return x
 
 
-def hidden_units(model, x_range, ax=None, *, layer=0, which="both", num=601):
+def hidden_units(model: Sequential, x_range: ArrayLike, ax: Axes | None = None, *, layer: int = 0,
+                 which: str = "both", num: int = 601) -> Axes:
     """Plot z_j^H and u_j^H (eq. 1a) of a 1-input network as functions of x, one line per unit.
 
     Parameters
@@ -88,7 +101,9 @@ def hidden_units(model, x_range, ax=None, *, layer=0, which="both", num=601):
     return ax
 
 
-def decision_region(model, xlim, ylim, ax=None, *, resolution=300, region=None, cmap=None):
+def decision_region(model: Sequential, xlim: tuple[float, float], ylim: tuple[float, float],
+                    ax: Axes | None = None, *, resolution: int = 300,
+                    region: ArrayLike | None = None, cmap: str | Colormap | None = None) -> Axes:
     """Show y_hat (``model.predict``, eq. 4 / eq. 6) over a grid of the (x1, x2) plane.
 
     Parameters
@@ -166,7 +181,7 @@ def decision_region(model, xlim, ylim, ax=None, *, resolution=300, region=None, 
     return ax
 
 
-def learning_curve(history, ax=None):
+def learning_curve(history: History, ax: Axes | None = None) -> Axes:
     """Plot a fit's training loss, validation loss and validation metric per epoch.
 
     Parameters

@@ -1,11 +1,17 @@
 """Saving and loading models as .npz files (no pickle inside; loaded with allow_pickle=False)."""
 
+from __future__ import annotations
+
 import os
 import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import _validation as _v
+from ._typing import OptState
 from .layers import DTYPES, Linear
 from .network import LOSSES, MLP, Sequential
 
@@ -14,11 +20,22 @@ __all__ = ["load", "save"]
 FORMAT = 1
 
 
-def save(model, path):
+def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` (.npz) atomically: a temporary file in the same folder,
-    flushed to disk, then renamed over ``path``, so a failure leaves any old file intact."""
+    flushed to disk, then renamed over ``path``, so a failure leaves any old file intact.
+
+    Parameters
+    ----------
+    model : fastnn.Sequential
+        Its architecture, dtype, weights and optimizer state are saved (no pickle).
+    path : str or os.PathLike
+
+    See Also
+    --------
+    load : the way back; ``Sequential.save`` calls this.
+    """
     path = os.fspath(path)
-    arrays = {
+    arrays: dict[str, Any] = {
         "format": np.array(FORMAT),
         "kind": np.array(type(model).__name__ if isinstance(model, MLP) else "Sequential"),
         "loss": np.array(model.loss_name),
@@ -56,31 +73,55 @@ def save(model, path):
         raise
 
 
-def _field(data, key, path):
+def _field(data: Mapping[str, NDArray[Any]], key: str, path: str) -> NDArray[Any]:
     if key not in data:
         raise ValueError(f"{path}: not a fastnn model file (missing {key!r})")
     return data[key]
 
 
-def _integer(data, key, path, low, high):
+def _integer(data: Mapping[str, NDArray[Any]], key: str, path: str, low: int, high: int) -> int:
     value = _field(data, key, path)
     if value.dtype.kind not in "iu" or value.ndim != 0 or not low <= int(value) <= high:
         raise ValueError(f"{path}: {key!r} must be an integer in {low}..{high}, got {value!r}")
     return int(value)
 
 
-def _text(data, key, path, allowed):
+def _text(data: Mapping[str, NDArray[Any]], key: str, path: str, allowed: Sequence[str]) -> str:
     value = _field(data, key, path)
     if value.dtype.kind != "U" or value.ndim != 0 or str(value) not in allowed:
         raise ValueError(f"{path}: {key!r} must be one of {allowed}, got {value!r}")
     return str(value)
 
 
-def load(path):
+def load(path: str | os.PathLike[str]) -> Sequential:
     """Read a model written by ``save`` (architecture, dtype, weights, optimizer state).
 
-    The file is read with ``allow_pickle=False``; a file that is not a fastnn model, is
-    truncated, or holds arrays of the wrong shape or dtype raises ValueError.
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    MLP or Sequential
+        The kind of model that was saved, with its optimizer state (for ``warm_start``).
+
+    Raises
+    ------
+    ValueError
+        The file is not a fastnn model, is truncated, or holds arrays of the wrong shape or
+        dtype (it is read with ``allow_pickle=False``).
+    FileNotFoundError
+        There is no such file.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnn
+    >>> net = fastnn.MLP(4, 8, 3, random_state=0)
+    >>> net.save("model.npz")
+    >>> same = fastnn.load("model.npz")
+    >>> X = np.ones((2, 4), np.float32)
+    >>> bool((same.predict_proba(X) == net.predict_proba(X)).all())
+    True
     """
     path = os.fspath(path)
     try:
@@ -98,7 +139,7 @@ def load(path):
     loss = _text(data, "loss", path, LOSSES)
     kind = _text(data, "kind", path, ("MLP", "Sequential"))
     n_layers = _integer(data, "n_layers", path, 1, 64)
-    layers = []
+    layers: list[Linear] = []
     for l in range(n_layers):
         W = _field(data, f"W{l}", path)
         b = data.get(f"b{l}")
@@ -113,6 +154,7 @@ def load(path):
                              f"gives {layers[-1].n_out}")
         act = _text(data, f"activation{l}", path, _v.ACTIVATIONS)
         layers.append(Linear.from_arrays(W, b, act, dtype=dtype))
+    model: Sequential
     if kind == "MLP":
         model = MLP.__new__(MLP)
         Sequential.__init__(model, layers, loss)
@@ -124,13 +166,15 @@ def load(path):
     return model
 
 
-def _optimizer_state(data, model, path):
+def _optimizer_state(data: Mapping[str, NDArray[Any]], model: Sequential, path: str
+                     ) -> dict[str, Any]:
     name = _text(data, "opt_name", path, ("sgd", "adam"))
     hyper = _field(data, "opt_hyper", path)
     if hyper.shape != (6,) or hyper.dtype != np.float64:
         raise ValueError(f"{path}: bad optimizer settings")
     momentum, nesterov, beta1, beta2, eps, weight_decay = (float(v) for v in hyper)
-    state = ([], [])
+    state: OptState = ([], [])
+    layer: Any  # a Linear, whose b is None exactly when the state's b is (checked below)
     for k in range(2):
         for l, layer in enumerate(model.layers):
             W = data.get(f"opt{k}_W{l}")

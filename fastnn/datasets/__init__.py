@@ -7,12 +7,18 @@ the hand-built networks of the course notes, section 1, problems 1-3, with W of 
 (n_out, n_in) as everywhere in fastnn.
 """
 
+from __future__ import annotations
+
 import functools
 import gzip
 import numbers
 from importlib import resources
+from typing import Any, Literal, overload
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
+
+from .._typing import FloatArray, SeedLike
 
 __all__ = [
     "load_digits",
@@ -26,7 +32,7 @@ DIGITS_FILE = "digits.csv.gz"
 
 
 @functools.lru_cache(maxsize=1)
-def _digits_table():
+def _digits_table() -> NDArray[np.int64]:
     """The 1797 x 65 integer table (64 pixels, then the label), read once per process."""
     with (resources.files(__name__) / "data" / DIGITS_FILE).open("rb") as raw:
         with gzip.open(raw, "rt", encoding="ascii") as text:
@@ -35,7 +41,14 @@ def _digits_table():
     return table
 
 
-def load_digits(*, dtype="float32", return_X_y=True):
+@overload
+def load_digits(*, dtype: DTypeLike = ...,
+                return_X_y: Literal[True] = ...) -> tuple[FloatArray, NDArray[np.int64]]: ...
+@overload
+def load_digits(*, dtype: DTypeLike = ...,
+                return_X_y: Literal[False]) -> dict[str, NDArray[Any]]: ...
+def load_digits(*, dtype: DTypeLike = "float32", return_X_y: bool = True
+                ) -> tuple[FloatArray, NDArray[np.int64]] | dict[str, NDArray[Any]]:
     """Load the 8x8 handwritten digits (1,797 images of the digits 0 to 9).
 
     Each image is 8 x 8 counts of "on" pixels in 4 x 4 blocks of a 32 x 32 bitmap, so every
@@ -88,7 +101,10 @@ def load_digits(*, dtype="float32", return_X_y=True):
             "target_names": np.arange(10)}
 
 
-def train_test_split(X, y, *, test_size=0.25, random_state=0, stratify=True):
+def train_test_split(
+    X: ArrayLike, y: ArrayLike, *, test_size: float = 0.25, random_state: SeedLike = 0,
+    stratify: bool = True,
+) -> tuple[NDArray[Any], NDArray[Any], NDArray[Any], NDArray[Any]]:
     """Split (X, y) into a training and a test part, by default stratified by class.
 
     With ``stratify=True`` every class c of its n_c samples contributes close to
@@ -158,13 +174,14 @@ def train_test_split(X, y, *, test_size=0.25, random_state=0, stratify=True):
     return X[~is_test], X[is_test], y[~is_test], y[is_test]
 
 
-def _notes_weights(W_H, b_H, W_O, b_O):
+def _notes_weights(W_H: ArrayLike, b_H: ArrayLike, W_O: ArrayLike, b_O: ArrayLike
+                   ) -> dict[str, Any]:
     arr = functools.partial(np.array, dtype=np.float64)
     return {"W_H": arr(W_H), "b_H": arr(b_H), "W_O": arr(W_O), "b_O": arr(b_O),
             "activation": "step", "output": "sigmoid"}
 
 
-def notes_problem1():
+def notes_problem1() -> dict[str, Any]:
     """The network of the notes' section 1, problem 1: scalar x, two hard-threshold units.
 
     z^H = W^H x + b^H = (x - 1, x - 3), u^H = g_act(z^H) with the hard threshold of eq. 2,
@@ -190,7 +207,7 @@ def notes_problem1():
     return _notes_weights([[1.0], [1.0]], [-1.0, -3.0], [[-1.0, 2.0]], [0.5])
 
 
-def notes_problem2():
+def notes_problem2() -> dict[str, Any]:
     """The notes' section 1, problem 2: four labelled points and a network that fits them.
 
     The notes' solution takes units 1{x >= 2} and 1{x >= 4} (W^H = [1, 1]^T,
@@ -222,7 +239,7 @@ def notes_problem2():
     return p
 
 
-def notes_problem3():
+def notes_problem3() -> dict[str, Any]:
     """The notes' section 1, problem 3: a 2-3-1 network whose y_hat = 1 on a triangle.
 
     z^H = (x1, x2, x1 + x2 - 1), z^O = u_1 + u_2 - u_3 - 1.5, so y_hat = 1 exactly on the

@@ -1,0 +1,90 @@
+"""Type stubs of the compiled extension ``fastnn._kernels`` (``_kernels.pyx`` + ``_train.pxi``).
+
+Nothing in the extension validates its arguments (``linear`` excepted: it returns None for
+anything outside its fast path): callers pass C-contiguous float32/float64 arrays of one
+dtype and matching shapes, labels as intp, sample weights as float64.
+"""
+
+from typing import Any, TypeVar
+
+import numpy as np
+from numpy.typing import NDArray
+
+_FloatArray = NDArray[np.floating[Any]]
+_Out = TypeVar("_Out", bound=NDArray[np.floating[Any]])
+_LayerState = tuple[_FloatArray, _FloatArray | None] | None
+
+ACTIVATION_CODES: dict[str, int]
+REDUCTION_CODES: dict[str, int]
+LOSS_CODES: dict[str, int]
+OPTIMIZER_CODES: dict[str, int]
+CHECKED: bool  # built with FASTNN_CHECKED=1 (Cython's bounds checks on)
+
+def linear(X: object, W: object, b: object, activation: object, out: object) -> _FloatArray | None:
+    """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None
+    for anything else (the caller then validates in Python)."""
+
+def linear_backward(
+    dU: _FloatArray, X: _FloatArray, W: _FloatArray, U: _FloatArray, code: int, need_dX: bool
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
+    """(dX or None, dW, db) for U = g(X W^T + b) given dU = dL/dU; 2-D batches."""
+
+def activate(Z: _FloatArray, code: int, out: _Out) -> _Out:
+    """out = g(Z) elementwise; returns ``out``."""
+
+def activation_grad(U: _FloatArray, code: int, out: _Out) -> _Out:
+    """out = g'(Z) from U = g(Z), elementwise; returns ``out``."""
+
+def softmax(Z: _FloatArray, take_log: bool, out: _Out) -> _Out:
+    """out = softmax(Z) (eq. 5) or log_softmax(Z), row by row of a 2-D Z; returns ``out``."""
+
+def cross_entropy(
+    Z: _FloatArray, y: NDArray[np.intp], losses: _FloatArray, dZ: _FloatArray | None,
+    scale: float,
+) -> float:
+    """Per-sample eq. 18 losses into ``losses``, scale * gradient into dZ; the float64 sum."""
+
+def binary_cross_entropy(
+    z: _FloatArray, y: _FloatArray, losses: _FloatArray, dz: _FloatArray | None, scale: float
+) -> float:
+    """Per-sample eq. 17 losses into ``losses``, scale * gradient into dz; the float64 sum."""
+
+def squared_error(
+    Z: _FloatArray, Y: _FloatArray, losses: _FloatArray, dZ: _FloatArray | None, scale: float
+) -> float:
+    """Per-sample eq. 20 losses into ``losses``, scale * gradient into dZ; the float64 sum."""
+
+def openmp_max_threads() -> int:
+    """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
+
+class Trainer:  # a cdef class (not subclassable together with another extension type)
+    """One fit's native state: the model's own weights (updated in place), the optimizer
+    state and every workspace, allocated once; ``run_epoch`` trains a whole epoch in C."""
+
+    def __new__(
+        cls,
+        W: list[_FloatArray],
+        b: list[_FloatArray | None],
+        acts: list[int],
+        loss: int,
+        optimizer: int,
+        state1: list[_LayerState],
+        state2: list[_LayerState],
+        X: _FloatArray,
+        Y: NDArray[Any],
+        sample_weight: _FloatArray | None,  # float64
+        batch_size: int,
+        momentum: float = 0.0,
+        nesterov: bool = False,
+        beta1: float = 0.9,
+        beta2: float = 0.999,
+        eps: float = 1e-8,
+        weight_decay: float = 0.0,
+        t: int = 0,
+    ) -> Trainer: ...
+    @property
+    def t(self) -> int:
+        """Optimizer steps taken (Adam's bias correction uses it)."""
+    def run_epoch(self, perm: NDArray[np.intp], lr: float) -> float:
+        """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
+        loss, or a non-finite number as soon as one batch diverges."""
