@@ -272,8 +272,9 @@ cdef void _mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_
     if code == IDENTITY:
         if dZ != dU:
             memcpy(dZ, dU, n * sizeof(floating))
-    elif code == STEP:
-        memset(dZ, 0, n * sizeof(floating))
+    elif code == STEP:  # dU * 0: zero, but NaN/inf in dU stay visible as NaN
+        for j in range(n):
+            dZ[j] = dU[j] * 0
     elif code == SIGMOID:
         for j in range(n):
             dZ[j] = dU[j] * (U[j] * (1 - U[j]))

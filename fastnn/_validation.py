@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Collection, Iterable
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import DTypeLike, NDArray
 
-from ._typing import FloatArray
+from ._typing import FloatArray, SeedLike
+
+_A = TypeVar("_A", bound=NDArray[Any])
 from .reference import ACTIVATIONS as ACTIVATIONS  # re-exported: serialization uses it
 
 REDUCTIONS = ("mean", "sum", "none")
@@ -154,7 +156,7 @@ def targets(Y: object, name: str, shape: tuple[int, ...], dtype: DTypeLike) -> F
     return np.ascontiguousarray(arr, dtype=dtype)
 
 
-def rng(random_state, name="random_state"):
+def rng(random_state: SeedLike, name: str = "random_state") -> np.random.Generator:
     """A NumPy Generator from None, an int seed, a SeedSequence or a Generator."""
     if isinstance(random_state, (bool, np.bool_)):
         raise TypeError(f"{name} must be None, an int or a numpy.random.Generator, got {random_state!r}")
@@ -165,7 +167,7 @@ def rng(random_state, name="random_state"):
                         f"got {random_state!r}") from None
 
 
-def finite(arr, name):
+def finite(arr: _A, name: str) -> _A:
     """``arr`` unchanged, after checking it holds no NaN or inf."""
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} must be finite, found NaN or inf")

@@ -8,9 +8,17 @@ variable ``FASTNN_BACKEND=numpy`` at import.
 Conventions (``shared/DESIGN.md``): ``W`` has shape (N_out, N_in), ``b`` (N_out,), a batch
 ``X`` one sample per row, (N, N_in). A single sample ``x`` of shape (N_in,) gives 1-D
 results. float32 stays float32, float64 stays float64, other real numbers become float64;
-mixed float32/float64 arguments compute in float64. Arrays that are not C-contiguous
-(Fortran order, strided views) or not of the computing dtype are copied once; others are
-read in place.
+mixed float32/float64 arguments compute in float64.
+
+Inputs and copies: every array argument may be any array-like (an ndarray, nested lists, a
+scalar, a ``memoryview`` or other buffer, any object with ``__array__`` such as a CPU
+torch tensor); it is converted with ``numpy.asarray``. An ndarray that is C-contiguous,
+aligned, in native byte order and of the computing dtype is read in place, without a copy;
+anything else (lists, int or bool arrays, the other float dtype, Fortran order, strided
+views) is copied once into such an array. Labels are copied into an intp (class labels) or
+float (0/1 labels) array unless they already are one. Results are always new NumPy arrays
+(or NumPy scalars for a reduced loss), never views of an input, except that ``linear``
+writes into ``out`` when given.
 """
 
 from __future__ import annotations
@@ -58,19 +66,70 @@ _backend = _check_backend(os.environ.get("FASTNN_BACKEND", "cython"))
 
 
 def set_backend(name: str) -> None:
-    """Run every function on "cython" (the compiled kernels, default) or "numpy" (the reference)."""
+    """Choose the backend every function of ``fastnn.functional`` (and fit) runs on.
+
+    Parameters
+    ----------
+    name : {"cython", "numpy"}
+        "cython": the compiled kernels (the default); "numpy": ``fastnn.reference``, the
+        notes' formulas in plain NumPy. The environment variable ``FASTNN_BACKEND`` sets the
+        backend at import.
+
+    Raises
+    ------
+    ValueError
+        ``name`` is not a backend.
+
+    See Also
+    --------
+    use_backend : the same for a ``with`` block.
+
+    Examples
+    --------
+    >>> import fastnn
+    >>> fastnn.set_backend("numpy"); fastnn.get_backend()
+    'numpy'
+    >>> fastnn.set_backend("cython")
+    """
     global _backend
     _backend = _check_backend(name)
 
 
 def get_backend() -> str:
-    """The backend in use: "cython" or "numpy"."""
+    """The backend in use.
+
+    Returns
+    -------
+    {"cython", "numpy"}
+
+    Examples
+    --------
+    >>> import fastnn
+    >>> fastnn.get_backend()
+    'cython'
+    """
     return _backend
 
 
 @contextlib.contextmanager
 def use_backend(name: str) -> Iterator[None]:
-    """Context manager: run the enclosed code on backend ``name``, then restore the previous one."""
+    """Context manager: run the enclosed code on backend ``name``, then restore the previous one.
+
+    Parameters
+    ----------
+    name : {"cython", "numpy"}
+
+    Examples
+    --------
+    Compare the compiled kernel with the reference (eq. 10a):
+
+    >>> import numpy as np, fastnn
+    >>> X, W = np.ones((2, 3)), np.full((4, 3), 0.5)
+    >>> with fastnn.use_backend("numpy"):
+    ...     U_ref = fastnn.F.linear(X, W, activation="tanh")
+    >>> bool(np.allclose(fastnn.F.linear(X, W, activation="tanh"), U_ref)), fastnn.get_backend()
+    (True, 'cython')
+    """
     previous = get_backend()
     set_backend(name)
     try:
@@ -104,6 +163,12 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
     Returns
     -------
     U : ndarray, shape (N, N_out) or (N_out,)
+        ``out`` when given, else a new array of the computing dtype.
+
+    Notes
+    -----
+    X, W and b are read in place when they are C-contiguous ndarrays of the computing dtype
+    (the compiled kernel's fast path checks exactly that); otherwise each is copied once.
 
     Examples
     --------
@@ -136,7 +201,7 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
     out2: FloatArray | None = None
     if out is not None:
         out = _v.out_array(out, (M,) if single else (N, M), dtype, (X, W, b))
-        out2 = out.reshape(N, M)
+        out2 = out.view(np.ndarray).reshape(N, M) if out.flags.aligned else None  # (memmap: a plain view)
     if _backend == "cython":
         U = _kernels.linear(X2, W, b, activation, out2)
         if U is None:  # cannot happen: the checks above cover every case the kernel refuses
@@ -144,6 +209,8 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
     else:
         U = reference.linear(X2, W, b, activation, out=out2)
     if out is not None:
+        if out2 is None:  # a non-aligned buffer: filled from an aligned result
+            out[...] = U.reshape(out.shape)
         return out
     return U.reshape(M) if single else U
 
@@ -176,6 +243,22 @@ def linear_backward(
     dX : ndarray of X's shape, or None when ``need_dX`` is False
     dW : ndarray, shape (N_out, N_in)
     db : ndarray, shape (N_out,)
+
+    Notes
+    -----
+    Inputs are read in place when they are C-contiguous ndarrays of the computing dtype and
+    copied once otherwise; the results are new arrays.
+
+    Examples
+    --------
+    A sigmoid unit u = sigmoid(w x) at z = 0 (section 2, problem 3: g'(z) = u (1 - u) = 1/4):
+
+    >>> import numpy as np, fastnn.functional as F
+    >>> X, W = np.array([[2.0]]), np.array([[0.0]])
+    >>> U = F.linear(X, W, activation="sigmoid")
+    >>> dX, dW, db = F.linear_backward(np.ones((1, 1)), X, W, U, "sigmoid")
+    >>> dW, db, dX  # dW = g'(z) x, db = g'(z), dX = g'(z) W
+    (array([[0.5]]), array([0.25]), array([[0.]]))
     """
     (dU, X, W, U), dtype = _v.real_arrays((dU, "dU"), (X, "X"), (W, "W"), (U, "U"))
     X = _v.as_float(X, "X", dtype, (1, 2))
@@ -217,6 +300,19 @@ def activate(Z: ArrayLike, activation: str) -> FloatArray:
     """U = g(Z) elementwise, for any shape (the activations of section 1: eq. 2, sigmoid, ReLU;
     and tanh, exp).
 
+    Parameters
+    ----------
+    Z : array_like, any shape (empty included)
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+        "step" is eq. 2's hard threshold (g(0) = 1); "relu" max(0, z); "sigmoid" eq. 3.
+
+    Returns
+    -------
+    U : ndarray of Z's shape and computing dtype
+        A new array (Z is read in place when it is a C-contiguous ndarray of a float dtype).
+
+    Examples
+    --------
     >>> import fastnn.functional as F
     >>> F.activate([-1.0, 0.0, 2.0], "relu")
     array([0., 0., 2.])
@@ -225,13 +321,27 @@ def activate(Z: ArrayLike, activation: str) -> FloatArray:
     activation = _v.activation(activation)
     if _backend == "cython":
         return _kernels.activate(Z, _ACT[activation], np.empty_like(Z))
-    return reference.activate(Z, activation)
+    return np.asarray(reference.activate(Z, activation))  # 0-d stays a 0-d array
 
 
 def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
     """g'(Z) elementwise, written from U = g(Z) alone: sigmoid u(1 - u), tanh 1 - u^2,
-    relu 1 where u > 0, exp u, identity 1, step 0.
+    relu 1 where u > 0, exp u, identity 1, step 0 (the derivatives of section 2, problem 3,
+    used by backpropagation, eq. 13 and the chain rule).
 
+    Parameters
+    ----------
+    U : array_like, any shape
+        The activation's output g(Z).
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+
+    Returns
+    -------
+    ndarray of U's shape and computing dtype
+        A new array.
+
+    Examples
+    --------
     >>> import fastnn.functional as F
     >>> F.activation_grad([0.5], "sigmoid")
     array([0.25])
@@ -240,12 +350,24 @@ def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
     activation = _v.activation(activation)
     if _backend == "cython":
         return _kernels.activation_grad(U, _ACT[activation], np.empty_like(U))
-    return reference.activation_grad(U, activation)
+    return np.asarray(reference.activation_grad(U, activation))
 
 
 def sigmoid(Z: ArrayLike) -> FloatArray:
     """The logistic output map 1 / (1 + e^-z) (eq. 3), elementwise, stable for any z.
 
+    Parameters
+    ----------
+    Z : array_like, any shape
+        Logits z^O.
+
+    Returns
+    -------
+    ndarray of Z's shape and computing dtype
+        P(y = 1 | x) for each logit (a new array).
+
+    Examples
+    --------
     >>> import fastnn.functional as F
     >>> F.sigmoid([0.0])
     array([0.5])
@@ -262,6 +384,21 @@ def _rows(Z: object, name: str) -> tuple[FloatArray, FloatArray]:
 def softmax(Z: ArrayLike) -> FloatArray:
     """Class probabilities e^{z_k} / sum_l e^{z_l} (eq. 5) of each row of Z (N, K) or of z (K,).
 
+    Computed with the max shift (e^{z_k - m} / sum_l e^{z_l - m}, m = max_l z_l), so large
+    logits do not overflow.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, K) or (K,)
+        Logits z^O, one row per sample.
+
+    Returns
+    -------
+    ndarray of Z's shape and computing dtype
+        P(y = k | x); each row sums to 1 (a new array).
+
+    Examples
+    --------
     >>> import fastnn.functional as F
     >>> F.softmax([0.0, 0.0])
     array([0.5, 0.5])
@@ -273,8 +410,20 @@ def softmax(Z: ArrayLike) -> FloatArray:
 
 
 def log_softmax(Z: ArrayLike) -> FloatArray:
-    """ln softmax(Z) = z_k - ln sum_l e^{z_l}, row by row, without overflow.
+    """ln softmax(Z) = z_k - ln sum_l e^{z_l}, row by row, without overflow (the log of eq. 5).
 
+    Parameters
+    ----------
+    Z : array_like, shape (N, K) or (K,)
+        Logits z^O, one row per sample.
+
+    Returns
+    -------
+    ndarray of Z's shape and computing dtype
+        ln P(y = k | x) (a new array).
+
+    Examples
+    --------
     >>> import fastnn.functional as F
     >>> F.log_softmax([0.0, 0.0])
     array([-0.69314718, -0.69314718])
@@ -424,6 +573,12 @@ def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
     reduction : {"mean", "sum", "none"}
         "mean" divides the sum by N (not by N*d as PyTorch's MSELoss does).
     return_grad : bool
+        Also return dL/dZ = 2 (Z - Y) (divided by N for "mean"), of Z's shape.
+
+    Returns
+    -------
+    loss : scalar of Z's dtype, or ndarray (N,) for reduction="none"
+    dZ : ndarray, only when ``return_grad``
 
     Examples
     --------

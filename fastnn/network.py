@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
@@ -34,9 +34,42 @@ LOSS_OF_OUTPUT = {output: loss for loss, output in OUTPUT_OF_LOSS.items()}
 _MLP = TypeVar("_MLP", bound="MLP")
 
 
+def _writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
+    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``."""
+    flags = A.flags
+    if type(A) is np.ndarray and A.dtype == dtype and flags.c_contiguous and flags.aligned \
+            and flags.writeable:
+        return A
+    return np.array(A, dtype=dtype, order="C", copy=True)
+
+
 class Trace:
-    """The intermediate values of a forward pass: ``z[l]`` and ``u[l]`` for each layer l (the
-    notes' z^H, u^H, z^O, u^O); ``u[-1]`` is the output map applied to the last layer."""
+    """The intermediate values of a forward pass (eq. 10), as ``Sequential.forward`` returns them.
+
+    Parameters
+    ----------
+    z : list of ndarray
+        ``z[l]`` = U_{l-1} W_l^T + B_l, layer l's pre-activation (the notes' z^H, z^O).
+    u : list of ndarray
+        ``u[l]`` = g_l(z[l]) (the notes' u^H, u^O); ``u[-1]`` is the output map (sigmoid,
+        softmax or identity) applied to the last layer's output.
+
+    Examples
+    --------
+    The notes' section 1, problem 1 at x = 2 and x = 4:
+
+    >>> from fastnn import MLP
+    >>> net = MLP.from_weights([([[1], [1]], [-1, -3]), ([-1, 2], 0.5)],
+    ...                        activation="step", output="sigmoid")
+    >>> trace = net.forward([[2.0], [4.0]])
+    >>> trace.z[0], trace.u[0]  # z^H = (x - 1, x - 3), u^H = step(z^H) (eq. 2)
+    (array([[ 1., -1.],
+           [ 3.,  1.]]), array([[1., 0.],
+           [1., 1.]]))
+    >>> trace.z[1]  # z^O = -u_1 + 2 u_2 + 0.5
+    array([[-0.5],
+           [ 1.5]])
+    """
 
     z: list[FloatArray]
     u: list[FloatArray]
@@ -100,24 +133,57 @@ class Sequential:
 
     @property
     def output(self) -> str:
-        """The output map: "sigmoid", "softmax" or "identity"."""
+        """The output map g_out: "sigmoid" (eq. 3), "softmax" (eq. 5) or "identity" (eq. 7)."""
         return OUTPUT_OF_LOSS[self.loss_name]
 
     @property
     def dtype(self) -> np.dtype[np.floating[Any]]:
+        """The dtype of every layer's weights: float32 or float64."""
         return self.layers[0].dtype
 
     @property
     def n_inputs(self) -> int:
+        """N_i, the number of inputs (features)."""
         return self.layers[0].n_in
 
     @property
     def n_outputs(self) -> int:
+        """N_o, the number of outputs of the last layer."""
         return self.layers[-1].n_out
 
     def parameters(self) -> Params:
-        """[(W, b or None), ...] per layer: the model's own arrays."""
+        """The weights of every layer: the notes' theta (eq. 14), the model's own arrays.
+
+        Returns
+        -------
+        list of (W, b) per layer
+            b is None for a layer without bias; the arrays are not copies.
+        """
         return [(layer.W, layer.b) for layer in self.layers]
+
+    def _trainable_parameters(self) -> Params:
+        """The layers' arrays as the native training loop writes them: exact ndarrays of the
+        model's dtype, C-contiguous, aligned, writeable, shapes chained. Arrays that are not
+        (a read-only array from a Dask worker or np.load(mmap_mode="r"), a float64 W set into
+        a float32 model, a Fortran-ordered W) are replaced by such copies; shapes that do not
+        chain raise a ValueError naming the layer."""
+        dtype = self.dtype
+        for l, layer in enumerate(self.layers):
+            _v.activation(layer.activation, f"layers[{l}].activation")
+            W, b = layer.W, layer.b
+            if not isinstance(W, np.ndarray) or W.ndim != 2 or 0 in W.shape:
+                raise ValueError(f"layers[{l}].W must be a non-empty 2-D array (n_out, n_in), "
+                                 f"got {getattr(W, 'shape', type(W).__name__)}")
+            if l and W.shape[1] != self.layers[l - 1].W.shape[0]:
+                raise ValueError(f"layers[{l}].W takes {W.shape[1]} inputs but layers[{l - 1}] "
+                                 f"gives {self.layers[l - 1].W.shape[0]} outputs")
+            layer.W = _writable(W, dtype)
+            if b is not None:
+                if not isinstance(b, np.ndarray) or b.shape != (W.shape[0],):
+                    raise ValueError(f"layers[{l}].b must have shape ({W.shape[0]},), got "
+                                     f"{getattr(b, 'shape', type(b).__name__)}")
+                layer.b = _writable(b, dtype)
+        return self.parameters()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -180,10 +246,19 @@ class Sequential:
         return U
 
     def forward(self, X: ArrayLike) -> Trace:
-        """The forward pass with every intermediate value (eq. 1 / eq. 10): a ``Trace`` with
-        ``z[l] = U_{l-1} W_l^T + B_l`` and ``u[l] = g_l(z[l])``; the last ``u`` is the output
-        map (sigmoid, softmax or identity) of the last layer's output. One sample (1-D x)
-        gives 1-D values."""
+        """The forward pass with every intermediate value (eq. 1 / eq. 10).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_inputs) or (n_inputs,)
+
+        Returns
+        -------
+        Trace
+            ``z[l] = U_{l-1} W_l^T + B_l`` and ``u[l] = g_l(z[l])``, (N, width) each; the last
+            ``u`` is the output map (sigmoid, softmax or identity) of the last layer's output.
+            One sample (1-D x) gives 1-D values. See ``Trace`` for an example.
+        """
         U, single = self._inputs(X)
         zs, us = [], []
         for layer in self.layers:
@@ -204,24 +279,79 @@ class Sequential:
         return Z  # eq. 7
 
     def decision_function(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
-        """The logits z^O (the last layer's output before the output map): (N,) for one
-        output, (N, n_outputs) otherwise."""
+        """The logits z^O: the last layer's output, before the output map (eq. 1b / eq. 10b).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_inputs) or (n_inputs,)
+
+        Returns
+        -------
+        ndarray, shape (N,) for one output, (N, n_outputs) otherwise
+            Without the batch axis for a single sample x (a scalar for one output).
+
+        Examples
+        --------
+        >>> from fastnn import MLP
+        >>> net = MLP.from_weights([([[1], [1]], [-1, -3]), ([-1, 2], 0.5)],
+        ...                        activation="step", output="sigmoid")
+        >>> net.decision_function([[2.0], [4.0]])
+        array([-0.5,  1.5])
+        """
         X, single = self._inputs(X)
         return self._shape_out(self._logits(X), single)
 
     def predict_proba(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
-        """u^O: P(y = 1 | x) for a sigmoid output (eq. 3), P(y = k | x) for softmax (eq. 5),
-        the prediction itself for identity (eq. 7)."""
+        """u^O = g_out(z^O): P(y = 1 | x) for a sigmoid output (eq. 3), P(y = k | x) for softmax
+        (eq. 5), the prediction itself for identity (eq. 7).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_inputs) or (n_inputs,)
+
+        Returns
+        -------
+        ndarray, shape (N, K) for softmax, (N,) for one sigmoid or identity output,
+        (N, n_outputs) otherwise
+            Without the batch axis for a single sample x.
+
+        Examples
+        --------
+        >>> from fastnn import MLP
+        >>> net = MLP.from_weights([([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])], output="softmax")
+        >>> net.predict_proba([[0.0, 0.0], [1.0, 0.0]])
+        array([[0.5       , 0.5       ],
+               [0.73105858, 0.26894142]])
+        """
         X, single = self._inputs(X)
         return self._shape_out(self._output_map(self._logits(X)), single)
 
     def predict(self, X: ArrayLike) -> NDArray[Any] | np.generic:
         """Hard decisions: z^O >= 0 for sigmoid (eq. 4), argmax_k z_k^O for softmax (eq. 6),
-        y_hat = z^O for identity (eq. 7)."""
+        y_hat = z^O for identity (eq. 7).
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_inputs) or (n_inputs,)
+
+        Returns
+        -------
+        ndarray
+            Labels 0..K-1 (softmax, int) or 0/1 (sigmoid, int64), shape (N,) (or (N, d) for d
+            sigmoid outputs); the predictions (N,) or (N, d) for identity. A single sample x
+            gives its label (a scalar) or its (d,) predictions.
+
+        Examples
+        --------
+        >>> from fastnn import MLP
+        >>> net = MLP.from_weights([([[1.0, -1.0]], [0.0])], output="identity")
+        >>> net.predict([[1.0, 0.0], [0.0, 2.0]])  # y_hat = x_1 - x_2
+        array([ 1., -2.])
+        """
         X, single = self._inputs(X)
         Z = self._logits(X)
         if self.output == "softmax":
-            pred = Z.argmax(axis=1)
+            pred: NDArray[np.intp] = Z.argmax(axis=1)
             return pred[0] if single else pred
         if self.output == "sigmoid":
             return self._shape_out((Z >= 0).astype(np.int64), single)
@@ -230,8 +360,28 @@ class Sequential:
     # -- loss and gradients ---------------------------------------------------------------
 
     def loss(self, X: ArrayLike, y: ArrayLike, reduction: str = "mean") -> Loss:
-        """The loss L (eq. 16 with the g_loss of eq. 17, 18 or 20) of the batch; "mean" divides
-        by N, "sum" is the notes' L, "none" gives the N per-sample losses."""
+        """The loss L (eq. 16 with the g_loss of eq. 17, 18 or 20) of the batch.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_inputs) or (n_inputs,)
+        y : array_like
+            Labels 0..K-1 (softmax), 0/1 (sigmoid; (N, d) for d outputs) or targets (N,) /
+            (N, d) (identity).
+        reduction : {"mean", "sum", "none"}
+            "sum" is the notes' L, "mean" L / N, "none" the N per-sample losses.
+
+        Returns
+        -------
+        loss : scalar of the model's dtype, or ndarray (N,) for reduction="none"
+
+        Examples
+        --------
+        >>> from fastnn import MLP
+        >>> net = MLP.from_weights([([[1.0, 0.0], [0.0, 1.0]], [0.0, 0.0])], output="softmax")
+        >>> float(net.loss([[0.0, 0.0]], [1]))  # eq. 18: ln(e^0 + e^0) - 0
+        0.6931471805599453
+        """
         X, single = self._inputs(X)
         y = self._targets(y, X.shape[0], single=single)
         loss = self._loss(self._logits(X), y, reduction)
@@ -253,8 +403,9 @@ class Sequential:
             return F.squared_error(Z, y, reduction=reduction, return_grad=return_grad)
         # eq. 17 on each of the d sigmoid outputs (d > 1: multi-label), summed per sample
         N, d = Z.shape
-        res = F.binary_cross_entropy(Z.reshape(-1), y.reshape(-1), reduction="none",
-                                     return_grad=return_grad)
+        res: Any = F.binary_cross_entropy(Z.reshape(-1), y.reshape(-1), reduction="none",
+                                          return_grad=return_grad)
+        dZ: Any  # dL/dZ, None without return_grad
         losses, dZ = res if return_grad else (res, None)
         losses = losses.reshape(N, d).sum(axis=1, dtype=np.float64)
         if reduction == "none":
@@ -263,16 +414,36 @@ class Sequential:
             loss = Z.dtype.type(losses.sum() / (N if reduction == "mean" else 1))
             if return_grad and reduction == "mean":
                 dZ = dZ / Z.dtype.type(N)
-        return (loss, dZ.reshape(N, d)) if return_grad else loss
+        return (loss, cast(FloatArray, dZ).reshape(N, d)) if return_grad else loss
 
     def gradients(self, X: ArrayLike, y: ArrayLike, reduction: str = "mean"
                   ) -> list[tuple[FloatArray, FloatArray | None]]:
         """dL/dW_l and dL/db_l of every layer by backpropagation along the computation graph
-        (section 3): L -> z^O, then for each layer z -> (W, b, u_prev) and u_prev -> z_prev.
+        (section 3): L -> z^O, then for each layer z -> (W, b, u_prev) (eq. 13) and
+        u_prev -> z_prev.
+
+        Parameters
+        ----------
+        X : array_like, shape (N, n_inputs) or (n_inputs,)
+        y : array_like
+            The targets, as for ``loss``.
+        reduction : {"mean", "sum"}
+            The gradient of L (eq. 16, "sum") or of L / N ("mean").
 
         Returns
         -------
-        list of (dW, db) per layer; db is None for a layer without bias.
+        list of (dW, db) per layer
+            Of the shapes of (W, b); db is None for a layer without bias.
+
+        Examples
+        --------
+        y_hat = w^T x + b with squared error (eq. 20): dL/dw = 2 (y_hat - y) x and
+        dL/db = 2 (y_hat - y):
+
+        >>> from fastnn import MLP
+        >>> net = MLP.from_weights([([[1.0, -1.0]], [0.0])], output="identity")
+        >>> net.gradients([[1.0, 0.0]], [0.0], reduction="sum")
+        [(array([[2., 0.]]), array([2.]))]
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum' for gradients, got {reduction!r}")
@@ -284,6 +455,7 @@ class Sequential:
             inputs.append(U)
             U = F.linear(U, layer.W, layer.b, layer.activation)
             outputs.append(U)
+        dU: Any  # dL/dU of the layer below; None once the first layer is done
         _, dU = self._loss(U, y, reduction, return_grad=True)  # L -> last layer's output
         grads = []
         for l in range(len(self.layers) - 1, -1, -1):
@@ -307,7 +479,22 @@ class Sequential:
             callback: Callable[[int, History], bool | None] | None = None) -> History:
         """Train by mini-batch SGD (eq. 21), optionally with momentum / Nesterov, or Adam.
 
-        See ``fastnn.training.fit`` for the parameters; returns the ``History``.
+        The parameters are those of ``fastnn.training.fit`` (which see), with this model.
+
+        Returns
+        -------
+        History
+            Also kept as ``history_``.
+
+        Examples
+        --------
+        >>> from fastnn import MLP
+        >>> from fastnn.datasets import load_digits
+        >>> X, y = load_digits()
+        >>> net = MLP(64, 32, 10, random_state=0)
+        >>> history = net.fit(X / 16, y, epochs=5, lr=0.1, momentum=0.9, random_state=0)
+        >>> history.epochs, history.loss[-1] < history.loss[0]
+        (5, True)
         """
         from .training import fit
 
@@ -320,7 +507,24 @@ class Sequential:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,
-        atomically: a temporary file in the same folder, then a rename."""
+        atomically: a temporary file in the same folder, then a rename.
+
+        Parameters
+        ----------
+        path : str or os.PathLike
+            The file to write (conventionally ``.npz``); ``fastnn.load`` reads it back.
+
+        Examples
+        --------
+        >>> import fastnn
+        >>> net = fastnn.MLP(4, 8, 3, random_state=0)
+        >>> net.save("net.npz")
+        >>> fastnn.load("net.npz")  # doctest: +ELLIPSIS
+        MLP([
+          Linear(4, 8, 'relu', dtype='float32'),
+          Linear(8, 3, 'identity', dtype='float32')
+        ], loss='cross_entropy')
+        """
         from .serialization import save
 
         save(self, path)
@@ -360,7 +564,8 @@ class MLP(Sequential):
                  random_state: SeedLike = None) -> None:
         n_inputs = check_count(n_inputs, "n_inputs")
         n_outputs = check_count(n_outputs, "n_outputs")
-        hidden = list(hidden) if isinstance(hidden, (list, tuple, np.ndarray)) else [hidden]
+        hidden = (list(hidden) if isinstance(hidden, (list, tuple, np.ndarray))
+                  else [cast(int, hidden)])  # an int (else check_count says what is wrong)
         hidden = [check_count(h, "hidden") for h in hidden]
         if output not in LOSS_OF_OUTPUT:
             raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
@@ -377,9 +582,22 @@ class MLP(Sequential):
     @classmethod
     def from_weights(cls: type[_MLP], weights: Iterable[tuple[ArrayLike, ArrayLike | None]],
                      activation: str = "relu", output: str = "softmax") -> _MLP:
-        """The network with exactly these weights: ``weights`` = [(W_H, b_H), (W_O, b_O)] (any
-        depth), each W of shape (n_out, n_in) as in the notes (a 1-D W is a single unit's
-        row, a scalar b its bias). The dtype is float32 if every array is float32, else float64.
+        """The network with exactly these weights (copied), as the notes build them by hand.
+
+        Parameters
+        ----------
+        weights : sequence of (W, b) pairs
+            [(W_H, b_H), (W_O, b_O)] (any depth), each W of shape (n_out, n_in) as in the
+            notes (a 1-D W is a single unit's row, a scalar b its bias); b may be None.
+        activation : {"relu", "sigmoid", "tanh", "step", "identity", "exp"}
+            g_act of the hidden layers.
+        output : {"softmax", "sigmoid", "identity"}
+            g_out, which fixes the loss (eq. 18, 17, 20).
+
+        Returns
+        -------
+        MLP
+            float32 if every array is float32, else float64.
 
         Examples
         --------

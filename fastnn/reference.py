@@ -35,14 +35,49 @@ ACTIVATIONS = ("identity", "step", "sigmoid", "relu", "tanh", "exp")
 
 
 def sigmoid(Z: ArrayLike) -> FloatArray:
-    """Logistic function 1 / (1 + e^-z) (eq. 3), evaluated without overflow."""
+    """Logistic function 1 / (1 + e^-z) (eq. 3), evaluated without overflow.
+
+    Parameters
+    ----------
+    Z : array_like of float32 or float64, any shape
+
+    Returns
+    -------
+    ndarray of Z's shape and dtype
+        e^-|z| is never larger than 1, so neither branch overflows.
+
+    Examples
+    --------
+    >>> from fastnn import reference
+    >>> reference.sigmoid([-1000.0, 0.0, 1000.0])
+    array([0. , 0.5, 1. ])
+    """
     Z = np.asarray(Z)
     e = np.exp(-np.abs(Z))  # e^-|z| <= 1: never overflows
     return np.where(Z >= 0, 1 / (1 + e), e / (1 + e)).astype(Z.dtype, copy=False)
 
 
 def activate(Z: ArrayLike, activation: str) -> FloatArray:
-    """U = g_act(Z), elementwise."""
+    """U = g_act(Z), elementwise: the activations of section 1 (eq. 2's step, the sigmoid of
+    eq. 3, ReLU) and tanh, exp.
+
+    Parameters
+    ----------
+    Z : array_like of float32 or float64, any shape
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+
+    Returns
+    -------
+    ndarray of Z's shape and dtype
+        A new array ("identity" copies Z).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn import reference
+    >>> reference.activate(np.array([-1.0, 0.0, 2.0]), "step")  # eq. 2: g(0) = 1
+    array([0., 1., 1.])
+    """
     Z = np.asarray(Z)
     if activation == "identity":
         return Z.copy()
@@ -60,7 +95,21 @@ def activate(Z: ArrayLike, activation: str) -> FloatArray:
 
 
 def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
-    """dU/dZ, elementwise, from U = g(Z) alone (so backward never needs Z)."""
+    """dU/dZ, elementwise, from U = g(Z) alone (so backward never needs Z).
+
+    sigmoid u (1 - u) (section 2, problem 3), tanh 1 - u^2, relu 1 where u > 0, exp u,
+    identity 1, step 0.
+
+    Parameters
+    ----------
+    U : array_like of float32 or float64, any shape
+        The activation's output.
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+
+    Returns
+    -------
+    ndarray of U's shape and dtype
+    """
     U = np.asarray(U)
     one = U.dtype.type(1)
     if activation == "identity":
@@ -80,7 +129,34 @@ def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
 
 def linear(X: FloatArray, W: FloatArray, b: FloatArray | None = None, activation: str = "identity",
            *, out: FloatArray | None = None) -> FloatArray:
-    """U = g(X W^T + B) (eq. 10a)."""
+    """U = g(X W^T + B) (eq. 10a, with B the rows b^T of eq. 11).
+
+    Parameters
+    ----------
+    X : ndarray, shape (N, N_in)
+    W : ndarray, shape (N_out, N_in)
+    b : ndarray, shape (N_out,), optional
+    activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
+    out : ndarray, shape (N, N_out), optional
+        Written with the result and returned.
+
+    Returns
+    -------
+    U : ndarray, shape (N, N_out)
+
+    Examples
+    --------
+    The hidden layer of the notes' section 1, problem 1 (W^H = [1, 1]^T, b^H = [-1, -3],
+    step units) at x = 0, 2, 4:
+
+    >>> import numpy as np
+    >>> from fastnn import reference
+    >>> reference.linear(np.array([[0.0], [2.0], [4.0]]), np.array([[1.0], [1.0]]),
+    ...                  np.array([-1.0, -3.0]), "step")
+    array([[0., 0.],
+           [1., 0.],
+           [1., 1.]])
+    """
     Z = X.dot(W.T)
     if b is not None:
         Z = Z + b[None, :]  # B repeats b on the N rows (eq. 11)
@@ -98,6 +174,25 @@ def linear_backward(
     """Backpropagate dL/dU through U = g(X W^T + b) (eq. 13 and the chain rule).
 
     dZ = dU * g'(Z);  dW = dZ^T X;  db = sum_i dZ_i;  dX = dZ W.
+
+    Parameters
+    ----------
+    dU : ndarray, shape (N, N_out)
+        dL/dU.
+    X : ndarray, shape (N, N_in)
+        The layer's input.
+    W : ndarray, shape (N_out, N_in)
+    U : ndarray, shape (N, N_out)
+        The layer's output g(X W^T + b).
+    activation : str
+    need_dX : bool
+        Compute dX (the first layer does not need it).
+
+    Returns
+    -------
+    dX : ndarray (N, N_in) or None
+    dW : ndarray (N_out, N_in)
+    db : ndarray (N_out,)
     """
     dZ = dU * activation_grad(U, activation)
     dW = dZ.T.dot(X)
@@ -107,13 +202,39 @@ def linear_backward(
 
 
 def softmax(Z: FloatArray) -> FloatArray:
-    """P(y = k | x) = e^{z_k} / sum_l e^{z_l} (eq. 5), shifted by max_l z_l for stability."""
+    """P(y = k | x) = e^{z_k} / sum_l e^{z_l} (eq. 5), shifted by max_l z_l for stability.
+
+    Parameters
+    ----------
+    Z : ndarray, shape (N, K) or (K,)
+
+    Returns
+    -------
+    ndarray of Z's shape
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn import reference
+    >>> reference.softmax(np.array([1000.0, 1000.0]))  # no overflow
+    array([0.5, 0.5])
+    """
     expZ = np.exp(Z - Z.max(axis=-1, keepdims=True))
     return expZ / expZ.sum(axis=-1, keepdims=True)
 
 
 def log_softmax(Z: FloatArray) -> FloatArray:
-    """ln P(y = k | x) = z_k - ln sum_l e^{z_l}, shifted by max_l z_l for stability."""
+    """ln P(y = k | x) = z_k - ln sum_l e^{z_l} (the log of eq. 5), shifted by max_l z_l for
+    stability.
+
+    Parameters
+    ----------
+    Z : ndarray, shape (N, K) or (K,)
+
+    Returns
+    -------
+    ndarray of Z's shape
+    """
     shifted = Z - Z.max(axis=-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
@@ -123,7 +244,7 @@ def _reduce(losses: FloatArray, dZ: FloatArray | None, reduction: str, return_gr
     """Apply the reduction to per-sample losses (eq. 16 for "sum") and to the gradient."""
     N = losses.shape[0]
     if reduction == "none":
-        loss = losses.astype(dtype, copy=False)
+        loss: Loss = losses.astype(dtype, copy=False)
     else:
         total = losses.sum(dtype=np.float64)
         if reduction == "mean":
@@ -147,7 +268,27 @@ def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
                          return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """g_loss(z, y) = ln(1 + e^z) - y z on the logit z (eq. 17); dg/dz = sigmoid(z) - y.
 
-    ``z`` has shape (N,), ``y`` holds N labels in {0, 1}.
+    Parameters
+    ----------
+    z : array_like, shape (N,)
+        Logits.
+    y : array_like, shape (N,)
+        Labels in {0, 1}.
+    reduction : {"mean", "sum", "none"}
+        "sum" is the notes' L (eq. 16), "mean" L / N, "none" the N per-sample losses.
+    return_grad : bool
+        Also return dL/dz (divided by N for "mean").
+
+    Returns
+    -------
+    loss : scalar of z's dtype, or ndarray (N,) for reduction="none"
+    dz : ndarray of z's shape, only when ``return_grad``
+
+    Examples
+    --------
+    >>> from fastnn import reference
+    >>> float(reference.binary_cross_entropy([0.0, 0.0], [0, 1], reduction="sum"))  # 2 ln 2
+    1.3862943611198906
     """
     z = np.asarray(z)
     y = np.asarray(y, dtype=z.dtype)
@@ -171,7 +312,31 @@ def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
                   return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """g_loss(z, y) = ln sum_l e^{z_l} - sum_k r_k z_k (eq. 18, r one-hot of y, eq. 19).
 
-    ``Z`` has shape (N, K), ``y`` holds N labels in 0..K-1; dg/dz_k = softmax(z)_k - r_k.
+    dg/dz_k = softmax(z)_k - r_k (section 3, problem 1).
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, K)
+        Logits, one row per sample.
+    y : array_like, shape (N,)
+        Labels in 0..K-1 (the notes' 1..K shifted down by one).
+    reduction : {"mean", "sum", "none"}
+        "sum" is the notes' L (eq. 16), "mean" L / N, "none" the N per-sample losses.
+    return_grad : bool
+        Also return dL/dZ (divided by N for "mean").
+
+    Returns
+    -------
+    loss : scalar of Z's dtype, or ndarray (N,) for reduction="none"
+    dZ : ndarray of Z's shape, only when ``return_grad``
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn import reference
+    >>> loss, dZ = reference.cross_entropy(np.zeros((1, 4)), [2], return_grad=True)
+    >>> round(float(loss), 6), dZ  # ln 4; softmax - r
+    (1.386294, array([[ 0.25,  0.25, -0.75,  0.25]]))
     """
     Z = np.asarray(Z)
     y = np.asarray(y, dtype=np.intp)
@@ -180,7 +345,7 @@ def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
     R[np.arange(N), y] = 1  # one-hot code (eq. 19)
     m = Z.max(axis=1, keepdims=True)
     # ln sum_l e^{z_l} - z_y = (m - z_y) + ln sum_l e^{z_l - m}: stable for large logits
-    losses = (m[:, 0] - (R * Z).sum(axis=1)) + np.log(np.exp(Z - m).sum(axis=1))
+    losses = (m[:, 0] - Z[np.arange(N), y]) + np.log(np.exp(Z - m).sum(axis=1))
     dZ = softmax(Z) - R if return_grad else None
     return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
 
@@ -198,8 +363,21 @@ def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
                   return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
     """g_loss(z, y) = ||z - y||^2 = sum_k (z_k - y_k)^2 (eq. 20); dg/dz = 2 (z - y).
 
-    ``Z`` has shape (N, d) or (N,) for one output; ``Y`` the same shape. No 1/2 factor;
-    "mean" divides by N, not by N*d.
+    No 1/2 factor; "mean" divides by N, not by N*d.
+
+    Parameters
+    ----------
+    Z : array_like, shape (N, d), or (N,) for one output
+    Y : array_like of Z's shape
+    reduction : {"mean", "sum", "none"}
+        "sum" is the notes' L (eq. 16), "mean" L / N, "none" the N per-sample losses.
+    return_grad : bool
+        Also return dL/dZ (divided by N for "mean").
+
+    Returns
+    -------
+    loss : scalar of Z's dtype, or ndarray (N,) for reduction="none"
+    dZ : ndarray of Z's shape, only when ``return_grad``
     """
     Z = np.asarray(Z)
     Y = np.asarray(Y, dtype=Z.dtype)

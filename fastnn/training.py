@@ -6,52 +6,102 @@ the "numpy" backend the same algorithm runs batch by batch in Python on ``fastnn
 which is what the native loop is measured against.
 """
 
+from __future__ import annotations
+
 import contextlib
+import functools
 import math
 import numbers
 import threading
 import time
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from numpy.typing import ArrayLike, NDArray
 from threadpoolctl import ThreadpoolController
 
 from . import _kernels
 from . import _validation as _v
 from . import functional as F
+from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
 from .layers import check_count
+from .network import _writable
 from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, update
 
 __all__ = ["History", "fit"]
 
+if TYPE_CHECKING:
+    from .network import Sequential
+
+#: a copy of the parameters and of the optimizer state (``_copy``), to restore after a failure
+_Saved = tuple[Params, list[list[LayerState]]]
+
 
 class History:
-    """What a fit did, one entry per epoch: ``loss`` (mean training loss, sample-weighted),
-    ``val_loss`` and ``val_metric`` (accuracy for classifiers, R^2 for regression; empty
-    without validation data), ``lr`` and ``seconds``. ``best_epoch`` is the epoch whose
-    weights the model kept with early stopping (0-based), ``stopped_early`` whether it stopped."""
+    """What a fit did, one entry per epoch (``fit`` returns it and keeps it as ``history_``).
 
-    def __init__(self, metric):
+    Parameters
+    ----------
+    metric : {"accuracy", "r2"}
+        The validation metric: accuracy of the hard decisions (eq. 4 / eq. 6) for
+        classifiers, R^2 for regression.
+
+    Attributes
+    ----------
+    loss : list of float
+        The mean training loss of each epoch (L / N of eq. 16, sample-weighted).
+    val_loss, val_metric : list of float
+        The mean validation loss and metric after each epoch; empty without validation data.
+    lr, seconds : list of float
+        The learning rate (alpha of eq. 21) and the time of each epoch.
+    best_epoch : int or None
+        With early stopping, the epoch (0-based) whose weights the model kept.
+    stopped_early : bool
+        Whether early stopping ended the fit.
+    epochs : int
+        The number of epochs run.
+
+    Examples
+    --------
+    >>> from fastnn import History
+    >>> h = History("accuracy")
+    >>> h.loss.extend([0.9, 0.5]); h
+    History(2 epochs, last loss 0.5)
+    """
+
+    metric: str
+    loss: list[float]
+    val_loss: list[float]
+    val_metric: list[float]
+    lr: list[float]
+    seconds: list[float]
+    best_epoch: int | None
+    stopped_early: bool
+
+    def __init__(self, metric: str) -> None:
         self.metric = metric
         self.loss, self.val_loss, self.val_metric, self.lr, self.seconds = [], [], [], [], []
         self.best_epoch = None
         self.stopped_early = False
 
     @property
-    def epochs(self):
+    def epochs(self) -> int:
+        """The number of epochs run (the length of ``loss``)."""
         return len(self.loss)
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
         return f"History({self.epochs} epochs{last})"
 
 
 _blas_lock = threading.Lock()
 _blas_users = 0
-_blas_saved = []  # (library controller, its thread count before the first fit)
+_blas_saved: list[tuple[Callable[[int], Any], int | None]] = []  # (set_threads, count before)
 
 
 @contextlib.contextmanager
-def _single_threaded_blas():
+def _single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread while any fit runs: OpenBLAS splits a product differently for
     different thread counts, which changes the last bits of the weights; with one BLAS thread
     (and fastnn's own fixed split of large products across OpenMP threads) the same
@@ -61,8 +111,7 @@ def _single_threaded_blas():
     global _blas_users
     with _blas_lock:
         if _blas_users == 0:
-            libs = ThreadpoolController().select(user_api="blas").lib_controllers
-            _blas_saved[:] = [(_thread_setter(lib), lib.get_num_threads()) for lib in libs]
+            _blas_saved[:] = [(setter, lib.get_num_threads()) for lib, setter in _blas_libs()]
             for set_threads, _ in _blas_saved:
                 set_threads(1)
         _blas_users += 1
@@ -78,7 +127,15 @@ def _single_threaded_blas():
                 _blas_saved.clear()
 
 
-def _thread_setter(lib):
+@functools.lru_cache(maxsize=1)
+def _blas_libs() -> tuple[tuple[Any, Callable[[int], Any]], ...]:
+    """(controller, set-threads function) of each BLAS library loaded, found once per process:
+    threadpoolctl's scan of the loaded libraries takes milliseconds."""
+    libs = ThreadpoolController().select(user_api="blas").lib_controllers
+    return tuple((lib, _thread_setter(lib)) for lib in libs)
+
+
+def _thread_setter(lib: Any) -> Any:  # (threadpoolctl's LibController) -> set_threads(n)
     """The library's own set-threads function. For a pthreads OpenBLAS this is its C symbol
     itself: threadpoolctl lets only one 'controlling' Python thread change OpenBLAS, and a
     fit must pin it from whatever thread it runs in (the count above keeps fits in several
@@ -92,18 +149,20 @@ def _thread_setter(lib):
     return lib.set_num_threads
 
 
-def _real(value, name, low=None, high=None, *, low_open=False, high_open=False):
+def _real(value: object, name: str, low: float | None = None, high: float | None = None, *,
+          low_open: bool = False, high_open: bool = False) -> float:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
             or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite number, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
         raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    if high is not None and (value > high or (high_open and value == high)):
+    # (typeshed's numbers.Real has no __gt__; ints, floats and NumPy scalars all compare)
+    if high is not None and (value > high or (high_open and value == high)):  # type: ignore[operator]
         raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
     return float(value)
 
 
-def _sample_weight(sample_weight, N):
+def _sample_weight(sample_weight: ArrayLike | None, N: int) -> FloatArray | None:
     if sample_weight is None:
         return None
     (sw,), _ = _v.real_arrays((sample_weight, "sample_weight"))
@@ -114,7 +173,7 @@ def _sample_weight(sample_weight, N):
     return sw
 
 
-def _metric(model, X, Y):
+def _metric(model: Sequential, X: FloatArray, Y: NDArray[Any]) -> float:
     """Accuracy (eq. 4 / eq. 6 decisions) for classifiers, R^2 for regression."""
     Z = model._logits(X)
     if model.loss_name == "cross_entropy":
@@ -128,17 +187,32 @@ def _metric(model, X, Y):
     return float(r2.mean())
 
 
-def _copy(params, state):
+def _copy(params: Params, state: OptState) -> _Saved:
     return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
             [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
               for s in states] for states in state])
 
 
-def _finite(params):
+def _state_fits(state: Any, params: Params) -> bool:
+    """Whether a previous fit's optimizer state has the shapes and dtypes of ``params``."""
+    if len(state) != 2 or any(len(states) != len(params) for states in state):
+        return False
+    for states in state:
+        for s, (W, b) in zip(states, params):
+            if s is None:
+                continue
+            if s[0].shape != W.shape or s[0].dtype != W.dtype or (s[1] is None) != (b is None):
+                return False
+            if b is not None and (s[1].shape != b.shape or s[1].dtype != b.dtype):
+                return False
+    return True
+
+
+def _finite(params: Params) -> bool:
     return all(np.isfinite(W).all() and (b is None or np.isfinite(b).all()) for W, b in params)
 
 
-def _restore(saved, params, state):
+def _restore(saved: _Saved, params: Params, state: OptState) -> None:
     """Copy saved values back into the model's own arrays (the native loop holds them)."""
     for (W, b), (W0, b0) in zip(params, saved[0]):
         W[...] = W0
@@ -147,15 +221,19 @@ def _restore(saved, params, state):
     for states, saved_states in zip(state, saved[1]):
         for s, s0 in zip(states, saved_states):
             if s is not None:
+                assert s0 is not None  # saved from the same state
                 s[0][...] = s0[0]
                 if s[1] is not None:
                     s[1][...] = s0[1]
 
 
-def _python_epoch(model, X, Y, sw, perm, batch_size, lr, state, opt):
+def _python_epoch(model: Sequential, X: FloatArray, Y: NDArray[Any],
+                  sw: FloatArray | None, perm: NDArray[np.intp], batch_size: int,
+                  lr: float, state: OptState, opt: dict[str, Any]) -> float:
     """One epoch batch by batch in Python (the "numpy" backend): the native loop's reference."""
     total = 0.0
     N = len(perm)
+    dU: Any  # dL/dU of the layer below; None once the first layer is done
     for s in range(0, N, batch_size):
         rows = perm[s:s + batch_size]
         inputs, outputs, U = [], [], X[rows]
@@ -176,19 +254,23 @@ def _python_epoch(model, X, Y, sw, perm, batch_size, lr, state, opt):
                                            need_dX=l > 0)
             grads = [(layer.W, dW, 0), (layer.b, db, 1)] if layer.b is not None else [(layer.W, dW, 0)]
             for P, G, k in grads:
-                M1 = state[0][l][k] if state[0][l] is not None else None
-                M2 = state[1][l][k] if state[1][l] is not None else None
+                M1 = state[0][l][k] if state[0][l] is not None else None  # type: ignore[index]
+                M2 = state[1][l][k] if state[1][l] is not None else None  # type: ignore[index]
                 update(P, G, M1, M2, optimizer=opt["optimizer"], lr=lr, momentum=opt["momentum"],
                        nesterov=opt["nesterov"], beta1=opt["beta1"], beta2=opt["beta2"],
                        eps=opt["eps"], t=opt["t"], decay=opt["weight_decay"] if k == 0 else 0.0)
     return total
 
 
-def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", momentum=0.0,
-        nesterov=False, weight_decay=0.0, shuffle=True, sample_weight=None,
-        validation_data=None, early_stopping=False, patience=10, random_state=None,
-        verbose=False, lr_schedule="constant", beta1=0.9, beta2=0.999, eps=1e-8,
-        warm_start=False, callback=None):
+def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
+        batch_size: int = 32, lr: float = 0.01, optimizer: str = "sgd", momentum: float = 0.0,
+        nesterov: bool = False, weight_decay: float = 0.0, shuffle: bool = True,
+        sample_weight: ArrayLike | None = None,
+        validation_data: tuple[ArrayLike, ArrayLike] | None = None,
+        early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
+        verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+        beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, warm_start: bool = False,
+        callback: Callable[[int, History], bool | None] | None = None) -> History:
     """Train ``model`` in place by mini-batch gradient descent.
 
     Parameters
@@ -236,6 +318,19 @@ def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", mome
         The loss became NaN or infinite: the model keeps the weights it had before that epoch.
     RuntimeError
         ``fit`` is already running on this model in another thread.
+
+    Examples
+    --------
+    Fit y = 2 x by squared error (eq. 20) with plain SGD (eq. 21):
+
+    >>> import numpy as np
+    >>> from fastnn import MLP
+    >>> from fastnn.training import fit
+    >>> X = np.linspace(-1, 1, 32)[:, None]
+    >>> net = MLP(1, (), 1, output="identity", dtype="float64", random_state=0)
+    >>> history = fit(net, X, 2 * X[:, 0], epochs=200, batch_size=8, lr=0.1, random_state=0)
+    >>> round(float(net.layers[0].W[0, 0]), 4), history.loss[-1] < 1e-8
+    (2.0, True)
     """
     if not model._fit_lock.acquire(blocking=False):
         raise RuntimeError("fit is already running on this model in another thread; "
@@ -250,9 +345,12 @@ def fit(model, X, y, *, epochs=10, batch_size=32, lr=0.01, optimizer="sgd", mome
         model._fit_lock.release()
 
 
-def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay,
-         shuffle, sample_weight, validation_data, early_stopping, patience, random_state,
-         verbose, lr_schedule, beta1, beta2, eps, warm_start, callback):
+def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size: int, lr: float,
+         optimizer: str, momentum: float, nesterov: bool, weight_decay: float, shuffle: bool,
+         sample_weight: ArrayLike | None, validation_data: tuple[ArrayLike, ArrayLike] | None,
+         early_stopping: bool, patience: int, random_state: SeedLike, verbose: bool,
+         lr_schedule: str | Callable[[int], float], beta1: float, beta2: float, eps: float,
+         warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
     epochs = check_count(epochs, "epochs")
     batch_size = check_count(batch_size, "batch_size")
     lr = _real(lr, "lr", 0, low_open=True)
@@ -286,12 +384,16 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
         raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
     batch_size = min(batch_size, N)
 
-    params = model.parameters()
+    params = model._trainable_parameters()
     previous = model.optimizer_state_
+    state: OptState
     if warm_start and previous is not None and previous["optimizer"] == optimizer \
-            and previous["momentum"] == momentum:
-        state, t0 = previous["state"], previous["t"]
-    else:
+            and previous["momentum"] == momentum and _state_fits(previous["state"], params):
+        state = [[None if s is None else (_writable(s[0], s[0].dtype),
+                                          None if s[1] is None else _writable(s[1], s[1].dtype))
+                  for s in states] for states in previous["state"]]
+        t0 = previous["t"]
+    else:  # a new state (also when the architecture changed since the last fit)
         state, t0 = new_state(params, optimizer, momentum), 0
     opt = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov, "beta1": beta1,
            "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
@@ -310,59 +412,63 @@ def _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov, wei
     best_loss, best, waited = math.inf, None, 0
     start = time.perf_counter()
     order = np.arange(N, dtype=np.intp)
-    for epoch in range(epochs):
-        lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
-        perm = rng.permutation(N).astype(np.intp, copy=False) if shuffle else order
-        saved, saved_t = _copy(params, state), opt["t"]
-        tick = time.perf_counter()
-        try:
-            if native:
-                total = trainer.run_epoch(perm, lr_epoch)
-                opt["t"] = trainer.t
-            else:
-                total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)
-        except KeyboardInterrupt:
-            _restore(saved, params, state)
-            opt["t"] = saved_t
-            if verbose:
-                print(f"interrupted in epoch {epoch + 1}: the model keeps the weights of "
-                      f"epoch {epoch}", flush=True)
-            raise
-        # a non-finite loss stops the epoch before its update; the epoch's last update is
-        # checked on the weights themselves
-        if not math.isfinite(total) or not _finite(params):
-            _restore(saved, params, state)
-            opt["t"] = saved_t
-            model.history_ = history
-            what = f"the loss became {total}" if not math.isfinite(total) \
-                else "the weights became infinite or NaN"
-            raise FloatingPointError(
-                f"training diverged in epoch {epoch + 1} of {epochs}: {what}; the model keeps "
-                f"its weights from before that epoch (try a smaller lr)")
-        seconds = time.perf_counter() - tick
-        history.loss.append(total / N)
-        history.lr.append(lr_epoch)
-        history.seconds.append(seconds)
-        line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}"
-        if validation_data is not None:
-            val_loss = float(model._loss(model._logits(X_val), Y_val, "mean"))
-            history.val_loss.append(val_loss)
-            history.val_metric.append(_metric(model, X_val, Y_val))
-            line += f"  val_loss {val_loss:.5f}  val_{history.metric} {history.val_metric[-1]:.4f}"
-            if early_stopping:
-                if val_loss < best_loss:
-                    best_loss, best, waited = val_loss, (_copy(params, state), opt["t"]), 0
-                    history.best_epoch = epoch
+    try:  # whatever ends the fit (a divergence, Ctrl-C), history_ has the finished epochs
+        for epoch in range(epochs):
+            lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
+            perm = rng.permutation(N).astype(np.intp, copy=False) if shuffle else order
+            saved, saved_t = _copy(params, state), opt["t"]
+            tick = time.perf_counter()
+            try:
+                if native:
+                    total = trainer.run_epoch(perm, lr_epoch)
+                    opt["t"] = trainer.t
                 else:
-                    waited += 1
-        if verbose:
-            print(f"{line}  {time.perf_counter() - start:.2f}s  "
-                  f"{N / max(seconds, 1e-9):,.0f} samples/s", flush=True)
-        if early_stopping and waited >= patience:
-            history.stopped_early = True
-            break
-        if callback is not None and callback(epoch, history):
-            break
+                    total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)
+            except KeyboardInterrupt:
+                _restore(saved, params, state)
+                opt["t"] = saved_t
+                model.history_ = history
+                if verbose:
+                    print(f"interrupted in epoch {epoch + 1}: the model keeps the weights of "
+                          f"epoch {epoch}", flush=True)
+                raise
+            # a non-finite loss stops the epoch before its update; the epoch's last update is
+            # checked on the weights themselves
+            if not math.isfinite(total) or not _finite(params):
+                _restore(saved, params, state)
+                opt["t"] = saved_t
+                model.history_ = history
+                what = f"the loss became {total}" if not math.isfinite(total) \
+                    else "the weights became infinite or NaN"
+                raise FloatingPointError(
+                    f"training diverged in epoch {epoch + 1} of {epochs}: {what}; the model keeps "
+                    f"its weights from before that epoch (try a smaller lr)")
+            seconds = time.perf_counter() - tick
+            history.loss.append(total / N)
+            history.lr.append(lr_epoch)
+            history.seconds.append(seconds)
+            line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}"
+            if validation_data is not None:
+                val_loss = float(model._loss(model._logits(X_val), Y_val, "mean"))
+                history.val_loss.append(val_loss)
+                history.val_metric.append(_metric(model, X_val, Y_val))
+                line += f"  val_loss {val_loss:.5f}  val_{history.metric} {history.val_metric[-1]:.4f}"
+                if early_stopping:
+                    if val_loss < best_loss:
+                        best_loss, best, waited = val_loss, (_copy(params, state), opt["t"]), 0
+                        history.best_epoch = epoch
+                    else:
+                        waited += 1
+            if verbose:
+                print(f"{line}  {time.perf_counter() - start:.2f}s  "
+                      f"{N / max(seconds, 1e-9):,.0f} samples/s", flush=True)
+            if early_stopping and waited >= patience:
+                history.stopped_early = True
+                break
+            if callback is not None and callback(epoch, history):
+                break
+    finally:
+        model.history_ = history
     if early_stopping and best is not None:
         _restore(best[0], params, state)
         opt["t"] = best[1]
