@@ -3,6 +3,17 @@
 ``fastnn.functional`` (also ``fastnn.F``) holds the validated kernels, ``fastnn.reference``
 the same functions in plain NumPy (the correctness oracle); ``Linear``, ``Sequential`` and
 ``MLP`` are the models, trained by ``fit`` in native code.
+
+Examples
+--------
+The notes' section 1, problem 2: two hard-threshold units (eq. 2) and a thresholded logit
+(eq. 4) that say 1 exactly for x in [2, 4):
+
+>>> import fastnn
+>>> net = fastnn.MLP.from_weights([([[1], [1]], [-2, -4]), ([1, -2], -0.5)],
+...                               activation="step", output="sigmoid")
+>>> net.predict([[0.0], [1.0], [3.0], [5.0], [3.5]])
+array([0, 0, 1, 0, 1])
 """
 
 import os
@@ -67,3 +78,10 @@ __all__ = [
     "show_config",
     "use_backend",
 ]
+
+
+def __getattr__(name: str) -> Any:  # scikit-learn is optional: the estimators load it on first use
+    if name in ("MLPClassifier", "MLPRegressor"):
+        from . import estimators
+        return getattr(estimators, name)
+    raise AttributeError(f"module 'fastnn' has no attribute {name!r}")
