@@ -16,6 +16,10 @@
 #include <math.h>
 #include <stddef.h>
 
+#if defined(_MSC_VER) && !defined(__clang__)
+#define restrict __restrict  /* MSVC's C spells it this way */
+#endif
+
 static inline float fnn_pow2i_f(int32_t n) {
     /* 2^n for -126 <= n <= 127, from the exponent bits */
     uint32_t bits = (uint32_t)(n + 127) << 23;
