@@ -37,12 +37,11 @@ _NUMPY_PRELOADED = "numpy" in sys.modules
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 import argparse  # noqa: E402
-import gc  # noqa: E402
 import json  # noqa: E402
 import platform  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
-from dataclasses import dataclass, field  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
 
 import numpy as np  # noqa: E402
 import scipy  # noqa: E402
@@ -50,6 +49,17 @@ import scipy  # noqa: E402
 import fastnn  # noqa: E402
 import fastnn.functional as F  # noqa: E402
 from fastnn import reference  # noqa: E402
+# the timing harness (calibrated samples, interleaved round-robin, medians, IQR) lives in
+# fastnn.benchmark, which `python -m fastnn bench` runs; the names stay importable from here
+from fastnn.benchmark import (  # noqa: E402, F401
+    Plan,
+    Timing,
+    estimate_call,
+    interleave,
+    plan_sample,
+    take_sample,
+    time_loop,
+)
 
 SEED = 20240607  # the seed of bench/conftest.py: the same inputs as the pytest suites
 
@@ -80,91 +90,6 @@ def build_logits(N, K, dtype):
     Z = (2.0 * rng.standard_normal((N, K))).astype(dtype)
     y = rng.integers(0, K, size=N).astype(np.intp)
     return _frozen(Z, y)
-
-
-# ---------------------------------------------------------------------------------------
-# Timing
-# ---------------------------------------------------------------------------------------
-
-
-def time_loop(fn, n):
-    """Per-call seconds of ``n`` back-to-back calls of ``fn``."""
-    t0 = time.perf_counter()
-    for _ in range(n):
-        fn()
-    return (time.perf_counter() - t0) / n
-
-
-def estimate_call(fn, min_time=2e-3):
-    """A rough per-call time: loops of growing length until one lasts ``min_time``."""
-    fn()  # warm up: first-call allocations, BLAS thread start-up
-    n = 1
-    while True:
-        t = time_loop(fn, n)
-        if t * n >= min_time or n >= 1 << 24:
-            return t
-        n *= 4
-
-
-@dataclass
-class Plan:
-    """How one sample of a contender is taken: ``chunks`` timed loops of ``calls`` calls."""
-
-    chunks: int
-    calls: int
-
-
-def plan_sample(per_call, target, max_chunks=5):
-    """Split ``target`` seconds into up to ``max_chunks`` chunks of >= 1 calls each."""
-    chunks = max(1, min(max_chunks, int(target / per_call)))
-    calls = max(1, round(target / (chunks * per_call)))
-    return Plan(chunks, calls)
-
-
-def take_sample(fn, plan):
-    """One sample: the median per-call time of ``plan.chunks`` timed loops."""
-    return statistics.median(time_loop(fn, plan.calls) for _ in range(plan.chunks))
-
-
-@dataclass
-class Timing:
-    name: str
-    plan: Plan
-    samples: list = field(default_factory=list)  # per-call seconds, one per round
-
-    @property
-    def median(self):
-        return statistics.median(self.samples)
-
-    @property
-    def spread(self):
-        """Interquartile range of the samples over their median."""
-        q1, _, q3 = statistics.quantiles(self.samples, n=4)
-        return (q3 - q1) / self.median
-
-
-def interleave(contenders, samples, target):
-    """Time ``contenders`` ({name: fn}) round-robin; return {name: Timing}.
-
-    Every contender is calibrated first, then one unrecorded warm-up round runs, then
-    ``samples`` rounds in which each contender takes one sample, in a fixed order.
-    The garbage collector is off while timing.
-    """
-    timings = {name: Timing(name, plan_sample(estimate_call(fn), target))
-               for name, fn in contenders.items()}
-    gc_was_enabled = gc.isenabled()
-    gc.collect()
-    gc.disable()
-    try:
-        for rnd in range(samples + 1):
-            for name, fn in contenders.items():
-                t = take_sample(fn, timings[name].plan)
-                if rnd:  # round 0 is the warm-up
-                    timings[name].samples.append(t)
-    finally:
-        if gc_was_enabled:
-            gc.enable()
-    return timings
 
 
 # ---------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Command line: ``python -m fastnn demo`` and ``python -m fastnn config``."""
+"""Command line: ``python -m fastnn demo``, ``python -m fastnn config`` and
+``python -m fastnn bench`` (fastnn against PyTorch and scikit-learn; ``bench --help``)."""
 
 import argparse
 import sys
@@ -41,6 +42,13 @@ def config(args):
     return 0
 
 
+def bench(args):
+    """fastnn against the NumPy reference, PyTorch CPU and scikit-learn (fastnn.benchmark)."""
+    from .benchmark import main as bench_main
+
+    return bench_main(args.bench_args)
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -49,6 +57,14 @@ def main(argv=None):
     p.set_defaults(run=demo)
     p = commands.add_parser("config", help="show versions, BLAS, OpenMP and thread settings")
     p.set_defaults(run=config)
+    # everything after "bench" goes to fastnn.benchmark's own parser: this one has no
+    # options (no prefix characters) so that "--quick" and "--help" pass through
+    p = commands.add_parser("bench", add_help=False, prefix_chars="\0",
+                            help="time fastnn against the NumPy reference, PyTorch and "
+                                 "scikit-learn; print medians, ratios and GFLOP/s "
+                                 "(bench --help for its options)")
+    p.add_argument("bench_args", nargs="*")
+    p.set_defaults(run=bench)
     args = parser.parse_args(argv)
     return args.run(args)
 
