@@ -27,7 +27,7 @@ from cython.parallel cimport prange
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm
+from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
 cimport openmp
 
 cdef extern from "_fastmath.h" nogil:
@@ -98,7 +98,10 @@ REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
 cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
 cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
 cdef Py_ssize_t SPLIT_GEMM = 1 << 21      # above (training loop): products split in parts
-cdef Py_ssize_t PARTS = 8                 # how many: fixed, so results never depend on threads
+# how many: the machine's processor count, fixed for a machine whatever the thread settings,
+# so the same random_state gives the same weights with 1 or 2 threads (BLAS packs the shared
+# operand once per part, so more parts than processors cost time)
+cdef Py_ssize_t PARTS = max(1, min(64, openmp.omp_get_num_procs()))
 
 
 # ---------------------------------------------------------------------------------------
@@ -197,6 +200,18 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating a
 # ---------------------------------------------------------------------------------------
 # Activations (elementwise; each case its own loop so the compiler can vectorise it)
 # ---------------------------------------------------------------------------------------
+
+cdef inline void _gemv_t(int m, int n, floating* A, int lda, floating* x,
+                         floating* y) noexcept nogil:
+    # column-major y (n) = A^T x for A (m x n): one sample's row-major y = W x
+    cdef int one = 1
+    cdef floating alpha = 1, beta = 0
+    cdef char trans = c"t"
+    if floating is float:
+        sgemv(&trans, &m, &n, &alpha, A, &lda, x, &one, &beta, y, &one)
+    else:
+        dgemv(&trans, &m, &n, &alpha, A, &lda, x, &one, &beta, y, &one)
+
 
 cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) noexcept nogil:
     # U = g(U + b) in place; b may be NULL (no bias)
@@ -375,9 +390,12 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
             for i in range(start, stop):
                 _activate_row(U + i * M, b, M, code)
         return
-    # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
-    _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X, <int>K,
-          0, U, <int>M)
+    if N == 1:  # one sample: a matrix-vector product (a gemm call costs far more here)
+        _gemv_t(<int>K, <int>M, <floating*>W, <int>K, <floating*>X, U)
+    else:
+        # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
+        _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X,
+              <int>K, 0, U, <int>M)
     _activate_rows(U, b, N, M, code)
 
 

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
+from . import _kernels
 from . import _validation as _v
 from . import functional as F
 from ._typing import FloatArray, Loss, Params, SeedLike
@@ -202,6 +203,9 @@ class Sequential:
 
     def _inputs(self, X: ArrayLike, name: str = "X") -> tuple[FloatArray, bool]:
         """X as a C-contiguous 2-D array of the model's dtype and whether it was one sample."""
+        if type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype and X.shape[0] \
+                and X.shape[1] == self.n_inputs and X.flags.c_contiguous and X.flags.aligned:
+            return X, False  # already what the kernels take (the common case, checked cheaply)
         (arr,), _ = _v.real_arrays((X, name))
         arr = _v.as_float(arr, name, self.dtype, (1, 2))
         single = arr.ndim == 1
@@ -274,8 +278,10 @@ class Sequential:
     def _output_map(self, Z: FloatArray) -> FloatArray:
         if self.output == "sigmoid":
             return F.sigmoid(Z)  # eq. 3
-        if self.output == "softmax":
-            return F.softmax(Z)  # eq. 5
+        if self.output == "softmax":  # eq. 5; Z is the model's own (N, K) output
+            if F.get_backend() == "cython":
+                return _kernels.softmax(Z, False, np.empty_like(Z))
+            return F.softmax(Z)
         return Z  # eq. 7
 
     def decision_function(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
