@@ -5,6 +5,8 @@ nothing here puts the source tree on ``sys.path``. Helpers are fixtures, so the 
 never import from each other or from this file.
 """
 
+import os
+
 import numpy as np
 import pytest
 
@@ -178,3 +180,25 @@ def numerical_gradient():
         return G
 
     return grad
+
+
+# -- the hardening suites' counts (inputs tried, calls made), printed at the end of the run --
+
+_HARDENING_COUNTS = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _hardening_counts(request):
+    """A test module with a module-level ``COUNTS`` dict gets it printed in the run's summary."""
+    yield
+    counts = getattr(request.module, "COUNTS", None)
+    if isinstance(counts, dict):
+        _HARDENING_COUNTS[os.path.basename(request.module.__file__)] = dict(counts)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _HARDENING_COUNTS:
+        terminalreporter.section("fastnn hardening counts")
+        for name, counts in sorted(_HARDENING_COUNTS.items()):
+            terminalreporter.write_line(
+                f"{name}: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))

@@ -204,27 +204,3 @@ def test_the_workloads_are_large_enough_to_see_a_leak():
 # ---------------------------------------------------------------------------------------
 # Counts in the terminal summary
 # ---------------------------------------------------------------------------------------
-
-_PLUGIN = "fastnn-hardening-counts"
-
-
-class _CountsReporter:
-    def __init__(self):
-        self.store = {}
-
-    def pytest_terminal_summary(self, terminalreporter):
-        terminalreporter.section("fastnn hardening counts")
-        for name, counts in self.store.items():
-            terminalreporter.write_line(
-                f"{name}: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _publish_counts(request):
-    yield
-    pm = request.config.pluginmanager
-    plugin = pm.get_plugin(_PLUGIN)
-    if plugin is None:
-        plugin = _CountsReporter()
-        pm.register(plugin, _PLUGIN)
-    plugin.store[os.path.basename(__file__)] = dict(COUNTS)

@@ -20,35 +20,11 @@ import pytest
 WORKER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_sweep_worker.py")
 TIMEOUT = 300
 
-# Escapes (exceptions other than ValueError/TypeError) that are known bugs, pinned below by
-# test_sweep_no_exception_escapes (strict xfail): F.linear(out=...) on the cython backend with a
-# non-aligned or ndarray-subclass ``out`` raises RuntimeError("fastnn internal error ...").
-KNOWN_ESCAPES = (
-    ("cython", "linear out=float64/unaligned/(2, 4)", "RuntimeError"),
-    ("cython", "linear out=float64/subclass/(2, 4)", "RuntimeError"),
-)
+# Escapes (exceptions other than ValueError/TypeError) that are known bugs: (backend, case,
+# exception). None left: F.linear(out=<non-aligned or subclass>) raised RuntimeError once.
+KNOWN_ESCAPES = ()
 
-_PLUGIN = "fastnn-hardening-counts"
-
-
-class _CountsReporter:
-    def __init__(self):
-        self.store = {}
-
-    def pytest_terminal_summary(self, terminalreporter):
-        terminalreporter.section("fastnn hardening counts")
-        for name, counts in self.store.items():
-            terminalreporter.write_line(
-                f"{name}: " + ", ".join(f"{k}={v:,}" for k, v in counts.items()))
-
-
-def _publish(config, counts):
-    pm = config.pluginmanager
-    plugin = pm.get_plugin(_PLUGIN)
-    if plugin is None:
-        plugin = _CountsReporter()
-        pm.register(plugin, _PLUGIN)
-    plugin.store[os.path.basename(__file__)] = counts
+COUNTS = {}  # the sweep's counts, printed in the run's summary (tests/conftest.py)
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +48,7 @@ def sweep(request, tmp_path_factory):
         f"worker exit {proc.returncode} during {last}:\n{proc.stderr[-4000:]}"
     summary = json.loads(proc.stdout.strip().splitlines()[-1])
     outcomes = summary["outcomes"]
-    _publish(request.config, {
+    COUNTS.update({
         "cases": summary["cases"], "calls": summary["calls"],
         "returned": outcomes.get("returned", 0), "ValueError": outcomes.get("ValueError", 0),
         "TypeError": outcomes.get("TypeError", 0),
