@@ -8,7 +8,6 @@ type) whose message names the argument and what was expected.
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Collection, Iterable
 from typing import Any, TypeVar
 

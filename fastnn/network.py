@@ -231,7 +231,7 @@ class Sequential:
                 return _v.binary_labels(y, name, N, self.dtype).reshape(N, 1)
             y = _v.real_array(y, name)  # multi-label: an (N, d) indicator matrix
             y = y.reshape(1, d) if N == 1 and y.shape == (d,) else y  # one sample's labels
-            _v.expect_shape(y, name, (N, d), f"(N, n_outputs): one 0/1 label per output")
+            _v.expect_shape(y, name, (N, d), "(N, n_outputs): one 0/1 label per output")
             return _v.binary_labels(y.reshape(-1), name, N * d, self.dtype).reshape(N, d)
         return _v.targets(y, name, (N, self.n_outputs), self.dtype)
 

@@ -92,7 +92,7 @@ class History:
 
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
-        return f"History({self.epochs} epochs{last})"
+        return f"History({self.epochs} epoch{'' if self.epochs == 1 else 's'}{last})"
 
 
 _blas_lock = threading.Lock()
