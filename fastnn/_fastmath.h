@@ -195,11 +195,11 @@ FNN_CLONES static void fnn_relu_mask_##S(const T* dU, const T* restrict U, T* dZ
                                          ptrdiff_t n) {                                     \
     for (ptrdiff_t i = 0; i < n; i++) dZ[i] = dU[i] * (U[i] > 0 ? (T)1 : (T)0);             \
 }                                                                                           \
-/* acc_j += sum_i Z_ij over the N rows of Z (N, M), row by row */                           \
+/* acc_j += sum_i Z_ij over the N rows of Z (N, M; rows ld apart), row by row */            \
 FNN_CLONES static void fnn_colsum_##S(const T* restrict Z, double* restrict acc,             \
-                                      ptrdiff_t N, ptrdiff_t M) {                           \
+                                      ptrdiff_t N, ptrdiff_t M, ptrdiff_t ld) {             \
     for (ptrdiff_t i = 0; i < N; i++)                                                       \
-        for (ptrdiff_t j = 0; j < M; j++) acc[j] += Z[i * M + j];                           \
+        for (ptrdiff_t j = 0; j < M; j++) acc[j] += Z[i * ld + j];                          \
 }
 
 FNN_ELEMENTWISE(float, f, fnn_expf)

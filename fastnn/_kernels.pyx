@@ -58,8 +58,8 @@ cdef extern from "_fastmath.h" nogil:
     void fnn_add_d(double* U, const double* b, Py_ssize_t n)
     void fnn_relu_mask_f(const float* dU, const float* U, float* dZ, Py_ssize_t n)
     void fnn_relu_mask_d(const double* dU, const double* U, double* dZ, Py_ssize_t n)
-    void fnn_colsum_f(const float* Z, double* acc, Py_ssize_t N, Py_ssize_t M)
-    void fnn_colsum_d(const double* Z, double* acc, Py_ssize_t N, Py_ssize_t M)
+    void fnn_colsum_f(const float* Z, double* acc, Py_ssize_t N, Py_ssize_t M, Py_ssize_t ld)
+    void fnn_colsum_d(const double* Z, double* acc, Py_ssize_t N, Py_ssize_t M, Py_ssize_t ld)
     float fnn_max_f(const float* z, Py_ssize_t n)
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
@@ -97,7 +97,7 @@ REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
 # Work sizes (in multiply-adds or elements) at which the cheaper strategy changes.
 cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
 cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
-cdef Py_ssize_t SPLIT_GEMM = 1 << 21      # above (training loop): products split in parts
+cdef Py_ssize_t TEAM_STEP = 1 << 16      # above (training loop): a step's work split in parts
 # how many: the machine's processor count, fixed for a machine whatever the thread settings,
 # so the same random_state gives the same weights with 1 or 2 threads (BLAS packs the shared
 # operand once per part, so more parts than processors cost time)
@@ -354,21 +354,11 @@ def activation_grad(cnp.ndarray U, int code, cnp.ndarray out):
 # Fused linear layer, forward (eq. 10a): U = g(X W^T + B)
 # ---------------------------------------------------------------------------------------
 
-cdef inline Py_ssize_t _parts(Py_ssize_t work, Py_ssize_t n, bint split) noexcept nogil:
-    # how many fixed parts to split a product's n dimension into (1: one BLAS call)
-    if not split or work < SPLIT_GEMM or n < 2 * 16:
-        return 1
-    return PARTS if n >= PARTS * 16 else n // 16
-
-
 cdef void _linear_forward(const floating* X, const floating* W, const floating* b,
                           floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
-                          int code, bint split=False) noexcept nogil:
-    # X (N, K), W (M, K), b (M,) or NULL, U (N, M); all C-contiguous.
-    # split: BLAS runs on one thread (the training loop pins it) and large products are cut
-    # into PARTS blocks of rows that OpenMP threads take, each with its epilogue while the
-    # block is in cache; the blocks are fixed, so the result is the same for any thread count.
-    cdef Py_ssize_t i, j, k, p, start, stop, P
+                          int code) noexcept nogil:
+    # X (N, K), W (M, K), b (M,) or NULL, U (N, M); all C-contiguous
+    cdef Py_ssize_t i, j, k
     cdef floating s
     if N * M * K <= SMALL_GEMM:
         # eq. 9a: z_ij = sum_k W_jk x_ik + b_j, then u_ij = g(z_ij), one row at a time
@@ -380,16 +370,6 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
                 U[i * M + j] = s
             _activate_row(U + i * M, <floating*>NULL, M, code)
         return
-    P = _parts(N * M * K, N, split)
-    if P > 1:
-        for p in prange(P, schedule="static"):
-            start = p * N // P
-            stop = (p + 1) * N // P
-            _gemm(c"t", c"n", <int>M, <int>(stop - start), <int>K, 1, <floating*>W, <int>K,
-                  <floating*>X + start * K, <int>K, 0, U + start * M, <int>M)
-            for i in range(start, stop):
-                _activate_row(U + i * M, b, M, code)
-        return
     if N == 1:  # one sample: a matrix-vector product (a gemm call costs far more here)
         _gemv_t(<int>K, <int>M, <floating*>W, <int>K, <floating*>X, U)
     else:
@@ -397,7 +377,6 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
         _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X,
               <int>K, 0, U, <int>M)
     _activate_rows(U, b, N, M, code)
-
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
     # the byte ranges of two contiguous arrays do not overlap
@@ -475,68 +454,66 @@ def linear(object X, object W, object b, object activation, object out):
 # Fused linear layer, backward (eq. 13 and the chain rule, section 3)
 # ---------------------------------------------------------------------------------------
 
-cdef void _linear_backward(const floating* dU, const floating* X, const floating* W,
-                           const floating* U, floating* dZ, floating* dX, floating* dW,
-                           floating* db, double* acc, Py_ssize_t N, Py_ssize_t K,
-                           Py_ssize_t M, int code, bint split=False) noexcept nogil:
-    # dZ = dU * g'(Z); dW = dZ^T X; db = sum_i dZ_i; dX = dZ W (skipped when dX is NULL).
-    # dZ may alias dU; db may be NULL (a layer without bias); acc: M float64 of scratch for db.
-    cdef Py_ssize_t i, j, k, p, start, stop, P
+cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating* db,
+                   double* acc, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M, Py_ssize_t j0,
+                   Py_ssize_t j1) noexcept nogil:
+    # rows j0..j1 of dW = dZ^T X and of db = sum_i dZ_i; dZ (N, M), X (N, K), dW (M, K);
+    # db may be NULL (a layer without bias); acc: float64 scratch for db, indexed by j
+    cdef Py_ssize_t i, j, k, w = j1 - j0
     cdef floating s
-    cdef const floating* row
-    # serial: a cheap pass next to the products, and OpenMP threads still spinning after a
-    # parallel pass would slow the BLAS threads that follow
-    _mul_grad_row(dU, U, dZ, N * M, code)
     if db != NULL:
         # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
-        memset(acc, 0, M * sizeof(double))
+        memset(acc + j0, 0, w * sizeof(double))
         if floating is float:
-            fnn_colsum_f(dZ, acc, N, M)
+            fnn_colsum_f(dZ + j0, acc + j0, N, w, M)
         else:
-            fnn_colsum_d(dZ, acc, N, M)
-        for j in range(M):
+            fnn_colsum_d(dZ + j0, acc + j0, N, w, M)
+        for j in range(j0, j1):
             db[j] = <floating>acc[j]
-    if N * M * K <= SMALL_GEMM:
+    if N * w * K <= SMALL_GEMM:
         # dW_jk = sum_i dZ_ij x_ik
-        for j in range(M):
+        for j in range(j0, j1):
             for k in range(K):
                 s = 0
                 for i in range(N):
                     s = s + dZ[i * M + j] * X[i * K + k]
                 dW[j * K + k] = s
-        if dX != NULL:
-            # dX_ik = sum_j dZ_ij W_jk
-            for i in range(N):
-                for k in range(K):
-                    s = 0
-                    for j in range(M):
-                        s = s + dZ[i * M + j] * W[j * K + k]
-                    dX[i * K + k] = s
-        return
-    # row-major dW (M, K) = dZ^T X is column-major dW^T (K x M) = X^T dZ: gemm('n', 't', X, dZ);
-    # split (see _linear_forward): by fixed blocks of dW's rows, no sum split across threads
-    P = _parts(N * M * K, M, split)
-    if P > 1:
-        for p in prange(P, schedule="static"):
-            start = p * M // P
-            stop = (p + 1) * M // P
-            _gemm(c"n", c"t", <int>K, <int>(stop - start), <int>N, 1, <floating*>X, <int>K,
-                  <floating*>dZ + start, <int>M, 0, dW + start * K, <int>K)
     else:
-        _gemm(c"n", c"t", <int>K, <int>M, <int>N, 1, <floating*>X, <int>K, <floating*>dZ,
-              <int>M, 0, dW, <int>K)
+        # row-major dW[j0:j1] = dZ[:, j0:j1]^T X is column-major (K x w) X^T dZ[:, j0:j1]:
+        # gemm('n', 't') on X and dZ's columns j0..j1
+        _gemm(c"n", c"t", <int>K, <int>w, <int>N, 1, <floating*>X, <int>K,
+              <floating*>dZ + j0, <int>M, 0, dW + j0 * K, <int>K)
+
+
+cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_t N,
+                   Py_ssize_t K, Py_ssize_t M) noexcept nogil:
+    # dX = dZ W: dZ (N, M), W (M, K), dX (N, K)
+    cdef Py_ssize_t i, j, k
+    cdef floating s
+    if N * M * K <= SMALL_GEMM:
+        # dX_ik = sum_j dZ_ij W_jk
+        for i in range(N):
+            for k in range(K):
+                s = 0
+                for j in range(M):
+                    s = s + dZ[i * M + j] * W[j * K + k]
+                dX[i * K + k] = s
+    else:
+        # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n')
+        _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
+              <int>M, 0, dX, <int>K)
+
+
+cdef void _linear_backward(const floating* dU, const floating* X, const floating* W,
+                           const floating* U, floating* dZ, floating* dX, floating* dW,
+                           floating* db, double* acc, Py_ssize_t N, Py_ssize_t K,
+                           Py_ssize_t M, int code) noexcept nogil:
+    # dZ = dU * g'(Z); dW = dZ^T X; db = sum_i dZ_i; dX = dZ W (skipped when dX is NULL).
+    # dZ may alias dU; db may be NULL (a layer without bias); acc: M float64 of scratch for db.
+    _mul_grad_row(dU, U, dZ, N * M, code)
+    _grad_dW(dZ, X, dW, db, acc, N, K, M, 0, M)
     if dX != NULL:
-        # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n', W, dZ)
-        P = _parts(N * M * K, N, split)
-        if P > 1:
-            for p in prange(P, schedule="static"):
-                start = p * N // P
-                stop = (p + 1) * N // P
-                _gemm(c"n", c"n", <int>K, <int>(stop - start), <int>M, 1, <floating*>W, <int>K,
-                      <floating*>dZ + start * M, <int>M, 0, dX + start * K, <int>K)
-        else:
-            _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
-                  <int>M, 0, dX, <int>K)
+        _grad_dX(dZ, W, dX, N, K, M)
 
 
 def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U, int code,

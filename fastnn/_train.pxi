@@ -6,9 +6,27 @@
 # the shuffled batch, forward (eq. 10), loss and its gradient (eq. 16-20), backward (section 3),
 # update (eq. 21, momentum, Nesterov or Adam), with no Python and no allocation per step.
 # The GIL is taken back every few batches only to let Ctrl-C through.
+#
+# One step is two phases, each cut into fixed parts that the threads of one OpenMP team
+# share, with a barrier (_team.h) after each:
+#   rows:  for a block of the batch's rows: gather, forward through every layer, the loss
+#          and dL/dZ of the output layer, and back through the layers dZ_l = dU_l * g'(Z_l),
+#          dU_{l-1} = dZ_l W_l (all of it row by row: no other rows are needed);
+#   units: for a block of one layer's units j: dW_j = dZ_j^T U_{l-1}, db_j, and the update
+#          of W_j and b_j (a sum over all the batch's rows, hence the barrier before it).
+# The parts depend on the shapes and the machine's processor count only, never on how many
+# threads run them, so 1 and 2 threads give the same weights bit for bit.
 
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport isfinite
+from cython.parallel cimport parallel
+from libc.math cimport isfinite, INFINITY
+from time import perf_counter
+
+cdef extern from "_team.h" nogil:
+    ctypedef struct fnn_barrier:
+        pass
+    void fnn_barrier_init(fnn_barrier* b)
+    void fnn_barrier_wait(fnn_barrier* b, int n, long* sense)
 
 # losses of the output layer (the notes pair them with the output maps)
 cdef enum:
@@ -27,7 +45,11 @@ OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 
 cdef enum:
     MAX_LAYERS = 64
-    SIGNAL_CHECK_BATCHES = 32
+    SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
+    PROBE_BATCHES = 16  # batches of a stretch that times a team or one thread
+
+# ... and about this much work (multiply-adds, ~10 ms): one OpenMP team per stretch
+cdef double SIGNAL_CHECK_WORK = 2.0 ** 31
 
 
 cdef struct TrainState:
@@ -42,6 +64,8 @@ cdef struct TrainState:
     double weight_decay
     long long t                     # Adam's step count
     Py_ssize_t B                    # the batch size
+    bint team                       # the step is worth splitting into parts (PARTS > 1)
+    int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
     int acts[MAX_LAYERS]
     void* W[MAX_LAYERS]             # the model's weights, (dims[l+1], dims[l])
@@ -59,12 +83,13 @@ cdef struct TrainState:
     void* sw                        # sample weights (N,) in float64, or NULL
     void* Xb                        # the gathered batch (B, n_in)
     void* losses                    # per-sample losses of the batch (B,)
-    void* scratch                   # per-output losses of one sample (dims[L],)
-    double* acc                     # float64 scratch, max width
+    void* scratch                   # per-output losses of one sample, per part (PARTS, dims[L])
+    double* acc                     # float64 scratch for db: layer l's at acc + acc_at[l]
+    Py_ssize_t acc_at[MAX_LAYERS]
 
 
 cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize_t n,
-                  TrainState* st, double lr, double decay) noexcept nogil:
+                  TrainState* st, double lr, double decay, long long t) noexcept nogil:
     # eq. 21 and its variants on one parameter array P with gradient G (the loops are in
     # _fastmath.h, built per instruction set)
     cdef floating wd = <floating>decay, lr_f = <floating>lr, lr_t
@@ -74,7 +99,7 @@ cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize
         else:
             fnn_add_scaled_d(G, P, wd, n)
     if st.optimizer == OPT_ADAM:
-        lr_t = <floating>(lr * sqrt(1 - st.beta2 ** st.t) / (1 - st.beta1 ** st.t))
+        lr_t = <floating>(lr * sqrt(1 - st.beta2 ** t) / (1 - st.beta1 ** t))
         if floating is float:
             fnn_adam_f(P, G, M1, M2, <float>st.beta1, <float>st.beta2, lr_t, <float>st.eps, n)
         else:
@@ -91,77 +116,149 @@ cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize
             fnn_sgd_d(P, G, lr_f, n)
 
 
-cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
-                         double lr) noexcept nogil:
-    # one SGD step on the samples ``rows``; returns the batch's summed (weighted) loss
+cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
+                     Py_ssize_t r0, Py_ssize_t r1, floating* scratch) noexcept nogil:
+    # the rows phase for rows r0..r1 of the batch of the B samples ``rows``
     cdef int L = st.n_layers, l
-    cdef Py_ssize_t n_in = st.dims[0], d = st.dims[L], r, k
+    cdef Py_ssize_t n = r1 - r0, n_in = st.dims[0], d = st.dims[L], r, K, M
     cdef floating* X = <floating*>st.X
     cdef floating* Xb = <floating*>st.Xb
     cdef floating* out = <floating*>st.U[L - 1]
     cdef floating* dout = <floating*>st.dU[L - 1]
     cdef floating* losses = <floating*>st.losses
     cdef const floating* inp
+    cdef floating* dZ
     cdef double* sw = <double*>st.sw
-    cdef double w, total = 0
     cdef floating scale
+    if n <= 0:
+        return
     # gather the batch (the shuffled rows)
-    for r in range(B):
+    for r in range(r0, r1):
         memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
     # forward, eq. 10: U_l = g_l(U_{l-1} W_l^T + B_l)
-    inp = Xb
+    inp = Xb + r0 * n_in
     for l in range(L):
-        _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l], <floating*>st.U[l],
-                        B, st.dims[l], st.dims[l + 1], st.acts[l], True)
-        inp = <floating*>st.U[l]
+        M = st.dims[l + 1]
+        _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
+                        <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
+        inp = <floating*>st.U[l] + r0 * M
     # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
-    for r in range(B):
-        w = sw[rows[r]] if sw != NULL else 1.0
-        scale = <floating>(w / B)
+    for r in range(r0, r1):
+        scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) / B)
         if st.loss == LOSS_CE:
             _cross_entropy_row(out + r * d, (<Py_ssize_t*>st.Y)[rows[r]], losses + r,
                                dout + r * d, d, scale)
         elif st.loss == LOSS_BCE:
             # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
             losses[r] = <floating>_binary_cross_entropy(
-                out + r * d, <floating*>st.Y + rows[r] * d, <floating*>st.scratch,
-                dout + r * d, d, scale)
+                out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
         else:
             _squared_error(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
                            dout + r * d, 1, d, scale)
-        total += w * losses[r]
-    if not isfinite(total):
-        return total
-    # backward (section 3): dZ_l = dU_l * g'; dW_l = dZ_l^T U_{l-1}; db_l; dU_{l-1} = dZ_l W_l
+    # backward (section 3), these rows only: dZ_l = dU_l * g'(Z_l) in place, dU_{l-1} = dZ_l W_l
     for l in range(L - 1, -1, -1):
-        inp = <floating*>st.U[l - 1] if l > 0 else Xb
-        _linear_backward(<floating*>st.dU[l], inp, <floating*>st.W[l], <floating*>st.U[l],
-                         <floating*>st.dU[l], <floating*>st.dU[l - 1] if l > 0 else NULL,
-                         <floating*>st.gW[l], <floating*>st.gb[l], st.acc,
-                         B, st.dims[l], st.dims[l + 1], st.acts[l], True)
-    # update, eq. 21 (weight decay on W only)
-    st.t += 1
-    for l in range(L):
-        _update(<floating*>st.W[l], <floating*>st.gW[l], <floating*>st.mW[l],
-                <floating*>st.vW[l], st.dims[l] * st.dims[l + 1], st, lr, st.weight_decay)
-        if st.b[l] != NULL:
-            _update(<floating*>st.b[l], <floating*>st.gb[l], <floating*>st.mb[l],
-                    <floating*>st.vb[l], st.dims[l + 1], st, lr, 0.0)
+        K, M = st.dims[l], st.dims[l + 1]
+        dZ = <floating*>st.dU[l] + r0 * M
+        _mul_grad_row(dZ, <floating*>st.U[l] + r0 * M, dZ, n * M, st.acts[l])
+        if l > 0:
+            _grad_dX(dZ, <floating*>st.W[l], <floating*>st.dU[l - 1] + r0 * K, n, K, M)
+
+
+cdef double _batch_loss(floating* tag, TrainState* st, const Py_ssize_t* rows,
+                        Py_ssize_t B) noexcept nogil:
+    # the batch's summed (weighted) loss, in a fixed order
+    cdef floating* losses = <floating*>st.losses
+    cdef double* sw = <double*>st.sw
+    cdef double total = 0
+    cdef Py_ssize_t r
+    for r in range(B):
+        total += (sw[rows[r]] if sw != NULL else 1.0) * losses[r]
     return total
 
 
-cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
-                           Py_ssize_t start, Py_ssize_t stop, double lr) noexcept nogil:
-    # the batches of perm[start:stop]; stops at the first non-finite batch loss
+cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, Py_ssize_t j0,
+                      Py_ssize_t j1, double lr, long long t) noexcept nogil:
+    # the units phase for units j0..j1 of layer l: dW_j = dZ_j^T U_{l-1}, db_j, then the
+    # update of eq. 21 on those rows of W and entries of b (weight decay on W only)
+    cdef Py_ssize_t K = st.dims[l], M = st.dims[l + 1]
+    cdef floating* inp = <floating*>st.U[l - 1] if l > 0 else <floating*>st.Xb
+    cdef floating* mW = <floating*>st.mW[l]
+    cdef floating* vW = <floating*>st.vW[l]
+    cdef floating* mb = <floating*>st.mb[l]
+    cdef floating* vb = <floating*>st.vb[l]
+    if j1 <= j0:
+        return
+    _grad_dW(<floating*>st.dU[l], inp, <floating*>st.gW[l], <floating*>st.gb[l],
+             st.acc + st.acc_at[l], B, K, M, j0, j1)
+    _update(<floating*>st.W[l] + j0 * K, <floating*>st.gW[l] + j0 * K,
+            mW + j0 * K if mW != NULL else NULL, vW + j0 * K if vW != NULL else NULL,
+            (j1 - j0) * K, st, lr, st.weight_decay, t)
+    if st.b[l] != NULL:
+        _update(<floating*>st.b[l] + j0, <floating*>st.gb[l] + j0,
+                mb + j0 if mb != NULL else NULL, vb + j0 if vb != NULL else NULL,
+                j1 - j0, st, lr, 0.0, t)
+
+
+cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
+                       Py_ssize_t start, Py_ssize_t stop, double lr, int tid, int T,
+                       fnn_barrier* barrier, double* result) noexcept nogil:
+    # thread tid of T: its parts of the steps on the batches of perm[start:stop]. Every thread
+    # sums the same losses in the same order, so all stop after the same non-finite batch
+    # loss; thread 0 stores the summed loss in result and the step count in st.t (the others
+    # read st.t before their first barrier, thread 0 writes it after its last).
+    cdef int L = st.n_layers, l, P, q, part
+    cdef Py_ssize_t s = start, B, M
+    cdef long sense = 0
+    cdef long long t = st.t
     cdef double total = 0, batch
-    cdef Py_ssize_t s = start, B
+    cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
-        batch = _train_batch(tag, st, perm + s, B, lr)
+        # the rows phase: fixed blocks of rows, block p on thread p % T
+        P = <int>min(PARTS, B) if st.team else 1
+        q = tid
+        while q < P:
+            scratch = <floating*>st.scratch + q * st.dims[L]
+            _rows_pass(tag, st, perm + s, B, q * B // P, (q + 1) * B // P, scratch)
+            q += T
+        fnn_barrier_wait(barrier, T, &sense)
+        batch = _batch_loss(tag, st, perm + s, B)
         total += batch
         if not isfinite(batch):
-            return total
+            break
+        t += 1
+        # the units phase: the blocks of every layer, numbered across layers, round-robin
+        part = 0
+        for l in range(L - 1, -1, -1):
+            M = st.dims[l + 1]
+            P = st.unit_parts[l]
+            for q in range(P):
+                if part % T == tid:
+                    _units_pass(tag, st, B, l, q * M // P, (q + 1) * M // P, lr, t)
+                part += 1
+        fnn_barrier_wait(barrier, T, &sense)
         s += B
+    if tid == 0:
+        result[0] = total
+        st.t = t
+
+
+cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
+                           Py_ssize_t start, Py_ssize_t stop, double lr,
+                           int threads) noexcept nogil:
+    # the steps on the batches of perm[start:stop], on a team of ``threads`` OpenMP threads;
+    # returns the summed (weighted) loss, non-finite after a diverging batch
+    cdef fnn_barrier barrier
+    cdef double total = 0
+    cdef int tid, T
+    fnn_barrier_init(&barrier)
+    if threads <= 1:
+        _train_steps(tag, st, perm, start, stop, lr, 0, 1, &barrier, &total)
+    else:
+        with parallel(num_threads=threads):
+            tid = openmp.omp_get_thread_num()
+            T = openmp.omp_get_num_threads()
+            _train_steps(tag, st, perm, start, stop, lr, tid, T, &barrier, &total)
     return total
 
 
@@ -174,7 +271,13 @@ cdef class Trainer:
     cdef TrainState st
     cdef int typenum
     cdef Py_ssize_t N
+    cdef Py_ssize_t chunk  # batches per call into C (between Ctrl-C checks)
     cdef list keep
+    # threads per stretch of batches (see _plan): the latest seconds per batch of a team
+    # and of one thread, the team's best, which is faster, when to time the slower again
+    cdef double team_speed, alone_speed, best_team
+    cdef bint use_team
+    cdef Py_ssize_t stretches, retry, gap
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -194,10 +297,11 @@ cdef class Trainer:
         st.eps, st.weight_decay, st.t, st.B = eps, weight_decay, t, B
         st.dims[0] = X.shape[1]
         keep = [X, Y, sample_weight]
-        widest = X.shape[1]
+        units = 0
         for l in range(L):
             st.dims[l + 1] = W[l].shape[0]
-            widest = max(widest, W[l].shape[0])
+            st.acc_at[l] = units
+            units += W[l].shape[0]
             st.acts[l] = acts[l]
             gW, U, dU = np.zeros_like(W[l]), np.empty((B, W[l].shape[0]), dtype), np.empty((B, W[l].shape[0]), dtype)
             keep += [W[l], gW, U, dU]
@@ -222,10 +326,18 @@ cdef class Trainer:
                 st.vW[l] = <void*>cnp.PyArray_DATA(state2[l][0])
                 if state2[l][1] is not None:
                     st.vb[l] = <void*>cnp.PyArray_DATA(state2[l][1])
+        # one step's work (multiply-adds of one product per layer, about a third of it) decides
+        # whether the step is split in parts, and each layer's whether its units are
+        work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
+        st.team = PARTS > 1 and 3 * sum(work) >= TEAM_STEP
+        for l in range(L):
+            big = st.team and work[l] >= TEAM_STEP and st.dims[l + 1] >= PARTS
+            st.unit_parts[l] = PARTS if big else 1
+        self.chunk = max(SIGNAL_CHECK_BATCHES, int(SIGNAL_CHECK_WORK / (3 * sum(work) + 1)))
         Xb = np.empty((B, X.shape[1]), dtype)
         losses = np.empty(B, dtype)
-        scratch = np.empty(st.dims[L], dtype)
-        acc = np.empty(widest, np.float64)
+        scratch = np.empty((PARTS, st.dims[L]), dtype)
+        acc = np.empty(units, np.float64)
         keep += [Xb, losses, scratch, acc]
         st.X = cnp.PyArray_DATA(X)
         st.Y = cnp.PyArray_DATA(Y)
@@ -236,27 +348,81 @@ cdef class Trainer:
         st.acc = <double*>cnp.PyArray_DATA(acc)
         self.keep = keep
 
+        self.team_speed = self.alone_speed = self.best_team = INFINITY
+        self.use_team, self.stretches, self.retry, self.gap = True, 0, 0, 1
+
     @property
     def t(self):
         """Optimizer steps taken (Adam's bias correction uses it)."""
         return self.st.t
 
+    @property
+    def threads_policy(self):
+        """(team size, seconds per batch of the team and of one thread, the team's best,
+        whether the team is in use, stretches run): for tests and diagnostics."""
+        return (self._team_size(), self.team_speed, self.alone_speed, self.best_team,
+                self.use_team, self.stretches)
+
+    cdef int _team_size(self):
+        return <int>min(PARTS, openmp.omp_get_max_threads()) if self.st.team else 1
+
+    cdef int _plan(self, Py_ssize_t* batches):
+        # threads (and at most how many batches) for the next stretch. The weights do not
+        # depend on it (the parts are fixed), only the speed: a team whose partner shares its
+        # core with other work waits at every barrier. So a fit times both, a short stretch
+        # each, runs the faster, and times the slower again after 1, 2, 4, ... 64 stretches
+        # (or at once when the team runs 1.5x slower than its best).
+        cdef int team = self._team_size()
+        batches[0] = self.chunk
+        if team <= 1:
+            return 1
+        if self.team_speed == INFINITY or self.alone_speed == INFINITY \
+                or self.stretches >= self.retry:
+            batches[0] = PROBE_BATCHES
+            if self.team_speed == INFINITY:
+                return team
+            if self.alone_speed == INFINITY:
+                return 1
+            return 1 if self.use_team else team  # the slower one, timed again
+        return team if self.use_team else 1
+
+    cdef void _observe(self, int threads, double per_batch):
+        # record a stretch's seconds per batch (see _plan)
+        cdef bint was = self.use_team, probe = self.stretches >= self.retry
+        if self._team_size() <= 1:
+            return
+        if threads > 1:
+            self.team_speed = per_batch
+            self.best_team = min(self.best_team, per_batch)
+        else:
+            self.alone_speed = per_batch
+        self.use_team = self.team_speed <= self.alone_speed
+        if probe and self.team_speed != INFINITY and self.alone_speed != INFINITY:
+            self.gap = 1 if self.use_team != was else min(2 * self.gap, 64)
+            self.retry = self.stretches + 1 + self.gap
+        elif threads > 1 and per_batch > 1.5 * self.best_team:
+            self.retry = self.stretches + 1
+        self.stretches += 1
+
     def run_epoch(self, cnp.ndarray perm, double lr):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
         one batch diverges (the weights then hold that batch's inputs' last update)."""
-        cdef Py_ssize_t n = perm.shape[0], start = 0, stop
-        cdef Py_ssize_t chunk = self.st.B * SIGNAL_CHECK_BATCHES
+        cdef Py_ssize_t n = perm.shape[0], start = 0, stop, batches
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
-        cdef double total = 0, part
+        cdef double total = 0, part, tick
+        cdef int threads
         while start < n:
-            stop = start + chunk if start + chunk < n else n
+            threads = self._plan(&batches)
+            stop = min(start + self.st.B * batches, n)
+            tick = perf_counter()
             if self.typenum == cnp.NPY_FLOAT32:
                 with nogil:
-                    part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr)
+                    part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr, threads)
             else:
                 with nogil:
-                    part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr)
+                    part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr, threads)
+            self._observe(threads, (perf_counter() - tick) * self.st.B / (stop - start))
             total += part
             if not isfinite(part):
                 return total
