@@ -378,6 +378,42 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
               <int>K, 0, U, <int>M)
     _activate_rows(U, b, N, M, code)
 
+cdef void _linear_forward_t(const floating* X, const floating* WT, const floating* b,
+                            floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
+                            int code) noexcept nogil:
+    # _linear_forward with the weights stored transposed, WT (K, M) = W^T: the training
+    # loop keeps its first layer so, since row-major X WT is a gemm('n', 'n') that BLAS's
+    # small-matrix kernels take without packing W (X W^T is a 't' product they refuse)
+    cdef Py_ssize_t i, j, k
+    cdef floating x
+    if N * M * K <= SMALL_GEMM:
+        # eq. 9a: z_ij = b_j + sum_k x_ik WT_kj, a row of WT at a time, then u_ij = g(z_ij)
+        for i in range(N):
+            for j in range(M):
+                U[i * M + j] = b[j] if b != NULL else 0
+            for k in range(K):
+                x = X[i * K + k]
+                for j in range(M):
+                    U[i * M + j] = U[i * M + j] + x * WT[k * M + j]
+            _activate_row(U + i * M, <floating*>NULL, M, code)
+        return
+    # row-major U (N, M) = X WT is column-major U^T (M x N) = WT^T X^T: gemm('n', 'n') on WT, X
+    _gemm(c"n", c"n", <int>M, <int>N, <int>K, 1, <floating*>WT, <int>M, <floating*>X, <int>K,
+          0, U, <int>M)
+    _activate_rows(U, b, N, M, code)
+
+
+cdef void _transpose(const floating* A, floating* B, Py_ssize_t rows,
+                     Py_ssize_t cols) noexcept nogil:
+    # B (cols, rows) = A (rows, cols)^T, in 32 x 32 tiles
+    cdef Py_ssize_t i0, j0, i, j
+    for i0 in range(0, rows, 32):
+        for j0 in range(0, cols, 32):
+            for i in range(i0, min(i0 + 32, rows)):
+                for j in range(j0, min(j0 + 32, cols)):
+                    B[j * rows + i] = A[i * cols + j]
+
+
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
     # the byte ranges of two contiguous arrays do not overlap
     cdef char* pa = <char*>cnp.PyArray_DATA(a)
@@ -454,6 +490,19 @@ def linear(object X, object W, object b, object activation, object out):
 # Fused linear layer, backward (eq. 13 and the chain rule, section 3)
 # ---------------------------------------------------------------------------------------
 
+cdef void _grad_db(const floating* dZ, floating* db, double* acc, Py_ssize_t N, Py_ssize_t M,
+                   Py_ssize_t j0, Py_ssize_t j1) noexcept nogil:
+    # entries j0..j1 of db = sum_i dZ_i, in a fixed order with float64 accumulators acc[j]
+    cdef Py_ssize_t j
+    memset(acc + j0, 0, (j1 - j0) * sizeof(double))
+    if floating is float:
+        fnn_colsum_f(dZ + j0, acc + j0, N, j1 - j0, M)
+    else:
+        fnn_colsum_d(dZ + j0, acc + j0, N, j1 - j0, M)
+    for j in range(j0, j1):
+        db[j] = <floating>acc[j]
+
+
 cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating* db,
                    double* acc, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M, Py_ssize_t j0,
                    Py_ssize_t j1) noexcept nogil:
@@ -462,14 +511,7 @@ cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating
     cdef Py_ssize_t i, j, k, w = j1 - j0
     cdef floating s
     if db != NULL:
-        # db_j = sum_i dZ_ij, in a fixed order with a float64 accumulator
-        memset(acc + j0, 0, w * sizeof(double))
-        if floating is float:
-            fnn_colsum_f(dZ + j0, acc + j0, N, w, M)
-        else:
-            fnn_colsum_d(dZ + j0, acc + j0, N, w, M)
-        for j in range(j0, j1):
-            db[j] = <floating>acc[j]
+        _grad_db(dZ, db, acc, N, M, j0, j1)
     if N * w * K <= SMALL_GEMM:
         # dW_jk = sum_i dZ_ij x_ik
         for j in range(j0, j1):
@@ -483,6 +525,26 @@ cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating
         # gemm('n', 't') on X and dZ's columns j0..j1
         _gemm(c"n", c"t", <int>K, <int>w, <int>N, 1, <floating*>X, <int>K,
               <floating*>dZ + j0, <int>M, 0, dW + j0 * K, <int>K)
+
+
+cdef void _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssize_t N,
+                    Py_ssize_t K, Py_ssize_t M, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
+    # rows k0..k1 of dW^T = X^T dZ (K, M), the transposed layout of _linear_forward_t
+    cdef Py_ssize_t i, j, k
+    cdef floating x
+    if N * M * (k1 - k0) <= SMALL_GEMM:
+        # dWT_kj = sum_i x_ik dZ_ij
+        for k in range(k0, k1):
+            for j in range(M):
+                dWT[k * M + j] = 0
+            for i in range(N):
+                x = X[i * K + k]
+                for j in range(M):
+                    dWT[k * M + j] = dWT[k * M + j] + x * dZ[i * M + j]
+        return
+    # row-major dWT[k0:k1] (kw, M) is column-major (M x kw) = dZ^T X[:, k0:k1]: gemm('n', 't')
+    _gemm(c"n", c"t", <int>M, <int>(k1 - k0), <int>N, 1, <floating*>dZ, <int>M,
+          <floating*>X + k0, <int>K, 0, dWT + k0 * M, <int>M)
 
 
 cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_t N,

@@ -20,7 +20,6 @@
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel
 from libc.math cimport isfinite, INFINITY
-from time import perf_counter
 
 cdef extern from "_team.h" nogil:
     ctypedef struct fnn_barrier:
@@ -65,6 +64,8 @@ cdef struct TrainState:
     long long t                     # Adam's step count
     Py_ssize_t B                    # the batch size
     bint team                       # the step is worth splitting into parts (PARTS > 1)
+    double warm                     # seconds per step of the last stretch after its first
+    double waits[64]                # and each thread's share of it spent at the barriers
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
     int acts[MAX_LAYERS]
@@ -139,8 +140,12 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
     inp = Xb + r0 * n_in
     for l in range(L):
         M = st.dims[l + 1]
-        _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
-                        <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
+        if l == 0:  # the first layer's weights are held transposed (see Trainer)
+            _linear_forward_t(inp, <floating*>st.W[l], <floating*>st.b[l],
+                              <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
+        else:
+            _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
+                            <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         inp = <floating*>st.U[l] + r0 * M
     # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
     for r in range(r0, r1):
@@ -176,24 +181,34 @@ cdef double _batch_loss(floating* tag, TrainState* st, const Py_ssize_t* rows,
     return total
 
 
-cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, Py_ssize_t j0,
-                      Py_ssize_t j1, double lr, long long t) noexcept nogil:
-    # the units phase for units j0..j1 of layer l: dW_j = dZ_j^T U_{l-1}, db_j, then the
-    # update of eq. 21 on those rows of W and entries of b (weight decay on W only)
-    cdef Py_ssize_t K = st.dims[l], M = st.dims[l + 1]
+cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q, int P,
+                      double lr, long long t) noexcept nogil:
+    # part q of P of the units phase of layer l: dW_j = dZ_j^T U_{l-1} and db_j for the
+    # units j of block q, then the update of eq. 21 on those rows of W and entries of b
+    # (weight decay on W only). The first layer's W is held transposed, W^T (K, M): its
+    # part q is rows k of block q of W^T (input features), dW^T_k = U_{-1,k}^T dZ.
+    cdef Py_ssize_t K = st.dims[l], M = st.dims[l + 1], a0, a1
+    cdef Py_ssize_t j0 = q * M // P, j1 = (q + 1) * M // P
     cdef floating* inp = <floating*>st.U[l - 1] if l > 0 else <floating*>st.Xb
+    cdef floating* dZ = <floating*>st.dU[l]
     cdef floating* mW = <floating*>st.mW[l]
     cdef floating* vW = <floating*>st.vW[l]
     cdef floating* mb = <floating*>st.mb[l]
     cdef floating* vb = <floating*>st.vb[l]
-    if j1 <= j0:
-        return
-    _grad_dW(<floating*>st.dU[l], inp, <floating*>st.gW[l], <floating*>st.gb[l],
-             st.acc + st.acc_at[l], B, K, M, j0, j1)
-    _update(<floating*>st.W[l] + j0 * K, <floating*>st.gW[l] + j0 * K,
-            mW + j0 * K if mW != NULL else NULL, vW + j0 * K if vW != NULL else NULL,
-            (j1 - j0) * K, st, lr, st.weight_decay, t)
-    if st.b[l] != NULL:
+    if l == 0:
+        a0, a1 = q * K // P * M, (q + 1) * K // P * M
+        _grad_dWT(dZ, inp, <floating*>st.gW[l], B, K, M, q * K // P, (q + 1) * K // P)
+        if st.gb[l] != NULL:
+            _grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], B, M, j0, j1)
+    else:
+        a0, a1 = j0 * K, j1 * K
+        _grad_dW(dZ, inp, <floating*>st.gW[l], <floating*>st.gb[l], st.acc + st.acc_at[l],
+                 B, K, M, j0, j1)
+    if a1 > a0:
+        _update(<floating*>st.W[l] + a0, <floating*>st.gW[l] + a0,
+                mW + a0 if mW != NULL else NULL, vW + a0 if vW != NULL else NULL,
+                a1 - a0, st, lr, st.weight_decay, t)
+    if st.b[l] != NULL and j1 > j0:
         _update(<floating*>st.b[l] + j0, <floating*>st.gb[l] + j0,
                 mb + j0 if mb != NULL else NULL, vb + j0 if vb != NULL else NULL,
                 j1 - j0, st, lr, 0.0, t)
@@ -205,12 +220,13 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     # thread tid of T: its parts of the steps on the batches of perm[start:stop]. Every thread
     # sums the same losses in the same order, so all stop after the same non-finite batch
     # loss; thread 0 stores the summed loss in result and the step count in st.t (the others
-    # read st.t before their first barrier, thread 0 writes it after its last).
+    # read st.t before their first barrier, thread 0 writes it after its last), and the
+    # seconds per batch after the first step (which includes waking the team) in st.warm.
     cdef int L = st.n_layers, l, P, q, part
-    cdef Py_ssize_t s = start, B, M
+    cdef Py_ssize_t s = start, B, M, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
-    cdef double total = 0, batch
+    cdef double total = 0, batch, tick = 0, begin = openmp.omp_get_wtime(), waited = 0
     cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
@@ -221,7 +237,9 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             scratch = <floating*>st.scratch + q * st.dims[L]
             _rows_pass(tag, st, perm + s, B, q * B // P, (q + 1) * B // P, scratch)
             q += T
+        waited -= openmp.omp_get_wtime()
         fnn_barrier_wait(barrier, T, &sense)
+        waited += openmp.omp_get_wtime()
         batch = _batch_loss(tag, st, perm + s, B)
         total += batch
         if not isfinite(batch):
@@ -234,13 +252,21 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             P = st.unit_parts[l]
             for q in range(P):
                 if part % T == tid:
-                    _units_pass(tag, st, B, l, q * M // P, (q + 1) * M // P, lr, t)
+                    _units_pass(tag, st, B, l, q, P, lr, t)
                 part += 1
+        waited -= openmp.omp_get_wtime()
         fnn_barrier_wait(barrier, T, &sense)
+        waited += openmp.omp_get_wtime()
         s += B
+        steps += 1
+        if steps == 1 and tid == 0:
+            tick = openmp.omp_get_wtime()
+    # the share of this thread's time spent waiting for the others (see Trainer._plan)
+    st.waits[tid] = waited / (openmp.omp_get_wtime() - begin + 1e-9)
     if tid == 0:
         result[0] = total
         st.t = t
+        st.warm = (openmp.omp_get_wtime() - tick) / (steps - 1) if steps > 1 else -1
 
 
 cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
@@ -252,6 +278,7 @@ cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm
     cdef double total = 0
     cdef int tid, T
     fnn_barrier_init(&barrier)
+    memset(st.waits, 0, sizeof(st.waits))
     if threads <= 1:
         _train_steps(tag, st, perm, start, stop, lr, 0, 1, &barrier, &total)
     else:
@@ -260,6 +287,56 @@ cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm
             T = openmp.omp_get_num_threads()
             _train_steps(tag, st, perm, start, stop, lr, tid, T, &barrier, &total)
     return total
+
+
+cdef class ThreadChoice:
+    """How many threads run the next stretch of batches of a fit: the team (the parts of each
+    step shared by up to PARTS threads) or one thread. The weights do not depend on it (the
+    parts are fixed), only the speed: a team whose partner shares its core with other work
+    waits at every barrier. So the team runs until one of its threads spends more than a third
+    of a stretch waiting at the barriers; then a short stretch (``probing``) times one thread
+    alone. The faster (and one thread if the team waited) runs on; one thread retries the
+    team, and a waiting team times one thread again, after 1, 2, 4, ... 64 stretches (the
+    wait doubles while the same one wins)."""
+    cdef public double team_speed, alone_speed  # latest seconds per step (inf: not timed)
+    cdef public bint alone, probing             # one thread runs now; the stretch is a probe
+    cdef public Py_ssize_t stretches, retry, gap, hold
+
+    def __cinit__(self):
+        self.team_speed = self.alone_speed = INFINITY
+        self.alone = self.probing = False
+        self.stretches, self.retry, self.gap, self.hold = 0, -1, 1, 0
+
+    cpdef int plan(self, int team):
+        """Threads for the next stretch, given the team's size (1: no choice)."""
+        if team <= 1:
+            self.probing = False
+            return 1
+        self.probing = self.retry == self.stretches
+        if self.probing:
+            return team if self.alone else 1
+        return 1 if self.alone else team
+
+    cpdef void observe(self, int threads, double per_step, double max_wait):
+        """Record a stretch that ran on ``threads``: seconds per step after its first (<= 0:
+        too short to time) and the largest share of a thread's time spent waiting."""
+        cdef bint contended = threads > 1 and max_wait > 1.0 / 3, alone
+        self.stretches += 1
+        if per_step <= 0:
+            return
+        if threads > 1:
+            self.team_speed = per_step
+        else:
+            self.alone_speed = per_step
+        if self.probing:
+            # the faster wins; the same winner again doubles the wait for the next probe
+            alone = self.alone_speed < self.team_speed or contended
+            self.gap = min(2 * self.gap, 64) if alone == self.alone else 1
+            self.alone = alone
+            self.hold = self.stretches + self.gap
+            self.retry = self.hold if alone else -1
+        elif contended and self.stretches >= self.hold:
+            self.retry = self.stretches  # time one thread next
 
 
 cdef class Trainer:
@@ -273,11 +350,8 @@ cdef class Trainer:
     cdef Py_ssize_t N
     cdef Py_ssize_t chunk  # batches per call into C (between Ctrl-C checks)
     cdef list keep
-    # threads per stretch of batches (see _plan): the latest seconds per batch of a team
-    # and of one thread, the team's best, which is faster, when to time the slower again
-    cdef double team_speed, alone_speed, best_team
-    cdef bint use_team
-    cdef Py_ssize_t stretches, retry, gap
+    cdef list mirrors
+    cdef public ThreadChoice threads  # how many threads run each stretch
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -326,6 +400,20 @@ cdef class Trainer:
                 st.vW[l] = <void*>cnp.PyArray_DATA(state2[l][0])
                 if state2[l][1] is not None:
                     st.vb[l] = <void*>cnp.PyArray_DATA(state2[l][1])
+        # the first layer's weights and their optimizer state live here transposed, W^T
+        # (n_in, dims[1]) (see _linear_forward_t); run_epoch copies them in from the model's
+        # arrays and back out, so between epochs the model's own arrays hold the weights
+        self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
+        cdef void** slots[3]
+        slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
+        for l, arr in enumerate((W[0], state1[0] and state1[0][0], state2[0] and state2[0][0])):
+            if arr is not None:
+                mirror = np.empty((arr.shape[1], arr.shape[0]), dtype)
+                self.mirrors.append((arr, mirror))
+                slots[l][0] = cnp.PyArray_DATA(mirror)
+        gWT = np.zeros((st.dims[0], st.dims[1]), dtype)  # (the same shape as the model's gW)
+        st.gW[0] = cnp.PyArray_DATA(gWT)
+        keep += [self.mirrors, gWT]
         # one step's work (multiply-adds of one product per layer, about a third of it) decides
         # whether the step is split in parts, and each layer's whether its units are
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
@@ -348,61 +436,35 @@ cdef class Trainer:
         st.acc = <double*>cnp.PyArray_DATA(acc)
         self.keep = keep
 
-        self.team_speed = self.alone_speed = self.best_team = INFINITY
-        self.use_team, self.stretches, self.retry, self.gap = True, 0, 0, 1
+        self.threads = ThreadChoice()
+
+    cdef void _mirror(self, bint into_loop):
+        # copy the first layer's arrays between the model's (M, K) and the loop's (K, M)
+        cdef cnp.ndarray a, b
+        for a, b in self.mirrors:
+            if into_loop:
+                a, b = b, a
+            if self.typenum == cnp.NPY_FLOAT32:
+                _transpose(<float*>cnp.PyArray_DATA(b), <float*>cnp.PyArray_DATA(a),
+                           b.shape[0], b.shape[1])
+            else:
+                _transpose(<double*>cnp.PyArray_DATA(b), <double*>cnp.PyArray_DATA(a),
+                           b.shape[0], b.shape[1])
 
     @property
     def t(self):
         """Optimizer steps taken (Adam's bias correction uses it)."""
         return self.st.t
 
-    @property
-    def threads_policy(self):
-        """(team size, seconds per batch of the team and of one thread, the team's best,
-        whether the team is in use, stretches run): for tests and diagnostics."""
-        return (self._team_size(), self.team_speed, self.alone_speed, self.best_team,
-                self.use_team, self.stretches)
-
     cdef int _team_size(self):
         return <int>min(PARTS, openmp.omp_get_max_threads()) if self.st.team else 1
 
-    cdef int _plan(self, Py_ssize_t* batches):
-        # threads (and at most how many batches) for the next stretch. The weights do not
-        # depend on it (the parts are fixed), only the speed: a team whose partner shares its
-        # core with other work waits at every barrier. So a fit times both, a short stretch
-        # each, runs the faster, and times the slower again after 1, 2, 4, ... 64 stretches
-        # (or at once when the team runs 1.5x slower than its best).
-        cdef int team = self._team_size()
-        batches[0] = self.chunk
-        if team <= 1:
-            return 1
-        if self.team_speed == INFINITY or self.alone_speed == INFINITY \
-                or self.stretches >= self.retry:
-            batches[0] = PROBE_BATCHES
-            if self.team_speed == INFINITY:
-                return team
-            if self.alone_speed == INFINITY:
-                return 1
-            return 1 if self.use_team else team  # the slower one, timed again
-        return team if self.use_team else 1
-
-    cdef void _observe(self, int threads, double per_batch):
-        # record a stretch's seconds per batch (see _plan)
-        cdef bint was = self.use_team, probe = self.stretches >= self.retry
-        if self._team_size() <= 1:
-            return
-        if threads > 1:
-            self.team_speed = per_batch
-            self.best_team = min(self.best_team, per_batch)
-        else:
-            self.alone_speed = per_batch
-        self.use_team = self.team_speed <= self.alone_speed
-        if probe and self.team_speed != INFINITY and self.alone_speed != INFINITY:
-            self.gap = 1 if self.use_team != was else min(2 * self.gap, 64)
-            self.retry = self.stretches + 1 + self.gap
-        elif threads > 1 and per_batch > 1.5 * self.best_team:
-            self.retry = self.stretches + 1
-        self.stretches += 1
+    cdef double _max_wait(self, int threads):
+        cdef double share = 0
+        cdef int i
+        for i in range(threads):
+            share = max(share, self.st.waits[i])
+        return share
 
     def run_epoch(self, cnp.ndarray perm, double lr):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
@@ -410,22 +472,26 @@ cdef class Trainer:
         one batch diverges (the weights then hold that batch's inputs' last update)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, batches
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
-        cdef double total = 0, part, tick
+        cdef double total = 0, part
         cdef int threads
-        while start < n:
-            threads = self._plan(&batches)
-            stop = min(start + self.st.B * batches, n)
-            tick = perf_counter()
-            if self.typenum == cnp.NPY_FLOAT32:
-                with nogil:
-                    part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr, threads)
-            else:
-                with nogil:
-                    part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr, threads)
-            self._observe(threads, (perf_counter() - tick) * self.st.B / (stop - start))
-            total += part
-            if not isfinite(part):
-                return total
-            PyErr_CheckSignals()
-            start = stop
+        self._mirror(True)
+        try:
+            while start < n:
+                threads = self.threads.plan(self._team_size())
+                batches = self.chunk if not self.threads.probing else min(self.chunk, PROBE_BATCHES)
+                stop = min(start + self.st.B * batches, n)
+                if self.typenum == cnp.NPY_FLOAT32:
+                    with nogil:
+                        part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr, threads)
+                else:
+                    with nogil:
+                        part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr, threads)
+                self.threads.observe(threads, self.st.warm, self._max_wait(threads))
+                total += part
+                if not isfinite(part):
+                    break
+                PyErr_CheckSignals()
+                start = stop
+        finally:
+            self._mirror(False)
         return total
