@@ -202,6 +202,21 @@ FNN_CLONES static void fnn_colsum_##S(const T* restrict Z, double* restrict acc,
         for (ptrdiff_t j = 0; j < M; j++) acc[j] += Z[i * ld + j];                          \
 }
 
+/* whether no element is inf or NaN: an exponent of all ones, tested on the bits so the loop
+ * vectorises (-fno-trapping-math or not) */
+#define FNN_FINITE(T, S, U, EXPONENT)                                                       \
+FNN_CLONES static int fnn_all_finite_##S(const T* restrict x, ptrdiff_t n) {                 \
+    U bad = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        U u;                                                                                \
+        memcpy(&u, x + i, sizeof u);                                                        \
+        bad |= (U)((u & EXPONENT) == EXPONENT);                                             \
+    }                                                                                       \
+    return !bad;                                                                            \
+}
+
+FNN_FINITE(float, f, uint32_t, 0x7f800000u)
+FNN_FINITE(double, d, uint64_t, 0x7ff0000000000000ull)
 FNN_ELEMENTWISE(float, f, fnn_expf)
 FNN_ELEMENTWISE(double, d, fnn_exp)
 FNN_PASSES(float, f)

@@ -54,8 +54,28 @@ def squared_error(
 ) -> float:
     """Per-sample eq. 20 losses into ``losses``, scale * gradient into dZ; the float64 sum."""
 
+def all_finite(a: _FloatArray) -> bool:
+    """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
+
+def shuffle(perm: NDArray[np.intp], seed: int) -> None:
+    """Shuffle ``perm`` in place (Fisher-Yates on the splitmix64 stream of ``seed``)."""
+
 def openmp_max_threads() -> int:
     """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
+
+class ThreadChoice:  # a cdef class
+    """How many threads run the next stretch of a fit's batches (see _train.pxi)."""
+
+    team_speed: float
+    alone_speed: float
+    alone: bool
+    probing: bool
+    stretches: int
+    retry: int
+    gap: int
+    hold: int
+    def plan(self, team: int) -> int: ...
+    def observe(self, threads: int, per_step: float, max_wait: float) -> None: ...
 
 class Trainer:  # a cdef class (not subclassable together with another extension type)
     """One fit's native state: the model's own weights (updated in place), the optimizer
@@ -82,6 +102,7 @@ class Trainer:  # a cdef class (not subclassable together with another extension
         weight_decay: float = 0.0,
         t: int = 0,
     ) -> Trainer: ...
+    threads: ThreadChoice
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""

@@ -64,6 +64,8 @@ cdef extern from "_fastmath.h" nogil:
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
     void fnn_scale_d(double* x, double a, Py_ssize_t n)
+    bint fnn_all_finite_f(const float* x, Py_ssize_t n)
+    bint fnn_all_finite_d(const double* x, Py_ssize_t n)
 
 import numpy as np
 
@@ -792,6 +794,42 @@ include "_train.pxi"
 # ---------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------
+
+def all_finite(cnp.ndarray a):
+    """Whether no entry of the C-contiguous float32/float64 array ``a`` is inf or NaN."""
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
+    cdef bint ok
+    if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
+        with nogil:
+            ok = fnn_all_finite_f(<float*>cnp.PyArray_DATA(a), n)
+    else:
+        with nogil:
+            ok = fnn_all_finite_d(<double*>cnp.PyArray_DATA(a), n)
+    return ok
+
+
+def shuffle(cnp.ndarray perm, unsigned long long seed):
+    """Shuffle the intp array ``perm`` in place: Fisher-Yates, drawing from the splitmix64
+    stream of ``seed`` (the order of the samples in a training epoch, on both backends)."""
+    cdef Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
+    cdef Py_ssize_t i = perm.shape[0] - 1, j, tmp
+    cdef unsigned long long z, x = seed
+    with nogil:
+        while i > 0:
+            x = x + 0x9E3779B97F4A7C15ULL  # splitmix64
+            z = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+            z = z ^ (z >> 31)
+            # j uniform in 0..i: the high 32 bits scaled (Lemire), or the remainder
+            if i < <Py_ssize_t>0xFFFFFFFFLL:
+                j = <Py_ssize_t>(((z >> 32) * <unsigned long long>(i + 1)) >> 32)
+            else:
+                j = <Py_ssize_t>(z % <unsigned long long>(i + 1))
+            tmp = p[i]
+            p[i] = p[j]
+            p[j] = tmp
+            i -= 1
+
 
 def openmp_max_threads():
     """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""

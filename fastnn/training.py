@@ -209,7 +209,9 @@ def _state_fits(state: Any, params: Params) -> bool:
 
 
 def _finite(params: Params) -> bool:
-    return all(np.isfinite(W).all() and (b is None or np.isfinite(b).all()) for W, b in params)
+    # the model's own arrays: C-contiguous float32/float64 (see _trainable_parameters)
+    return all(_kernels.all_finite(W) and (b is None or _kernels.all_finite(b))
+               for W, b in params)
 
 
 def _restore(saved: _Saved, params: Params, state: OptState) -> None:
@@ -411,11 +413,12 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
     history = History("accuracy" if model.output != "identity" else "r2")
     best_loss, best, waited = math.inf, None, 0
     start = time.perf_counter()
-    order = np.arange(N, dtype=np.intp)
+    perm = np.arange(N, dtype=np.intp)
     try:  # whatever ends the fit (a divergence, Ctrl-C), history_ has the finished epochs
         for epoch in range(epochs):
             lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
-            perm = rng.permutation(N).astype(np.intp, copy=False) if shuffle else order
+            if shuffle:  # the previous epoch's order, shuffled again (both backends)
+                _kernels.shuffle(perm, int(rng.integers(0, 2**63)))
             saved, saved_t = _copy(params, state), opt["t"]
             tick = time.perf_counter()
             try:
@@ -447,7 +450,8 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             history.loss.append(total / N)
             history.lr.append(lr_epoch)
             history.seconds.append(seconds)
-            line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}"
+            line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}" \
+                if verbose else ""
             if validation_data is not None:
                 val_loss = float(model._loss(model._logits(X_val), Y_val, "mean"))
                 history.val_loss.append(val_loss)
