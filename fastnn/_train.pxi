@@ -46,6 +46,7 @@ cdef enum:
     MAX_LAYERS = 64
     SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
     PROBE_BATCHES = 16  # batches of a stretch that times a team or one thread
+    SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
 
 # ... and about this much work (multiply-adds, ~10 ms): one OpenMP team per stretch
 cdef double SIGNAL_CHECK_WORK = 2.0 ** 31
@@ -64,6 +65,7 @@ cdef struct TrainState:
     long long t                     # Adam's step count
     Py_ssize_t B                    # the batch size
     bint team                       # the step is worth splitting into parts (PARTS > 1)
+    bint transposed                 # the first layer's W, gW and state held as W^T (K, M)
     double warm                     # seconds per step of the last stretch after its first
     double waits[64]                # and each thread's share of it spent at the barriers
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
@@ -140,7 +142,7 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
     inp = Xb + r0 * n_in
     for l in range(L):
         M = st.dims[l + 1]
-        if l == 0:  # the first layer's weights are held transposed (see Trainer)
+        if l == 0 and st.transposed:  # W^T (see Trainer)
             _linear_forward_t(inp, <floating*>st.W[l], <floating*>st.b[l],
                               <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         else:
@@ -195,7 +197,7 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
     cdef floating* vW = <floating*>st.vW[l]
     cdef floating* mb = <floating*>st.mb[l]
     cdef floating* vb = <floating*>st.vb[l]
-    if l == 0:
+    if l == 0 and st.transposed:
         a0, a1 = q * K // P * M, (q + 1) * K // P * M
         _grad_dWT(dZ, inp, <floating*>st.gW[l], B, K, M, q * K // P, (q + 1) * K // P)
         if st.gb[l] != NULL:
@@ -400,20 +402,6 @@ cdef class Trainer:
                 st.vW[l] = <void*>cnp.PyArray_DATA(state2[l][0])
                 if state2[l][1] is not None:
                     st.vb[l] = <void*>cnp.PyArray_DATA(state2[l][1])
-        # the first layer's weights and their optimizer state live here transposed, W^T
-        # (n_in, dims[1]) (see _linear_forward_t); run_epoch copies them in from the model's
-        # arrays and back out, so between epochs the model's own arrays hold the weights
-        self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
-        cdef void** slots[3]
-        slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
-        for l, arr in enumerate((W[0], state1[0] and state1[0][0], state2[0] and state2[0][0])):
-            if arr is not None:
-                mirror = np.empty((arr.shape[1], arr.shape[0]), dtype)
-                self.mirrors.append((arr, mirror))
-                slots[l][0] = cnp.PyArray_DATA(mirror)
-        gWT = np.zeros((st.dims[0], st.dims[1]), dtype)  # (the same shape as the model's gW)
-        st.gW[0] = cnp.PyArray_DATA(gWT)
-        keep += [self.mirrors, gWT]
         # one step's work (multiply-adds of one product per layer, about a third of it) decides
         # whether the step is split in parts, and each layer's whether its units are
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
@@ -421,6 +409,20 @@ cdef class Trainer:
         for l in range(L):
             big = st.team and work[l] >= TEAM_STEP and st.dims[l + 1] >= PARTS
             st.unit_parts[l] = PARTS if big else 1
+        # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
+        # state (see _linear_forward_t; large products gain nothing from it, and transposing
+        # large arrays costs milliseconds). run_epoch copies them in from the model's arrays
+        # and back out, so between epochs the model's own arrays hold the weights.
+        self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
+        st.transposed = work[0] // (min(PARTS, B) if st.team else 1) <= SMALL_PRODUCT
+        cdef void** slots[3]
+        slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
+        for l, arr in enumerate((W[0], state1[0] and state1[0][0], state2[0] and state2[0][0])):
+            if arr is not None and st.transposed:
+                mirror = np.empty((arr.shape[1], arr.shape[0]), dtype)
+                self.mirrors.append((arr, mirror))
+                slots[l][0] = cnp.PyArray_DATA(mirror)
+        keep.append(self.mirrors)
         self.chunk = max(SIGNAL_CHECK_BATCHES, int(SIGNAL_CHECK_WORK / (3 * sum(work) + 1)))
         Xb = np.empty((B, X.shape[1]), dtype)
         losses = np.empty(B, dtype)
