@@ -5,7 +5,9 @@
 # per fit by the caller (fastnn.training). ``run_epoch`` then runs whole epochs in C: gather
 # the shuffled batch, forward (eq. 10), loss and its gradient (eq. 16-20), backward (section 3),
 # update (eq. 21, momentum, Nesterov or Adam), with no Python and no allocation per step.
-# The GIL is taken back every few batches only to let Ctrl-C through.
+# The GIL is taken back every few batches only to let Ctrl-C through. ``loss_grad`` runs the
+# same forward, loss and backward over the whole training set, without an update: the
+# objective and gradient of the estimators' lbfgs solver (fastnn.estimators).
 
 from cpython.exc cimport PyErr_CheckSignals
 from libc.math cimport isfinite
@@ -91,13 +93,13 @@ cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize
             fnn_sgd_d(P, G, lr_f, n)
 
 
-cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
-                         double lr) noexcept nogil:
-    # one SGD step on the samples ``rows``; returns the batch's summed (weighted) loss
+cdef double _forward_backward(floating* tag, TrainState* st, const floating* Xb,
+                              const Py_ssize_t* rows, Py_ssize_t B, double norm) noexcept nogil:
+    # forward, loss and backward on the B samples Xb (rows: their indices into Y and the sample
+    # weights, or NULL for the rows 0..B-1): the gradient of sum_r w_r loss_r / norm into
+    # st.gW, st.gb; returns sum_r w_r loss_r (w_r = 1 without sample weights)
     cdef int L = st.n_layers, l
-    cdef Py_ssize_t n_in = st.dims[0], d = st.dims[L], r, k
-    cdef floating* X = <floating*>st.X
-    cdef floating* Xb = <floating*>st.Xb
+    cdef Py_ssize_t d = st.dims[L], r, i
     cdef floating* out = <floating*>st.U[L - 1]
     cdef floating* dout = <floating*>st.dU[L - 1]
     cdef floating* losses = <floating*>st.losses
@@ -105,33 +107,29 @@ cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, 
     cdef double* sw = <double*>st.sw
     cdef double w, total = 0
     cdef floating scale
-    # gather the batch (the shuffled rows)
-    for r in range(B):
-        memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
     # forward, eq. 10: U_l = g_l(U_{l-1} W_l^T + B_l)
     inp = Xb
     for l in range(L):
         _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l], <floating*>st.U[l],
                         B, st.dims[l], st.dims[l + 1], st.acts[l], True)
         inp = <floating*>st.U[l]
-    # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
+    # loss and dL/dU of the output layer: dU_r = (w_r / norm) d loss_r / dU_r
     for r in range(B):
-        w = sw[rows[r]] if sw != NULL else 1.0
-        scale = <floating>(w / B)
+        i = rows[r] if rows != NULL else r
+        w = sw[i] if sw != NULL else 1.0
+        scale = <floating>(w / norm)
         if st.loss == LOSS_CE:
-            _cross_entropy_row(out + r * d, (<Py_ssize_t*>st.Y)[rows[r]], losses + r,
+            _cross_entropy_row(out + r * d, (<Py_ssize_t*>st.Y)[i], losses + r,
                                dout + r * d, d, scale)
         elif st.loss == LOSS_BCE:
             # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
             losses[r] = <floating>_binary_cross_entropy(
-                out + r * d, <floating*>st.Y + rows[r] * d, <floating*>st.scratch,
+                out + r * d, <floating*>st.Y + i * d, <floating*>st.scratch,
                 dout + r * d, d, scale)
         else:
-            _squared_error(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
+            _squared_error(out + r * d, <floating*>st.Y + i * d, losses + r,
                            dout + r * d, 1, d, scale)
         total += w * losses[r]
-    if not isfinite(total):
-        return total
     # backward (section 3): dZ_l = dU_l * g'; dW_l = dZ_l^T U_{l-1}; db_l; dU_{l-1} = dZ_l W_l
     for l in range(L - 1, -1, -1):
         inp = <floating*>st.U[l - 1] if l > 0 else Xb
@@ -139,9 +137,27 @@ cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, 
                          <floating*>st.dU[l], <floating*>st.dU[l - 1] if l > 0 else NULL,
                          <floating*>st.gW[l], <floating*>st.gb[l], st.acc,
                          B, st.dims[l], st.dims[l + 1], st.acts[l], True)
+    return total
+
+
+cdef double _train_batch(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
+                         double lr) noexcept nogil:
+    # one SGD step on the samples ``rows``; returns the batch's summed (weighted) loss
+    cdef int l
+    cdef Py_ssize_t n_in = st.dims[0], r
+    cdef floating* X = <floating*>st.X
+    cdef floating* Xb = <floating*>st.Xb
+    cdef double total
+    # gather the batch (the shuffled rows)
+    for r in range(B):
+        memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
+    # the gradient of the batch's weighted "mean": sum_r w_r loss_r / B
+    total = _forward_backward(tag, st, Xb, rows, B, <double>B)
+    if not isfinite(total):  # diverged: no update
+        return total
     # update, eq. 21 (weight decay on W only)
     st.t += 1
-    for l in range(L):
+    for l in range(st.n_layers):
         _update(<floating*>st.W[l], <floating*>st.gW[l], <floating*>st.mW[l],
                 <floating*>st.vW[l], st.dims[l] * st.dims[l + 1], st, lr, st.weight_decay)
         if st.b[l] != NULL:
@@ -170,6 +186,8 @@ cdef class Trainer:
 
     Every array passed in is C-contiguous, of one float dtype (labels: intp; sample weights:
     float64) and is kept alive here; ``W``/``b`` are the model's own arrays, updated in place.
+    ``gW``/``gb``: arrays of W's and b's shapes for the gradients (e.g. views into one flat
+    buffer), instead of new ones.
     """
     cdef TrainState st
     cdef int typenum
@@ -180,7 +198,7 @@ cdef class Trainer:
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
                   Py_ssize_t batch_size, double momentum=0.0, bint nesterov=False,
                   double beta1=0.9, double beta2=0.999, double eps=1e-8,
-                  double weight_decay=0.0, long long t=0):
+                  double weight_decay=0.0, long long t=0, list gW=None, list gb=None):
         cdef int L = len(W), l
         cdef TrainState* st = &self.st
         if L > MAX_LAYERS:
@@ -199,18 +217,19 @@ cdef class Trainer:
             st.dims[l + 1] = W[l].shape[0]
             widest = max(widest, W[l].shape[0])
             st.acts[l] = acts[l]
-            gW, U, dU = np.zeros_like(W[l]), np.empty((B, W[l].shape[0]), dtype), np.empty((B, W[l].shape[0]), dtype)
-            keep += [W[l], gW, U, dU]
+            gWl = np.zeros_like(W[l]) if gW is None else gW[l]
+            U, dU = np.empty((B, W[l].shape[0]), dtype), np.empty((B, W[l].shape[0]), dtype)
+            keep += [W[l], gWl, U, dU]
             st.W[l] = <void*>cnp.PyArray_DATA(W[l])
-            st.gW[l] = <void*>cnp.PyArray_DATA(gW)
+            st.gW[l] = <void*>cnp.PyArray_DATA(gWl)
             st.U[l] = <void*>cnp.PyArray_DATA(U)
             st.dU[l] = <void*>cnp.PyArray_DATA(dU)
             st.b[l] = st.gb[l] = st.mW[l] = st.mb[l] = st.vW[l] = st.vb[l] = NULL
             if b[l] is not None:
-                gb = np.zeros_like(b[l])
-                keep += [b[l], gb]
+                gbl = np.zeros_like(b[l]) if gb is None else gb[l]
+                keep += [b[l], gbl]
                 st.b[l] = <void*>cnp.PyArray_DATA(b[l])
-                st.gb[l] = <void*>cnp.PyArray_DATA(gb)
+                st.gb[l] = <void*>cnp.PyArray_DATA(gbl)
             # optimizer state: per layer a (W-state, b-state) pair or None
             if state1[l] is not None:
                 keep.append(state1[l])
@@ -262,4 +281,22 @@ cdef class Trainer:
                 return total
             PyErr_CheckSignals()
             start = stop
+        return total
+
+    def loss_grad(self, double norm):
+        """Forward, loss and backward over all N training samples as one batch (X itself, no
+        gather; the Trainer must be built with batch_size >= N), no update: the gradient of
+        sum_i w_i loss_i / norm into the gradient arrays; returns sum_i w_i loss_i (w_i = 1
+        without sample weights)."""
+        cdef double total
+        if self.st.B != self.N:
+            raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
+        if self.typenum == cnp.NPY_FLOAT32:
+            with nogil:
+                total = _forward_backward(<float*>NULL, &self.st, <float*>self.st.X, NULL,
+                                          self.N, norm)
+        else:
+            with nogil:
+                total = _forward_backward(<double*>NULL, &self.st, <double*>self.st.X, NULL,
+                                          self.N, norm)
         return total
