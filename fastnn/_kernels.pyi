@@ -79,7 +79,8 @@ class ThreadChoice:  # a cdef class
 
 class Trainer:  # a cdef class (not subclassable together with another extension type)
     """One fit's native state: the model's own weights (updated in place), the optimizer
-    state and every workspace, allocated once; ``run_epoch`` trains a whole epoch in C."""
+    state and every workspace, allocated once; ``run_epoch`` trains a whole epoch in C,
+    ``loss_grad`` evaluates the full-batch loss and gradient (L-BFGS)."""
 
     def __new__(
         cls,
@@ -101,6 +102,8 @@ class Trainer:  # a cdef class (not subclassable together with another extension
         eps: float = 1e-8,
         weight_decay: float = 0.0,
         t: int = 0,
+        gW: list[_FloatArray] | None = None,
+        gb: list[_FloatArray | None] | None = None,
     ) -> Trainer: ...
     threads: ThreadChoice
     @property
@@ -109,3 +112,6 @@ class Trainer:  # a cdef class (not subclassable together with another extension
     def run_epoch(self, perm: NDArray[np.intp], lr: float) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
         loss, or a non-finite number as soon as one batch diverges."""
+    def loss_grad(self, norm: float) -> float:
+        """Forward, loss and backward over all N samples (batch_size >= N), no update: the
+        gradient of sum_i w_i loss_i / norm into the gradient arrays; sum_i w_i loss_i."""

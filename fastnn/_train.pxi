@@ -66,6 +66,8 @@ cdef struct TrainState:
     Py_ssize_t B                    # the batch size
     bint team                       # the step is worth splitting into parts (PARTS > 1)
     bint transposed                 # the first layer's W, gW and state held as W^T (K, M)
+    bint grad_only                  # loss_grad: no update after the gradient
+    double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm
     double warm                     # seconds per step of the last stretch after its first
     double waits[64]                # and each thread's share of it spent at the barriers
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
@@ -151,7 +153,7 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
         inp = <floating*>st.U[l] + r0 * M
     # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
     for r in range(r0, r1):
-        scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) / B)
+        scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) / (st.norm if st.grad_only else B))
         if st.loss == LOSS_CE:
             _cross_entropy_row(out + r * d, (<Py_ssize_t*>st.Y)[rows[r]], losses + r,
                                dout + r * d, d, scale)
@@ -206,6 +208,8 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
         a0, a1 = j0 * K, j1 * K
         _grad_dW(dZ, inp, <floating*>st.gW[l], <floating*>st.gb[l], st.acc + st.acc_at[l],
                  B, K, M, j0, j1)
+    if st.grad_only:
+        return
     if a1 > a0:
         _update(<floating*>st.W[l] + a0, <floating*>st.gW[l] + a0,
                 mW + a0 if mW != NULL else NULL, vW + a0 if vW != NULL else NULL,
@@ -346,6 +350,8 @@ cdef class Trainer:
 
     Every array passed in is C-contiguous, of one float dtype (labels: intp; sample weights:
     float64) and is kept alive here; ``W``/``b`` are the model's own arrays, updated in place.
+    ``gW``/``gb``: arrays of W's and b's shapes for the gradients (e.g. views into one flat
+    buffer), instead of new ones (the first layer then stays in the model's layout).
     """
     cdef TrainState st
     cdef int typenum
@@ -353,13 +359,14 @@ cdef class Trainer:
     cdef Py_ssize_t chunk  # batches per call into C (between Ctrl-C checks)
     cdef list keep
     cdef list mirrors
+    cdef object all_rows  # 0..N-1 (loss_grad)
     cdef public ThreadChoice threads  # how many threads run each stretch
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
                   Py_ssize_t batch_size, double momentum=0.0, bint nesterov=False,
                   double beta1=0.9, double beta2=0.999, double eps=1e-8,
-                  double weight_decay=0.0, long long t=0):
+                  double weight_decay=0.0, long long t=0, list gW=None, list gb=None):
         cdef int L = len(W), l
         cdef TrainState* st = &self.st
         if L > MAX_LAYERS:
@@ -379,18 +386,19 @@ cdef class Trainer:
             st.acc_at[l] = units
             units += W[l].shape[0]
             st.acts[l] = acts[l]
-            gW, U, dU = np.zeros_like(W[l]), np.empty((B, W[l].shape[0]), dtype), np.empty((B, W[l].shape[0]), dtype)
-            keep += [W[l], gW, U, dU]
+            gWl = np.zeros_like(W[l]) if gW is None else gW[l]
+            U, dU = np.empty((B, W[l].shape[0]), dtype), np.empty((B, W[l].shape[0]), dtype)
+            keep += [W[l], gWl, U, dU]
             st.W[l] = <void*>cnp.PyArray_DATA(W[l])
-            st.gW[l] = <void*>cnp.PyArray_DATA(gW)
+            st.gW[l] = <void*>cnp.PyArray_DATA(gWl)
             st.U[l] = <void*>cnp.PyArray_DATA(U)
             st.dU[l] = <void*>cnp.PyArray_DATA(dU)
             st.b[l] = st.gb[l] = st.mW[l] = st.mb[l] = st.vW[l] = st.vb[l] = NULL
             if b[l] is not None:
-                gb = np.zeros_like(b[l])
-                keep += [b[l], gb]
+                gbl = np.zeros_like(b[l]) if gb is None else gb[l]
+                keep += [b[l], gbl]
                 st.b[l] = <void*>cnp.PyArray_DATA(b[l])
-                st.gb[l] = <void*>cnp.PyArray_DATA(gb)
+                st.gb[l] = <void*>cnp.PyArray_DATA(gbl)
             # optimizer state: per layer a (W-state, b-state) pair or None
             if state1[l] is not None:
                 keep.append(state1[l])
@@ -414,7 +422,9 @@ cdef class Trainer:
         # large arrays costs milliseconds). run_epoch copies them in from the model's arrays
         # and back out, so between epochs the model's own arrays hold the weights.
         self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
-        st.transposed = work[0] // (min(PARTS, B) if st.team else 1) <= SMALL_PRODUCT
+        st.transposed = gW is None and \
+            work[0] // (min(PARTS, B) if st.team else 1) <= SMALL_PRODUCT
+        st.grad_only, st.norm = False, 0
         cdef void** slots[3]
         slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
         for l, arr in enumerate((W[0], state1[0] and state1[0][0], state2[0] and state2[0][0])):
@@ -496,4 +506,30 @@ cdef class Trainer:
                 start = stop
         finally:
             self._mirror(False)
+        return total
+
+    def loss_grad(self, double norm):
+        """Forward, loss and backward over all N training samples as one batch (the Trainer
+        must be built with batch_size >= N), no update: the gradient of sum_i w_i loss_i / norm
+        into the gradient arrays; returns sum_i w_i loss_i (w_i = 1 without sample weights).
+        The objective and gradient of the estimators' lbfgs solver."""
+        cdef double total = 0
+        cdef long long t = self.st.t
+        cdef int threads = self._team_size()
+        cdef const Py_ssize_t* rows
+        if self.st.B != self.N:
+            raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
+        if self.all_rows is None:
+            self.all_rows = np.arange(self.N, dtype=np.intp)
+        rows = <Py_ssize_t*>cnp.PyArray_DATA(self.all_rows)
+        self.st.grad_only, self.st.norm = True, norm
+        try:
+            if self.typenum == cnp.NPY_FLOAT32:
+                with nogil:
+                    total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0, threads)
+            else:
+                with nogil:
+                    total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0, threads)
+        finally:
+            self.st.grad_only, self.st.norm, self.st.t = False, 0, t
         return total

@@ -10,8 +10,9 @@ The constructor parameters, their defaults and meanings, and the fitted attribut
 one ``fastnn.training.fit`` call per ``fit`` (the whole run of epochs in native code with its
 workspaces allocated once), scikit-learn's per-epoch logic (``tol`` / ``n_iter_no_change``, the
 "adaptive" and "invscaling" schedules, ``loss_curve_``, ``verbose``) in the fit's per-epoch
-callback. ``solver="lbfgs"`` is ``scipy.optimize.minimize(method="L-BFGS-B")`` on fastnn's fused
-forward, loss and backward kernels, in float64 over the flattened parameters.
+callback. ``solver="lbfgs"`` is ``scipy.optimize.minimize(method="L-BFGS-B")`` in float64 over the
+flattened parameters, each evaluation one call of the native loop's full-batch forward, loss and
+backward (``_kernels.Trainer.loss_grad``; the Poisson loss calls fastnn's kernels from Python).
 
 With ``dtype="float64"`` and one batch holding the whole training set (so that the shuffling
 plays no part), a fit gives scikit-learn's ``coefs_``, ``loss_curve_`` and ``n_iter_`` to
@@ -86,6 +87,7 @@ from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from . import _kernels
 from . import functional as F
 from .layers import Linear, check_dtype
 from .network import Sequential
@@ -140,6 +142,19 @@ def _constraints():
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "dtype": "no_validation",  # checked by fastnn.layers.check_dtype: float32 or float64
     }
+
+
+def _flat_views(flat, layers):
+    """(W of each layer, b of each layer) as views into the 1-D ``flat``: all the W, then all
+    the b, each in the layer's shape."""
+    Ws, bs, start = [], [], 0
+    for layer in layers:
+        Ws.append(flat[start:start + layer.W.size].reshape(layer.W.shape))
+        start += layer.W.size
+    for layer in layers:
+        bs.append(flat[start:start + layer.b.size])
+        start += layer.b.size
+    return Ws, bs
 
 
 class _History:
@@ -611,62 +626,79 @@ class _BaseMLP(BaseEstimator):
     def _fit_lbfgs(self, X, Y, sw):
         model = self._model
         layers = model.layers
-        dtype = model.dtype.type
-        shapes = [(layer.W.shape, layer.b.shape) for layer in layers]
-        offsets, start = [], 0
-        for w_shape, b_shape in shapes:
-            w_end = start + w_shape[0] * w_shape[1]
-            b_end = w_end + b_shape[0]
-            offsets.append((start, w_end, b_end))
-            start = b_end
         N = X.shape[0]
         sw_sum = float(N if sw is None else sw.sum())
         if not sw_sum > 0:
             raise ValueError("sample_weight must not be all zero")
-        row_scale = None if sw is None else (sw / sw_sum).astype(dtype)[:, None]
         alpha = float(self.alpha)
-        grad = np.empty(start, dtype=np.float64)
+        # the parameters and their gradient as views into one flat buffer each (every layer's W,
+        # then every b): unpacking L-BFGS's float64 x and packing the gradient are one copy each
+        size = sum(layer.W.size + layer.b.size for layer in layers)
+        theta, grad = np.empty(size, model.dtype), np.empty(size, model.dtype)
+        Ws, bs = _flat_views(theta, layers)
+        gWs, gbs = _flat_views(grad, layers)
+        for layer, W, b in zip(layers, Ws, bs):
+            W[...] = layer.W
+            b[...] = layer.b
+        theta_W = theta[:sum(W.size for W in Ws)]
         inputs = [None] * len(layers)
         outputs = [None] * len(layers)
-
-        def unpack(x):
-            for layer, (a, b, e) in zip(layers, offsets):
-                layer.W[...] = x[a:b].reshape(layer.W.shape)
-                layer.b[...] = x[b:e]
 
         def forward():
             U = X
             for l, layer in enumerate(layers):
                 inputs[l] = U
-                U = F.linear(U, layer.W, layer.b, layer.activation)
+                U = F.linear(U, Ws[l], bs[l], layer.activation)
                 outputs[l] = U
             return U
 
-        def loss_grad(x):
-            unpack(x)
-            Z = forward()
-            losses, dU = self._data_losses(Z, Y, grad=True, report=False)
-            if row_scale is None:
-                data = float(losses.sum()) / N
-                dU *= dtype(1.0 / N)
-            else:
-                data = float((sw * losses).sum()) / sw_sum
-                dU *= row_scale
-            loss = data + 0.5 * alpha * self._l2() / sw_sum
-            for l in range(len(layers) - 1, -1, -1):
-                layer = layers[l]
-                a, b, e = offsets[l]
-                dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l],
-                                               layer.activation, need_dX=l > 0)
-                gW = grad[a:b].reshape(layer.W.shape)
-                gW[...] = dW
-                if alpha:
-                    gW += (alpha / sw_sum) * layer.W
-                grad[b:e] = db
-            return loss, grad.copy()
+        if F.get_backend() == "cython" and not self._is_poisson():
+            # native: forward, loss and backward over all N samples in one call. The Trainer's
+            # squared error has no 1/2 (scikit-learn's objective has): c = 1/2 scales it.
+            c = 0.5 if model.loss_name == "squared_error" else 1.0
+            sw_native = None if sw is None else np.ascontiguousarray(sw, dtype=np.float64)
+            trainer = _kernels.Trainer(
+                Ws, bs, [_kernels.ACTIVATION_CODES[layer.activation] for layer in layers],
+                _kernels.LOSS_CODES[model.loss_name], _kernels.OPTIMIZER_CODES["sgd"],
+                [None] * len(layers), [None] * len(layers), X, Y, sw_native, N,
+                gW=gWs, gb=gbs)
 
-        x0 = np.concatenate([np.concatenate([layer.W.ravel(), layer.b])
-                             for layer in layers]).astype(np.float64)
+            def data_loss_grad():
+                # sum_i w_i c loss_i / sw_sum, its gradient into grad
+                return c * trainer.loss_grad(sw_sum / c) / sw_sum
+        else:  # the Poisson loss, or the numpy backend: fastnn's kernels called from Python
+            dtype = model.dtype.type
+            row_scale = None if sw is None else (sw / sw_sum).astype(dtype)[:, None]
+
+            def data_loss_grad():
+                Z = forward()
+                losses, dU = self._data_losses(Z, Y, grad=True, report=False)
+                if row_scale is None:
+                    data = float(losses.sum()) / N
+                    dU *= dtype(1.0 / N)
+                else:
+                    data = float((sw * losses).sum()) / sw_sum
+                    dU *= row_scale
+                for l in range(len(layers) - 1, -1, -1):
+                    dU, dW, db = F.linear_backward(dU, inputs[l], Ws[l], outputs[l],
+                                                   layers[l].activation, need_dX=l > 0)
+                    gWs[l][...], gbs[l][...] = dW, db
+                return data
+
+        def l2():
+            """sum ||W||^2 over the layers (inf once the weights overflow)."""
+            with np.errstate(over="ignore", invalid="ignore"):
+                return float(np.dot(theta_W, theta_W))
+
+        def loss_grad(x):
+            theta[...] = x
+            loss = data_loss_grad() + 0.5 * alpha * l2() / sw_sum
+            g = grad.astype(np.float64)
+            if alpha:
+                g[:theta_W.size] += (alpha / sw_sum) * theta_W
+            return loss, g
+
+        x0 = theta.astype(np.float64)
         callback = None
         if self.verbose:
             it = [0]
@@ -678,11 +710,17 @@ class _BaseMLP(BaseEstimator):
 
         # one BLAS thread, as fastnn's fit: the same weights for any thread setting, and no
         # BLAS threads spinning against each other on a busy machine (10x slower fits seen)
-        with _single_threaded_blas():
-            res = scipy.optimize.minimize(
-                loss_grad, x0, method="L-BFGS-B", jac=True, callback=callback,
-                options={"maxfun": int(self.max_fun), "maxiter": int(self.max_iter),
-                         "gtol": float(self.tol)})
+        try:
+            with _single_threaded_blas():
+                res = scipy.optimize.minimize(
+                    loss_grad, x0, method="L-BFGS-B", jac=True, callback=callback,
+                    options={"maxfun": int(self.max_fun), "maxiter": int(self.max_iter),
+                             "gtol": float(self.tol)})
+            theta[...] = res.x
+        finally:  # the model's weights: L-BFGS's result (the last evaluated on an exception)
+            for layer, W, b in zip(layers, Ws, bs):
+                layer.W[...] = W
+                layer.b[...] = b
         self.n_iter_ = int(min(res.nit, self.max_iter))
         if res.status != 0:
             msg = (f"lbfgs failed to converge after {self.n_iter_} iteration(s) "
@@ -691,11 +729,10 @@ class _BaseMLP(BaseEstimator):
                 msg += ("\nIncrease the number of iterations to improve the convergence "
                         f"(max_iter={self.max_iter}).")
             warnings.warn(msg + _CONVERGENCE_HINT, ConvergenceWarning, stacklevel=3)
-        unpack(res.x)
         # loss_ in scikit-learn's reported scale (the squared error's mean over the outputs)
         Z = forward()
         data = self._weighted_mean(self._data_losses(Z, Y)[0], sw)
-        self.loss_ = data + 0.5 * alpha * self._l2() / sw_sum
+        self.loss_ = data + 0.5 * alpha * l2() / sw_sum
 
     # -- prediction helpers ---------------------------------------------------------------
 

@@ -270,9 +270,9 @@ REGRESSION = [
 ]
 
 
-def _mean_score(make, X_train, y_train, X_test, y_test):
+def _mean_score(make, X_train, y_train, X_test, y_test, seeds=SEEDS):
     return float(np.mean([_quiet(make(seed).fit, X_train, y_train).score(X_test, y_test)
-                          for seed in SEEDS]))
+                          for seed in seeds]))
 
 
 @pytest.mark.parametrize("name,loader,scale,params", CLASSIFICATION,
@@ -304,8 +304,11 @@ def test_regressor_r2_vs_sklearn(params):
             make_pipeline(StandardScaler(), cls(random_state=s, **params)),
             transformer=StandardScaler())
 
-    ours = _mean_score(make(MLPRegressor), X_train, y_train, X_test, y_test)
-    theirs = _mean_score(make(skl.MLPRegressor), X_train, y_train, X_test, y_test)
+    # diabetes' R^2 varies by +-0.03 from seed to seed (for both libraries): a mean over 10
+    # seeds keeps that noise well inside the 0.02 being tested
+    seeds = range(10)
+    ours = _mean_score(make(MLPRegressor), X_train, y_train, X_test, y_test, seeds)
+    theirs = _mean_score(make(skl.MLPRegressor), X_train, y_train, X_test, y_test, seeds)
     assert ours >= theirs - 0.02, (ours, theirs)
 
 

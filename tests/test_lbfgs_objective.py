@@ -1,0 +1,231 @@
+"""The lbfgs solver's objective: the native full-batch loss and gradient.
+
+* ``_kernels.Trainer.loss_grad`` against the float64 NumPy reference (fastnn.reference):
+  forward, per-sample losses, backward of sum_i w_i loss_i / norm, no update;
+* the objective ``MLPClassifier`` / ``MLPRegressor`` hand to L-BFGS (captured from
+  ``scipy.optimize.minimize``) on the native path against the Python formulation of the same
+  objective (the numpy backend), and its gradient against central differences;
+* whole lbfgs fits, native against the Python formulation.
+
+Every loss the native path serves (cross-entropy, binary and multi-label binary cross-entropy,
+multi-output squared error), with and without sample weights, float32 and float64, on a tiny
+network, one with two hidden layers, and one whose products are split across threads
+(N * n_in * n_hidden >= 2^21 multiply-adds).
+"""
+
+import types
+import warnings
+
+import numpy as np
+import pytest
+import scipy.optimize
+
+pytest.importorskip("sklearn")
+
+import fastnn  # noqa: E402
+from fastnn import _kernels, reference  # noqa: E402
+from fastnn.estimators import MLPClassifier, MLPRegressor  # noqa: E402
+
+# name: (N, n_in, hidden layer sizes, hidden activation)
+NETS = {
+    "tiny": (9, 3, (4,), "tanh"),
+    "deeper": (40, 5, (8, 6), "relu"),
+    "split": (2048, 64, (1100,), "relu"),  # 2048 * 64 * 1100 = 144M multiply-adds
+}
+KINDS = ("multiclass", "binary", "multilabel", "regression")
+LOSSES = {"multiclass": "cross_entropy", "binary": "binary_cross_entropy",
+          "multilabel": "binary_cross_entropy", "regression": "squared_error"}
+N_OUT = {"multiclass": 4, "binary": 1, "multilabel": 3, "regression": 3}
+
+
+def _data(rng, kind, N, n_in):
+    """X (N, n_in) and the targets as the estimators fit them (intp labels or (N, d) values)."""
+    X = rng.standard_normal((N, n_in))
+    score = X[:, :1] + 0.5 * rng.standard_normal((N, 1))
+    if kind == "multiclass":
+        y = np.digitize(score[:, 0], [-0.7, 0.0, 0.7])  # 4 classes
+        y[:4] = np.arange(4)
+        return X, y
+    if kind == "binary":
+        y = (score[:, 0] > 0).astype(int)
+        y[:2] = [0, 1]
+        return X, y
+    if kind == "multilabel":
+        return X, (score + rng.standard_normal((N, 3)) > 0).astype(int)
+    return X, np.hstack([score, np.sin(X[:, 1:3])])
+
+
+def _targets(kind, y, dtype):
+    if kind == "multiclass":
+        return np.ascontiguousarray(y, dtype=np.intp)
+    return np.ascontiguousarray(y.reshape(len(y), -1), dtype=dtype)
+
+
+def _reference_loss_grad(Ws, bs, acts, kind, X, Y, sw, norm):
+    """float64: sum_i w_i loss_i and the gradient of sum_i w_i loss_i / norm (eq. 16-20 and
+    section 3 on fastnn.reference)."""
+    Ws = [W.astype(np.float64) for W in Ws]
+    U, inputs, outputs = X.astype(np.float64), [], []
+    for W, b, act in zip(Ws, bs, acts):
+        inputs.append(U)
+        U = reference.linear(U, W, b.astype(np.float64), act)
+        outputs.append(U)
+    N, d = U.shape
+    if kind == "multiclass":
+        losses, dZ = reference.cross_entropy(U, Y, reduction="none", return_grad=True)
+    elif kind == "regression":
+        losses, dZ = reference.squared_error(U, Y.astype(np.float64), reduction="none",
+                                             return_grad=True)
+    else:  # eq. 17 on each output, summed per sample
+        losses, dZ = reference.binary_cross_entropy(U.ravel(), Y.ravel().astype(np.float64),
+                                                    reduction="none", return_grad=True)
+        losses, dZ = losses.reshape(N, d).sum(axis=1), dZ.reshape(N, d)
+    w = np.ones(N) if sw is None else sw
+    dU = dZ * (w / norm)[:, None]
+    grads = []
+    for l in range(len(Ws) - 1, -1, -1):
+        dU, dW, db = reference.linear_backward(dU, inputs[l], Ws[l], outputs[l], acts[l],
+                                               need_dX=l > 0)
+        grads.insert(0, (dW, db))
+    return float((w * losses).sum()), grads
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_trainer_loss_grad_matches_reference(kind, net, weighted, dtype, rng):
+    N, n_in, hidden, act = NETS[net]
+    X, y = _data(rng, kind, N, n_in)
+    X = np.ascontiguousarray(X, dtype=dtype)
+    Y = _targets(kind, y, dtype)
+    sizes = [n_in, *hidden, N_OUT[kind]]
+    Ws = [(rng.standard_normal((m, k)) / np.sqrt(k)).astype(dtype)
+          for k, m in zip(sizes[:-1], sizes[1:])]
+    bs = [(0.1 * rng.standard_normal(m)).astype(dtype) for m in sizes[1:]]
+    acts = [act] * len(hidden) + ["identity"]
+    sw = rng.uniform(0.2, 3.0, N) if weighted else None
+    gWs = [np.full_like(W, np.nan) for W in Ws]  # every entry must be written
+    gbs = [np.full_like(b, np.nan) for b in bs]
+    L = len(Ws)
+    trainer = _kernels.Trainer(Ws, bs, [_kernels.ACTIVATION_CODES[a] for a in acts],
+                               _kernels.LOSS_CODES[LOSSES[kind]], _kernels.OPTIMIZER_CODES["sgd"],
+                               [None] * L, [None] * L, X, Y, sw, N, gW=gWs, gb=gbs)
+    before = [p.copy() for p in Ws + bs]
+    norm = 0.37 * N
+    total = trainer.loss_grad(norm)
+    expected, grads = _reference_loss_grad(Ws, bs, acts, kind, X, Y, sw, norm)
+
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    assert total == pytest.approx(expected, rel=rtol)
+    for (dW, db), gW, gb in zip(grads, gWs, gbs):
+        scale = max(np.abs(dW).max(), np.abs(db).max())
+        np.testing.assert_allclose(gW, dW, rtol=rtol, atol=rtol * scale)
+        np.testing.assert_allclose(gb, db, rtol=rtol, atol=rtol * scale)
+    for p, q in zip(before, Ws + bs):  # no update
+        np.testing.assert_array_equal(p, q)
+    # a second call on the same weights gives the same numbers, bit for bit
+    first = [g.copy() for g in gWs + gbs]
+    assert trainer.loss_grad(norm) == total
+    for g, h in zip(first, gWs + gbs):
+        np.testing.assert_array_equal(g, h)
+
+
+def test_trainer_loss_grad_needs_the_whole_set_in_one_batch():
+    X = np.zeros((5, 2))
+    W, b = [np.zeros((3, 2))], [np.zeros(3)]
+    trainer = _kernels.Trainer(W, b, [0], _kernels.LOSS_CODES["squared_error"], 0, [None],
+                               [None], X, np.zeros((5, 3)), None, 4)
+    with pytest.raises(ValueError, match="batch_size >= N"):
+        trainer.loss_grad(5.0)
+
+
+# ---------------------------------------------------------------------------------------
+# The estimators' objective
+# ---------------------------------------------------------------------------------------
+
+def _estimator(kind, net, dtype, activation=None, **params):
+    _, _, hidden, act = NETS[net]
+    cls = MLPRegressor if kind == "regression" else MLPClassifier
+    return cls(hidden_layer_sizes=hidden, activation=activation or act, solver="lbfgs",
+               dtype=np.dtype(dtype).name, random_state=0, **params)
+
+
+def _objective(monkeypatch, est, X, y, sw):
+    """(fun, x0): the function and start L-BFGS gets from ``est.fit`` (the fit stops there)."""
+    seen = {}
+
+    def minimize(fun, x0, **kwargs):
+        seen["fun"], seen["x0"] = fun, x0.copy()
+        return types.SimpleNamespace(x=x0, nit=0, status=0, message="")
+
+    monkeypatch.setattr(scipy.optimize, "minimize", minimize)
+    est.fit(X, y, sample_weight=sw)
+    monkeypatch.undo()
+    return seen["fun"], seen["x0"]
+
+
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_objective_matches_python_formulation(kind, net, weighted, dtype, rng, monkeypatch):
+    """The native objective (cython backend) equals the one the numpy backend builds from
+    fastnn's per-layer functions and _data_losses (the Python formulation), L2 term included,
+    at the start and at a random point."""
+    N, n_in, _, _ = NETS[net]
+    X, y = _data(rng, kind, N, n_in)
+    sw = rng.uniform(0.2, 3.0, N) if weighted else None
+    native, x0 = _objective(monkeypatch, _estimator(kind, net, dtype, alpha=0.3), X, y, sw)
+    with fastnn.use_backend("numpy"):
+        python, x0_py = _objective(monkeypatch, _estimator(kind, net, dtype, alpha=0.3), X, y,
+                                   sw)
+        np.testing.assert_array_equal(x0, x0_py)
+        x1 = x0 + 0.3 * rng.standard_normal(x0.shape)
+        expected = [python(x) for x in (x0, x1)]
+    rtol = 1e-4 if dtype == np.float32 else 1e-10
+    for x, (f_py, g_py) in zip((x0, x1), expected):
+        f, g = native(x)
+        assert g.dtype == np.float64 and g.shape == x.shape
+        assert f == pytest.approx(f_py, rel=rtol)
+        np.testing.assert_allclose(g, g_py, rtol=rtol, atol=rtol * np.abs(g_py).max())
+
+
+@pytest.mark.parametrize("net", list(NETS))
+@pytest.mark.parametrize("kind", KINDS)
+def test_objective_gradient_matches_finite_differences(kind, net, rng, monkeypatch):
+    """float64: the native gradient's directional derivatives g . v against central
+    differences of the objective, for random directions v (sample weights, L2 term; tanh
+    units, so that no step crosses a kink)."""
+    N, n_in, _, _ = NETS[net]
+    X, y = _data(rng, kind, N, n_in)
+    sw = rng.uniform(0.2, 3.0, N)
+    est = _estimator(kind, net, np.float64, activation="tanh", alpha=0.3)
+    fun, x0 = _objective(monkeypatch, est, X, y, sw)
+    x = x0 + 0.1 * rng.standard_normal(x0.shape)
+    _, g = fun(x)
+    g = g.copy()
+    eps = 1e-6
+    for _ in range(3):
+        v = rng.standard_normal(x.shape)
+        v /= np.linalg.norm(v)
+        numeric = (fun(x + eps * v)[0] - fun(x - eps * v)[0]) / (2 * eps)
+        assert g @ v == pytest.approx(numeric, rel=1e-5, abs=1e-8 * np.abs(g).sum())
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_lbfgs_fit_matches_python_formulation(kind, rng):
+    """Whole float64 fits (two hidden layers, sample weights, L2): the native objective and
+    the Python one (numpy backend) take the same L-BFGS path; loss_ (scikit-learn's scale:
+    the squared error's mean over the outputs) agrees too."""
+    X, y = _data(rng, kind, 120, 5)
+    sw = rng.uniform(0.2, 3.0, len(y))
+    fits = []
+    for backend in ("cython", "numpy"):
+        with fastnn.use_backend(backend), warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: the budget is the point
+            est = _estimator(kind, "deeper", np.float64, alpha=0.01, max_iter=25)
+            fits.append(est.fit(X, y, sample_weight=sw))
+    native, python = fits
+    assert native.n_iter_ == python.n_iter_ == 25
+    assert native.loss_ == pytest.approx(python.loss_, rel=1e-8)
+    for a, b in zip(native.coefs_ + native.intercepts_, python.coefs_ + python.intercepts_):
+        np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
