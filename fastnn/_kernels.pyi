@@ -63,19 +63,11 @@ def shuffle(perm: NDArray[np.intp], seed: int) -> None:
 def openmp_max_threads() -> int:
     """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
 
-class ThreadChoice:  # a cdef class
-    """How many threads run the next stretch of a fit's batches (see _train.pxi)."""
+def team_held_for() -> tuple[float, float]:
+    """(seconds for which fits still run on one thread, the next hold's length)."""
 
-    team_speed: float
-    alone_speed: float
-    alone: bool
-    probing: bool
-    stretches: int
-    retry: int
-    gap: int
-    hold: int
-    def plan(self, team: int) -> int: ...
-    def observe(self, threads: int, per_step: float, max_wait: float) -> None: ...
+def release_team() -> None:
+    """Forget that one thread was faster than a team (tests)."""
 
 class Trainer:  # a cdef class (not subclassable together with another extension type)
     """One fit's native state: the model's own weights (updated in place), the optimizer
@@ -105,13 +97,19 @@ class Trainer:  # a cdef class (not subclassable together with another extension
         gW: list[_FloatArray] | None = None,
         gb: list[_FloatArray | None] | None = None,
     ) -> Trainer: ...
-    threads: ThreadChoice
+    team_stretches: int
+    alone_stretches: int
+    disbanded: int
+    team_speed: float
+    alone_speed: float
+    probe: int
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""
     def run_epoch(self, perm: NDArray[np.intp], lr: float) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
         loss, or a non-finite number as soon as one batch diverges."""
+    def _disband_after(self, steps: int) -> None: ...
     def loss_grad(self, norm: float) -> float:
         """Forward, loss and backward over all N samples (batch_size >= N), no update: the
         gradient of sum_i w_i loss_i / norm into the gradient arrays; sum_i w_i loss_i."""

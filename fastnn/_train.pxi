@@ -45,8 +45,9 @@ OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 cdef enum:
     MAX_LAYERS = 64
     SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
-    PROBE_BATCHES = 16  # batches of a stretch that times a team or one thread
     SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
+    TEAM_STRETCH = 1 << 23  # multiply-adds: a shorter stretch runs on one thread
+    PROBE_STEPS = 8  # steps of a stretch that times the team or one thread
 
 # ... and about this much work (multiply-adds, ~10 ms): one OpenMP team per stretch
 cdef double SIGNAL_CHECK_WORK = 2.0 ** 31
@@ -68,8 +69,9 @@ cdef struct TrainState:
     bint transposed                 # the first layer's W, gW and state held as W^T (K, M)
     bint grad_only                  # loss_grad: no update after the gradient
     double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm
-    double warm                     # seconds per step of the last stretch after its first
-    double waits[64]                # and each thread's share of it spent at the barriers
+    bint disband                    # a thread of the team waited long: thread 0 goes on alone
+    double per_step                 # seconds per step of the last stretch after its first
+    Py_ssize_t disband_at           # (tests: thread 0 disbands the team after this step)
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
     int acts[MAX_LAYERS]
@@ -220,19 +222,35 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
                 j1 - j0, st, lr, 0.0, t)
 
 
+cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
+                            double* mark) noexcept nogil:
+    # the barrier; whether this thread waited long there: longer than it worked since its
+    # last barrier (mark) and over 5 us, the sign of a partner that does not get its core
+    cdef double arrive = openmp.omp_get_wtime(), done
+    cdef bint long_wait
+    fnn_barrier_wait(barrier, T, sense)
+    done = openmp.omp_get_wtime()
+    long_wait = done - arrive > 5e-6 and done - arrive > arrive - mark[0]
+    mark[0] = done
+    return long_wait
+
+
 cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
                        Py_ssize_t start, Py_ssize_t stop, double lr, int tid, int T,
                        fnn_barrier* barrier, double* result) noexcept nogil:
     # thread tid of T: its parts of the steps on the batches of perm[start:stop]. Every thread
     # sums the same losses in the same order, so all stop after the same non-finite batch
     # loss; thread 0 stores the summed loss in result and the step count in st.t (the others
-    # read st.t before their first barrier, thread 0 writes it after its last), and the
-    # seconds per batch after the first step (which includes waking the team) in st.warm.
-    cdef int L = st.n_layers, l, P, q, part
+    # read st.t before their first barrier, thread 0 writes it after its last).
+    # A thread that waited long at four barriers in a row (its partner shares a core with
+    # other work) disbands the team: it raises st.disband before a step's second barrier,
+    # every thread reads it after that barrier, and thread 0 runs the rest of the stretch
+    # alone (all the parts: the same results).
+    cdef int L = st.n_layers, l, P, q, part, slow = 0
     cdef Py_ssize_t s = start, B, M, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
-    cdef double total = 0, batch, tick = 0, begin = openmp.omp_get_wtime(), waited = 0
+    cdef double total = result[0], batch, mark = openmp.omp_get_wtime(), tick = mark
     cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
@@ -243,9 +261,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             scratch = <floating*>st.scratch + q * st.dims[L]
             _rows_pass(tag, st, perm + s, B, q * B // P, (q + 1) * B // P, scratch)
             q += T
-        waited -= openmp.omp_get_wtime()
-        fnn_barrier_wait(barrier, T, &sense)
-        waited += openmp.omp_get_wtime()
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
         batch = _batch_loss(tag, st, perm + s, B)
         total += batch
         if not isfinite(batch):
@@ -260,31 +276,33 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
                 if part % T == tid:
                     _units_pass(tag, st, B, l, q, P, lr, t)
                 part += 1
-        waited -= openmp.omp_get_wtime()
-        fnn_barrier_wait(barrier, T, &sense)
-        waited += openmp.omp_get_wtime()
-        s += B
         steps += 1
-        if steps == 1 and tid == 0:
-            tick = openmp.omp_get_wtime()
-    # the share of this thread's time spent waiting for the others (see Trainer._plan)
-    st.waits[tid] = waited / (openmp.omp_get_wtime() - begin + 1e-9)
+        if T > 1 and (slow >= 4 or (tid == 0 and steps == st.disband_at)):
+            st.disband = True
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        s += B
+        if steps == 1:
+            tick = mark  # the clock after the first step, which includes waking the team
+        if T > 1 and st.disband:
+            if tid != 0:
+                return
+            T = 1
     if tid == 0:
         result[0] = total
         st.t = t
-        st.warm = (openmp.omp_get_wtime() - tick) / (steps - 1) if steps > 1 else -1
+        st.per_step = (mark - tick) / (steps - 1) if steps > 1 else -1
 
 
 cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
-                           Py_ssize_t start, Py_ssize_t stop, double lr,
+                           Py_ssize_t start, Py_ssize_t stop, double lr, double total,
                            int threads) noexcept nogil:
     # the steps on the batches of perm[start:stop], on a team of ``threads`` OpenMP threads;
-    # returns the summed (weighted) loss, non-finite after a diverging batch
+    # returns ``total`` plus their summed (weighted) losses, one batch at a time (the same
+    # sum however an epoch is cut into stretches), non-finite after a diverging batch
     cdef fnn_barrier barrier
-    cdef double total = 0
     cdef int tid, T
     fnn_barrier_init(&barrier)
-    memset(st.waits, 0, sizeof(st.waits))
+    st.disband = False
     if threads <= 1:
         _train_steps(tag, st, perm, start, stop, lr, 0, 1, &barrier, &total)
     else:
@@ -295,54 +313,28 @@ cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm
     return total
 
 
-cdef class ThreadChoice:
-    """How many threads run the next stretch of batches of a fit: the team (the parts of each
-    step shared by up to PARTS threads) or one thread. The weights do not depend on it (the
-    parts are fixed), only the speed: a team whose partner shares its core with other work
-    waits at every barrier. So the team runs until one of its threads spends more than a third
-    of a stretch waiting at the barriers; then a short stretch (``probing``) times one thread
-    alone. The faster (and one thread if the team waited) runs on; one thread retries the
-    team, and a waiting team times one thread again, after 1, 2, 4, ... 64 stretches (the
-    wait doubles while the same one wins)."""
-    cdef public double team_speed, alone_speed  # latest seconds per step (inf: not timed)
-    cdef public bint alone, probing             # one thread runs now; the stretch is a probe
-    cdef public Py_ssize_t stretches, retry, gap, hold
+# How many threads run a stretch of batches. The weights do not depend on it (the parts are
+# fixed), only the speed: a team whose partner shares its core with other work (another
+# process, or a busy host under a virtual machine) can be several times slower than one
+# thread. So a fit times both on short stretches (PROBE_STEPS steps, the first not counted)
+# and runs the faster; a team that slows to 1.5x its timed speed, or disbands (see
+# _train_steps), is timed against one thread again. When one thread wins, every fit in the
+# process runs on one thread for a while (the hold: 20 ms, doubled up to 1 s each time one
+# thread wins again, reset when the team wins), then the team is timed again.
+cdef double TEAM_HELD_UNTIL = 0  # omp_get_wtime() before which fits run on one thread
+cdef double TEAM_BACKOFF = 0.02
 
-    def __cinit__(self):
-        self.team_speed = self.alone_speed = INFINITY
-        self.alone = self.probing = False
-        self.stretches, self.retry, self.gap, self.hold = 0, -1, 1, 0
 
-    cpdef int plan(self, int team):
-        """Threads for the next stretch, given the team's size (1: no choice)."""
-        if team <= 1:
-            self.probing = False
-            return 1
-        self.probing = self.retry == self.stretches
-        if self.probing:
-            return team if self.alone else 1
-        return 1 if self.alone else team
+def team_held_for():
+    """(seconds for which fits still run on one thread because a team disbanded (<= 0: none),
+    the next hold's length): for tests and diagnostics."""
+    return TEAM_HELD_UNTIL - openmp.omp_get_wtime(), TEAM_BACKOFF
 
-    cpdef void observe(self, int threads, double per_step, double max_wait):
-        """Record a stretch that ran on ``threads``: seconds per step after its first (<= 0:
-        too short to time) and the largest share of a thread's time spent waiting."""
-        cdef bint contended = threads > 1 and max_wait > 1.0 / 3, alone
-        self.stretches += 1
-        if per_step <= 0:
-            return
-        if threads > 1:
-            self.team_speed = per_step
-        else:
-            self.alone_speed = per_step
-        if self.probing:
-            # the faster wins; the same winner again doubles the wait for the next probe
-            alone = self.alone_speed < self.team_speed or contended
-            self.gap = min(2 * self.gap, 64) if alone == self.alone else 1
-            self.alone = alone
-            self.hold = self.stretches + self.gap
-            self.retry = self.hold if alone else -1
-        elif contended and self.stretches >= self.hold:
-            self.retry = self.stretches  # time one thread next
+
+def release_team():
+    """Forget that a team disbanded (tests)."""
+    global TEAM_HELD_UNTIL, TEAM_BACKOFF
+    TEAM_HELD_UNTIL, TEAM_BACKOFF = 0, 0.02
 
 
 cdef class Trainer:
@@ -360,7 +352,12 @@ cdef class Trainer:
     cdef list keep
     cdef list mirrors
     cdef object all_rows  # 0..N-1 (loss_grad)
-    cdef public ThreadChoice threads  # how many threads run each stretch
+    cdef double work_per_row  # multiply-adds of a step per sample
+    cdef public Py_ssize_t team_stretches, alone_stretches, disbanded  # (tests, diagnostics)
+    # the choice of threads (see TEAM_BACKOFF): seconds per step of the latest timed team and
+    # one thread (0: not timed), which to time next (0: none, 1: one thread, 2: the team)
+    cdef public double team_speed, alone_speed
+    cdef public int probe
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -413,6 +410,7 @@ cdef class Trainer:
         # one step's work (multiply-adds of one product per layer, about a third of it) decides
         # whether the step is split in parts, and each layer's whether its units are
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
+        self.work_per_row = 3 * sum(work) / B
         st.team = PARTS > 1 and 3 * sum(work) >= TEAM_STEP
         for l in range(L):
             big = st.team and work[l] >= TEAM_STEP and st.dims[l + 1] >= PARTS
@@ -448,7 +446,10 @@ cdef class Trainer:
         st.acc = <double*>cnp.PyArray_DATA(acc)
         self.keep = keep
 
-        self.threads = ThreadChoice()
+        self.team_stretches = self.alone_stretches = self.disbanded = 0
+        st.disband_at = -1
+        self.team_speed = self.alone_speed = 0
+        self.probe = 2  # the team first
 
     cdef void _mirror(self, bint into_loop):
         # copy the first layer's arrays between the model's (M, K) and the loop's (K, M)
@@ -471,35 +472,86 @@ cdef class Trainer:
     cdef int _team_size(self):
         return <int>min(PARTS, openmp.omp_get_max_threads()) if self.st.team else 1
 
-    cdef double _max_wait(self, int threads):
-        cdef double share = 0
-        cdef int i
-        for i in range(threads):
-            share = max(share, self.st.waits[i])
-        return share
+    cdef int _plan(self, Py_ssize_t* steps):
+        # threads for the next stretch, and at most how many steps it takes (see TEAM_BACKOFF)
+        cdef int team = self._team_size()
+        steps[0] = self.chunk
+        if team <= 1:
+            return 1
+        if openmp.omp_get_wtime() < TEAM_HELD_UNTIL:
+            self.probe = 2  # time the team when the hold ends
+            return 1
+        if self.probe:
+            steps[0] = min(self.chunk, PROBE_STEPS)
+            return team if self.probe == 2 else 1
+        return team if self.team_speed <= self.alone_speed else 1
+
+    cdef void _after_stretch(self, int threads, bint probe):
+        # record the stretch's speed and choose (see TEAM_BACKOFF)
+        global TEAM_HELD_UNTIL, TEAM_BACKOFF
+        cdef double speed = self.st.per_step
+        if threads <= 1:
+            self.alone_stretches += 1
+        elif self.st.disband:
+            self.disbanded += 1
+            if self.st.disband_at < 0:
+                speed = INFINITY
+        else:
+            self.team_stretches += 1
+        if self._team_size() <= 1 or speed <= 0:
+            return  # no choice, or too short to time
+        if threads > 1:
+            if not probe and speed <= 1.5 * self.team_speed:
+                return
+            self.team_speed = speed
+            # timed now: one thread next unless it was timed after the team's last timing
+            self.probe = 1 if not probe or self.alone_speed == 0 else 0
+        else:
+            if not probe:
+                return
+            self.alone_speed, self.probe = speed, 0
+        if self.probe == 0:
+            if self.alone_speed < self.team_speed:  # one thread, then time the team again
+                TEAM_HELD_UNTIL = openmp.omp_get_wtime() + TEAM_BACKOFF
+                TEAM_BACKOFF = min(2 * TEAM_BACKOFF, 1.0)
+                self.probe = 2
+            else:
+                TEAM_BACKOFF = 0.02
+
+    def _disband_after(self, Py_ssize_t steps):
+        """(Tests) make thread 0 disband the team after ``steps`` steps of every stretch."""
+        self.st.disband_at = steps
 
     def run_epoch(self, cnp.ndarray perm, double lr):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
         one batch diverges (the weights then hold that batch's inputs' last update)."""
-        cdef Py_ssize_t n = perm.shape[0], start = 0, stop, batches
+        cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
+        cdef bint probe
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
         cdef double total = 0, part
         cdef int threads
         self._mirror(True)
         try:
             while start < n:
-                threads = self.threads.plan(self._team_size())
-                batches = self.chunk if not self.threads.probing else min(self.chunk, PROBE_BATCHES)
-                stop = min(start + self.st.B * batches, n)
+                threads = self._plan(&steps)
+                probe = self.probe != 0 and threads > 0 and steps < self.chunk
+                stop = min(start + self.st.B * steps, n)
+                # a stretch too short to pay for waking the team (an epoch of a few small
+                # batches) runs on one thread, and times nothing
+                if threads > 1 and \
+                        min(n - start, self.st.B * self.chunk) * self.work_per_row < TEAM_STRETCH:
+                    threads, probe = 1, False
                 if self.typenum == cnp.NPY_FLOAT32:
                     with nogil:
-                        part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr, threads)
+                        part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr, total,
+                                              threads)
                 else:
                     with nogil:
-                        part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr, threads)
-                self.threads.observe(threads, self.st.warm, self._max_wait(threads))
-                total += part
+                        part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr, total,
+                                              threads)
+                self._after_stretch(threads, probe)
+                total = part
                 if not isfinite(part):
                     break
                 PyErr_CheckSignals()
@@ -526,10 +578,10 @@ cdef class Trainer:
         try:
             if self.typenum == cnp.NPY_FLOAT32:
                 with nogil:
-                    total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0, threads)
+                    total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0, 0.0, threads)
             else:
                 with nogil:
-                    total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0, threads)
+                    total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0, 0.0, threads)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
         return total

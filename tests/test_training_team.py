@@ -52,11 +52,15 @@ ARCHS = {
 }
 
 
+def _teams_possible():
+    return _kernels.openmp_max_threads() > 1 and (__import__("os").cpu_count() or 1) > 1
+
+
 def _weights(model):
     return [A.copy() for W, b in model.parameters() for A in (W, b) if A is not None]
 
 
-def _fit(arch, dtype, threads, batch_size, opt, N=203, sample_weight=False, epochs=3,
+def _fit(arch, dtype, threads, batch_size, opt, N=401, sample_weight=False, epochs=3,
          backend="cython"):
     n_in, _, n_out, _, output = arch
     X, y = _problem(output, N, n_in, n_out, dtype)
@@ -72,10 +76,13 @@ def _fit(arch, dtype, threads, batch_size, opt, N=203, sample_weight=False, epoc
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 @pytest.mark.parametrize("opt", list(OPTIMIZERS))
 @pytest.mark.parametrize("arch", list(ARCHS))
-def test_one_and_two_threads_give_the_same_bits(arch, opt, dtype):
-    # N = 203 with batches of 32: the last batch (11 rows) splits unevenly
+def test_one_and_two_threads_give_the_same_bits(trainers, arch, opt, dtype):
+    # N = 401 with batches of 32: the last batch (17 rows) splits unevenly; an epoch is
+    # enough work for the team (> TEAM_STRETCH)
     one, h1 = _fit(ARCHS[arch], dtype, 1, 32, opt)
     two, h2 = _fit(ARCHS[arch], dtype, 2, 32, opt)
+    if _teams_possible():
+        assert trainers[-1].team_stretches + trainers[-1].disbanded >= 1
     for A, B in zip(_weights(one), _weights(two)):
         np.testing.assert_array_equal(A, B)
     assert h1.loss == h2.loss
@@ -85,10 +92,9 @@ def test_one_and_two_threads_give_the_same_bits(arch, opt, dtype):
 def test_batches_smaller_than_the_parts_and_the_whole_set(batch_size):
     # one row per batch (one part), three rows over two parts, everything in one batch
     arch = (512, (160,), 10, "relu", "softmax")  # B = 1 still has 2**16 multiply-adds
-    one, _ = _fit(arch, "float64", 1, batch_size, "momentum", N=41 if batch_size < 203 else 203,
-                  epochs=2)
-    two, _ = _fit(arch, "float64", 2, batch_size, "momentum", N=41 if batch_size < 203 else 203,
-                  epochs=2)
+    N = 41 if batch_size < 203 else 203
+    one, _ = _fit(arch, "float64", 1, batch_size, "momentum", N=N, epochs=2)
+    two, _ = _fit(arch, "float64", 2, batch_size, "momentum", N=N, epochs=2)
     for A, B in zip(_weights(one), _weights(two)):
         np.testing.assert_array_equal(A, B)
 
@@ -107,7 +113,7 @@ def test_the_split_step_agrees_with_the_reference_loop(arch, opt, sample_weight)
 
 def test_a_layer_without_bias_in_the_split_step():
     rng = np.random.default_rng(0)
-    X, y = rng.standard_normal((150, 60)), rng.standard_normal((150, 1))
+    X, y = rng.standard_normal((300, 60)), rng.standard_normal((300, 1))  # a team-sized epoch
     fits = []
     for backend, threads in (("cython", 1), ("cython", 2), ("numpy", 2)):
         net = Sequential([Linear(60, 200, "tanh", dtype="float64", random_state=0),
@@ -125,85 +131,78 @@ def test_a_layer_without_bias_in_the_split_step():
 
 @pytest.fixture
 def trainers(monkeypatch):
-    """The native Trainers that fits create, for a look at their choice of threads."""
-    made = []
+    """The native Trainers that fits create (to look at how their stretches ran); a test may
+    set ``disband_after`` to make each new Trainer's team disband after that many steps."""
+    class Made(list):
+        spy = None
+
+    made = Made()
     real = _kernels.Trainer
 
     def spy(*args, **kwargs):
         made.append(real(*args, **kwargs))
+        if getattr(spy, "disband_after", None) is not None:
+            made[-1]._disband_after(spy.disband_after)
         return made[-1]
 
     monkeypatch.setattr(_kernels, "Trainer", spy)
-    return made
+    _kernels.release_team()
+    made.spy = spy
+    yield made
+    _kernels.release_team()
 
 
-def test_a_fit_on_a_quiet_machine_runs_the_team(trainers):
+def test_a_fit_times_the_team_and_one_thread_and_runs_the_faster(trainers):
     _fit(ARCHS["digits"], "float32", 2, 32, "momentum", N=1024, epochs=4)
-    choice = trainers[-1].threads
-    if _kernels.openmp_max_threads() > 1 and (__import__("os").cpu_count() or 1) > 1:
-        # the team ran and was timed (one thread only if the team waited on a busy machine)
-        assert 0 < choice.team_speed < np.inf
-        assert choice.stretches >= 4
+    trainer = trainers[-1]
+    if _teams_possible():
+        # a short stretch on the team, one on one thread, both timed, then the faster (on a
+        # busy machine the team may disband or lose, then one thread runs for a while)
+        assert trainer.team_stretches + trainer.disbanded >= 1 and trainer.alone_stretches >= 1
+        assert trainer.team_speed > 0 and trainer.alone_speed > 0
+        if trainer.probe == 0:
+            assert (trainer.team_speed <= trainer.alone_speed) == (_kernels.team_held_for()[0] <= 0)
+
+
+@pytest.mark.parametrize("at", [1, 2, 5])
+@pytest.mark.parametrize("arch", ["digits", "deep multilabel"])
+def test_a_team_that_disbands_mid_stretch_gives_the_same_bits(trainers, arch, at):
+    # thread 0 finishes the stretch alone after ``at`` steps: every part still runs once
+    alone, h1 = _fit(ARCHS[arch], "float32", 1, 32, "adam")
+    trainers.spy.disband_after = at
+    split, h2 = _fit(ARCHS[arch], "float32", 2, 32, "adam")
+    if _teams_possible():
+        assert trainers[-1].disbanded >= 1
+    for A, B in zip(_weights(alone), _weights(split)):
+        np.testing.assert_array_equal(A, B)
+    assert h1.loss == h2.loss
+
+
+def test_a_short_stretch_runs_on_one_thread(trainers):
+    # 3 epochs of 2 batches of a 10-100-1 net: about a million multiply-adds per epoch, too
+    # little to wake a team for
+    X, y = _problem("identity", 331, 10, 1, "float32")
+    MLP(10, 100, 1, output="identity", random_state=0).fit(X, y, epochs=3, batch_size=200)
+    trainer = trainers[-1]
+    assert trainer.alone_stretches == 3 and trainer.team_stretches == trainer.disbanded == 0
 
 
 def test_a_small_step_runs_on_one_thread(trainers):
-    # 3 * 8 * (4 * 8 + 8 * 3) multiply-adds: far below the split's threshold
+    # 3 * 8 * (4 * 8 + 8 * 3) multiply-adds a step: no team at all
     X = np.random.default_rng(0).standard_normal((40, 4))
     y = np.arange(40) % 3
     MLP(4, 8, 3, random_state=0).fit(X, y, epochs=2, batch_size=8)
-    choice = trainers[-1].threads
-    assert choice.team_speed == np.inf and not choice.probing
+    assert trainers[-1].team_stretches == trainers[-1].disbanded == 0
 
 
 def test_one_thread_allowed_means_no_team(trainers):
     X, y = _problem("softmax", 256, 64, 10, "float32")
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         _model(ARCHS["digits"], "float32").fit(X, y, epochs=2, batch_size=32)
-    assert trainers[-1].threads.team_speed == np.inf
+    assert trainers[-1].team_stretches == trainers[-1].disbanded == 0
 
 
-# the choice of threads as a state machine, on made-up timings
-
-def _stretch(choice, team, speeds, wait):
-    threads = choice.plan(team)
-    choice.observe(threads, speeds[threads > 1], wait if threads > 1 else 0.0)
-    return threads
-
-
-def test_the_team_runs_while_it_does_not_wait():
-    choice = _kernels.ThreadChoice()
-    assert [_stretch(choice, 2, (2e-6, 1e-6), 0.1) for _ in range(20)] == [2] * 20
-    assert choice.alone_speed == np.inf  # one thread was never timed
-
-
-def test_a_waiting_team_gives_way_to_one_thread_and_is_retried_ever_less_often():
-    choice = _kernels.ThreadChoice()
-    assert _stretch(choice, 2, (2e-6, 1e-6), 0.1) == 2
-    # the machine gets busy: the team's threads wait at the barriers, each step takes 5x
-    runs = [_stretch(choice, 2, (2e-6, 5e-6), 0.8) for _ in range(40)]
-    # the waiting stretch, then one thread timed (probing) and kept; the team retried
-    # after 1, 2, 4, 8, 16 stretches of one thread, losing every time
-    assert runs[:3] == [2, 1, 1]
-    team_runs = [i for i, t in enumerate(runs) if t == 2]
-    assert team_runs == [0, 3, 6, 11, 20, 37]
-    assert choice.alone and choice.gap == 32
-    # the machine is quiet again: the next retry wins and the team stays
-    while _stretch(choice, 2, (2e-6, 1e-6), 0.05) == 1:
-        pass
-    assert not choice.alone and choice.gap == 1
-    assert [_stretch(choice, 2, (2e-6, 1e-6), 0.05) for _ in range(10)] == [2] * 10
-
-
-def test_a_team_that_waits_but_is_still_faster_stays():
-    # an uneven split (not a busy machine): the team waits, but one thread is slower; it is
-    # timed again after 2, 4, 8, 16 stretches, and the team runs the rest
-    choice = _kernels.ThreadChoice()
-    runs = [_stretch(choice, 2, (2e-6, 1.2e-6), 0.4) for _ in range(40)]
-    assert [i for i, t in enumerate(runs) if t == 1] == [1, 4, 9, 18, 35]
-    assert not choice.alone and choice.alone_speed == 2e-6
-
-
-def test_without_a_team_one_thread_runs():
-    choice = _kernels.ThreadChoice()
-    assert [_stretch(choice, 1, (2e-6, 1e-6), 0.0) for _ in range(5)] == [1] * 5
-    assert not choice.alone and not choice.probing
+def test_the_team_hold_is_released():
+    _kernels.release_team()
+    held, backoff = _kernels.team_held_for()
+    assert held <= 0 and backoff == pytest.approx(0.02)
