@@ -323,6 +323,10 @@ cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm
 # thread wins again, reset when the team wins), then the team is timed again.
 cdef double TEAM_HELD_UNTIL = 0  # omp_get_wtime() before which fits run on one thread
 cdef double TEAM_BACKOFF = 0.02
+# The latest timings of fits by their shapes, (team, one thread, omp_get_wtime()): a fit of
+# the same shapes within TIMINGS_LAST seconds starts from them instead of timing both again.
+cdef dict TIMINGS = {}
+cdef double TIMINGS_LAST = 2.0
 
 
 def team_held_for():
@@ -332,9 +336,10 @@ def team_held_for():
 
 
 def release_team():
-    """Forget that a team disbanded (tests)."""
+    """Forget the timings and that one thread was faster than a team (tests)."""
     global TEAM_HELD_UNTIL, TEAM_BACKOFF
     TEAM_HELD_UNTIL, TEAM_BACKOFF = 0, 0.02
+    TIMINGS.clear()
 
 
 cdef class Trainer:
@@ -358,6 +363,7 @@ cdef class Trainer:
     # one thread (0: not timed), which to time next (0: none, 1: one thread, 2: the team)
     cdef public double team_speed, alone_speed
     cdef public int probe
+    cdef tuple key  # the shapes (TIMINGS)
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -448,8 +454,13 @@ cdef class Trainer:
 
         self.team_stretches = self.alone_stretches = self.disbanded = 0
         st.disband_at = -1
+        # the team first, then one thread; or the timings of a fit of the same shapes lately
+        self.key = (tuple(st.dims[l] for l in range(L + 1)), B, self.typenum)
         self.team_speed = self.alone_speed = 0
-        self.probe = 2  # the team first
+        self.probe = 2
+        timed = TIMINGS.get(self.key)
+        if timed is not None and openmp.omp_get_wtime() - timed[2] < TIMINGS_LAST:
+            self.team_speed, self.alone_speed, self.probe = timed[0], timed[1], 0
 
     cdef void _mirror(self, bint into_loop):
         # copy the first layer's arrays between the model's (M, K) and the loop's (K, M)
@@ -511,6 +522,7 @@ cdef class Trainer:
                 return
             self.alone_speed, self.probe = speed, 0
         if self.probe == 0:
+            TIMINGS[self.key] = (self.team_speed, self.alone_speed, openmp.omp_get_wtime())
             if self.alone_speed < self.team_speed:  # one thread, then time the team again
                 TEAM_HELD_UNTIL = openmp.omp_get_wtime() + TEAM_BACKOFF
                 TEAM_BACKOFF = min(2 * TEAM_BACKOFF, 1.0)
