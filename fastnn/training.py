@@ -104,7 +104,7 @@ _blas_saved: list[tuple[Callable[[int], Any], int | None]] = []  # (set_threads,
 def _single_threaded_blas() -> Iterator[None]:
     """BLAS on one thread while any fit runs: OpenBLAS splits a product differently for
     different thread counts, which changes the last bits of the weights; with one BLAS thread
-    (and fastnn's own fixed split of large products across OpenMP threads) the same
+    (and the native loop's fixed parts of each step, shared by OpenMP threads) the same
     random_state gives the same weights for any thread setting. Fits in several threads share
     the setting: the first in pins BLAS, the last out restores it. The libraries' own
     set_num_threads is called, which works from any thread."""
