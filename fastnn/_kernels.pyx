@@ -507,9 +507,11 @@ cdef void _grad_db(const floating* dZ, floating* db, double* acc, Py_ssize_t N, 
 
 cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating* db,
                    double* acc, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M, Py_ssize_t j0,
-                   Py_ssize_t j1) noexcept nogil:
+                   Py_ssize_t j1, floating alpha=1, floating beta=0) noexcept nogil:
     # rows j0..j1 of dW = dZ^T X and of db = sum_i dZ_i; dZ (N, M), X (N, K), dW (M, K);
-    # db may be NULL (a layer without bias); acc: float64 scratch for db, indexed by j
+    # db may be NULL (a layer without bias); acc: float64 scratch for db, indexed by j.
+    # With alpha, beta: dW = beta dW + alpha dZ^T X (beta 0: dW is not read), which is the
+    # SGD update itself on W (alpha = -lr, beta = 1) or on a momentum velocity (beta = mu).
     cdef Py_ssize_t i, j, k, w = j1 - j0
     cdef floating s
     if db != NULL:
@@ -521,32 +523,33 @@ cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating
                 s = 0
                 for i in range(N):
                     s = s + dZ[i * M + j] * X[i * K + k]
-                dW[j * K + k] = s
+                dW[j * K + k] = alpha * s if beta == 0 else beta * dW[j * K + k] + alpha * s
     else:
         # row-major dW[j0:j1] = dZ[:, j0:j1]^T X is column-major (K x w) X^T dZ[:, j0:j1]:
         # gemm('n', 't') on X and dZ's columns j0..j1
-        _gemm(c"n", c"t", <int>K, <int>w, <int>N, 1, <floating*>X, <int>K,
-              <floating*>dZ + j0, <int>M, 0, dW + j0 * K, <int>K)
+        _gemm(c"n", c"t", <int>K, <int>w, <int>N, alpha, <floating*>X, <int>K,
+              <floating*>dZ + j0, <int>M, beta, dW + j0 * K, <int>K)
 
 
 cdef void _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssize_t N,
-                    Py_ssize_t K, Py_ssize_t M, Py_ssize_t k0, Py_ssize_t k1) noexcept nogil:
-    # rows k0..k1 of dW^T = X^T dZ (K, M), the transposed layout of _linear_forward_t
+                    Py_ssize_t K, Py_ssize_t M, Py_ssize_t k0, Py_ssize_t k1, floating alpha,
+                    floating beta) noexcept nogil:
+    # rows k0..k1 of dW^T = X^T dZ (K, M), the transposed layout of _linear_forward_t; as
+    # _grad_dW, dWT = beta dWT + alpha X^T dZ (beta 0: dWT is not read)
     cdef Py_ssize_t i, j, k
-    cdef floating x
+    cdef floating s
     if N * M * (k1 - k0) <= SMALL_GEMM:
         # dWT_kj = sum_i x_ik dZ_ij
         for k in range(k0, k1):
             for j in range(M):
-                dWT[k * M + j] = 0
-            for i in range(N):
-                x = X[i * K + k]
-                for j in range(M):
-                    dWT[k * M + j] = dWT[k * M + j] + x * dZ[i * M + j]
+                s = 0
+                for i in range(N):
+                    s = s + X[i * K + k] * dZ[i * M + j]
+                dWT[k * M + j] = alpha * s if beta == 0 else beta * dWT[k * M + j] + alpha * s
         return
     # row-major dWT[k0:k1] (kw, M) is column-major (M x kw) = dZ^T X[:, k0:k1]: gemm('n', 't')
-    _gemm(c"n", c"t", <int>M, <int>(k1 - k0), <int>N, 1, <floating*>dZ, <int>M,
-          <floating*>X + k0, <int>K, 0, dWT + k0 * M, <int>M)
+    _gemm(c"n", c"t", <int>M, <int>(k1 - k0), <int>N, alpha, <floating*>dZ, <int>M,
+          <floating*>X + k0, <int>K, beta, dWT + k0 * M, <int>M)
 
 
 cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_t N,

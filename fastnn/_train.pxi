@@ -201,18 +201,34 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
     cdef floating* vW = <floating*>st.vW[l]
     cdef floating* mb = <floating*>st.mb[l]
     cdef floating* vb = <floating*>st.vb[l]
+    # plain SGD and SGD with (non-Nesterov) momentum, without weight decay, are updated by
+    # the product itself: W += -lr dW, or v = mu v - lr dW then W += v (the same arithmetic
+    # as _update, with no gradient array written and read back)
+    cdef bint fused = not st.grad_only and st.optimizer == OPT_SGD and not st.nesterov \
+        and st.weight_decay == 0
+    cdef floating* C = <floating*>st.gW[l]  # where the product goes
+    cdef floating alpha = 1, beta = 0
+    if fused:
+        C = mW if mW != NULL else <floating*>st.W[l]
+        alpha, beta = <floating>-lr, <floating>(st.momentum if mW != NULL else 1)
     if l == 0 and st.transposed:
         a0, a1 = q * K // P * M, (q + 1) * K // P * M
-        _grad_dWT(dZ, inp, <floating*>st.gW[l], B, K, M, q * K // P, (q + 1) * K // P)
+        _grad_dWT(dZ, inp, C, B, K, M, q * K // P, (q + 1) * K // P, alpha, beta)
         if st.gb[l] != NULL:
             _grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], B, M, j0, j1)
     else:
         a0, a1 = j0 * K, j1 * K
-        _grad_dW(dZ, inp, <floating*>st.gW[l], <floating*>st.gb[l], st.acc + st.acc_at[l],
-                 B, K, M, j0, j1)
+        _grad_dW(dZ, inp, C, <floating*>st.gb[l], st.acc + st.acc_at[l], B, K, M, j0, j1,
+                 alpha, beta)
     if st.grad_only:
         return
-    if a1 > a0:
+    if fused:
+        if mW != NULL and a1 > a0:
+            if floating is float:
+                fnn_add_f(<floating*>st.W[l] + a0, mW + a0, a1 - a0)
+            else:
+                fnn_add_d(<floating*>st.W[l] + a0, mW + a0, a1 - a0)
+    elif a1 > a0:
         _update(<floating*>st.W[l] + a0, <floating*>st.gW[l] + a0,
                 mW + a0 if mW != NULL else NULL, vW + a0 if vW != NULL else NULL,
                 a1 - a0, st, lr, st.weight_decay, t)
