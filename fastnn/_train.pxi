@@ -550,16 +550,19 @@ cdef class Trainer:
         """(Tests) make thread 0 disband the team after ``steps`` steps of every stretch."""
         self.st.disband_at = steps
 
-    def run_epoch(self, cnp.ndarray perm, double lr):
+    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
-        one batch diverges (the weights then hold that batch's inputs' last update)."""
+        one batch diverges (the weights then hold that batch's inputs' last update).
+        ``reload=False``: the model's arrays are as the previous call left them (nothing
+        wrote them since), so a first layer held transposed is not copied in again."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef bint probe
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
         cdef double total = 0, part
         cdef int threads
-        self._mirror(True)
+        if reload:
+            self._mirror(True)
         try:
             while start < n:
                 threads = self._plan(&steps)

@@ -423,7 +423,8 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             tick = time.perf_counter()
             try:
                 if native:
-                    total = trainer.run_epoch(perm, lr_epoch)
+                    # the model's arrays changed since the last epoch only if a callback ran
+                    total = trainer.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None)
                     opt["t"] = trainer.t
                 else:
                     total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)

@@ -559,8 +559,8 @@ class _InterruptingTrainer:
     def t(self):
         return self._inner.t
 
-    def run_epoch(self, perm, lr):
-        total = self._inner.run_epoch(perm, lr)
+    def run_epoch(self, perm, lr, reload=True):
+        total = self._inner.run_epoch(perm, lr, reload)
         self._epoch += 1
         if self._epoch == self.at + 1:
             raise KeyboardInterrupt

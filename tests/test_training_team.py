@@ -206,3 +206,26 @@ def test_the_team_hold_is_released():
     _kernels.release_team()
     held, backoff = _kernels.team_held_for()
     assert held <= 0 and backoff == pytest.approx(0.02)
+
+
+@pytest.mark.parametrize("arch", ["digits", "regression"])  # first layer transposed / not
+def test_weights_changed_by_a_callback_are_trained_on(arch):
+    # the native loop holds a small first layer transposed during an epoch and copies it in
+    # again only when something may have written the model's arrays: a callback may
+    n_in, _, n_out, _, output = ARCHS[arch]
+    X, y = _problem(output, 401, n_in, n_out, "float64")
+    fits = []
+    for backend in ("cython", "numpy"):
+        model = _model(ARCHS[arch], "float64")
+
+        def shrink(epoch, history, model=model):
+            if epoch == 0:
+                model.layers[0].W *= 0.5  # in place: the arrays the loop trains
+                model.layers[0].b[:] = 0.25
+
+        with fastnn.use_backend(backend):
+            model.fit(X, y, epochs=3, batch_size=32, lr=0.01, momentum=0.9, random_state=0,
+                      callback=shrink)
+        fits.append(_weights(model))
+    for A, B in zip(*fits):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
