@@ -19,6 +19,10 @@ REDUCTION_CODES: dict[str, int]
 LOSS_CODES: dict[str, int]
 OPTIMIZER_CODES: dict[str, int]
 CHECKED: bool  # built with FASTNN_CHECKED=1 (Cython's bounds checks on)
+SPLIT_GEMV_SIZE: int  # one sample's layer splits W's rows among threads from M * K = this
+
+def _workers_spin(environ: Any) -> bool:
+    """Whether libgomp's idle threads spin before they sleep (GOMP_SPINCOUNT, OMP_WAIT_POLICY)."""
 
 def linear(X: object, W: object, b: object, activation: object, out: object) -> _FloatArray | None:
     """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None

@@ -13,7 +13,8 @@ the common case and ``functional`` then validates in Python and calls it again.
 Each entry point dispatches on the dtype once, releases the GIL and runs a fused-type
 (``floating``) kernel on raw pointers. Matrix products go to BLAS through
 ``scipy.linalg.cython_blas`` (a row-major A @ B.T is a column-major gemm with the operands
-swapped, so nothing is copied); shapes too small to pay for a BLAS call take direct loops.
+swapped, so nothing is copied); one sample's product, and shapes too small to pay for a BLAS
+call, take fastnn's own matrix-vector loop (``fnn_gemv`` in _fastmath.h, a fixed order).
 Elementwise passes over large arrays run under OpenMP ``prange`` with a static schedule,
 and every reduction (loss sums, bias gradients) runs in a fixed order with a float64
 accumulator, so results are bit-identical for any thread count.
@@ -23,11 +24,11 @@ Equation numbers refer to shared/seed/neural-network-notes.md.
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport openmp
 
 cdef extern from "_fastmath.h" nogil:
@@ -64,6 +65,12 @@ cdef extern from "_fastmath.h" nogil:
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
     void fnn_scale_d(double* x, double a, Py_ssize_t n)
+    void fnn_gemv_f(const float* W, const float* X, const float* b, float* Z, Py_ssize_t N,
+                    Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K)
+    void fnn_gemv_d(const double* W, const double* X, const double* b, double* Z,
+                    Py_ssize_t N, Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K)
+
+import os
 
 import numpy as np
 
@@ -102,6 +109,23 @@ cdef Py_ssize_t SPLIT_GEMM = 1 << 21      # above (training loop): products spli
 # so the same random_state gives the same weights with 1 or 2 threads (BLAS packs the shared
 # operand once per part, so more parts than processors cost time)
 cdef Py_ssize_t PARTS = max(1, min(64, openmp.omp_get_num_procs()))
+
+
+def _workers_spin(environ):
+    """Whether libgomp's idle threads spin a while before they sleep: GOMP_SPINCOUNT above 0,
+    or OMP_WAIT_POLICY other than PASSIVE (fastnn's default, see __init__.py)."""
+    count = environ.get("GOMP_SPINCOUNT", "").strip()
+    if count:
+        return count != "0"
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
+
+
+# Above (multiply-adds): one sample's layer splits W's rows among the OpenMP threads. The split
+# costs a wake-up of an idle thread: ~0.5 us when it spins (as `python -m fastnn bench`
+# runs), 5 to 80 us when it sleeps (PASSIVE): 784 x 256 (5 us on one core) gains from the
+# first, only a W of tens of MB (read from L3 or memory) from the second.
+cdef Py_ssize_t SPLIT_GEMV = (1 << 17) if _workers_spin(os.environ) else (1 << 22)
+SPLIT_GEMV_SIZE = SPLIT_GEMV
 
 
 # ---------------------------------------------------------------------------------------
@@ -201,16 +225,15 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating a
 # Activations (elementwise; each case its own loop so the compiler can vectorise it)
 # ---------------------------------------------------------------------------------------
 
-cdef inline void _gemv_t(int m, int n, floating* A, int lda, floating* x,
-                         floating* y) noexcept nogil:
-    # column-major y (n) = A^T x for A (m x n): one sample's row-major y = W x
-    cdef int one = 1
-    cdef floating alpha = 1, beta = 0
-    cdef char trans = c"t"
+cdef inline void _gemv(const floating* W, const floating* X, const floating* b, floating* Z,
+                       Py_ssize_t N, Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1,
+                       Py_ssize_t K) noexcept nogil:
+    # z_ij = sum_k W_jk x_ik + b_j for the N rows of X and the rows j0 <= j < j1 of a row-major
+    # W (M, K), in the fixed order of _fastmath.h; b may be NULL
     if floating is float:
-        sgemv(&trans, &m, &n, &alpha, A, &lda, x, &one, &beta, y, &one)
+        fnn_gemv_f(W, X, b, Z, N, M, j0, j1, K)
     else:
-        dgemv(&trans, &m, &n, &alpha, A, &lda, x, &one, &beta, y, &one)
+        fnn_gemv_d(W, X, b, Z, N, M, j0, j1, K)
 
 
 cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) noexcept nogil:
@@ -368,17 +391,14 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
     # split: BLAS runs on one thread (the training loop pins it) and large products are cut
     # into PARTS blocks of rows that OpenMP threads take, each with its epilogue while the
     # block is in cache; the blocks are fixed, so the result is the same for any thread count.
-    cdef Py_ssize_t i, j, k, p, start, stop, P
-    cdef floating s
+    cdef Py_ssize_t i, p, start, stop, P
+    if N == 1:  # one sample: fastnn's matrix-vector product (a BLAS call costs more here)
+        _gemv_layer(W, X, b, U, K, M, code)
+        return
     if N * M * K <= SMALL_GEMM:
-        # eq. 9a: z_ij = sum_k W_jk x_ik + b_j, then u_ij = g(z_ij), one row at a time
-        for i in range(N):
-            for j in range(M):
-                s = b[j] if b != NULL else 0
-                for k in range(K):
-                    s = s + X[i * K + k] * W[j * K + k]
-                U[i * M + j] = s
-            _activate_row(U + i * M, <floating*>NULL, M, code)
+        # eq. 1a sample by sample, as N = 1 computes it: a row of a batch is the lone sample's
+        _gemv(W, X, b, U, N, M, 0, M, K)
+        _activate_row(U, <floating*>NULL, N * M, code)
         return
     P = _parts(N * M * K, N, split)
     if P > 1:
@@ -390,13 +410,32 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
             for i in range(start, stop):
                 _activate_row(U + i * M, b, M, code)
         return
-    if N == 1:  # one sample: a matrix-vector product (a gemm call costs far more here)
-        _gemv_t(<int>K, <int>M, <floating*>W, <int>K, <floating*>X, U)
-    else:
-        # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
-        _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X,
-              <int>K, 0, U, <int>M)
+    # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
+    _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X,
+          <int>K, 0, U, <int>M)
     _activate_rows(U, b, N, M, code)
+
+
+cdef void _gemv_layer(const floating* W, const floating* x, const floating* b, floating* u,
+                      Py_ssize_t K, Py_ssize_t M, int code) noexcept nogil:
+    # one sample, eq. 1a: u_j = g(sum_k W_jk x_k + b_j). A large W is cut into blocks of rows
+    # that the threads take (each streams its part of W from its own core's cache); a row's
+    # sum does not depend on the block, so the result is the same for any thread count.
+    cdef Py_ssize_t p = 0, n = 1, start = 0, stop = 0
+    cdef int P = 1
+    if M * K >= SPLIT_GEMV:
+        P = <int>min(openmp.omp_get_max_threads(), M // 16)
+    if P > 1:
+        with parallel(num_threads=P):  # thread p of n takes the p-th block of rows
+            p = threadid()
+            n = openmp.omp_get_num_threads()
+            start = p * M // n // 16 * 16  # blocks of 16 rows: no cache line of u shared
+            stop = M if p == n - 1 else (p + 1) * M // n // 16 * 16
+            _gemv(W, x, b, u, 1, M, start, stop, K)
+            _activate_row(u + start, <floating*>NULL, stop - start, code)
+    else:
+        _gemv(W, x, b, u, 1, M, 0, M, K)
+        _activate_row(u, <floating*>NULL, M, code)
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
