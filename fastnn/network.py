@@ -244,6 +244,10 @@ class Sequential:
     # -- forward --------------------------------------------------------------------------
 
     def _logits(self, X: FloatArray) -> FloatArray:
+        if F._backend == "cython":  # all layers in one compiled call when they allow it
+            Z = _kernels.network(X, self.layers, "identity")
+            if Z is not None:
+                return Z
         U = X
         for layer in self.layers:
             U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
@@ -304,6 +308,10 @@ class Sequential:
         >>> net.decision_function([[2.0], [4.0]])
         array([-0.5,  1.5])
         """
+        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
+            Z = _kernels.network(X, self.layers, "identity")
+            if Z is not None:
+                return self._shape_out(Z, False)
         X, single = self._inputs(X)
         return self._shape_out(self._logits(X), single)
 
@@ -329,6 +337,11 @@ class Sequential:
         array([[0.5       , 0.5       ],
                [0.73105858, 0.26894142]])
         """
+        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
+            output = OUTPUT_OF_LOSS[self.loss_name]
+            P = _kernels.network(X, self.layers, output)
+            if P is not None:
+                return P if output == "softmax" else self._shape_out(P, False)
         X, single = self._inputs(X)
         return self._shape_out(self._output_map(self._logits(X)), single)
 

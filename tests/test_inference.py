@@ -1,4 +1,4 @@
-"""One sample's layer: the compiled matrix-vector product.
+"""One sample's layer (the compiled matrix-vector product) and the models' one-call inference.
 
 * ``F.linear`` on one sample (N = 1) runs fastnn's own gemv, z_j = sum_k W_jk x_k + b_j in a
   fixed order (``fnn_gemv`` in _fastmath.h): against the NumPy reference on both dtypes, on
@@ -8,6 +8,9 @@
 * The same bits for 1 and 2 OpenMP threads (in process with threadpoolctl, and in a child
   process whose OpenMP threads spin, which is when 784 x 256 splits), and for every
   instruction-set build of the kernel (AVX-512, AVX2, the x86-64 baseline; needs gcc).
+* ``predict_proba`` / ``decision_function`` / ``predict`` run all layers in one compiled call
+  (``_kernels.network``) when X and the layers allow it: the bits of the per-layer path for
+  every batch size, and the general path (with its validation) for everything else.
 """
 
 import os
@@ -21,6 +24,7 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+import fastnn
 from fastnn import _kernels
 from fastnn import functional as F
 from fastnn import reference as R
@@ -274,3 +278,97 @@ def test_every_instruction_set_gives_the_same_bits(tmp_path):
                                check=True, capture_output=True)
             out = subprocess.run([str(exe)], input=data, capture_output=True, check=True)
             assert out.stdout == want, (name, M, K)
+
+
+# ---------------------------------------------------------------------------------------
+# The models: all layers in one compiled call
+# ---------------------------------------------------------------------------------------
+
+
+def layer_by_layer(model, X, output):
+    """The general path: F.linear per layer, then the output map."""
+    U = X
+    for lay in model.layers:
+        U = F.linear(U, lay.W, lay.b, lay.activation)
+    return {"softmax": F.softmax, "sigmoid": F.sigmoid, "identity": lambda Z: Z}[output](U)
+
+
+MODELS = [
+    pytest.param(dict(n_inputs=784, hidden=256, n_outputs=10), id="784-256-10"),
+    pytest.param(dict(n_inputs=20, hidden=[33, 17, 5], n_outputs=3, activation="tanh"),
+                 id="deep-tanh"),
+    pytest.param(dict(n_inputs=13, hidden=[], n_outputs=4, output="identity"), id="linear"),
+    pytest.param(dict(n_inputs=9, hidden=8, n_outputs=1, output="sigmoid",
+                      activation="sigmoid"), id="binary"),
+    pytest.param(dict(n_inputs=9, hidden=40, n_outputs=3, output="sigmoid",
+                      activation="exp"), id="multilabel"),
+    pytest.param(dict(n_inputs=64, hidden=[128], n_outputs=6, output="identity",
+                      activation="step"), id="regression-step"),
+]
+
+
+@pytest.mark.parametrize("N", [1, 2, 32, 300])
+@pytest.mark.parametrize("spec", MODELS)
+def test_models_one_call_equals_layer_by_layer(dtype, spec, N):
+    model = fastnn.MLP(**spec, dtype=dtype, random_state=0)
+    X = np.random.default_rng(N).standard_normal((N, model.n_inputs)).astype(dtype)
+    output = model.output
+    P = layer_by_layer(model, X, output)
+    Z = layer_by_layer(model, X, "identity")
+    squeeze = model.n_outputs == 1 and output != "softmax"
+    assert same_bits(model.predict_proba(X), P[:, 0] if squeeze else P)
+    assert same_bits(model.decision_function(X), Z[:, 0] if squeeze else Z)
+    if output == "softmax":
+        assert same_bits(model.predict(X), Z.argmax(axis=1))
+    assert same_bits(model.forward(X).u[-1], P)
+
+
+def test_models_one_call_with_layers_without_bias(dtype):
+    model = fastnn.Sequential([fastnn.Linear(30, 20, "relu", bias=False, dtype=dtype,
+                                             random_state=0),
+                               fastnn.Linear(20, 4, dtype=dtype, random_state=1)],
+                              loss="cross_entropy")
+    for N in (1, 5):
+        X = np.random.default_rng(N).standard_normal((N, 30)).astype(dtype)
+        assert same_bits(model.predict_proba(X), layer_by_layer(model, X, "softmax"))
+
+
+def test_models_general_path_for_everything_else(dtype, assert_close):
+    """Inputs and layers the one call does not take (a 1-D sample, lists, another dtype,
+    Fortran order, a Fortran or float64 W in a layer, 70 layers) give the reference's
+    results, with the same shapes and the same errors."""
+    model = fastnn.MLP(12, [16, 8], 3, dtype=dtype, random_state=0)
+    X = np.random.default_rng(0).standard_normal((4, 12)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        want = model.predict_proba(X)
+    for X1 in (X, np.asfortranarray(X), X.tolist(), X.astype(np.float64), X[:, None, :][:, 0]):
+        assert_close(model.predict_proba(X1), want, dtype)
+    single = model.predict_proba(X[0])
+    assert single.shape == (3,)
+    assert_close(single, want[0], dtype)
+    assert np.ndim(model.predict(X[0])) == 0
+    with pytest.raises(ValueError, match="features"):
+        model.predict_proba(X[:, :5])
+    with pytest.raises(ValueError):
+        model.predict_proba(np.zeros((0, 12), dtype))
+    model.layers[0].W = np.asfortranarray(model.layers[0].W)
+    assert_close(model.predict_proba(X), want, dtype)
+    model.layers[1].W = model.layers[1].W.astype(np.float64)
+    assert_close(model.predict_proba(X), want, dtype)
+    deep = fastnn.Sequential([fastnn.Linear(3, 3, "tanh", dtype=dtype, random_state=i)
+                              for i in range(70)], loss="squared_error")
+    X3 = np.random.default_rng(1).standard_normal((2, 3)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        want3 = deep.predict_proba(X3)
+    assert_close(deep.predict_proba(X3), want3, dtype)
+
+
+def test_models_one_call_matches_reference_at_batch_one(dtype, assert_close):
+    """The inference workload's net at batch 1 (the benchmark's criterion) and 4096."""
+    model = fastnn.MLP(784, 256, 10, dtype=dtype, random_state=0)
+    rng = np.random.default_rng(5)
+    for N in (1, 4096):
+        X = rng.random((N, 784)).astype(dtype)
+        with fastnn.use_backend("numpy"):
+            want = model.predict_proba(X)
+        assert_close(model.predict_proba(X), want, dtype)
