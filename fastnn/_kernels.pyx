@@ -92,6 +92,7 @@ CHECKED = bool(FASTNN_CHECKED_BUILD)  # built with FASTNN_CHECKED=1 (bounds chec
 
 ACTIVATION_CODES = {"identity": IDENTITY, "step": STEP, "sigmoid": SIGMOID,
                     "relu": RELU, "tanh": TANH, "exp": EXP}
+cdef dict _ACTIVATION_CODES = ACTIVATION_CODES  # typed: .get is a C call on the fast paths
 
 # Loss reductions.
 cdef enum:
@@ -481,7 +482,7 @@ def linear(object X, object W, object b, object activation, object out):
         bias = <cnp.ndarray>b
         if bias.shape[0] != M:
             return None
-    code = ACTIVATION_CODES.get(activation) if type(activation) is str else None
+    code = _ACTIVATION_CODES.get(activation) if type(activation) is str else None
     if code is None:
         return None
     cdef cnp.npy_intp dims[2]
@@ -657,6 +658,7 @@ def softmax(cnp.ndarray Z, bint take_log, cnp.ndarray out):
 # ---------------------------------------------------------------------------------------
 
 OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "softmax": -1}
+cdef dict _OUTPUT_CODES = OUTPUT_CODES
 
 
 cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize_t* dims,
@@ -697,7 +699,7 @@ def network(object X, object layers, object output):
     cdef int L = len(layers), l, out_code
     if L == 0 or L > MAX_LAYERS:  # (64, _train.pxi's) deeper networks take the per-layer path
         return None
-    code = OUTPUT_CODES.get(output) if type(output) is str else None
+    code = _OUTPUT_CODES.get(output) if type(output) is str else None
     if code is None:
         return None
     out_code = code
@@ -721,7 +723,7 @@ def network(object X, object layers, object output):
         if bias is not None and not (_plain(bias, 1, typenum)
                                      and (<cnp.ndarray>bias).shape[0] == dims[l + 1]):
             return None
-        code = ACTIVATION_CODES.get(act) if type(act) is str else None
+        code = _ACTIVATION_CODES.get(act) if type(act) is str else None
         if code is None:
             return None
         arrays[2 * l] = w
