@@ -214,7 +214,9 @@ FNN_CLONES static void fnn_colsum_##S(const T* restrict Z, double* restrict acc,
  * One row of W at a time: W streams in one sequential pass (the fastest way to read it from
  * L2) and the out-of-order core overlaps consecutive sums. A sum's order depends on nothing
  * else, so any split of the rows among threads gives the same bits, a batch's row those of
- * its sample alone, and every instruction-set clone the same (plain C, no FMA contraction). */
+ * its sample alone, and every instruction-set clone the same (plain C, no FMA contraction).
+ * The lanes are built per instruction set; short rows run inline in the caller (scalar: a
+ * call would cost more than they do). */
 #define FNN_GEMV(T, S, L)                                                                   \
 static inline T fnn_dot_##S(const T* restrict w, const T* restrict x, ptrdiff_t K) {        \
     /* sum_k w_k x_k for K >= L, in the order above */                                     \
@@ -222,33 +224,37 @@ static inline T fnn_dot_##S(const T* restrict w, const T* restrict x, ptrdiff_t 
     ptrdiff_t k = 0;                                                                        \
     for (; k + L <= K; k += L)  /* a_l += w_k x_k, k = l (mod L) */                         \
         for (int l = 0; l < L; l++) a[l] += w[k + l] * x[k + l];                            \
-    if (L == 16)  /* the tree: a_l += a_{l+8} (L = 16), a_l += a_{l+4}, then 4 -> 1 */     \
+    /* the tree: a_l += a_{l+8} (L = 16), a_l += a_{l+4}, then (a_0 + a_2) + (a_1 + a_3) */ \
+    if (L == 16)                                                                            \
         for (int l = 0; l < 8; l++) a[l] = a[l] + a[l + 8];                                 \
     for (int l = 0; l < 4; l++) a[l] = a[l] + a[l + 4];                                     \
     T s = (a[0] + a[2]) + (a[1] + a[3]);                                                    \
     for (; k < K; k++) s += w[k] * x[k];  /* the last K mod L terms, in order */            \
     return s;                                                                               \
 }                                                                                           \
-FNN_CLONES static void fnn_gemv_##S(const T* restrict W, const T* restrict X,               \
-                                    const T* restrict b, T* restrict Z, ptrdiff_t N,        \
-                                    ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K) { \
-    for (ptrdiff_t i = 0; i < N; i++) {                                                     \
-        const T* restrict x = X + i * K;                                                    \
-        T* restrict z = Z + i * M;                                                          \
-        if (K >= L) {                                                                       \
-            for (ptrdiff_t j = j0; j < j1; j++) {                                           \
-                T s = fnn_dot_##S(W + j * K, x, K);                                         \
-                z[j] = b ? s + b[j] : s;                                                    \
-            }                                                                               \
-        } else {  /* a short row: b_j first, then the terms in order */                  \
-            for (ptrdiff_t j = j0; j < j1; j++) {                                           \
-                const T* restrict w = W + j * K;                                            \
-                T s = b ? b[j] : 0;                                                         \
-                for (ptrdiff_t k = 0; k < K; k++) s += w[k] * x[k];                         \
-                z[j] = s;                                                                   \
-            }                                                                               \
+FNN_CLONES static void fnn_gemv_lanes_##S(const T* restrict W, const T* restrict X,         \
+                                          const T* restrict b, T* restrict Z, ptrdiff_t N,  \
+                                          ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1,          \
+                                          ptrdiff_t K) {                                    \
+    for (ptrdiff_t i = 0; i < N; i++)  /* K >= L */                                         \
+        for (ptrdiff_t j = j0; j < j1; j++) {                                               \
+            T s = fnn_dot_##S(W + j * K, X + i * K, K);                                     \
+            Z[i * M + j] = b ? s + b[j] : s;                                                \
         }                                                                                   \
+}                                                                                           \
+static inline void fnn_gemv_##S(const T* restrict W, const T* restrict X,                   \
+                                const T* restrict b, T* restrict Z, ptrdiff_t N,            \
+                                ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K) {     \
+    if (K >= L) {                                                                           \
+        fnn_gemv_lanes_##S(W, X, b, Z, N, M, j0, j1, K);                                    \
+        return;                                                                             \
     }                                                                                       \
+    for (ptrdiff_t i = 0; i < N; i++)  /* short rows, inline: a call costs more than they */\
+        for (ptrdiff_t j = j0; j < j1; j++) {                                               \
+            T s = b ? b[j] : 0;                                                             \
+            for (ptrdiff_t k = 0; k < K; k++) s += W[j * K + k] * X[i * K + k];             \
+            Z[i * M + j] = s;                                                               \
+        }                                                                                   \
 }
 
 FNN_ELEMENTWISE(float, f, fnn_expf)
