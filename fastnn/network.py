@@ -20,7 +20,7 @@ from . import _kernels
 from . import _validation as _v
 from . import functional as F
 from ._typing import FloatArray, Loss, Params, SeedLike
-from .layers import Linear, check_count, check_dtype
+from .layers import Linear, aligned_copy, check_count, check_dtype
 
 if TYPE_CHECKING:
     from .training import History
@@ -36,12 +36,13 @@ _MLP = TypeVar("_MLP", bound="MLP")
 
 
 def _writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
-    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``."""
+    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``
+    (on a cache line boundary, see ``layers.aligned_copy``)."""
     flags = A.flags
     if type(A) is np.ndarray and A.dtype == dtype and flags.c_contiguous and flags.aligned \
             and flags.writeable:
         return A
-    return np.array(A, dtype=dtype, order="C", copy=True)
+    return aligned_copy(A, dtype)
 
 
 class Trace:

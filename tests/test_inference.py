@@ -11,6 +11,7 @@
 * ``predict_proba`` / ``decision_function`` / ``predict`` run all layers in one compiled call
   (``_kernels.network``) when X and the layers allow it: the bits of the per-layer path for
   every batch size, and the general path (with its validation) for everything else.
+* Model weights start on a cache line (64 bytes), wherever the model comes from.
 """
 
 import os
@@ -372,3 +373,30 @@ def test_models_one_call_matches_reference_at_batch_one(dtype, assert_close):
         with fastnn.use_backend("numpy"):
             want = model.predict_proba(X)
         assert_close(model.predict_proba(X), want, dtype)
+
+
+def test_model_weights_start_on_a_cache_line(dtype, tmp_path):
+    """New models keep W on a 64-byte boundary (layers.aligned_copy): built, from weights,
+    loaded, after fit (in place), and after a W the native loops cannot write is replaced."""
+    from fastnn.layers import aligned_copy
+
+    def lines(model):
+        return [layer.W.ctypes.data % 64 for layer in model.layers]
+
+    model = fastnn.MLP(784, [256, 33], 10, dtype=dtype, random_state=0)
+    assert lines(model) == [0, 0, 0]
+    W = np.arange(12.0).reshape(3, 4)
+    same = fastnn.MLP.from_weights([(W, None), (np.ones((2, 3)), np.zeros(2))])
+    assert lines(same) == [0, 0] and same.layers[0].W.dtype == np.float64
+    np.testing.assert_array_equal(same.layers[0].W, W)
+    model.save(tmp_path / "m.npz")
+    assert lines(fastnn.load(tmp_path / "m.npz")) == [0, 0, 0]
+    X = np.random.default_rng(0).random((64, 784)).astype(dtype)
+    model.layers[1].W = np.asfortranarray(model.layers[1].W)  # replaced by fit with a C copy
+    model.fit(X, np.arange(64) % 10, epochs=1, random_state=0)
+    assert lines(model) == [0, 0, 0]
+    A = np.random.default_rng(1).standard_normal((5, 7))
+    for dt in (np.float32, np.float64):
+        C = aligned_copy(A, dt)
+        assert C.ctypes.data % 64 == 0 and C.flags.c_contiguous and C.flags.writeable
+        assert C.dtype == dt and same_bits(C, A.astype(dt))
