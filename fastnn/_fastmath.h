@@ -86,7 +86,8 @@ static inline double fnn_exp(double x) {
  * the CPU picks one at load time (GCC's target_clones on x86-64 Linux); elsewhere they are
  * compiled for the baseline only. Results are the same on every path: no FMA contraction
  * (-ffp-contract=off) and sums in a fixed order of 8 float64 lanes. */
-#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__)
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
+    && !defined(FNN_NO_CLONES)  /* (tests build single instruction sets with it) */
 #define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FNN_CLONES
@@ -217,11 +218,68 @@ FNN_CLONES static int fnn_all_finite_##S(const T* restrict x, ptrdiff_t n) {    
 
 FNN_FINITE(float, f, uint32_t, 0x7f800000u)
 FNN_FINITE(double, d, uint64_t, 0x7ff0000000000000ull)
+
+/* A layer's product before its activation, sample by sample as for one sample (eq. 1a):
+ * z_ij = sum_k W_jk x_ik + b_j for the N rows x_i of X (N, K), K >= 1, and the rows
+ * j0 <= j < j1 of a row-major W (M, K), into Z (N, M); b may be NULL. With t_k = W_jk x_ik:
+ *   K >= L: the first K - r terms (r = K mod L) go in L lanes, lane l summing the t_k with
+ *           k = l (mod L) in increasing k; the lanes meet in a fixed pairwise tree; the last r
+ *           terms are added one by one: z_ij = ((tree + t_{K-r}) + ... + t_{K-1}) + b_j;
+ *   K < L:  z_ij = ((b_j + t_0) + t_1) + ... + t_{K-1} (0 for b_j without bias), the order of
+ *           the direct loops that small products took before.
+ * One row of W at a time: W streams in one sequential pass (the fastest way to read it from
+ * L2) and the out-of-order core overlaps consecutive sums. A sum's order depends on nothing
+ * else, so any split of the rows among threads gives the same bits, a batch's row those of
+ * its sample alone, and every instruction-set clone the same (plain C, no FMA contraction).
+ * The lanes are built per instruction set; short rows run inline in the caller (scalar: a
+ * call would cost more than they do). */
+#define FNN_GEMV(T, S, L)                                                                   \
+static inline T fnn_dot_##S(const T* restrict w, const T* restrict x, ptrdiff_t K) {        \
+    /* sum_k w_k x_k for K >= L, in the order above */                                     \
+    T a[L] = {0};                                                                           \
+    ptrdiff_t k = 0;                                                                        \
+    for (; k + L <= K; k += L)  /* a_l += w_k x_k, k = l (mod L) */                         \
+        for (int l = 0; l < L; l++) a[l] += w[k + l] * x[k + l];                            \
+    /* the tree: a_l += a_{l+8} (L = 16), a_l += a_{l+4}, then (a_0 + a_2) + (a_1 + a_3) */ \
+    if (L == 16)                                                                            \
+        for (int l = 0; l < 8; l++) a[l] = a[l] + a[l + 8];                                 \
+    for (int l = 0; l < 4; l++) a[l] = a[l] + a[l + 4];                                     \
+    T s = (a[0] + a[2]) + (a[1] + a[3]);                                                    \
+    for (; k < K; k++) s += w[k] * x[k];  /* the last K mod L terms, in order */            \
+    return s;                                                                               \
+}                                                                                           \
+FNN_CLONES static void fnn_gemv_lanes_##S(const T* restrict W, const T* restrict X,         \
+                                          const T* restrict b, T* restrict Z, ptrdiff_t N,  \
+                                          ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1,          \
+                                          ptrdiff_t K) {                                    \
+    for (ptrdiff_t i = 0; i < N; i++)  /* K >= L */                                         \
+        for (ptrdiff_t j = j0; j < j1; j++) {                                               \
+            T s = fnn_dot_##S(W + j * K, X + i * K, K);                                     \
+            Z[i * M + j] = b ? s + b[j] : s;                                                \
+        }                                                                                   \
+}                                                                                           \
+static inline void fnn_gemv_##S(const T* restrict W, const T* restrict X,                   \
+                                const T* restrict b, T* restrict Z, ptrdiff_t N,            \
+                                ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1, ptrdiff_t K) {     \
+    if (K >= L) {                                                                           \
+        fnn_gemv_lanes_##S(W, X, b, Z, N, M, j0, j1, K);                                    \
+        return;                                                                             \
+    }                                                                                       \
+    for (ptrdiff_t i = 0; i < N; i++)  /* short rows, inline: a call costs more than they */\
+        for (ptrdiff_t j = j0; j < j1; j++) {                                               \
+            T s = b ? b[j] : 0;                                                             \
+            for (ptrdiff_t k = 0; k < K; k++) s += W[j * K + k] * X[i * K + k];             \
+            Z[i * M + j] = s;                                                               \
+        }                                                                                   \
+}
+
 FNN_ELEMENTWISE(float, f, fnn_expf)
 FNN_ELEMENTWISE(double, d, fnn_exp)
 FNN_PASSES(float, f)
 FNN_PASSES(double, d)
 FNN_UPDATES(float, f, sqrtf)
 FNN_UPDATES(double, d, sqrt)
+FNN_GEMV(float, f, 16)
+FNN_GEMV(double, d, 8)
 
 #endif

@@ -18,11 +18,21 @@ ACTIVATION_CODES: dict[str, int]
 REDUCTION_CODES: dict[str, int]
 LOSS_CODES: dict[str, int]
 OPTIMIZER_CODES: dict[str, int]
+OUTPUT_CODES: dict[str, int]
 CHECKED: bool  # built with FASTNN_CHECKED=1 (Cython's bounds checks on)
+SPLIT_GEMV_SIZE: int  # one sample's layer splits W's rows among threads from M * K = this
+
+def _workers_spin(environ: Any) -> bool:
+    """Whether libgomp's idle threads spin before they sleep (GOMP_SPINCOUNT, OMP_WAIT_POLICY)."""
 
 def linear(X: object, W: object, b: object, activation: object, out: object) -> _FloatArray | None:
     """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None
     for anything else (the caller then validates in Python)."""
+
+def network(X: object, layers: object, output: object) -> _FloatArray | None:
+    """g_out(g_L(... g_1(X W_1^T + B_1) ...)) for ``layers`` (objects with W, b, activation)
+    and g_out in "identity", "sigmoid", "softmax"; None outside the common case (2-D
+    C-contiguous arrays of one float dtype, chained shapes): the caller takes the general path."""
 
 def linear_backward(
     dU: _FloatArray, X: _FloatArray, W: _FloatArray, U: _FloatArray, code: int, need_dX: bool

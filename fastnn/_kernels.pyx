@@ -13,7 +13,8 @@ the common case and ``functional`` then validates in Python and calls it again.
 Each entry point dispatches on the dtype once, releases the GIL and runs a fused-type
 (``floating``) kernel on raw pointers. Matrix products go to BLAS through
 ``scipy.linalg.cython_blas`` (a row-major A @ B.T is a column-major gemm with the operands
-swapped, so nothing is copied); shapes too small to pay for a BLAS call take direct loops.
+swapped, so nothing is copied); one sample's product, and shapes too small to pay for a BLAS
+call, take fastnn's own matrix-vector loop (``fnn_gemv`` in _fastmath.h, a fixed order).
 Elementwise passes over large arrays run under OpenMP ``prange`` with a static schedule,
 and every reduction (loss sums, bias gradients) runs in a fixed order with a float64
 accumulator, so results are bit-identical for any thread count.
@@ -23,11 +24,11 @@ Equation numbers refer to shared/seed/neural-network-notes.md.
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport prange
+from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
-from scipy.linalg.cython_blas cimport sgemm, dgemm, sgemv, dgemv
+from scipy.linalg.cython_blas cimport sgemm, dgemm
 cimport openmp
 
 cdef extern from "_fastmath.h" nogil:
@@ -66,6 +67,12 @@ cdef extern from "_fastmath.h" nogil:
     void fnn_scale_d(double* x, double a, Py_ssize_t n)
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
     bint fnn_all_finite_d(const double* x, Py_ssize_t n)
+    void fnn_gemv_f(const float* W, const float* X, const float* b, float* Z, Py_ssize_t N,
+                    Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K)
+    void fnn_gemv_d(const double* W, const double* X, const double* b, double* Z,
+                    Py_ssize_t N, Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K)
+
+import os
 
 import numpy as np
 
@@ -87,6 +94,7 @@ CHECKED = bool(FASTNN_CHECKED_BUILD)  # built with FASTNN_CHECKED=1 (bounds chec
 
 ACTIVATION_CODES = {"identity": IDENTITY, "step": STEP, "sigmoid": SIGMOID,
                     "relu": RELU, "tanh": TANH, "exp": EXP}
+cdef dict _ACTIVATION_CODES = ACTIVATION_CODES  # typed: .get is a C call on the fast paths
 
 # Loss reductions.
 cdef enum:
@@ -104,6 +112,23 @@ cdef Py_ssize_t TEAM_STEP = 1 << 16      # above (training loop): a step's work 
 # so the same random_state gives the same weights with 1 or 2 threads (BLAS packs the shared
 # operand once per part, so more parts than processors cost time)
 cdef Py_ssize_t PARTS = max(1, min(64, openmp.omp_get_num_procs()))
+
+
+def _workers_spin(environ):
+    """Whether libgomp's idle threads spin a while before they sleep: GOMP_SPINCOUNT above 0,
+    or OMP_WAIT_POLICY other than PASSIVE (fastnn's default, see __init__.py)."""
+    count = environ.get("GOMP_SPINCOUNT", "").strip()
+    if count:
+        return count != "0"
+    return environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
+
+
+# Above (multiply-adds): one sample's layer splits W's rows among the OpenMP threads. The split
+# costs a wake-up of an idle thread: ~0.5 us when it spins (as `python -m fastnn bench`
+# runs), 5 to 80 us when it sleeps (PASSIVE): 784 x 256 (5 us on one core) gains from the
+# first, only a W of tens of MB (read from L3 or memory) from the second.
+cdef Py_ssize_t SPLIT_GEMV = (1 << 17) if _workers_spin(os.environ) else (1 << 22)
+SPLIT_GEMV_SIZE = SPLIT_GEMV
 
 
 # ---------------------------------------------------------------------------------------
@@ -203,16 +228,15 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating a
 # Activations (elementwise; each case its own loop so the compiler can vectorise it)
 # ---------------------------------------------------------------------------------------
 
-cdef inline void _gemv_t(int m, int n, floating* A, int lda, floating* x,
-                         floating* y) noexcept nogil:
-    # column-major y (n) = A^T x for A (m x n): one sample's row-major y = W x
-    cdef int one = 1
-    cdef floating alpha = 1, beta = 0
-    cdef char trans = c"t"
+cdef inline void _gemv(const floating* W, const floating* X, const floating* b, floating* Z,
+                       Py_ssize_t N, Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1,
+                       Py_ssize_t K) noexcept nogil:
+    # z_ij = sum_k W_jk x_ik + b_j for the N rows of X and the rows j0 <= j < j1 of a row-major
+    # W (M, K), in the fixed order of _fastmath.h; b may be NULL
     if floating is float:
-        sgemv(&trans, &m, &n, &alpha, A, &lda, x, &one, &beta, y, &one)
+        fnn_gemv_f(W, X, b, Z, N, M, j0, j1, K)
     else:
-        dgemv(&trans, &m, &n, &alpha, A, &lda, x, &one, &beta, y, &one)
+        fnn_gemv_d(W, X, b, Z, N, M, j0, j1, K)
 
 
 cdef void _activate_row(floating* U, const floating* b, Py_ssize_t n, int code) noexcept nogil:
@@ -360,24 +384,17 @@ cdef void _linear_forward(const floating* X, const floating* W, const floating* 
                           floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
                           int code) noexcept nogil:
     # X (N, K), W (M, K), b (M,) or NULL, U (N, M); all C-contiguous
-    cdef Py_ssize_t i, j, k
-    cdef floating s
-    if N * M * K <= SMALL_GEMM:
-        # eq. 9a: z_ij = sum_k W_jk x_ik + b_j, then u_ij = g(z_ij), one row at a time
-        for i in range(N):
-            for j in range(M):
-                s = b[j] if b != NULL else 0
-                for k in range(K):
-                    s = s + X[i * K + k] * W[j * K + k]
-                U[i * M + j] = s
-            _activate_row(U + i * M, <floating*>NULL, M, code)
+    if N == 1:  # one sample: fastnn's matrix-vector product (a BLAS call costs more here)
+        _gemv_layer(W, X, b, U, K, M, code)
         return
-    if N == 1:  # one sample: a matrix-vector product (a gemm call costs far more here)
-        _gemv_t(<int>K, <int>M, <floating*>W, <int>K, <floating*>X, U)
-    else:
-        # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
-        _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X,
-              <int>K, 0, U, <int>M)
+    if N * M * K <= SMALL_GEMM:
+        # eq. 1a sample by sample, as N = 1 computes it: a row of a batch is the lone sample's
+        _gemv(W, X, b, U, N, M, 0, M, K)
+        _activate_row(U, <floating*>NULL, N * M, code)
+        return
+    # Row-major U = X W^T is column-major U^T (M x N) = W X^T: gemm('t', 'n') on W, X.
+    _gemm(c"t", c"n", <int>M, <int>N, <int>K, 1, <floating*>W, <int>K, <floating*>X,
+          <int>K, 0, U, <int>M)
     _activate_rows(U, b, N, M, code)
 
 cdef void _linear_forward_t(const floating* X, const floating* WT, const floating* b,
@@ -414,6 +431,28 @@ cdef void _transpose(const floating* A, floating* B, Py_ssize_t rows,
             for i in range(i0, min(i0 + 32, rows)):
                 for j in range(j0, min(j0 + 32, cols)):
                     B[j * rows + i] = A[i * cols + j]
+
+
+cdef void _gemv_layer(const floating* W, const floating* x, const floating* b, floating* u,
+                      Py_ssize_t K, Py_ssize_t M, int code) noexcept nogil:
+    # one sample, eq. 1a: u_j = g(sum_k W_jk x_k + b_j). A large W is cut into blocks of rows
+    # that the threads take (each streams its part of W from its own core's cache); a row's
+    # sum does not depend on the block, so the result is the same for any thread count.
+    cdef Py_ssize_t p = 0, n = 1, start = 0, stop = 0
+    cdef int P = 1
+    if M * K >= SPLIT_GEMV:
+        P = <int>min(openmp.omp_get_max_threads(), M // 16)
+    if P > 1:
+        with parallel(num_threads=P):  # thread p of n takes the p-th block of rows
+            p = threadid()
+            n = openmp.omp_get_num_threads()
+            start = p * M // n // 16 * 16  # blocks of 16 rows: no cache line of u shared
+            stop = M if p == n - 1 else (p + 1) * M // n // 16 * 16
+            _gemv(W, x, b, u, 1, M, start, stop, K)
+            _activate_row(u + start, <floating*>NULL, stop - start, code)
+    else:
+        _gemv(W, x, b, u, 1, M, 0, M, K)
+        _activate_row(u, <floating*>NULL, M, code)
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
@@ -459,7 +498,7 @@ def linear(object X, object W, object b, object activation, object out):
         bias = <cnp.ndarray>b
         if bias.shape[0] != M:
             return None
-    code = ACTIVATION_CODES.get(activation) if type(activation) is str else None
+    code = _ACTIVATION_CODES.get(activation) if type(activation) is str else None
     if code is None:
         return None
     cdef cnp.npy_intp dims[2]
@@ -653,6 +692,115 @@ def softmax(cnp.ndarray Z, bint take_log, cnp.ndarray out):
     else:
         with nogil:
             _softmax(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(out), N, K, take_log)
+    return out
+
+
+# ---------------------------------------------------------------------------------------
+# A network's output in one call (eq. 10, then eq. 7, 3 or 5): decision_function and
+# predict_proba without a Python round trip per layer
+# ---------------------------------------------------------------------------------------
+
+OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "softmax": -1}
+cdef dict _OUTPUT_CODES = OUTPUT_CODES
+
+
+cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize_t* dims,
+                   const int* codes, int L, floating* buf, Py_ssize_t half, floating* out,
+                   Py_ssize_t N, int output) noexcept nogil:
+    # U_0 = X; U_l = g_l(U_{l-1} W_l^T + B_l) for l = 1..L (eq. 10), the hidden U_l in the two
+    # halves of buf by turns; out = U_L (identity, eq. 7), sigmoid(U_L) (eq. 3) or
+    # softmax(U_L) row by row (eq. 5). The kernels of linear, sigmoid and softmax.
+    cdef const floating* inp = X
+    cdef floating* U
+    cdef int l
+    for l in range(L):
+        U = out if l == L - 1 and output != -1 else buf + (l % 2) * half
+        _linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
+        inp = U
+    if output == SIGMOID:
+        _activate_flat(out, out, N * dims[L], SIGMOID)
+    elif output == -1:
+        _softmax(inp, out, N, dims[L], False)
+
+
+def network(object X, object layers, object output):
+    """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
+    ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
+    ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel.
+
+    Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
+    layer are the common case (2-D C-contiguous arrays of one float dtype, non-empty chained
+    shapes, known activations) and None otherwise; the caller then takes the general path.
+    """
+    if type(X) is not np.ndarray or type(layers) is not list:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not _plain(X, 2, typenum):
+        return None
+    cdef int L = len(layers), l, out_code
+    if L == 0 or L > MAX_LAYERS:  # (64, _train.pxi's) deeper networks take the per-layer path
+        return None
+    code = _OUTPUT_CODES.get(output) if type(output) is str else None
+    if code is None:
+        return None
+    out_code = code
+    cdef void* W[MAX_LAYERS]
+    cdef void* b[MAX_LAYERS]
+    cdef int codes[MAX_LAYERS]
+    cdef Py_ssize_t dims[MAX_LAYERS + 1]
+    cdef Py_ssize_t N = (<cnp.ndarray>X).shape[0], width = 0
+    dims[0] = (<cnp.ndarray>X).shape[1]
+    if N == 0 or dims[0] == 0 or N > 0x7FFFFFFF or dims[0] > 0x7FFFFFFF:
+        return None
+    arrays = [None] * (2 * L)  # alive while the GIL is released, whatever other threads do
+    for l in range(L):
+        layer = layers[l]
+        w, bias, act = layer.W, layer.b, layer.activation
+        if not _plain(w, 2, typenum) or (<cnp.ndarray>w).shape[1] != dims[l]:
+            return None
+        dims[l + 1] = (<cnp.ndarray>w).shape[0]
+        if dims[l + 1] == 0 or dims[l + 1] > 0x7FFFFFFF:
+            return None
+        if bias is not None and not (_plain(bias, 1, typenum)
+                                     and (<cnp.ndarray>bias).shape[0] == dims[l + 1]):
+            return None
+        code = _ACTIVATION_CODES.get(act) if type(act) is str else None
+        if code is None:
+            return None
+        arrays[2 * l] = w
+        arrays[2 * l + 1] = bias
+        W[l] = cnp.PyArray_DATA(<cnp.ndarray>w)
+        b[l] = cnp.PyArray_DATA(<cnp.ndarray>bias) if bias is not None else NULL
+        codes[l] = code
+        width = max(width, dims[l + 1])
+    cdef cnp.npy_intp odims[2]
+    odims[0] = N
+    odims[1] = dims[L]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
+    # the hidden layers' outputs: two halves of N * width, on the stack when small
+    cdef double small[1024]
+    cdef Py_ssize_t half = N * width
+    cdef void* buf = small
+    if 2 * half * cnp.PyArray_ITEMSIZE(out) > <Py_ssize_t>sizeof(small):
+        buf = malloc(2 * half * cnp.PyArray_ITEMSIZE(out))
+        if buf == NULL:
+            raise MemoryError()
+    try:
+        if typenum == cnp.NPY_FLOAT32:
+            with nogil:
+                _network(<float*>cnp.PyArray_DATA(<cnp.ndarray>X), <float**>W, <float**>b,
+                         dims, codes, L, <float*>buf, half, <float*>cnp.PyArray_DATA(out),
+                         N, out_code)
+        else:
+            with nogil:
+                _network(<double*>cnp.PyArray_DATA(<cnp.ndarray>X), <double**>W,
+                         <double**>b, dims, codes, L, <double*>buf, half,
+                         <double*>cnp.PyArray_DATA(out), N, out_code)
+    finally:
+        if buf != <void*>small:
+            free(buf)
     return out
 
 

@@ -31,6 +31,20 @@ def check_dtype(dtype: DTypeLike) -> np.dtype[np.floating[Any]]:
     return dt
 
 
+def aligned_copy(A: ArrayLike, dtype: DTypeLike) -> FloatArray:
+    """A C-ordered copy of ``A`` as ``dtype`` whose data starts on a 64-byte boundary (a cache
+    line). NumPy puts a large array 16 bytes past one; one sample's layer (the compiled
+    matrix-vector product) then reads every vector of W across two lines, ~10 % slower
+    (784 x 256 at batch 1)."""
+    A = np.asarray(A)
+    dtype = np.dtype(dtype)
+    buf = np.empty(A.size * dtype.itemsize + 64, np.uint8)
+    start = -buf.ctypes.data % 64
+    out = buf[start:start + A.size * dtype.itemsize].view(dtype).reshape(A.shape)
+    out[...] = A
+    return out
+
+
 def check_count(value: object, name: str, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum`` (TypeError for a non-integer or bool, else ValueError)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
@@ -75,7 +89,7 @@ class Linear:
         dtype = check_dtype(dtype)
         rng = _v.rng(random_state)
         bound = np.sqrt((2.0 if activation == "sigmoid" else 6.0) / (n_in + n_out))
-        self.W = rng.uniform(-bound, bound, (n_out, n_in)).astype(dtype)
+        self.W = aligned_copy(rng.uniform(-bound, bound, (n_out, n_in)), dtype)
         self.b = rng.uniform(-bound, bound, n_out).astype(dtype) if _v.flag(bias, "bias") else None
 
     @classmethod
@@ -108,7 +122,7 @@ class Linear:
         dtype = common if dtype is None else check_dtype(dtype)
         if W_arr.ndim == 1:
             W_arr = W_arr.reshape(1, -1)
-        W_arr = _v.finite(_v.as_float(W_arr, "W", dtype, (2,)).copy(), "W")
+        W_arr = _v.finite(aligned_copy(_v.as_float(W_arr, "W", dtype, (2,)), dtype), "W")
         layer = cls.__new__(cls)
         layer.activation = _v.activation(activation)
         layer.W = W_arr

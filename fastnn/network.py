@@ -20,7 +20,7 @@ from . import _kernels
 from . import _validation as _v
 from . import functional as F
 from ._typing import FloatArray, Loss, Params, SeedLike
-from .layers import Linear, check_count, check_dtype
+from .layers import Linear, aligned_copy, check_count, check_dtype
 
 if TYPE_CHECKING:
     from .training import History
@@ -36,12 +36,13 @@ _MLP = TypeVar("_MLP", bound="MLP")
 
 
 def _writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
-    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``."""
+    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``
+    (on a cache line boundary, see ``layers.aligned_copy``)."""
     flags = A.flags
     if type(A) is np.ndarray and A.dtype == dtype and flags.c_contiguous and flags.aligned \
             and flags.writeable:
         return A
-    return np.array(A, dtype=dtype, order="C", copy=True)
+    return aligned_copy(A, dtype)
 
 
 class Trace:
@@ -244,6 +245,10 @@ class Sequential:
     # -- forward --------------------------------------------------------------------------
 
     def _logits(self, X: FloatArray) -> FloatArray:
+        if F._backend == "cython":  # all layers in one compiled call when they allow it
+            Z = _kernels.network(X, self.layers, "identity")
+            if Z is not None:
+                return Z
         U = X
         for layer in self.layers:
             U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
@@ -304,6 +309,10 @@ class Sequential:
         >>> net.decision_function([[2.0], [4.0]])
         array([-0.5,  1.5])
         """
+        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
+            Z = _kernels.network(X, self.layers, "identity")
+            if Z is not None:
+                return self._shape_out(Z, False)
         X, single = self._inputs(X)
         return self._shape_out(self._logits(X), single)
 
@@ -329,6 +338,11 @@ class Sequential:
         array([[0.5       , 0.5       ],
                [0.73105858, 0.26894142]])
         """
+        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
+            output = OUTPUT_OF_LOSS[self.loss_name]
+            P = _kernels.network(X, self.layers, output)
+            if P is not None:
+                return P if output == "softmax" else self._shape_out(P, False)
         X, single = self._inputs(X)
         return self._shape_out(self._output_map(self._logits(X)), single)
 

@@ -70,11 +70,23 @@ _FLOAT32_WEIGHTS = (
 )
 
 
+_FLOAT32_SUBSETS = (
+    "float32 arithmetic: predict on one sample (fastnn's matrix-vector product) and on the "
+    "20-sample batch (a BLAS product for the 3 -> 100 layer) round differently, by 1 to 2 ulp; "
+    "the check asks atol=1e-7 + rtol=1e-7, which a difference of 2.4e-7 (the largest, before "
+    "and after the batch-1 kernel) passes only where |y| > 1.4: which samples it hits depends "
+    "on the rounding of the later layers; the float64 instances pass it"
+)
+
+
 def EXPECTED_FAILED(estimator):
     """{check name: reason} of the checks expected to fail on this instance."""
     if np.dtype(estimator.dtype) == np.float32:
-        return {"check_sample_weight_equivalence_on_dense_data": _FLOAT32_WEIGHTS,
-                "check_sample_weight_equivalence_on_sparse_data": _FLOAT32_WEIGHTS}
+        failed = {"check_sample_weight_equivalence_on_dense_data": _FLOAT32_WEIGHTS,
+                  "check_sample_weight_equivalence_on_sparse_data": _FLOAT32_WEIGHTS}
+        if isinstance(estimator, MLPRegressor):
+            failed["check_methods_subset_invariance"] = _FLOAT32_SUBSETS
+        return failed
     return {}
 
 
