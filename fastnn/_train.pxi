@@ -242,8 +242,11 @@ cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
                             double* mark) noexcept nogil:
     # the barrier; whether this thread waited long there: longer than it worked since its
     # last barrier (mark) and over 5 us, the sign of a partner that does not get its core
-    cdef double arrive = openmp.omp_get_wtime(), done
+    cdef double arrive, done
     cdef bint long_wait
+    if T <= 1:
+        return False  # alone: no barrier, no clock
+    arrive = openmp.omp_get_wtime()
     fnn_barrier_wait(barrier, T, sense)
     done = openmp.omp_get_wtime()
     long_wait = done - arrive > 5e-6 and done - arrive > arrive - mark[0]
@@ -297,8 +300,8 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             st.disband = True
         slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
         s += B
-        if steps == 1:
-            tick = mark  # the clock after the first step, which includes waking the team
+        if steps == 1:  # the clock after the first step, which includes waking the team
+            tick = mark if T > 1 else openmp.omp_get_wtime()
         if T > 1 and st.disband:
             if tid != 0:
                 return
@@ -306,7 +309,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     if tid == 0:
         result[0] = total
         st.t = t
-        st.per_step = (mark - tick) / (steps - 1) if steps > 1 else -1
+        st.per_step = (openmp.omp_get_wtime() - tick) / (steps - 1) if steps > 1 else -1
 
 
 cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
