@@ -266,7 +266,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     # every thread reads it after that barrier, and thread 0 runs the rest of the stretch
     # alone (all the parts: the same results).
     cdef int L = st.n_layers, l, P, q, part, slow = 0
-    cdef Py_ssize_t s = start, B, M, steps = 0
+    cdef Py_ssize_t s = start, B, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
     cdef double total = result[0], batch, mark = openmp.omp_get_wtime(), tick = mark
@@ -289,7 +289,6 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         # the units phase: the blocks of every layer, numbered across layers, round-robin
         part = 0
         for l in range(L - 1, -1, -1):
-            M = st.dims[l + 1]
             P = st.unit_parts[l]
             for q in range(P):
                 if part % T == tid:
@@ -569,7 +568,7 @@ cdef class Trainer:
         try:
             while start < n:
                 threads = self._plan(&steps)
-                probe = self.probe != 0 and threads > 0 and steps < self.chunk
+                probe = steps < self.chunk  # _plan shortens only a timing stretch
                 stop = min(start + self.st.B * steps, n)
                 # a stretch too short to pay for waking the team (an epoch of a few small
                 # batches) runs on one thread, and times nothing
