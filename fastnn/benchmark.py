@@ -105,9 +105,9 @@ INFERENCE_NET = (784, 256, 10)
 INFERENCE_BATCHES = (1, 32, 4096)
 PEAK_SIZE = 2048                 # the GEMM peak: X @ W.T on (2048, 2048) x (2048, 2048)
 DIGITS_FIT = dict(epochs=30, batch_size=32, lr=0.1, momentum=0.9, random_state=0)
-# The digits fit's test accuracy is 0.969 on average over seeds (0.964-0.976 for random_state
-# 0-11; scikit-learn's MLPClassifier with the same settings: 0.967). The models issue asks
-# 0.97: about half the seeds reach it, so a timed fit is only required to learn the digits.
+# The digits fit's test accuracy is 0.971 on average over random_state 0-39 (0.964-0.978;
+# 0.9711 for 0; scikit-learn's MLPClassifier with the same settings: 0.967). The models issue
+# asks 0.97, which 60% of the seeds reach, so a timed fit is only required to learn the digits.
 DIGITS_FLOOR = 0.96
 WORKLOADS = ("forward", "loss", "backward", "train", "fit", "inference")
 GOMP_SPINCOUNT = 10000  # see the module docstring: OpenMP workers spin ~0.1 ms, then sleep

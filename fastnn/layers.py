@@ -66,8 +66,11 @@ class Linear:
         Whether the layer has a bias ``b`` (``b`` is None otherwise).
     dtype : {"float32", "float64"}
     random_state : int, numpy.random.Generator or None
-        Seeds the Glorot-uniform initialisation of ``W`` and ``b`` (as scikit-learn's MLP:
-        bound sqrt(6 / (n_in + n_out)), sqrt(2 / (n_in + n_out)) for sigmoid units).
+        Seeds the uniform initialisation of ``W`` and ``b`` on (-bound, bound). ``b`` and
+        the ``W`` of non-ReLU units take scikit-learn's Glorot bound, sqrt(6 / (n_in + n_out))
+        (sqrt(2 / (n_in + n_out)) for sigmoid units); the ``W`` of ReLU units takes He et
+        al.'s sqrt(6 / n_in) (variance 2 / n_in, which keeps the scale of ReLU activations
+        from layer to layer). The estimators keep scikit-learn's draws exactly.
 
     Examples
     --------
@@ -88,8 +91,9 @@ class Linear:
         self.activation = _v.activation(activation)
         dtype = check_dtype(dtype)
         rng = _v.rng(random_state)
-        bound = np.sqrt((2.0 if activation == "sigmoid" else 6.0) / (n_in + n_out))
-        self.W = aligned_copy(rng.uniform(-bound, bound, (n_out, n_in)), dtype)
+        bound = np.sqrt((2.0 if self.activation == "sigmoid" else 6.0) / (n_in + n_out))
+        w_bound = np.sqrt(6.0 / n_in) if self.activation == "relu" else bound
+        self.W = aligned_copy(rng.uniform(-w_bound, w_bound, (n_out, n_in)), dtype)
         self.b = rng.uniform(-bound, bound, n_out).astype(dtype) if _v.flag(bias, "bias") else None
 
     @classmethod

@@ -131,17 +131,21 @@ def test_linear_init_is_deterministic_with_random_state():
     assert not np.array_equal(d.W, e.W)
 
 
-def test_linear_init_is_glorot_uniform_like_sklearn():
-    # scikit-learn's MLP: uniform(-bound, bound), bound = sqrt(6 / (fan_in + fan_out)),
-    # sqrt(2 / (fan_in + fan_out)) for logistic units
+def test_linear_init_bounds():
+    # b, and W of non-ReLU units: scikit-learn's Glorot bound sqrt(6 / (fan_in + fan_out)),
+    # sqrt(2 / (fan_in + fan_out)) for logistic units; W of ReLU units: He's sqrt(6 / fan_in)
     n_in, n_out = 40, 60
-    for act, factor in (("relu", 6.0), ("tanh", 6.0), ("sigmoid", 2.0)):
+    for act, w_bound, b_bound in (("relu", np.sqrt(6.0 / n_in), np.sqrt(6.0 / (n_in + n_out))),
+                                  ("tanh", np.sqrt(6.0 / (n_in + n_out)), None),
+                                  ("identity", np.sqrt(6.0 / (n_in + n_out)), None),
+                                  ("sigmoid", np.sqrt(2.0 / (n_in + n_out)), None)):
+        b_bound = w_bound if b_bound is None else b_bound
         layer = Linear(n_in, n_out, act, dtype="float64", random_state=0)
-        bound = np.sqrt(factor / (n_in + n_out))
-        assert np.abs(layer.W).max() <= bound and np.abs(layer.b).max() <= bound
+        assert np.abs(layer.W).max() <= w_bound and np.abs(layer.b).max() <= b_bound
         # uniform on the whole interval, not a smaller one
-        assert np.abs(layer.W).max() > 0.95 * bound
-        assert abs(layer.W.mean()) < 0.1 * bound
+        assert np.abs(layer.W).max() > 0.95 * w_bound
+        assert np.abs(layer.b).max() > 0.8 * b_bound
+        assert abs(layer.W.mean()) < 0.1 * w_bound
 
 
 def test_linear_forward_matches_numpy(backend, dtype, rng, assert_close):
