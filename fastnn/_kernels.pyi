@@ -116,6 +116,9 @@ class Trainer:  # a cdef class (not subclassable together with another extension
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""
+    @property
+    def transposed(self) -> bool:
+        """(Tests, diagnostics) whether the first layer is held transposed in an epoch."""
     def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
         loss, or a non-finite number as soon as one batch diverges."""

@@ -48,6 +48,8 @@ cdef enum:
     SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
     TEAM_STRETCH = 1 << 23  # multiply-adds: a shorter stretch runs on one thread
     PROBE_STEPS = 8  # steps of a stretch that times the team or one thread
+    MIRROR_WEIGHTS = 1 << 17  # a first layer up to this size is held transposed ...
+    MIRROR_STEPS = 4  # ... when an epoch has this many steps (see Trainer)
 
 # ... and about this much work (multiply-adds, ~10 ms): one OpenMP team per stretch
 cdef double SIGNAL_CHECK_WORK = 2.0 ** 31
@@ -440,12 +442,18 @@ cdef class Trainer:
             big = st.team and work[l] >= TEAM_STEP and st.dims[l + 1] >= PARTS
             st.unit_parts[l] = PARTS if big else 1
         # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
-        # state (see _linear_forward_t; large products gain nothing from it, and transposing
-        # large arrays costs milliseconds). run_epoch copies them in from the model's arrays
-        # and back out, so between epochs the model's own arrays hold the weights.
+        # state (see _linear_forward_t). run_epoch copies them in from the model's arrays and
+        # back out, so between epochs the model's own arrays hold the weights. It pays for:
+        # a small product (BLAS's small-matrix kernels, 2.7x at 16 x 64->128 per part), and a
+        # layer of up to MIRROR_WEIGHTS weights in an epoch of MIRROR_STEPS steps or more
+        # (OpenBLAS's packing: 'nn' is 27% faster than 'nt' at 64 x 784->128 per part, 18% at
+        # 128 x 784->256; the two copies, ~0.25 ns a weight each, take 50 us at 784 x 128).
+        # Large layers gain 3-8% a step, less than transposing them costs (ms at 1024 x 1024).
         self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
-        st.transposed = gW is None and \
+        st.transposed = gW is None and (
             work[0] // (min(PARTS, B) if st.team else 1) <= SMALL_PRODUCT
+            or (st.dims[0] * st.dims[1] <= MIRROR_WEIGHTS
+                and (self.N + B - 1) // B >= MIRROR_STEPS))
         st.grad_only, st.norm = False, 0
         cdef void** slots[3]
         slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
@@ -492,6 +500,11 @@ cdef class Trainer:
             else:
                 _transpose(<double*>cnp.PyArray_DATA(b), <double*>cnp.PyArray_DATA(a),
                            b.shape[0], b.shape[1])
+
+    @property
+    def transposed(self):
+        """(Tests, diagnostics) whether the first layer is held transposed in an epoch."""
+        return bool(self.st.transposed)
 
     @property
     def t(self):

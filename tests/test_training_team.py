@@ -229,3 +229,23 @@ def test_weights_changed_by_a_callback_are_trained_on(arch):
         fits.append(_weights(model))
     for A, B in zip(*fits):
         np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("N, transposed", [(640, True), (384, False)])
+def test_a_mid_size_first_layer_is_held_transposed_in_long_epochs(trainers, N, transposed):
+    # 784 -> 128 on batches of 128: a product too large for BLAS's small-matrix kernels, which
+    # the loop holds as W^T (OpenBLAS packs it faster) when an epoch has 4 steps or more to
+    # pay for the two copies; either way the weights agree with the reference loop and do not
+    # depend on the thread count
+    arch = (784, (128,), 10, "relu", "softmax")
+    fits = []
+    for threads, backend in ((1, "cython"), (2, "cython"), (2, "numpy")):
+        model, _ = _fit(arch, "float64", threads, 128, "momentum", N=N, epochs=2,
+                        backend=backend)
+        fits.append(_weights(model))
+        if backend == "cython":
+            assert trainers[-1].transposed is transposed
+    for A, B in zip(fits[0], fits[1]):
+        np.testing.assert_array_equal(A, B)
+    for A, B in zip(fits[0], fits[2]):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
