@@ -64,6 +64,13 @@ def squared_error(
 ) -> float:
     """Per-sample eq. 20 losses into ``losses``, scale * gradient into dZ; the float64 sum."""
 
+def gemm_path(level: int | None = None) -> int:
+    """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS); (tests)
+    ``level`` selects that path or the CPU's best below it."""
+
+def _own_gemm(A: NDArray[np.float32], B: NDArray[np.float32], C: NDArray[np.float32],
+              alpha: float, beta: float, transpose_a: bool = False) -> bool: ...
+
 def all_finite(a: _FloatArray) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 

@@ -87,6 +87,15 @@ cdef enum:
     TANH = 4
     EXP = 5
 
+cdef extern from "_gemm.h" nogil:
+    # fastnn's float32 product C = alpha A B + beta C with no packing (see the header);
+    # returns 0 where the CPU lacks AVX2 + FMA (the caller then calls BLAS)
+    int fnn_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* A,
+                  Py_ssize_t sai, Py_ssize_t sap, const float* B, Py_ssize_t ldb, float beta,
+                  float* C, Py_ssize_t ldc)
+    int fnn_sgemm_level()
+    int fnn_sgemm_use(int level)
+
 cdef extern from *:
     int FASTNN_CHECKED_BUILD "FASTNN_CHECKED"  # set by setup.py
 
@@ -106,6 +115,9 @@ REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
 
 # Work sizes (in multiply-adds or elements) at which the cheaper strategy changes.
 cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
+# up to (multiply-adds): fastnn's own float32 product (_gemm.h) beats BLAS's packing; above,
+# BLAS's cache blocking wins (at 512 x 1024 x 1024 OpenBLAS's AVX-512 kernels are 1.7x faster)
+cdef Py_ssize_t OWN_GEMM = 1 << 25
 cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
 cdef Py_ssize_t TEAM_STEP = 1 << 16      # above (training loop): a step's work split in parts
 # how many: the machine's processor count, fixed for a machine whatever the thread settings,
@@ -416,9 +428,11 @@ cdef void _linear_forward_t(const floating* X, const floating* WT, const floatin
                     U[i * M + j] = U[i * M + j] + x * WT[k * M + j]
             _activate_row(U + i * M, <floating*>NULL, M, code)
         return
-    # row-major U (N, M) = X WT is column-major U^T (M x N) = WT^T X^T: gemm('n', 'n') on WT, X
-    _gemm(c"n", c"n", <int>M, <int>N, <int>K, 1, <floating*>WT, <int>M, <floating*>X, <int>K,
-          0, U, <int>M)
+    if not (floating is float and N * M * K <= OWN_GEMM
+            and fnn_sgemm(N, M, K, 1, X, K, 1, WT, M, 0, U, M)):
+        # row-major U (N, M) = X WT is column-major U^T (M x N) = WT^T X^T: gemm('n', 'n')
+        _gemm(c"n", c"n", <int>M, <int>N, <int>K, 1, <floating*>WT, <int>M, <floating*>X,
+              <int>K, 0, U, <int>M)
     _activate_rows(U, b, N, M, code)
 
 
@@ -563,7 +577,8 @@ cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating
                 for i in range(N):
                     s = s + dZ[i * M + j] * X[i * K + k]
                 dW[j * K + k] = alpha * s if beta == 0 else beta * dW[j * K + k] + alpha * s
-    else:
+    elif not (floating is float and N * w * K <= OWN_GEMM
+              and fnn_sgemm(w, K, N, alpha, dZ + j0, 1, M, X, K, beta, dW + j0 * K, K)):
         # row-major dW[j0:j1] = dZ[:, j0:j1]^T X is column-major (K x w) X^T dZ[:, j0:j1]:
         # gemm('n', 't') on X and dZ's columns j0..j1
         _gemm(c"n", c"t", <int>K, <int>w, <int>N, alpha, <floating*>X, <int>K,
@@ -586,6 +601,9 @@ cdef void _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssi
                     s = s + X[i * K + k] * dZ[i * M + j]
                 dWT[k * M + j] = alpha * s if beta == 0 else beta * dWT[k * M + j] + alpha * s
         return
+    if floating is float and N * M * (k1 - k0) <= OWN_GEMM and \
+            fnn_sgemm(k1 - k0, M, N, alpha, X + k0, 1, K, dZ, M, beta, dWT + k0 * M, M):
+        return
     # row-major dWT[k0:k1] (kw, M) is column-major (M x kw) = dZ^T X[:, k0:k1]: gemm('n', 't')
     _gemm(c"n", c"t", <int>M, <int>(k1 - k0), <int>N, alpha, <floating*>dZ, <int>M,
           <floating*>X + k0, <int>K, beta, dWT + k0 * M, <int>M)
@@ -604,7 +622,8 @@ cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize
                 for j in range(M):
                     s = s + dZ[i * M + j] * W[j * K + k]
                 dX[i * K + k] = s
-    else:
+    elif not (floating is float and N * M * K <= OWN_GEMM
+              and fnn_sgemm(N, K, M, 1, dZ, M, 1, W, K, 0, dX, K)):
         # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n')
         _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
               <int>M, 0, dX, <int>K)
@@ -945,6 +964,31 @@ include "_train.pxi"
 # ---------------------------------------------------------------------------------------
 # Configuration
 # ---------------------------------------------------------------------------------------
+
+def gemm_path(level=None):
+    """fastnn's own float32 product (_gemm.h): the instruction set it runs, 2 (AVX-512), 1
+    (AVX2 + FMA) or 0 (none: BLAS does every product). (Tests) ``level`` selects that path
+    or the CPU's best below it."""
+    if level is not None:
+        fnn_sgemm_use(int(level))
+    return fnn_sgemm_level()
+
+
+def _own_gemm(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, float alpha, float beta,
+              bint transpose_a=False):
+    """(Tests) C = alpha op(A) B + beta C by fastnn's own product on the path in use, for
+    C-contiguous float32 A, B, C; op(A) = A^T with ``transpose_a`` (read in place, as the
+    training loop's dW^T = X^T dZ reads X). Returns False (C untouched) on path 0."""
+    cdef Py_ssize_t m = C.shape[0], n = C.shape[1], k = A.shape[0] if transpose_a else A.shape[1]
+    if (A.shape[1] if transpose_a else A.shape[0]) != m or B.shape[0] != k or B.shape[1] != n:
+        raise ValueError("shapes do not chain")
+    for a in (A, B, C):
+        if a.dtype != np.float32 or not a.flags.c_contiguous:
+            raise TypeError("float32, C-contiguous arrays")
+    return bool(fnn_sgemm(m, n, k, alpha, <float*>cnp.PyArray_DATA(A),
+                          1 if transpose_a else A.shape[1], A.shape[1] if transpose_a else 1,
+                          <float*>cnp.PyArray_DATA(B), n, beta, <float*>cnp.PyArray_DATA(C), n))
+
 
 def all_finite(cnp.ndarray a):
     """Whether no entry of the C-contiguous float32/float64 array ``a`` is inf or NaN."""

@@ -1,0 +1,217 @@
+/* fastnn's own float32 matrix product for the training loop's small and mid-size products.
+ *
+ *     C (m x n) = alpha * A B + beta * C      (beta = 0: C is only written)
+ *
+ * with B row-major (k x n, row stride ldb), C row-major (row stride ldc) and A's element
+ * (i, p) at A[i * sai + p * sap], so A may be a matrix or a transposed view of one: the loop's
+ * X W^T with W held transposed (A = X), dW^T = X^T dZ (A = X^T) and dX = dZ W (A = dZ) all
+ * take this form, with no copy of either operand. BLAS packs both operands into blocks first;
+ * at these sizes that copy costs 20-35% of the product, and OpenBLAS's small-matrix kernels,
+ * which skip it, exist for AVX-512 only: with its AVX2 kernels a 16 x 64 -> 128 step of the
+ * digits fit runs ~3x slower.
+ *
+ * Register tiles of 4 rows of C by two vectors (32 columns with AVX-512, 16 with AVX2) walk
+ * k with fused multiply-adds, B's row p loaded once for the 4 rows, A's entries broadcast.
+ * Each entry of C sums its k products in the order p = 0..k-1 in one fused multiply-add
+ * chain, wherever it sits in a tile: the result does not depend on m, n or how C is cut into
+ * parts (1 and 2 threads give the same bits). It differs from BLAS's rounding (as BLAS's own
+ * kernels differ between instruction sets).
+ *
+ * fnn_sgemm returns 0 where the CPU has neither AVX-512 nor AVX2 with FMA, or the compiler is
+ * not GCC/Clang on x86-64: the caller then calls BLAS.
+ */
+#ifndef FASTNN_GEMM_H
+#define FASTNN_GEMM_H
+
+#include <stddef.h>
+
+#if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FNN_NO_GEMM)
+#include <immintrin.h>
+#define FNN_HAVE_GEMM 1
+
+/* One tile: rows 0..MR-1 of A and C (already offset) by two vectors of columns, those under
+ * the masks m0, m1 (the _full tiles ignore them: plain loads and stores, which AVX2's masked
+ * stores are much slower than). The accumulators are named variables (cR0, cR1 for row R):
+ * GCC keeps an array of vectors on the stack, with a store per step. FNN_ROWS_<MR>(X)
+ * expands X(R) for R = 0..MR-1; the V_ macros are the instruction set's, defined below. */
+#define FNN_ROWS_1(X) X(0)
+#define FNN_ROWS_4(X) X(0) X(1) X(2) X(3)
+#define FNN_ROWS_8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define FNN_ZERO_ROW(R) V_T c##R##0 = V_ZERO(), c##R##1 = V_ZERO();
+#define FNN_FMA_ROW(R) {                                                                    \
+        V_T a = V_SET1(A[R * sai + p * sap]);                                               \
+        c##R##0 = V_FMADD(a, b0, c##R##0);                                                  \
+        c##R##1 = V_FMADD(a, b1, c##R##1); }
+#define FNN_STORE_ROW(R) { /* c = alpha s (+ beta c) */                                     \
+        float* Cr = C + R * ldc;                                                            \
+        V_T s0 = V_MUL(al, c##R##0), s1 = V_MUL(al, c##R##1);                               \
+        if (beta != 0.0f) {                                                                 \
+            s0 = V_ADD(s0, V_MUL(be, V_LOAD(Cr, m0)));                                      \
+            s1 = V_ADD(s1, V_MUL(be, V_LOAD(Cr + V_W, m1)));                                \
+        }                                                                                   \
+        V_STORE(Cr, m0, s0);                                                                \
+        V_STORE(Cr + V_W, m1, s1); }
+
+#define FNN_TILE(NAME, TARGET, MR, MASK)                                                    \
+__attribute__((target(TARGET))) static inline void NAME(                                   \
+        ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai, ptrdiff_t sap,             \
+        const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc,                 \
+        MASK m0, MASK m1) {                                                                 \
+    (void)m0; (void)m1;                                                                     \
+    FNN_ROWS_##MR(FNN_ZERO_ROW)                                                             \
+    for (ptrdiff_t p = 0; p < k; p++) { /* c_ij += a_ip b_pj, p in order */                 \
+        V_T b0 = V_LOAD(B + p * ldb, m0);                                                   \
+        V_T b1 = V_LOAD(B + p * ldb + V_W, m1);                                             \
+        FNN_ROWS_##MR(FNN_FMA_ROW)                                                          \
+    }                                                                                       \
+    V_T al = V_SET1(alpha), be = V_SET1(beta);                                              \
+    FNN_ROWS_##MR(FNN_STORE_ROW)                                                            \
+}
+
+/* AVX-512: 16 floats a vector */
+#define V_T __m512
+#define V_W 16
+#define V_ZERO _mm512_setzero_ps
+#define V_SET1 _mm512_set1_ps
+#define V_FMADD _mm512_fmadd_ps
+#define V_MUL _mm512_mul_ps
+#define V_ADD _mm512_add_ps
+#define V_LOAD(p, m) _mm512_loadu_ps(p)
+#define V_STORE(p, m, v) _mm512_storeu_ps(p, v)
+FNN_TILE(fnn_tile512_8_full, "avx512f", 8, __mmask16)
+FNN_TILE(fnn_tile512_4_full, "avx512f", 4, __mmask16)
+FNN_TILE(fnn_tile512_1_full, "avx512f", 1, __mmask16)
+#undef V_LOAD
+#undef V_STORE
+#define V_LOAD(p, m) _mm512_maskz_loadu_ps(m, p)
+#define V_STORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+FNN_TILE(fnn_tile512_8, "avx512f", 8, __mmask16)
+FNN_TILE(fnn_tile512_4, "avx512f", 4, __mmask16)
+FNN_TILE(fnn_tile512_1, "avx512f", 1, __mmask16)
+#undef V_T
+#undef V_W
+#undef V_ZERO
+#undef V_SET1
+#undef V_FMADD
+#undef V_MUL
+#undef V_ADD
+#undef V_LOAD
+#undef V_STORE
+
+/* AVX2 with FMA: 8 floats a vector */
+#define V_T __m256
+#define V_W 8
+#define V_ZERO _mm256_setzero_ps
+#define V_SET1 _mm256_set1_ps
+#define V_FMADD _mm256_fmadd_ps
+#define V_MUL _mm256_mul_ps
+#define V_ADD _mm256_add_ps
+#define V_LOAD(p, m) _mm256_loadu_ps(p)
+#define V_STORE(p, m, v) _mm256_storeu_ps(p, v)
+FNN_TILE(fnn_tile256_4_full, "avx2,fma", 4, __m256i)
+FNN_TILE(fnn_tile256_1_full, "avx2,fma", 1, __m256i)
+#undef V_LOAD
+#undef V_STORE
+#define V_LOAD(p, m) _mm256_maskload_ps(p, m)
+#define V_STORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+FNN_TILE(fnn_tile256_4, "avx2,fma", 4, __m256i)
+FNN_TILE(fnn_tile256_1, "avx2,fma", 1, __m256i)
+#undef V_T
+#undef V_W
+#undef V_ZERO
+#undef V_SET1
+#undef V_FMADD
+#undef V_MUL
+#undef V_ADD
+#undef V_LOAD
+#undef V_STORE
+
+/* the rows of one panel of columns: tiles of 4 rows, then single rows (FNN_PANEL8: tiles of
+ * 8 rows first, for AVX-512's 32 registers) */
+#define FNN_PANEL(T4, T1)                                                                   \
+    for (; i + 4 <= m; i += 4)                                                              \
+        T4(k, alpha, A + i * sai, sai, sap, B + j0, ldb, beta, C + i * ldc + j0, ldc, m0, m1); \
+    for (; i < m; i++)                                                                      \
+        T1(k, alpha, A + i * sai, sai, sap, B + j0, ldb, beta, C + i * ldc + j0, ldc, m0, m1);
+#define FNN_PANEL8(T8, T4, T1)                                                              \
+    for (; i + 8 <= m; i += 8)                                                              \
+        T8(k, alpha, A + i * sai, sai, sap, B + j0, ldb, beta, C + i * ldc + j0, ldc, m0, m1); \
+    FNN_PANEL(T4, T1)
+
+__attribute__((target("avx512f"))) static void fnn_sgemm_avx512(
+        ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai,
+        ptrdiff_t sap, const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += 32) {  /* a panel of 32 columns of B and C */
+        ptrdiff_t w = n - j0 < 32 ? n - j0 : 32, i = 0;
+        __mmask16 m0 = (__mmask16)(w >= 16 ? 0xFFFFu : (1u << w) - 1);
+        __mmask16 m1 = (__mmask16)(w >= 32 ? 0xFFFFu : w > 16 ? (1u << (w - 16)) - 1 : 0u);
+        if (w == 32) {
+            FNN_PANEL8(fnn_tile512_8_full, fnn_tile512_4_full, fnn_tile512_1_full)
+        } else {
+            FNN_PANEL8(fnn_tile512_8, fnn_tile512_4, fnn_tile512_1)
+        }
+    }
+}
+
+__attribute__((target("avx2,fma"))) static void fnn_sgemm_avx2(
+        ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai,
+        ptrdiff_t sap, const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {  /* a panel of 16 columns of B and C */
+        ptrdiff_t w = n - j0 < 16 ? n - j0 : 16, i = 0;
+        /* the lanes below w (and below w - 8) are loaded and stored: mask lanes all ones */
+        __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
+        __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
+        if (w == 16) {
+            FNN_PANEL(fnn_tile256_4_full, fnn_tile256_1_full)
+        } else {
+            FNN_PANEL(fnn_tile256_4, fnn_tile256_1)
+        }
+    }
+}
+
+static int fnn_sgemm_cpu = -1;  /* 2: AVX-512, 1: AVX2 + FMA, 0: neither (set once) */
+static int fnn_sgemm_isa = -1;  /* the path in use: the CPU's, or lower (tests) */
+
+static inline int fnn_sgemm_level(void) {
+    if (fnn_sgemm_isa < 0) {  /* a race here writes the same values */
+        __builtin_cpu_init();
+        fnn_sgemm_cpu = __builtin_cpu_supports("avx512f") ? 2
+            : (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) ? 1 : 0;
+        fnn_sgemm_isa = fnn_sgemm_cpu;
+    }
+    return fnn_sgemm_isa;
+}
+
+/* (tests) use the path of ``level`` or the CPU's best below it; returns the one in use */
+static inline int fnn_sgemm_use(int level) {
+    fnn_sgemm_level();
+    fnn_sgemm_isa = level < fnn_sgemm_cpu ? (level < 0 ? 0 : level) : fnn_sgemm_cpu;
+    return fnn_sgemm_isa;
+}
+
+static inline int fnn_sgemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha,
+                            const float* A, ptrdiff_t sai, ptrdiff_t sap, const float* B,
+                            ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+    switch (fnn_sgemm_level()) {
+    case 2: fnn_sgemm_avx512(m, n, k, alpha, A, sai, sap, B, ldb, beta, C, ldc); return 1;
+    case 1: fnn_sgemm_avx2(m, n, k, alpha, A, sai, sap, B, ldb, beta, C, ldc); return 1;
+    default: return 0;
+    }
+}
+
+#else
+#define FNN_HAVE_GEMM 0
+static inline int fnn_sgemm_level(void) { return 0; }
+static inline int fnn_sgemm_use(int level) { (void)level; return 0; }
+static inline int fnn_sgemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha,
+                            const float* A, ptrdiff_t sai, ptrdiff_t sap, const float* B,
+                            ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+    (void)m; (void)n; (void)k; (void)alpha; (void)A; (void)sai; (void)sap; (void)B;
+    (void)ldb; (void)beta; (void)C; (void)ldc;
+    return 0;
+}
+#endif
+
+#endif
