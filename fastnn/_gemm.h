@@ -1,11 +1,13 @@
 /* fastnn's own float32 matrix product for the training loop's small and mid-size products.
  *
  *     C (m x n) = alpha * A B + beta * C      (beta = 0: C is only written)
+ *     P (m x n) += C                          (optionally, P not NULL)
  *
  * with B row-major (k x n, row stride ldb), C row-major (row stride ldc) and A's element
  * (i, p) at A[i * sai + p * sap], so A may be a matrix or a transposed view of one: the loop's
  * X W^T with W held transposed (A = X), dW^T = X^T dZ (A = X^T) and dX = dZ W (A = dZ) all
- * take this form, with no copy of either operand. BLAS packs both operands into blocks first;
+ * take this form, with no copy of either operand; SGD with momentum is v = mu v - lr dW
+ * (C = v) then W += v (P = W), the latter while v is in registers. BLAS packs both operands into blocks first;
  * at these sizes that copy costs 20-35% of the product, and OpenBLAS's small-matrix kernels,
  * which skip it, exist for AVX-512 only: with its AVX2 kernels a 16 x 64 -> 128 step of the
  * digits fit runs ~3x slower.
@@ -51,13 +53,18 @@
             s1 = V_ADD(s1, V_MUL(be, V_LOAD(Cr + V_W, m1)));                                \
         }                                                                                   \
         V_STORE(Cr, m0, s0);                                                                \
-        V_STORE(Cr + V_W, m1, s1); }
+        V_STORE(Cr + V_W, m1, s1);                                                          \
+        if (P) { /* p += c: SGD's step by its momentum velocity, fused */                   \
+            float* Pr = P + R * ldp;                                                        \
+            V_STORE(Pr, m0, V_ADD(V_LOAD(Pr, m0), s0));                                     \
+            V_STORE(Pr + V_W, m1, V_ADD(V_LOAD(Pr + V_W, m1), s1));                         \
+        } }
 
 #define FNN_TILE(NAME, TARGET, MR, MASK)                                                    \
 __attribute__((target(TARGET))) static inline void NAME(                                   \
         ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai, ptrdiff_t sap,             \
-        const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc,                 \
-        MASK m0, MASK m1) {                                                                 \
+        const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc, float* P,       \
+        ptrdiff_t ldp, MASK m0, MASK m1) {                                                  \
     (void)m0; (void)m1;                                                                     \
     FNN_ROWS_##MR(FNN_ZERO_ROW)                                                             \
     for (ptrdiff_t p = 0; p < k; p++) { /* c_ij += a_ip b_pj, p in order */                 \
@@ -129,19 +136,20 @@ FNN_TILE(fnn_tile256_1, "avx2,fma", 1, __m256i)
 
 /* the rows of one panel of columns: tiles of 4 rows, then single rows (FNN_PANEL8: tiles of
  * 8 rows first, for AVX-512's 32 registers) */
+#define FNN_TILE_AT(T, i)                                                                   \
+    T(k, alpha, A + (i) * sai, sai, sap, B + j0, ldb, beta, C + (i) * ldc + j0, ldc,        \
+      P ? P + (i) * ldp + j0 : P, ldp, m0, m1);
 #define FNN_PANEL(T4, T1)                                                                   \
-    for (; i + 4 <= m; i += 4)                                                              \
-        T4(k, alpha, A + i * sai, sai, sap, B + j0, ldb, beta, C + i * ldc + j0, ldc, m0, m1); \
-    for (; i < m; i++)                                                                      \
-        T1(k, alpha, A + i * sai, sai, sap, B + j0, ldb, beta, C + i * ldc + j0, ldc, m0, m1);
+    for (; i + 4 <= m; i += 4) FNN_TILE_AT(T4, i)                                           \
+    for (; i < m; i++) FNN_TILE_AT(T1, i)
 #define FNN_PANEL8(T8, T4, T1)                                                              \
-    for (; i + 8 <= m; i += 8)                                                              \
-        T8(k, alpha, A + i * sai, sai, sap, B + j0, ldb, beta, C + i * ldc + j0, ldc, m0, m1); \
+    for (; i + 8 <= m; i += 8) FNN_TILE_AT(T8, i)                                           \
     FNN_PANEL(T4, T1)
 
 __attribute__((target("avx512f"))) static void fnn_sgemm_avx512(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai,
-        ptrdiff_t sap, const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+        ptrdiff_t sap, const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc,
+        float* P, ptrdiff_t ldp) {
     for (ptrdiff_t j0 = 0; j0 < n; j0 += 32) {  /* a panel of 32 columns of B and C */
         ptrdiff_t w = n - j0 < 32 ? n - j0 : 32, i = 0;
         __mmask16 m0 = (__mmask16)(w >= 16 ? 0xFFFFu : (1u << w) - 1);
@@ -156,7 +164,8 @@ __attribute__((target("avx512f"))) static void fnn_sgemm_avx512(
 
 __attribute__((target("avx2,fma"))) static void fnn_sgemm_avx2(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai,
-        ptrdiff_t sap, const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+        ptrdiff_t sap, const float* B, ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc,
+        float* P, ptrdiff_t ldp) {
     const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {  /* a panel of 16 columns of B and C */
         ptrdiff_t w = n - j0 < 16 ? n - j0 : 16, i = 0;
@@ -193,10 +202,11 @@ static inline int fnn_sgemm_use(int level) {
 
 static inline int fnn_sgemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha,
                             const float* A, ptrdiff_t sai, ptrdiff_t sap, const float* B,
-                            ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+                            ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc, float* P,
+                            ptrdiff_t ldp) {
     switch (fnn_sgemm_level()) {
-    case 2: fnn_sgemm_avx512(m, n, k, alpha, A, sai, sap, B, ldb, beta, C, ldc); return 1;
-    case 1: fnn_sgemm_avx2(m, n, k, alpha, A, sai, sap, B, ldb, beta, C, ldc); return 1;
+    case 2: fnn_sgemm_avx512(m, n, k, alpha, A, sai, sap, B, ldb, beta, C, ldc, P, ldp); return 1;
+    case 1: fnn_sgemm_avx2(m, n, k, alpha, A, sai, sap, B, ldb, beta, C, ldc, P, ldp); return 1;
     default: return 0;
     }
 }
@@ -207,9 +217,10 @@ static inline int fnn_sgemm_level(void) { return 0; }
 static inline int fnn_sgemm_use(int level) { (void)level; return 0; }
 static inline int fnn_sgemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha,
                             const float* A, ptrdiff_t sai, ptrdiff_t sap, const float* B,
-                            ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc) {
+                            ptrdiff_t ldb, float beta, float* C, ptrdiff_t ldc, float* P,
+                            ptrdiff_t ldp) {
     (void)m; (void)n; (void)k; (void)alpha; (void)A; (void)sai; (void)sap; (void)B;
-    (void)ldb; (void)beta; (void)C; (void)ldc;
+    (void)ldb; (void)beta; (void)C; (void)ldc; (void)P; (void)ldp;
     return 0;
 }
 #endif

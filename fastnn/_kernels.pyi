@@ -69,7 +69,8 @@ def gemm_path(level: int | None = None) -> int:
     ``level`` selects that path or the CPU's best below it."""
 
 def _own_gemm(A: NDArray[np.float32], B: NDArray[np.float32], C: NDArray[np.float32],
-              alpha: float, beta: float, transpose_a: bool = False) -> bool: ...
+              alpha: float, beta: float, transpose_a: bool = False,
+              P: NDArray[np.float32] | None = None) -> bool: ...
 
 def all_finite(a: _FloatArray) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""

@@ -92,7 +92,7 @@ cdef extern from "_gemm.h" nogil:
     # returns 0 where the CPU lacks AVX2 + FMA (the caller then calls BLAS)
     int fnn_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* A,
                   Py_ssize_t sai, Py_ssize_t sap, const float* B, Py_ssize_t ldb, float beta,
-                  float* C, Py_ssize_t ldc)
+                  float* C, Py_ssize_t ldc, float* P, Py_ssize_t ldp)
     int fnn_sgemm_level()
     int fnn_sgemm_use(int level)
 
@@ -429,7 +429,7 @@ cdef void _linear_forward_t(const floating* X, const floating* WT, const floatin
             _activate_row(U + i * M, <floating*>NULL, M, code)
         return
     if not (floating is float and N * M * K <= OWN_GEMM
-            and fnn_sgemm(N, M, K, 1, X, K, 1, WT, M, 0, U, M)):
+            and fnn_sgemm(N, M, K, 1, X, K, 1, WT, M, 0, U, M, NULL, 0)):
         # row-major U (N, M) = X WT is column-major U^T (M x N) = WT^T X^T: gemm('n', 'n')
         _gemm(c"n", c"n", <int>M, <int>N, <int>K, 1, <floating*>WT, <int>M, <floating*>X,
               <int>K, 0, U, <int>M)
@@ -558,13 +558,16 @@ cdef void _grad_db(const floating* dZ, floating* db, double* acc, Py_ssize_t N, 
         db[j] = <floating>acc[j]
 
 
-cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating* db,
+cdef bint _grad_dW(const floating* dZ, const floating* X, floating* dW, floating* db,
                    double* acc, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M, Py_ssize_t j0,
-                   Py_ssize_t j1, floating alpha=1, floating beta=0) noexcept nogil:
+                   Py_ssize_t j1, floating alpha=1, floating beta=0,
+                   floating* P=NULL) noexcept nogil:
     # rows j0..j1 of dW = dZ^T X and of db = sum_i dZ_i; dZ (N, M), X (N, K), dW (M, K);
     # db may be NULL (a layer without bias); acc: float64 scratch for db, indexed by j.
     # With alpha, beta: dW = beta dW + alpha dZ^T X (beta 0: dW is not read), which is the
     # SGD update itself on W (alpha = -lr, beta = 1) or on a momentum velocity (beta = mu).
+    # P (M, K), optional: P += dW on those rows, fused into the product where fastnn's own
+    # runs it; returns whether it did (else the caller adds).
     cdef Py_ssize_t i, j, k, w = j1 - j0
     cdef floating s
     if db != NULL:
@@ -577,19 +580,23 @@ cdef void _grad_dW(const floating* dZ, const floating* X, floating* dW, floating
                 for i in range(N):
                     s = s + dZ[i * M + j] * X[i * K + k]
                 dW[j * K + k] = alpha * s if beta == 0 else beta * dW[j * K + k] + alpha * s
-    elif not (floating is float and N * w * K <= OWN_GEMM
-              and fnn_sgemm(w, K, N, alpha, dZ + j0, 1, M, X, K, beta, dW + j0 * K, K)):
+    elif floating is float and N * w * K <= OWN_GEMM and \
+            fnn_sgemm(w, K, N, alpha, dZ + j0, 1, M, X, K, beta, dW + j0 * K, K,
+                      P + j0 * K if P != NULL else NULL, K):
+        return True
+    else:
         # row-major dW[j0:j1] = dZ[:, j0:j1]^T X is column-major (K x w) X^T dZ[:, j0:j1]:
         # gemm('n', 't') on X and dZ's columns j0..j1
         _gemm(c"n", c"t", <int>K, <int>w, <int>N, alpha, <floating*>X, <int>K,
               <floating*>dZ + j0, <int>M, beta, dW + j0 * K, <int>K)
+    return False
 
 
-cdef void _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssize_t N,
+cdef bint _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssize_t N,
                     Py_ssize_t K, Py_ssize_t M, Py_ssize_t k0, Py_ssize_t k1, floating alpha,
-                    floating beta) noexcept nogil:
+                    floating beta, floating* P=NULL) noexcept nogil:
     # rows k0..k1 of dW^T = X^T dZ (K, M), the transposed layout of _linear_forward_t; as
-    # _grad_dW, dWT = beta dWT + alpha X^T dZ (beta 0: dWT is not read)
+    # _grad_dW, dWT = beta dWT + alpha X^T dZ (beta 0: dWT is not read), and P += dWT
     cdef Py_ssize_t i, j, k
     cdef floating s
     if N * M * (k1 - k0) <= SMALL_GEMM:
@@ -600,13 +607,15 @@ cdef void _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssi
                 for i in range(N):
                     s = s + X[i * K + k] * dZ[i * M + j]
                 dWT[k * M + j] = alpha * s if beta == 0 else beta * dWT[k * M + j] + alpha * s
-        return
+        return False
     if floating is float and N * M * (k1 - k0) <= OWN_GEMM and \
-            fnn_sgemm(k1 - k0, M, N, alpha, X + k0, 1, K, dZ, M, beta, dWT + k0 * M, M):
-        return
+            fnn_sgemm(k1 - k0, M, N, alpha, X + k0, 1, K, dZ, M, beta, dWT + k0 * M, M,
+                      P + k0 * M if P != NULL else NULL, M):
+        return True
     # row-major dWT[k0:k1] (kw, M) is column-major (M x kw) = dZ^T X[:, k0:k1]: gemm('n', 't')
     _gemm(c"n", c"t", <int>M, <int>(k1 - k0), <int>N, alpha, <floating*>dZ, <int>M,
           <floating*>X + k0, <int>K, beta, dWT + k0 * M, <int>M)
+    return False
 
 
 cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_t N,
@@ -623,7 +632,7 @@ cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize
                     s = s + dZ[i * M + j] * W[j * K + k]
                 dX[i * K + k] = s
     elif not (floating is float and N * M * K <= OWN_GEMM
-              and fnn_sgemm(N, K, M, 1, dZ, M, 1, W, K, 0, dX, K)):
+              and fnn_sgemm(N, K, M, 1, dZ, M, 1, W, K, 0, dX, K, NULL, 0)):
         # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n')
         _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,
               <int>M, 0, dX, <int>K)
@@ -975,19 +984,23 @@ def gemm_path(level=None):
 
 
 def _own_gemm(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, float alpha, float beta,
-              bint transpose_a=False):
+              bint transpose_a=False, cnp.ndarray P=None):
     """(Tests) C = alpha op(A) B + beta C by fastnn's own product on the path in use, for
     C-contiguous float32 A, B, C; op(A) = A^T with ``transpose_a`` (read in place, as the
-    training loop's dW^T = X^T dZ reads X). Returns False (C untouched) on path 0."""
+    training loop's dW^T = X^T dZ reads X); then P += C if P is given (C's shape). Returns
+    False (C untouched) on path 0."""
     cdef Py_ssize_t m = C.shape[0], n = C.shape[1], k = A.shape[0] if transpose_a else A.shape[1]
     if (A.shape[1] if transpose_a else A.shape[0]) != m or B.shape[0] != k or B.shape[1] != n:
         raise ValueError("shapes do not chain")
-    for a in (A, B, C):
+    for a in (A, B, C) if P is None else (A, B, C, P):
         if a.dtype != np.float32 or not a.flags.c_contiguous:
             raise TypeError("float32, C-contiguous arrays")
+    if P is not None and (P.shape[0] != m or P.shape[1] != n):
+        raise ValueError("P must have C's shape")
     return bool(fnn_sgemm(m, n, k, alpha, <float*>cnp.PyArray_DATA(A),
                           1 if transpose_a else A.shape[1], A.shape[1] if transpose_a else 1,
-                          <float*>cnp.PyArray_DATA(B), n, beta, <float*>cnp.PyArray_DATA(C), n))
+                          <float*>cnp.PyArray_DATA(B), n, beta, <float*>cnp.PyArray_DATA(C), n,
+                          <float*>cnp.PyArray_DATA(P) if P is not None else NULL, n))
 
 
 def all_finite(cnp.ndarray a):

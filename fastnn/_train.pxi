@@ -213,19 +213,22 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
     if fused:
         C = mW if mW != NULL else <floating*>st.W[l]
         alpha, beta = <floating>-lr, <floating>(st.momentum if mW != NULL else 1)
+    # with momentum, W += v rides along with the product where fastnn's own computes it
+    cdef floating* P_add = <floating*>st.W[l] if fused and mW != NULL else NULL
+    cdef bint added
     if l == 0 and st.transposed:
         a0, a1 = q * K // P * M, (q + 1) * K // P * M
-        _grad_dWT(dZ, inp, C, B, K, M, q * K // P, (q + 1) * K // P, alpha, beta)
+        added = _grad_dWT(dZ, inp, C, B, K, M, q * K // P, (q + 1) * K // P, alpha, beta, P_add)
         if st.gb[l] != NULL:
             _grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], B, M, j0, j1)
     else:
         a0, a1 = j0 * K, j1 * K
-        _grad_dW(dZ, inp, C, <floating*>st.gb[l], st.acc + st.acc_at[l], B, K, M, j0, j1,
-                 alpha, beta)
+        added = _grad_dW(dZ, inp, C, <floating*>st.gb[l], st.acc + st.acc_at[l], B, K, M, j0,
+                         j1, alpha, beta, P_add)
     if st.grad_only:
         return
     if fused:
-        if mW != NULL and a1 > a0:
+        if P_add != NULL and not added and a1 > a0:
             if floating is float:
                 fnn_add_f(<floating*>st.W[l] + a0, mW + a0, a1 - a0)
             else:

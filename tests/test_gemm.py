@@ -52,6 +52,23 @@ def test_the_product_on_awkward_shapes(path, m, n, k, transpose_a):
         np.testing.assert_allclose(C, want, rtol=2e-5, atol=2e-5 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("m, n, k", [(3, 7, 5), (9, 33, 20), (16, 128, 64)])
+def test_the_fused_step_adds_the_new_velocity(path, m, n, k):
+    # SGD with momentum: v = mu v - lr dW (the product), then W += v on the same pass,
+    # the same bits as the two steps apart
+    rng = np.random.default_rng([m, n, k, 1])
+    A = rng.standard_normal((k, m)).astype(np.float32)
+    B = rng.standard_normal((k, n)).astype(np.float32)
+    V = rng.standard_normal((m, n)).astype(np.float32)
+    W = rng.standard_normal((m, n)).astype(np.float32)
+    V1, W1 = V.copy(), W.copy()
+    assert _kernels._own_gemm(A, B, V1, -0.1, 0.9, True, P=W1)
+    V2 = V.copy()
+    assert _kernels._own_gemm(A, B, V2, -0.1, 0.9, True)
+    np.testing.assert_array_equal(V1, V2)
+    np.testing.assert_array_equal(W1, W + V2)
+
+
 def test_every_entry_sums_in_the_same_order_wherever_it_sits(path):
     # the rows of a product computed alone, or inside tiles of 8, 4 and 1 rows, and inside
     # a panel of columns or at its edge: the same bits (so parts never change the result)
