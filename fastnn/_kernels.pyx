@@ -115,9 +115,30 @@ REDUCTION_CODES = {"mean": MEAN, "sum": SUM, "none": NONE}
 
 # Work sizes (in multiply-adds or elements) at which the cheaper strategy changes.
 cdef Py_ssize_t SMALL_GEMM = 4096        # below: direct loops beat a BLAS call
-# up to (multiply-adds): fastnn's own float32 product (_gemm.h) beats BLAS's packing; above,
-# BLAS's cache blocking wins (at 512 x 1024 x 1024 OpenBLAS's AVX-512 kernels are 1.7x faster)
+# Up to OWN_GEMM multiply-adds fastnn's own float32 product (_gemm.h) beats BLAS's packing;
+# above, BLAS's cache blocking wins (at 512 x 1024 x 1024 OpenBLAS's AVX-512 kernels are 1.7x
+# faster). Up to BLAS_SMALL, OpenBLAS's small-matrix kernels (AVX-512 cores) skip the packing
+# too and are a little faster in the training loop (the digits fit: 5%); where BLAS has none
+# (OpenBLAS's AVX2 cores: a 16 x 64 -> 128 product 4.4x slower), OWN_SMALL (set at import,
+# see functional.py) gives the small products to fastnn's too.
 cdef Py_ssize_t OWN_GEMM = 1 << 25
+cdef Py_ssize_t BLAS_SMALL = 1 << 20
+cdef bint OWN_SMALL = False
+
+
+cdef inline bint _own(Py_ssize_t work) noexcept nogil:
+    # whether a float32 product of ``work`` multiply-adds goes to fastnn's own (if the CPU can)
+    return work <= OWN_GEMM and (OWN_SMALL or work > BLAS_SMALL)
+
+
+def own_small_products(flag=None):
+    """Whether fastnn's own float32 product also takes the small products (up to 2^20
+    multiply-adds) that BLAS's small-matrix kernels would; ``flag`` sets it (once, at import:
+    it changes the rounding of small products)."""
+    global OWN_SMALL
+    if flag is not None:
+        OWN_SMALL = bool(flag)
+    return OWN_SMALL
 cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
 cdef Py_ssize_t TEAM_STEP = 1 << 16      # above (training loop): a step's work split in parts
 # how many: the machine's processor count, fixed for a machine whatever the thread settings,
@@ -428,7 +449,7 @@ cdef void _linear_forward_t(const floating* X, const floating* WT, const floatin
                     U[i * M + j] = U[i * M + j] + x * WT[k * M + j]
             _activate_row(U + i * M, <floating*>NULL, M, code)
         return
-    if not (floating is float and N * M * K <= OWN_GEMM
+    if not (floating is float and _own(N * M * K)
             and fnn_sgemm(N, M, K, 1, X, K, 1, WT, M, 0, U, M, NULL, 0)):
         # row-major U (N, M) = X WT is column-major U^T (M x N) = WT^T X^T: gemm('n', 'n')
         _gemm(c"n", c"n", <int>M, <int>N, <int>K, 1, <floating*>WT, <int>M, <floating*>X,
@@ -580,7 +601,7 @@ cdef bint _grad_dW(const floating* dZ, const floating* X, floating* dW, floating
                 for i in range(N):
                     s = s + dZ[i * M + j] * X[i * K + k]
                 dW[j * K + k] = alpha * s if beta == 0 else beta * dW[j * K + k] + alpha * s
-    elif floating is float and N * w * K <= OWN_GEMM and \
+    elif floating is float and _own(N * w * K) and \
             fnn_sgemm(w, K, N, alpha, dZ + j0, 1, M, X, K, beta, dW + j0 * K, K,
                       P + j0 * K if P != NULL else NULL, K):
         return True
@@ -608,7 +629,7 @@ cdef bint _grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssi
                     s = s + X[i * K + k] * dZ[i * M + j]
                 dWT[k * M + j] = alpha * s if beta == 0 else beta * dWT[k * M + j] + alpha * s
         return False
-    if floating is float and N * M * (k1 - k0) <= OWN_GEMM and \
+    if floating is float and _own(N * M * (k1 - k0)) and \
             fnn_sgemm(k1 - k0, M, N, alpha, X + k0, 1, K, dZ, M, beta, dWT + k0 * M, M,
                       P + k0 * M if P != NULL else NULL, M):
         return True
@@ -631,7 +652,7 @@ cdef void _grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize
                 for j in range(M):
                     s = s + dZ[i * M + j] * W[j * K + k]
                 dX[i * K + k] = s
-    elif not (floating is float and N * M * K <= OWN_GEMM
+    elif not (floating is float and _own(N * M * K)
               and fnn_sgemm(N, K, M, 1, dZ, M, 1, W, K, 0, dX, K, NULL, 0)):
         # row-major dX (N, K) = dZ W is column-major dX^T (K x N) = W^T dZ^T: gemm('n', 'n')
         _gemm(c"n", c"n", <int>K, <int>N, <int>M, 1, <floating*>W, <int>K, <floating*>dZ,

@@ -45,6 +45,12 @@ def config() -> dict[str, Any]:
         "backend": functional.get_backend(),
         "kernels": _kernels.__file__,
         "openmp_max_threads": _kernels.openmp_max_threads(),
+        # fastnn's own float32 product (_gemm.h) in the kernels, and which products it takes
+        "own_gemm": "none (BLAS does every product)" if not _kernels.gemm_path() else
+        {2: "AVX-512", 1: "AVX2+FMA"}[_kernels.gemm_path()]
+        + (" (float32 products up to 2^25 multiply-adds)" if _kernels.own_small_products()
+           else " (float32 products of 2^20 to 2^25 multiply-adds; smaller ones: BLAS's "
+                "small-matrix kernels)"),
         "cpu_count": os.cpu_count(),
         "environment": {name: os.environ.get(name) for name in _ENV},
     }

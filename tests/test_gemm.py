@@ -1,7 +1,9 @@
 """fastnn's own float32 matrix product (fastnn/_gemm.h): C = alpha A B + beta C by register
 tiles with no packing, on an AVX-512 and an AVX2 path (BLAS where the CPU has neither).
 
-Every path the CPU can run is checked against a float64 product on awkward shapes (edges of
+The kernels give it the float32 products up to 2^25 multiply-adds (those up to 2^20 only where
+BLAS has no small-matrix kernels: fastnn.functional decides at import). Every path the CPU
+can run is checked against a float64 product on awkward shapes (edges of
 the 4- and 8-row tiles and of the 16- and 32-column panels, k = 1), with A read in place or
 transposed, alpha and beta; then through the kernels that use it (linear_backward, and the
 training loop's forward, dW^T and dX) against the NumPy reference, and for the fixed order of
@@ -25,7 +27,10 @@ def path(request):
     if request.param is None:
         pytest.skip("this CPU has neither AVX-512 nor AVX2 + FMA: BLAS does every product")
     assert _kernels.gemm_path(request.param) == request.param
+    small = _kernels.own_small_products()
+    _kernels.own_small_products(True)  # every product up to 2^25 multiply-adds on the path
     yield request.param
+    _kernels.own_small_products(small)
     _kernels.gemm_path(CPU_PATH)
 
 
@@ -130,3 +135,9 @@ def test_a_float32_fit_on_each_path_agrees_with_the_reference(path, shape):
         np.testing.assert_array_equal(A, B)
     for A, B in zip(fits[0], fits[2]):
         np.testing.assert_allclose(A, B, rtol=2e-3, atol=2e-4)
+
+
+def test_small_products_go_to_blas_where_it_has_small_matrix_kernels():
+    from fastnn import functional
+
+    assert _kernels.own_small_products() == functional._blas_lacks_small_kernels()
