@@ -68,6 +68,10 @@ def gemm_path(level: int | None = None) -> int:
     """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS); (tests)
     ``level`` selects that path or the CPU's best below it."""
 
+def own_small_products(flag: bool | None = None) -> bool:
+    """Whether fastnn's own float32 product also takes the small products (up to 2^20
+    multiply-adds); ``flag`` sets it (once, at import)."""
+
 def _own_gemm(A: NDArray[np.float32], B: NDArray[np.float32], C: NDArray[np.float32],
               alpha: float, beta: float, transpose_a: bool = False,
               P: NDArray[np.float32] | None = None) -> bool: ...
