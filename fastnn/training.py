@@ -90,6 +90,15 @@ class History:
         """The number of epochs run (the length of ``loss``)."""
         return len(self.loss)
 
+    def _drop_last(self) -> None:
+        """Forget the last epoch (fit stepped back over it after a divergence)."""
+        n = self.epochs
+        for values in (self.loss, self.lr, self.seconds, self.val_loss, self.val_metric):
+            if len(values) == n:
+                values.pop()
+        if self.best_epoch is not None and self.best_epoch >= n - 1:
+            self.best_epoch = None
+
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
         return f"History({self.epochs} epoch{'' if self.epochs == 1 else 's'}{last})"
@@ -222,6 +231,12 @@ def _finite(params: Params) -> bool:
                for W, b in params)
 
 
+def _finite_loss(model: Any, X: FloatArray, Y: NDArray[Any]) -> bool:
+    """Whether the model's mean loss on (X, Y) is finite (one forward pass)."""
+    with np.errstate(all="ignore"):
+        return math.isfinite(float(model._loss(model._logits(X), Y, "mean")))
+
+
 def _restore(saved: _Saved, params: Params, state: OptState) -> None:
     """Copy saved values back into the model's own arrays (the native loop holds them)."""
     for (W, b), (W0, b0) in zip(params, saved[0]):
@@ -325,7 +340,9 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
     Raises
     ------
     FloatingPointError
-        The loss became NaN or infinite: the model keeps the weights it had before that epoch.
+        The loss became NaN or infinite: the model keeps the weights it had before that epoch
+        (or before the one before, when those weights' loss on X is not finite either: the
+        previous epoch then left huge finite weights, and ``history_`` drops it).
     RuntimeError
         ``fit`` is already running on this model in another thread.
 
@@ -420,6 +437,10 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
 
     history = History("accuracy" if model.output != "identity" else "r2")
     best_loss, best, waited = math.inf, None, 0
+    # the state before this epoch (saved) and before the last finished one (before_last)
+    saved: _Saved
+    saved_t: int
+    before_last: tuple[_Saved, int] | None = None
     start = time.perf_counter()
     perm = np.arange(N, dtype=np.intp)
     try:  # whatever ends the fit (a divergence, Ctrl-C), history_ has the finished epochs
@@ -427,6 +448,8 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
             if shuffle:  # the previous epoch's order, shuffled again (both backends)
                 _kernels.shuffle(perm, int(rng.integers(0, 2**63)))
+            if epoch:
+                before_last = (saved, saved_t)
             saved, saved_t = _copy(params, state), opt["t"]
             tick = time.perf_counter()
             try:
@@ -449,12 +472,21 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             if not math.isfinite(total) or not _finite(params):
                 _restore(saved, params, state)
                 opt["t"] = saved_t
-                model.history_ = history
                 what = f"the loss became {total}" if not math.isfinite(total) \
                     else "the weights became infinite or NaN"
+                kept = "its weights from before that epoch"
+                # the previous epoch may have left finite weights whose loss overflows (the
+                # next epoch's first loss is then the first non-finite one): step back over it
+                if before_last is not None and not _finite_loss(model, X, Y):
+                    _restore(before_last[0], params, state)
+                    opt["t"] = before_last[1]
+                    history._drop_last()
+                    kept = (f"its weights from before epoch {epoch} (after which the loss of "
+                            f"the training data was no longer finite)")
+                model.history_ = history
                 raise FloatingPointError(
                     f"training diverged in epoch {epoch + 1} of {epochs}: {what}; the model keeps "
-                    f"its weights from before that epoch (try a smaller lr)")
+                    f"{kept} (try a smaller lr)")
             seconds = time.perf_counter() - tick
             history.loss.append(total / N)
             history.lr.append(lr_epoch)

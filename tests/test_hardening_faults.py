@@ -505,14 +505,6 @@ def test_divergence_in_the_weights_only_keeps_the_last_finished_epoch(backend):
     assert_finished_state(model, records[-1])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (design gap): an epoch whose last update leaves finite but huge weights (here "
-    "~1e33 in float32) counts as finished; the next epoch's first loss overflows and fit "
-    "restores those weights, so after the FloatingPointError the model's loss and "
-    "predict_proba are NaN: not a usable 'last finite state'. training._fit checks only that "
-    "the weights are finite (_finite) and that the losses computed *before* each update are; "
-    "fix: after an epoch, also evaluate the loss (e.g. on the last batch) with the new weights "
-    "and treat a non-finite value as this epoch's divergence (restore 'saved')."))
 def test_divergence_leaves_a_model_with_a_finite_loss(backend):
     model = fastnn.MLP(4, [8], 3, random_state=0)
     schedule = lambda epoch: 0.01 if epoch < 2 else 1e35  # noqa: E731
@@ -524,6 +516,11 @@ def test_divergence_leaves_a_model_with_a_finite_loss(backend):
     with np.errstate(all="ignore"):
         assert np.isfinite(model.loss(FX, FY)), "the kept model's loss is not finite"
         assert np.isfinite(model.predict_proba(FX)).all()
+    # epoch 3 (lr 1e35) left finite weights of ~1e33 whose loss overflows, and epoch 4's first
+    # loss was the first non-finite one: the model steps back to the end of epoch 2
+    assert "epoch 4 of 5" in str(exc) and "from before epoch 3" in str(exc), str(exc)
+    assert model.history_.epochs == 2
+    assert_finished_state(model, records[2])
 
 
 def test_ctrl_c_in_the_callback_keeps_the_finished_epoch(backend):
