@@ -139,6 +139,8 @@ def own_small_products(flag=None):
     if flag is not None:
         OWN_SMALL = bool(flag)
     return OWN_SMALL
+
+
 cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
 cdef Py_ssize_t TEAM_STEP = 1 << 16      # above (training loop): a step's work split in parts
 # how many: the machine's processor count, fixed for a machine whatever the thread settings,
