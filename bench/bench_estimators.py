@@ -116,7 +116,7 @@ def main(argv=None):
     import time
 
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-    from compare import _loadavg, interleave
+    from compare import _loadavg, interleave, text_table
 
     p = argparse.ArgumentParser(description="fastnn vs scikit-learn MLP estimators")
     p.add_argument("--samples", type=int, default=7, help="interleaved fits per contender")
@@ -158,12 +158,7 @@ def main(argv=None):
         rows.append([name, f"{f.median:.4f}", f"{s.median:.4f}", f"{ratio:.1f}",
                      f"{q1:.1f}-{q3:.1f}", f">= {goal:g}", "PASS" if ratio >= goal else "FAIL",
                      f"{scores[0]:.4f}", f"{scores[1]:.4f}"])
-    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
-    for k, row in enumerate(rows):
-        print("  ".join(c.ljust(w) if i in (0, 5, 6) else c.rjust(w)
-                        for i, (c, w) in enumerate(zip(row, widths))).rstrip())
-        if k == 0:
-            print("  ".join("-" * w for w in widths))
+    print(text_table(rows, left=(0, 5, 6)))
     print(f"{time.perf_counter() - start:.1f} s; load average {_loadavg()[0]:.2f} at the end "
           "(ratios fall when other work takes a core)")
     return 0

@@ -59,6 +59,7 @@ from fastnn.benchmark import (  # noqa: E402, F401
     interleave,
     plan_sample,
     take_sample,
+    text_table,
     time_loop,
 )
 
@@ -386,16 +387,7 @@ def format_table(results):
         rows.append([f"({c.key})", c.workload, c.shape, c.dtype, _us(r.fastnn.median),
                      c.baseline_name, _us(r.baseline.median), f"{r.ratio:.2f}",
                      f"{q1:.2f}-{q3:.2f}", r.goal_text, verdict])
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
-    right = {4, 6, 7, 8}
-    lines = []
-    for k, row in enumerate(rows):
-        cells = [cell.rjust(w) if i in right else cell.ljust(w)
-                 for i, (cell, w) in enumerate(zip(row, widths))]
-        lines.append("  ".join(cells).rstrip())
-        if k == 0:
-            lines.append("  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    return text_table(rows, left={0, 1, 2, 3, 5, 9, 10})  # times and ratios flush right
 
 
 def gflops(results):

@@ -1119,10 +1119,16 @@ def format_section(workload, results, peak):
             row += [f"{g:.1f}" if g is not None else "",
                     f"{100 * g / peak:.0f}%" if g is not None and peak else ""]
         rows.append(row)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return text_table(rows)
+
+
+def text_table(rows, left=(0,)):
+    """Rows of strings (the first the header, ruled off below it) as aligned text: the
+    columns numbered in ``left`` flush left, the others flush right."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = []
     for k, row in enumerate(rows):
-        cells = [cell.ljust(w) if i == 0 else cell.rjust(w)
+        cells = [cell.ljust(w) if i in left else cell.rjust(w)
                  for i, (cell, w) in enumerate(zip(row, widths))]
         lines.append("  ".join(cells).rstrip())
         if k == 0:
