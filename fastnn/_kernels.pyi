@@ -118,6 +118,7 @@ class Trainer:  # a cdef class (not subclassable together with another extension
         t: int = 0,
         gW: list[_FloatArray] | None = None,
         gb: list[_FloatArray | None] | None = None,
+        first_transposed: bool = False,  # W[0], gW[0] given as W^T (n_in, width)
     ) -> Trainer: ...
     team_stretches: int
     alone_stretches: int

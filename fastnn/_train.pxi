@@ -78,6 +78,7 @@ cdef struct TrainState:
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
     int acts[MAX_LAYERS]
     void* W[MAX_LAYERS]             # the model's weights, (dims[l+1], dims[l])
+    void* WT[MAX_LAYERS]            # loss_grad: a copy W^T of a small layer l > 0, or NULL
     void* b[MAX_LAYERS]             # the model's biases or NULL
     void* gW[MAX_LAYERS]            # gradients
     void* gb[MAX_LAYERS]
@@ -94,7 +95,11 @@ cdef struct TrainState:
     void* losses                    # per-sample losses of the batch (B,)
     void* scratch                   # per-output losses of one sample, per part (PARTS, dims[L])
     double* acc                     # float64 scratch for db: layer l's at acc + acc_at[l]
-    Py_ssize_t acc_at[MAX_LAYERS]
+    Py_ssize_t acc_at[MAX_LAYERS + 1]  # acc_at[n_layers] = the units of all layers
+    # loss_grad with its rows in parts: each part's share of the gradient, summed after
+    void* pW                        # part q's dW_l at pW + q * n_weights + w_at[l]
+    double* pb                      # part q's db_l at pb + q * acc_at[n_layers] + acc_at[l]
+    Py_ssize_t w_at[MAX_LAYERS + 1]  # w_at[n_layers] = n_weights
 
 
 cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize_t n,
@@ -141,15 +146,19 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
     cdef floating scale
     if n <= 0:
         return
-    # gather the batch (the shuffled rows)
-    for r in range(r0, r1):
-        memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
+    # gather the batch (the shuffled rows; loss_grad reads X in place)
+    if Xb != X:
+        for r in range(r0, r1):
+            memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
     # forward, eq. 10: U_l = g_l(U_{l-1} W_l^T + B_l)
     inp = Xb + r0 * n_in
     for l in range(L):
         M = st.dims[l + 1]
         if l == 0 and st.transposed:  # W^T (see Trainer)
             _linear_forward_t(inp, <floating*>st.W[l], <floating*>st.b[l],
+                              <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
+        elif st.WT[l] != NULL:
+            _linear_forward_t(inp, <floating*>st.WT[l], <floating*>st.b[l],
                               <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         else:
             _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
@@ -175,6 +184,71 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
         _mul_grad_row(dZ, <floating*>st.U[l] + r0 * M, dZ, n * M, st.acts[l])
         if l > 0:
             _grad_dX(dZ, <floating*>st.W[l], <floating*>st.dU[l - 1] + r0 * K, n, K, M)
+
+
+cdef void _partial_grads(floating* tag, TrainState* st, int q, int R, Py_ssize_t r0,
+                         Py_ssize_t r1) noexcept nogil:
+    # loss_grad: the share of rows r0..r1 (part q of R) in dW_l = dZ_l^T U_{l-1} (dW^T for a
+    # first layer held transposed) and db_l = sum_i dZ_l,i, computed while those rows are in
+    # this core's cache; R == 1: straight into the gradient arrays, else into part q's
+    # buffers (_sum_partials adds them up)
+    cdef int l
+    cdef Py_ssize_t n = r1 - r0, K, M
+    cdef floating* inp
+    cdef floating* dZ
+    cdef floating* dW
+    cdef double* acc
+    for l in range(st.n_layers):
+        K, M = st.dims[l], st.dims[l + 1]
+        inp = (<floating*>st.Xb if l == 0 else <floating*>st.U[l - 1]) + r0 * K
+        dZ = <floating*>st.dU[l] + r0 * M
+        if R == 1:
+            dW = <floating*>st.gW[l]
+        else:
+            dW = <floating*>st.pW + q * st.w_at[st.n_layers] + st.w_at[l]
+        if l == 0 and st.transposed:
+            _grad_dWT(dZ, inp, dW, n, K, M, 0, K, 1, 0)
+        else:
+            _grad_dW(dZ, inp, dW, <floating*>NULL, NULL, n, K, M, 0, M)
+        if st.gb[l] == NULL:
+            continue
+        if R == 1:
+            _grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], n, M, 0, M)
+        else:
+            acc = st.pb + q * st.acc_at[st.n_layers] + st.acc_at[l]
+            memset(acc, 0, M * sizeof(double))
+            if floating is float:
+                fnn_colsum_f(dZ, acc, n, M, M)
+            else:
+                fnn_colsum_d(dZ, acc, n, M, M)
+
+
+cdef void _sum_partials(floating* tag, TrainState* st, int l, int q, int P,
+                        int R) noexcept nogil:
+    # block q of P of layer l's gradient entries: the sum of the R parts' shares, in part
+    # order (fixed: the same bits for any number of threads)
+    cdef Py_ssize_t size = st.dims[l] * st.dims[l + 1], M = st.dims[l + 1]
+    cdef Py_ssize_t a0 = q * size // P, a1 = (q + 1) * size // P, j0 = q * M // P
+    cdef Py_ssize_t j1 = (q + 1) * M // P, j
+    cdef floating* gW = <floating*>st.gW[l]
+    cdef floating* part
+    cdef double* acc
+    cdef double sb
+    cdef int p
+    for p in range(R):
+        part = <floating*>st.pW + p * st.w_at[st.n_layers] + st.w_at[l]
+        if p == 0:
+            memcpy(gW + a0, part + a0, (a1 - a0) * sizeof(floating))
+        elif floating is float:
+            fnn_add_f(gW + a0, part + a0, a1 - a0)
+        else:
+            fnn_add_d(gW + a0, part + a0, a1 - a0)
+    if st.gb[l] != NULL:
+        for j in range(j0, j1):
+            sb = 0
+            for p in range(R):
+                sb += st.pb[p * st.acc_at[st.n_layers] + st.acc_at[l] + j]
+            (<floating*>st.gb[l])[j] = <floating>sb
 
 
 cdef double _batch_loss(floating* tag, TrainState* st, const Py_ssize_t* rows,
@@ -206,8 +280,7 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
     # plain SGD and SGD with (non-Nesterov) momentum, without weight decay, are updated by
     # the product itself: W += -lr dW, or v = mu v - lr dW then W += v (the same arithmetic
     # as _update, with no gradient array written and read back)
-    cdef bint fused = not st.grad_only and st.optimizer == OPT_SGD and not st.nesterov \
-        and st.weight_decay == 0
+    cdef bint fused = st.optimizer == OPT_SGD and not st.nesterov and st.weight_decay == 0
     cdef floating* C = <floating*>st.gW[l]  # where the product goes
     cdef floating alpha = 1, beta = 0
     if fused:
@@ -225,8 +298,6 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
         a0, a1 = j0 * K, j1 * K
         added = _grad_dW(dZ, inp, C, <floating*>st.gb[l], st.acc + st.acc_at[l], B, K, M, j0,
                          j1, alpha, beta, P_add)
-    if st.grad_only:
-        return
     if fused:
         if P_add != NULL and not added and a1 > a0:
             if floating is float:
@@ -270,7 +341,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     # other work) disbands the team: it raises st.disband before a step's second barrier,
     # every thread reads it after that barrier, and thread 0 runs the rest of the stretch
     # alone (all the parts: the same results).
-    cdef int L = st.n_layers, l, P, q, part, slow = 0
+    cdef int L = st.n_layers, l, P, R, q, part, slow = 0
     cdef Py_ssize_t s = start, B, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
@@ -278,12 +349,15 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
-        # the rows phase: fixed blocks of rows, block p on thread p % T
-        P = <int>min(PARTS, B) if st.team else 1
+        # the rows phase: fixed blocks of rows, block p on thread p % T (loss_grad: with
+        # their shares of the gradient)
+        R = <int>min(PARTS, B) if st.team else 1
         q = tid
-        while q < P:
+        while q < R:
             scratch = <floating*>st.scratch + q * st.dims[L]
-            _rows_pass(tag, st, perm + s, B, q * B // P, (q + 1) * B // P, scratch)
+            _rows_pass(tag, st, perm + s, B, q * B // R, (q + 1) * B // R, scratch)
+            if st.grad_only:
+                _partial_grads(tag, st, q, R, q * B // R, (q + 1) * B // R)
             q += T
         slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
         batch = _batch_loss(tag, st, perm + s, B)
@@ -297,7 +371,10 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             P = st.unit_parts[l]
             for q in range(P):
                 if part % T == tid:
-                    _units_pass(tag, st, B, l, q, P, lr, t)
+                    if not st.grad_only:
+                        _units_pass(tag, st, B, l, q, P, lr, t)
+                    elif R > 1:
+                        _sum_partials(tag, st, l, q, P, R)
                 part += 1
         steps += 1
         if T > 1 and (slow >= 4 or (tid == 0 and steps == st.disband_at)):
@@ -379,6 +456,8 @@ cdef class Trainer:
     cdef Py_ssize_t chunk  # batches per call into C (between Ctrl-C checks)
     cdef list keep
     cdef list mirrors
+    cdef list weights  # the model's W arrays
+    cdef list copies  # loss_grad: (l, W_l, its W^T copy) for the small layers l > 0
     cdef object all_rows  # 0..N-1 (loss_grad)
     cdef double work_per_row  # multiply-adds of a step per sample
     cdef public Py_ssize_t team_stretches, alone_stretches, disbanded  # (tests, diagnostics)
@@ -392,7 +471,8 @@ cdef class Trainer:
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
                   Py_ssize_t batch_size, double momentum=0.0, bint nesterov=False,
                   double beta1=0.9, double beta2=0.999, double eps=1e-8,
-                  double weight_decay=0.0, long long t=0, list gW=None, list gb=None):
+                  double weight_decay=0.0, long long t=0, list gW=None, list gb=None,
+                  bint first_transposed=False):
         cdef int L = len(W), l
         cdef TrainState* st = &self.st
         if L > MAX_LAYERS:
@@ -406,20 +486,22 @@ cdef class Trainer:
         st.eps, st.weight_decay, st.t, st.B = eps, weight_decay, t, B
         st.dims[0] = X.shape[1]
         keep = [X, Y, sample_weight]
-        units = 0
+        self.weights = list(W)
+        units = weights = 0
         for l in range(L):
-            st.dims[l + 1] = W[l].shape[0]
-            st.acc_at[l] = units
-            units += W[l].shape[0]
+            st.dims[l + 1] = W[l].shape[1 if l == 0 and first_transposed else 0]
+            st.acc_at[l], st.w_at[l] = units, weights
+            units += st.dims[l + 1]
+            weights += W[l].size
             st.acts[l] = acts[l]
             gWl = np.zeros_like(W[l]) if gW is None else gW[l]
-            U, dU = np.empty((B, W[l].shape[0]), dtype), np.empty((B, W[l].shape[0]), dtype)
+            U, dU = np.empty((B, st.dims[l + 1]), dtype), np.empty((B, st.dims[l + 1]), dtype)
             keep += [W[l], gWl, U, dU]
             st.W[l] = <void*>cnp.PyArray_DATA(W[l])
             st.gW[l] = <void*>cnp.PyArray_DATA(gWl)
             st.U[l] = <void*>cnp.PyArray_DATA(U)
             st.dU[l] = <void*>cnp.PyArray_DATA(dU)
-            st.b[l] = st.gb[l] = st.mW[l] = st.mb[l] = st.vW[l] = st.vb[l] = NULL
+            st.b[l] = st.gb[l] = st.mW[l] = st.mb[l] = st.vW[l] = st.vb[l] = st.WT[l] = NULL
             if b[l] is not None:
                 gbl = np.zeros_like(b[l]) if gb is None else gb[l]
                 keep += [b[l], gbl]
@@ -453,7 +535,7 @@ cdef class Trainer:
         # 128 x 784->256; the two copies, ~0.25 ns a weight each, take 50 us at 784 x 128).
         # Large layers gain 3-8% a step, less than transposing them costs (ms at 1024 x 1024).
         self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
-        st.transposed = gW is None and (
+        st.transposed = first_transposed or gW is None and (
             work[0] // (min(PARTS, B) if st.team else 1) <= SMALL_PRODUCT
             or (st.dims[0] * st.dims[1] <= MIRROR_WEIGHTS
                 and (self.N + B - 1) // B >= MIRROR_STEPS))
@@ -461,7 +543,7 @@ cdef class Trainer:
         cdef void** slots[3]
         slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
         for l, arr in enumerate((W[0], state1[0] and state1[0][0], state2[0] and state2[0][0])):
-            if arr is not None and st.transposed:
+            if arr is not None and st.transposed and not first_transposed:
                 mirror = np.empty((arr.shape[1], arr.shape[0]), dtype)
                 self.mirrors.append((arr, mirror))
                 slots[l][0] = cnp.PyArray_DATA(mirror)
@@ -471,6 +553,8 @@ cdef class Trainer:
         losses = np.empty(B, dtype)
         scratch = np.empty((PARTS, st.dims[L]), dtype)
         acc = np.empty(units, np.float64)
+        st.acc_at[L], st.w_at[L] = units, weights
+        st.pW, st.pb = NULL, NULL
         keep += [Xb, losses, scratch, acc]
         st.X = cnp.PyArray_DATA(X)
         st.Y = cnp.PyArray_DATA(Y)
@@ -491,18 +575,23 @@ cdef class Trainer:
         if timed is not None and openmp.omp_get_wtime() - timed[2] < TIMINGS_LAST:
             self.team_speed, self.alone_speed, self.probe = timed[0], timed[1], 0
 
+    cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B):
+        # B = A^T (both C-contiguous, of the fit's dtype)
+        if self.typenum == cnp.NPY_FLOAT32:
+            _transpose(<float*>cnp.PyArray_DATA(A), <float*>cnp.PyArray_DATA(B),
+                       A.shape[0], A.shape[1])
+        else:
+            _transpose(<double*>cnp.PyArray_DATA(A), <double*>cnp.PyArray_DATA(B),
+                       A.shape[0], A.shape[1])
+
     cdef void _mirror(self, bint into_loop):
         # copy the first layer's arrays between the model's (M, K) and the loop's (K, M)
         cdef cnp.ndarray a, b
         for a, b in self.mirrors:
             if into_loop:
-                a, b = b, a
-            if self.typenum == cnp.NPY_FLOAT32:
-                _transpose(<float*>cnp.PyArray_DATA(b), <float*>cnp.PyArray_DATA(a),
-                           b.shape[0], b.shape[1])
+                self._transpose_into(a, b)
             else:
-                _transpose(<double*>cnp.PyArray_DATA(b), <double*>cnp.PyArray_DATA(a),
-                           b.shape[0], b.shape[1])
+                self._transpose_into(b, a)
 
     @property
     def transposed(self):
@@ -609,6 +698,21 @@ cdef class Trainer:
             self._mirror(False)
         return total
 
+    cdef _prepare_loss_grad(self):
+        cdef TrainState* st = &self.st
+        cdef Py_ssize_t R = min(PARTS, self.N) if st.team else 1
+        cdef cnp.ndarray pW, pb
+        self.all_rows = np.arange(self.N, dtype=np.intp)
+        # the forward of a small layer l > 0 through a copy of W^T, made per call: a
+        # gemm('n', 'n') (BLAS's small-matrix kernels refuse X W^T, which packs W)
+        self.copies = [(l, W, np.empty((W.shape[1], W.shape[0]), W.dtype))
+                       for l, W in enumerate(self.weights) if l > 0 and W.size <= MIRROR_WEIGHTS]
+        if R > 1:  # each part's share of the gradient (see _partial_grads)
+            pW = np.empty(R * st.w_at[st.n_layers], self.weights[0].dtype)
+            pb = np.empty(R * st.acc_at[st.n_layers], np.float64)
+            self.keep += [pW, pb]
+            st.pW, st.pb = cnp.PyArray_DATA(pW), <double*>cnp.PyArray_DATA(pb)
+
     def loss_grad(self, double norm):
         """Forward, loss and backward over all N training samples as one batch (the Trainer
         must be built with batch_size >= N), no update: the gradient of sum_i w_i loss_i / norm
@@ -618,12 +722,18 @@ cdef class Trainer:
         cdef long long t = self.st.t
         cdef int threads = self._team_size()
         cdef const Py_ssize_t* rows
+        cdef void* Xb
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.all_rows is None:
-            self.all_rows = np.arange(self.N, dtype=np.intp)
+            self._prepare_loss_grad()
         rows = <Py_ssize_t*>cnp.PyArray_DATA(self.all_rows)
         self.st.grad_only, self.st.norm = True, norm
+        Xb = self.st.Xb
+        self.st.Xb = self.st.X  # all rows in order: the batch is X itself
+        for l, W, WT in self.copies:
+            self._transpose_into(W, WT)
+            self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
         try:
             if self.typenum == cnp.NPY_FLOAT32:
                 with nogil:
@@ -633,4 +743,7 @@ cdef class Trainer:
                     total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0, 0.0, threads)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
+            self.st.Xb = Xb
+            for l, W, WT in self.copies:
+                self.st.WT[<int>l] = NULL
         return total

@@ -146,10 +146,13 @@ def _constraints():
 
 def _flat_views(flat, layers):
     """(W of each layer, b of each layer) as views into the 1-D ``flat``: all the W, then all
-    the b, each in the layer's shape."""
+    the b, each in the layer's shape but the first W, stored transposed (n_in, width) as
+    scikit-learn's ``coefs_[0]``: the layout whose product the native ``loss_grad`` runs on
+    fastnn's own kernel (its ``first_transposed``)."""
     Ws, bs, start = [], [], 0
-    for layer in layers:
-        Ws.append(flat[start:start + layer.W.size].reshape(layer.W.shape))
+    for l, layer in enumerate(layers):
+        shape = layer.W.shape[::-1] if l == 0 else layer.W.shape
+        Ws.append(flat[start:start + layer.W.size].reshape(shape))
         start += layer.W.size
     for layer in layers:
         bs.append(flat[start:start + layer.b.size])
@@ -637,7 +640,10 @@ class _BaseMLP(BaseEstimator):
         theta, grad = np.empty(size, model.dtype), np.empty(size, model.dtype)
         Ws, bs = _flat_views(theta, layers)
         gWs, gbs = _flat_views(grad, layers)
-        for layer, W, b in zip(layers, Ws, bs):
+        # the same arrays in the layers' (width, n_in) layout
+        model_Ws = [W.T if l == 0 else W for l, W in enumerate(Ws)]
+        model_gWs = [W.T if l == 0 else W for l, W in enumerate(gWs)]
+        for layer, W, b in zip(layers, model_Ws, bs):
             W[...] = layer.W
             b[...] = layer.b
         theta_W = theta[:sum(W.size for W in Ws)]
@@ -648,7 +654,7 @@ class _BaseMLP(BaseEstimator):
             U = X
             for l, layer in enumerate(layers):
                 inputs[l] = U
-                U = F.linear(U, Ws[l], bs[l], layer.activation)
+                U = F.linear(U, model_Ws[l], bs[l], layer.activation)
                 outputs[l] = U
             return U
 
@@ -661,7 +667,7 @@ class _BaseMLP(BaseEstimator):
                 Ws, bs, [_kernels.ACTIVATION_CODES[layer.activation] for layer in layers],
                 _kernels.LOSS_CODES[model.loss_name], _kernels.OPTIMIZER_CODES["sgd"],
                 [None] * len(layers), [None] * len(layers), X, Y, sw_native, N,
-                gW=gWs, gb=gbs)
+                gW=gWs, gb=gbs, first_transposed=True)
 
             def data_loss_grad():
                 # sum_i w_i c loss_i / sw_sum, its gradient into grad
@@ -680,9 +686,9 @@ class _BaseMLP(BaseEstimator):
                     data = float((sw * losses).sum()) / sw_sum
                     dU *= row_scale
                 for l in range(len(layers) - 1, -1, -1):
-                    dU, dW, db = F.linear_backward(dU, inputs[l], Ws[l], outputs[l],
+                    dU, dW, db = F.linear_backward(dU, inputs[l], model_Ws[l], outputs[l],
                                                    layers[l].activation, need_dX=l > 0)
-                    gWs[l][...], gbs[l][...] = dW, db
+                    model_gWs[l][...], gbs[l][...] = dW, db
                 return data
 
         def l2():
@@ -718,7 +724,7 @@ class _BaseMLP(BaseEstimator):
                              "gtol": float(self.tol)})
             theta[...] = res.x
         finally:  # the model's weights: L-BFGS's result (the last evaluated on an exception)
-            for layer, W, b in zip(layers, Ws, bs):
+            for layer, W, b in zip(layers, model_Ws, bs):
                 layer.W[...] = W
                 layer.b[...] = b
         self.n_iter_ = int(min(res.nit, self.max_iter))

@@ -90,10 +90,21 @@ def _reference_loss_grad(Ws, bs, acts, kind, X, Y, sw, norm):
     return float((w * losses).sum()), grads
 
 
+def _trainer(Ws, bs, acts, kind, X, Y, sw, gWs, gbs, first_transposed=False):
+    """A loss_grad Trainer over all of X; with ``first_transposed`` it gets W^T (n_in, width)
+    and a gradient array of that shape for the first layer (the estimators' layout)."""
+    L = len(Ws)
+    return _kernels.Trainer(Ws, bs, [_kernels.ACTIVATION_CODES[a] for a in acts],
+                            _kernels.LOSS_CODES[LOSSES[kind]], _kernels.OPTIMIZER_CODES["sgd"],
+                            [None] * L, [None] * L, X, Y, sw, X.shape[0], gW=gWs, gb=gbs,
+                            first_transposed=first_transposed)
+
+
+@pytest.mark.parametrize("layout", ["W", "first W^T"])
 @pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
 @pytest.mark.parametrize("net", list(NETS))
 @pytest.mark.parametrize("kind", KINDS)
-def test_trainer_loss_grad_matches_reference(kind, net, weighted, dtype, rng):
+def test_trainer_loss_grad_matches_reference(kind, net, weighted, layout, dtype, rng):
     N, n_in, hidden, act = NETS[net]
     X, y = _data(rng, kind, N, n_in)
     X = np.ascontiguousarray(X, dtype=dtype)
@@ -104,16 +115,19 @@ def test_trainer_loss_grad_matches_reference(kind, net, weighted, dtype, rng):
     bs = [(0.1 * rng.standard_normal(m)).astype(dtype) for m in sizes[1:]]
     acts = [act] * len(hidden) + ["identity"]
     sw = rng.uniform(0.2, 3.0, N) if weighted else None
-    gWs = [np.full_like(W, np.nan) for W in Ws]  # every entry must be written
+    transposed = layout == "first W^T"
+    held = [np.ascontiguousarray(W.T) if l == 0 and transposed else W for l, W in enumerate(Ws)]
+    gWs = [np.full_like(W, np.nan) for W in held]  # every entry must be written
     gbs = [np.full_like(b, np.nan) for b in bs]
-    L = len(Ws)
-    trainer = _kernels.Trainer(Ws, bs, [_kernels.ACTIVATION_CODES[a] for a in acts],
-                               _kernels.LOSS_CODES[LOSSES[kind]], _kernels.OPTIMIZER_CODES["sgd"],
-                               [None] * L, [None] * L, X, Y, sw, N, gW=gWs, gb=gbs)
-    before = [p.copy() for p in Ws + bs]
+    trainer = _trainer(held, bs, acts, kind, X, Y, sw, gWs, gbs, first_transposed=transposed)
+    before = [p.copy() for p in held + bs]
     norm = 0.37 * N
     total = trainer.loss_grad(norm)
     expected, grads = _reference_loss_grad(Ws, bs, acts, kind, X, Y, sw, norm)
+    outputs = gWs + gbs
+    first = [g.copy() for g in outputs]
+    if transposed:
+        gWs = [gWs[0].T, *gWs[1:]]
 
     rtol = 1e-4 if dtype == np.float32 else 1e-10
     assert total == pytest.approx(expected, rel=rtol)
@@ -121,12 +135,37 @@ def test_trainer_loss_grad_matches_reference(kind, net, weighted, dtype, rng):
         scale = max(np.abs(dW).max(), np.abs(db).max())
         np.testing.assert_allclose(gW, dW, rtol=rtol, atol=rtol * scale)
         np.testing.assert_allclose(gb, db, rtol=rtol, atol=rtol * scale)
-    for p, q in zip(before, Ws + bs):  # no update
+    for p, q in zip(before, held + bs):  # no update
         np.testing.assert_array_equal(p, q)
     # a second call on the same weights gives the same numbers, bit for bit
-    first = [g.copy() for g in gWs + gbs]
     assert trainer.loss_grad(norm) == total
-    for g, h in zip(first, gWs + gbs):
+    for g, h in zip(first, outputs):
+        np.testing.assert_array_equal(g, h)
+
+
+@pytest.mark.parametrize("kind", ["multiclass", "binary"])
+@pytest.mark.parametrize("net", ["deeper", "split"])
+def test_trainer_loss_grad_same_bits_for_any_thread_count(kind, net, rng):
+    """The rows are cut into parts by the processor count alone (each part's share of the
+    gradient summed in part order), so 1 thread and the team give the same bits."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    N, n_in, hidden, act = NETS[net]
+    X, y = _data(rng, kind, N, n_in)
+    X = np.ascontiguousarray(X, dtype=np.float32)
+    Y = _targets(kind, y, np.float32)
+    sizes = [n_in, *hidden, N_OUT[kind]]
+    Ws = [(rng.standard_normal((k, m) if l == 0 else (m, k)) / np.sqrt(k)).astype(np.float32)
+          for l, (k, m) in enumerate(zip(sizes[:-1], sizes[1:]))]
+    bs = [(0.1 * rng.standard_normal(m)).astype(np.float32) for m in sizes[1:]]
+    acts = [act] * len(hidden) + ["identity"]
+    results = []
+    for threads in (1, 2):
+        gWs, gbs = [np.empty_like(W) for W in Ws], [np.empty_like(b) for b in bs]
+        trainer = _trainer(Ws, bs, acts, kind, X, Y, None, gWs, gbs, first_transposed=True)
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+            results.append((trainer.loss_grad(float(N)), gWs + gbs))
+    assert results[0][0] == results[1][0]
+    for g, h in zip(results[0][1], results[1][1]):
         np.testing.assert_array_equal(g, h)
 
 
@@ -156,7 +195,7 @@ def _objective(monkeypatch, est, X, y, sw):
 
     def minimize(fun, x0, **kwargs):
         seen["fun"], seen["x0"] = fun, x0.copy()
-        return types.SimpleNamespace(x=x0, nit=0, status=0, message="")
+        return types.SimpleNamespace(x=x0, fun=fun(x0)[0], nit=0, status=0, message="")
 
     monkeypatch.setattr(scipy.optimize, "minimize", minimize)
     est.fit(X, y, sample_weight=sw)
