@@ -79,6 +79,11 @@ def _own_gemm(A: NDArray[np.float32], B: NDArray[np.float32], C: NDArray[np.floa
 def all_finite(a: _FloatArray) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 
+def penalized_gradient(
+    grad: _FloatArray, theta: _FloatArray, n: int, a: float
+) -> tuple[NDArray[np.float64], float]:
+    """(grad + a theta on the first n entries, in float64; sum of their squares)."""
+
 def shuffle(perm: NDArray[np.intp], seed: int) -> None:
     """Shuffle ``perm`` in place (Fisher-Yates on the splitmix64 stream of ``seed``)."""
 

@@ -646,7 +646,6 @@ class _BaseMLP(BaseEstimator):
         for layer, W, b in zip(layers, model_Ws, bs):
             W[...] = layer.W
             b[...] = layer.b
-        theta_W = theta[:sum(W.size for W in Ws)]
         inputs = [None] * len(layers)
         outputs = [None] * len(layers)
 
@@ -691,18 +690,14 @@ class _BaseMLP(BaseEstimator):
                     model_gWs[l][...], gbs[l][...] = dW, db
                 return data
 
-        def l2():
-            """sum ||W||^2 over the layers (inf once the weights overflow)."""
-            with np.errstate(over="ignore", invalid="ignore"):
-                return float(np.dot(theta_W, theta_W))
+        n_W = sum(W.size for W in Ws)
 
         def loss_grad(x):
             theta[...] = x
-            loss = data_loss_grad() + 0.5 * alpha * l2() / sw_sum
-            g = grad.astype(np.float64)
-            if alpha:
-                g[:theta_W.size] += (alpha / sw_sum) * theta_W
-            return loss, g
+            data = data_loss_grad()
+            # the L2 penalty 0.5 alpha sum ||W||^2 / sw_sum and its gradient on the weights
+            g, l2 = _kernels.penalized_gradient(grad, theta, n_W, alpha / sw_sum)
+            return data + 0.5 * alpha * l2 / sw_sum, g
 
         x0 = theta.astype(np.float64)
         callback = None
@@ -735,10 +730,14 @@ class _BaseMLP(BaseEstimator):
                 msg += ("\nIncrease the number of iterations to improve the convergence "
                         f"(max_iter={self.max_iter}).")
             warnings.warn(msg + _CONVERGENCE_HINT, ConvergenceWarning, stacklevel=3)
-        # loss_ in scikit-learn's reported scale (the squared error's mean over the outputs)
-        Z = forward()
-        data = self._weighted_mean(self._data_losses(Z, Y)[0], sw)
-        self.loss_ = data + 0.5 * alpha * l2() / sw_sum
+        if model.loss_name == "squared_error" and Y.shape[1] > 1:
+            # loss_ in scikit-learn's reported scale: the squared error's mean over the
+            # outputs (the objective sums them)
+            Z = forward()
+            data = self._weighted_mean(self._data_losses(Z, Y)[0], sw)
+            self.loss_ = data + 0.5 * alpha * self._l2() / sw_sum
+        else:  # the objective at L-BFGS's x, as scikit-learn reports it
+            self.loss_ = float(res.fun)
 
     # -- prediction helpers ---------------------------------------------------------------
 
@@ -901,11 +900,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             elif len(np.setdiff1d(classes, self.classes_, assume_unique=True)):
                 raise ValueError(f"`y` has classes not in `self.classes_`. `self.classes_` "
                                  f"has {self.classes_}. 'y' has {classes}.")
-        Yb = self._label_binarizer.transform(y)
-        if self._label_binarizer.y_type_ == "multiclass":
-            Y = np.ascontiguousarray(Yb.argmax(axis=1), dtype=np.intp)  # labels 0..K-1
-        else:
-            Y = np.ascontiguousarray(Yb, dtype=dtype)  # (N, 1) binary or (N, K) multi-label
+        if self._label_binarizer.y_type_ == "multiclass" and y.ndim == 1:
+            # labels 0..K-1: each label's place in the sorted classes_ (every label of y is
+            # one of them, checked above), as LabelBinarizer.transform's one-hot rows say
+            Y = np.ascontiguousarray(np.searchsorted(self.classes_, y), dtype=np.intp)
+        else:  # (N, 1) binary or (N, K) multi-label
+            Y = np.ascontiguousarray(self._label_binarizer.transform(y), dtype=dtype)
         return X, Y, y
 
     def _class_sample_weight(self, y, sw, incremental):

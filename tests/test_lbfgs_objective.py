@@ -268,3 +268,19 @@ def test_lbfgs_fit_matches_python_formulation(kind, rng):
     assert native.loss_ == pytest.approx(python.loss_, rel=1e-8)
     for a, b in zip(native.coefs_ + native.intercepts_, python.coefs_ + python.intercepts_):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+@pytest.mark.parametrize("n", [0, 7, 19])
+def test_penalized_gradient(n, dtype, rng):
+    """The lbfgs objective's float64 gradient: the data gradient plus a * theta on the first
+    n entries (the weights), and the sum of their squares."""
+    grad = rng.standard_normal(19).astype(dtype)
+    theta = rng.standard_normal(19).astype(dtype)
+    g, s = _kernels.penalized_gradient(grad, theta, n, 0.3)
+    assert g.dtype == np.float64
+    expected = grad.astype(np.float64)
+    expected[:n] += 0.3 * theta[:n].astype(np.float64)
+    np.testing.assert_allclose(g, expected, rtol=1e-15)
+    assert s == pytest.approx(float(np.sum(theta[:n].astype(np.float64) ** 2)), rel=1e-14)
+    theta[0] = np.inf  # weights that overflowed: an infinite penalty
+    assert _kernels.penalized_gradient(grad, theta, 19, 0.3)[1] == np.inf
