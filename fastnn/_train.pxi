@@ -26,6 +26,14 @@ cdef extern from "_team.h" nogil:
         pass
     void fnn_barrier_init(fnn_barrier* b)
     void fnn_barrier_wait(fnn_barrier* b, int n, long* sense)
+    ctypedef void (*fnn_job)(void* arg, int tid) noexcept nogil
+    ctypedef struct fnn_partner:
+        pass
+    fnn_partner* fnn_partner_start(int tid)
+    bint fnn_partner_alive(const fnn_partner* p)
+    void fnn_partner_post(fnn_partner* p, fnn_job job, void* arg)
+    void fnn_partner_wait(fnn_partner* p)
+    void fnn_partner_stop(fnn_partner* p)
 
 # losses of the output layer (the notes pair them with the output maps)
 cdef enum:
@@ -44,6 +52,7 @@ OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 
 cdef enum:
     MAX_LAYERS = 64
+    MAX_PARTNERS = 63  # (PARTS <= 64)
     SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
     SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
     TEAM_STRETCH = 1 << 23  # multiply-adds: a shorter stretch runs on one thread
@@ -413,6 +422,27 @@ cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm
     return total
 
 
+cdef struct GradJob:  # one loss_grad call, for its threads (see Trainer.loss_grad)
+    TrainState* st
+    const Py_ssize_t* rows
+    Py_ssize_t N
+    int T
+    bint single  # float32
+    fnn_barrier barrier
+    double total
+
+
+cdef void _grad_job(void* arg, int tid) noexcept nogil:
+    # thread tid's parts of a loss_grad call: the one step on all N rows, no update
+    cdef GradJob* job = <GradJob*>arg
+    if job.single:
+        _train_steps(<float*>NULL, job.st, job.rows, 0, job.N, 0.0, tid, job.T, &job.barrier,
+                     &job.total)
+    else:
+        _train_steps(<double*>NULL, job.st, job.rows, 0, job.N, 0.0, tid, job.T, &job.barrier,
+                     &job.total)
+
+
 # How many threads run a stretch of batches. The weights do not depend on it (the parts are
 # fixed), only the speed: a team whose partner shares its core with other work (another
 # process, or a busy host under a virtual machine) can be several times slower than one
@@ -466,6 +496,8 @@ cdef class Trainer:
     cdef public double team_speed, alone_speed
     cdef public int probe
     cdef tuple key  # the shapes (TIMINGS)
+    cdef fnn_partner* partners[MAX_PARTNERS]  # loss_grad's threads besides the caller's
+    cdef int n_partners
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -698,6 +730,29 @@ cdef class Trainer:
             self._mirror(False)
         return total
 
+    def __dealloc__(self):
+        cdef int i
+        for i in range(self.n_partners):
+            fnn_partner_stop(self.partners[i])
+        self.n_partners = 0
+
+    cdef bint _partners_ready(self, int n):
+        # n partners running in this process (started on first need), or False
+        cdef int i
+        for i in range(n):
+            if i < self.n_partners and not fnn_partner_alive(self.partners[i]):
+                fnn_partner_stop(self.partners[i])  # a fork's copy: start a new one
+                self.partners[i] = fnn_partner_start(i + 1)
+                if self.partners[i] == NULL:
+                    self.n_partners = i
+                    return False
+            elif i >= self.n_partners:
+                self.partners[i] = fnn_partner_start(i + 1)
+                if self.partners[i] == NULL:
+                    return False
+                self.n_partners = i + 1
+        return True
+
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st
         cdef Py_ssize_t R = min(PARTS, self.N) if st.team else 1
@@ -723,6 +778,8 @@ cdef class Trainer:
         cdef int threads = self._team_size()
         cdef const Py_ssize_t* rows
         cdef void* Xb
+        cdef GradJob job
+        cdef int i
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.all_rows is None:
@@ -735,7 +792,21 @@ cdef class Trainer:
             self._transpose_into(W, WT)
             self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
         try:
-            if self.typenum == cnp.NPY_FLOAT32:
+            if threads > 1 and self._partners_ready(threads - 1):
+                # the team: this thread and partners of fastnn's own, which stay awake between
+                # the calls of an L-BFGS run (see _team.h)
+                job.st, job.rows, job.N, job.T = &self.st, rows, self.N, threads
+                job.single, job.total = self.typenum == cnp.NPY_FLOAT32, 0.0
+                fnn_barrier_init(&job.barrier)
+                self.st.disband = False
+                with nogil:
+                    for i in range(threads - 1):
+                        fnn_partner_post(self.partners[i], _grad_job, &job)
+                    _grad_job(&job, 0)
+                    for i in range(threads - 1):
+                        fnn_partner_wait(self.partners[i])
+                total = job.total
+            elif self.typenum == cnp.NPY_FLOAT32:
                 with nogil:
                     total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0, 0.0, threads)
             else:

@@ -13,6 +13,9 @@ network, one with two hidden layers, and one whose products are split across thr
 (N * n_in * n_hidden >= 2^21 multiply-adds).
 """
 
+import gc
+import os
+import signal
 import types
 import warnings
 
@@ -284,3 +287,59 @@ def test_penalized_gradient(n, dtype, rng):
     assert s == pytest.approx(float(np.sum(theta[:n].astype(np.float64) ** 2)), rel=1e-14)
     theta[0] = np.inf  # weights that overflowed: an infinite penalty
     assert _kernels.penalized_gradient(grad, theta, 19, 0.3)[1] == np.inf
+
+
+def _split_trainer(rng):
+    """A float32 loss_grad Trainer big enough to run on a team, and its gradient arrays."""
+    N, n_in, hidden, act = NETS["split"]
+    X, y = _data(rng, "multiclass", N, n_in)
+    sizes = [n_in, *hidden, N_OUT["multiclass"]]
+    Ws = [(rng.standard_normal((m, k)) / np.sqrt(k)).astype(np.float32)
+          for k, m in zip(sizes[:-1], sizes[1:])]
+    bs = [np.zeros(m, np.float32) for m in sizes[1:]]
+    gWs, gbs = [np.empty_like(W) for W in Ws], [np.empty_like(b) for b in bs]
+    trainer = _trainer(Ws, bs, [act, "identity"], "multiclass", X.astype(np.float32),
+                       _targets("multiclass", y, np.float32), None, gWs, gbs)
+    return trainer, gWs + gbs
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
+def test_loss_grad_partner_thread_ends_with_its_trainer(rng):
+    """On a team, loss_grad runs with a partner thread of fastnn's own (awake between the
+    calls of an L-BFGS run); the Trainer stops it when it goes."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    if _kernels.openmp_max_threads() < 2:
+        pytest.skip("one processor: no team")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        _split_trainer(rng)[0].loss_grad(1.0)  # OpenMP's own threads started, if any
+        before = len(os.listdir("/proc/self/task"))
+        trainer, _ = _split_trainer(rng)
+        trainer.loss_grad(1.0)
+        assert len(os.listdir("/proc/self/task")) == before + 1
+        del trainer
+        gc.collect()
+        assert len(os.listdir("/proc/self/task")) == before
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_loss_grad_in_a_forked_child(rng):
+    """A fork copies a Trainer but not its partner thread: the child's loss_grad starts its
+    own partner instead of waiting on one that is not there, and gives the same numbers."""
+    trainer, grads = _split_trainer(rng)
+    expected = trainer.loss_grad(1.0)
+    expected_grads = [g.copy() for g in grads]
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: exit code 0 if the numbers match, 3 if it hangs
+        try:
+            signal.alarm(60)
+            ok = trainer.loss_grad(1.0) == expected and all(
+                np.array_equal(g, h) for g, h in zip(grads, expected_grads))
+            os.write(write, b"1" if ok else b"0")
+        finally:
+            os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    assert os.read(read, 1) == b"1"
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
