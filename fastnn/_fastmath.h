@@ -107,20 +107,8 @@ FNN_CLONES static void fnn_sigmoid_inplace_##S(T* restrict x, ptrdiff_t n) {    
         x[i] = z >= 0 ? s : e * s;                                                          \
     }                                                                                       \
 }                                                                                           \
-/* out = exp(z - m); returns sum(out) (the softmax denominator over e^{z - m}, eq. 5) */     \
-FNN_CLONES static double fnn_exp_shift_sum_##S(const T* restrict z, T m, T* restrict out,   \
-                                              ptrdiff_t n) {                                \
-    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(z[i] - m);                               \
-    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
-    ptrdiff_t i = 0;                                                                        \
-    for (; i + 8 <= n; i += 8)                                                              \
-        for (int k = 0; k < 8; k++) lane[k] += out[i + k];                                  \
-    for (int k = 0; i < n; i++, k++) lane[k] += out[i];                                     \
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +                                    \
-           ((lane[4] + lane[5]) + (lane[6] + lane[7]));                                     \
-}                                                                                           \
 /* max_k z_k (the softmax shift), in 8 lanes; n >= 1 */                                     \
-FNN_CLONES static T fnn_max_##S(const T* restrict z, ptrdiff_t n) {                         \
+static inline T fnn_max8_##S(const T* restrict z, ptrdiff_t n) {                            \
     T lane[8];                                                                              \
     for (int k = 0; k < 8; k++) lane[k] = z[0];                                             \
     ptrdiff_t i = 0;                                                                        \
@@ -130,6 +118,65 @@ FNN_CLONES static T fnn_max_##S(const T* restrict z, ptrdiff_t n) {             
     T m = lane[0];                                                                          \
     for (int k = 1; k < 8; k++) m = lane[k] > m ? lane[k] : m;                              \
     return m;                                                                               \
+}                                                                                           \
+/* sum_k x_k in float64, x_k in lane k % 8, the lanes added in a fixed order */             \
+static inline double fnn_sum8_##S(const T* restrict x, ptrdiff_t n) {                       \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
+    ptrdiff_t i = 0;                                                                        \
+    for (; i + 8 <= n; i += 8)                                                              \
+        for (int k = 0; k < 8; k++) lane[k] += x[i + k];                                    \
+    for (int k = 0; i < n; i++, k++) lane[k] += x[i];                                       \
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +                                    \
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));                                     \
+}                                                                                           \
+/* out = exp(z - m); returns sum(out) (the softmax denominator over e^{z - m}, eq. 5) */     \
+FNN_CLONES static double fnn_exp_shift_sum_##S(const T* restrict z, T m, T* restrict out,   \
+                                              ptrdiff_t n) {                                \
+    for (ptrdiff_t i = 0; i < n; i++) out[i] = EXP(z[i] - m);                               \
+    return fnn_sum8_##S(out, n);                                                            \
+}                                                                                           \
+FNN_CLONES static T fnn_max_##S(const T* restrict z, ptrdiff_t n) {                         \
+    return fnn_max8_##S(z, n);                                                              \
+}                                                                                           \
+/* eq. 18 on n rows of d logits (row i at Z + i d; its label Y[r], r = rows ? rows[i] : i):  \
+ * loss_i = (m - z_y) + ln sum_k e^{z_k - m}, m = max_k z_k, and with dZ its gradient        \
+ * dZ_i = s_i (softmax(z_i) - onehot(y)), s_i = (T)((sw ? sw[r] : c) / div) (section 3,      \
+ * problem 1). The exps of all n rows in one vectorised pass through dZ; the sums of        \
+ * fnn_exp_shift_sum, so the same bits as a row at a time. (losses holds m meanwhile.) */    \
+FNN_CLONES static void fnn_cross_entropy_rows_##S(                                          \
+        const T* restrict Z, const ptrdiff_t* restrict Y, const ptrdiff_t* restrict rows,   \
+        const double* restrict sw, double c, double div, T* restrict losses,                \
+        T* restrict dZ, ptrdiff_t n, ptrdiff_t d) {                                         \
+    if (dZ == NULL) {                                                                       \
+        for (ptrdiff_t i = 0; i < n; i++) {                                                 \
+            const T* z = Z + i * d;                                                         \
+            T m = fnn_max8_##S(z, d);                                                       \
+            double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                      \
+            for (ptrdiff_t k = 0; k < d; k++) lane[k & 7] += EXP(z[k] - m);                 \
+            double s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +                        \
+                       ((lane[4] + lane[5]) + (lane[6] + lane[7]));                         \
+            T zy = z[Y[rows ? rows[i] : i]];                                                \
+            losses[i] = (T)((double)(m - zy) + log(s));                                     \
+        }                                                                                   \
+        return;                                                                             \
+    }                                                                                       \
+    for (ptrdiff_t i = 0; i < n; i++) {  /* z - m */                                        \
+        const T* z = Z + i * d;                                                             \
+        T m = fnn_max8_##S(z, d);                                                           \
+        for (ptrdiff_t k = 0; k < d; k++) dZ[i * d + k] = z[k] - m;                         \
+        losses[i] = m;                                                                      \
+    }                                                                                       \
+    for (ptrdiff_t j = 0; j < n * d; j++) dZ[j] = EXP(dZ[j]);                               \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        ptrdiff_t r = rows ? rows[i] : i, y = Y[r];                                         \
+        T* e = dZ + i * d;                                                                  \
+        double s = fnn_sum8_##S(e, d);                                                      \
+        T scale = (T)((sw ? sw[r] : c) / div);                                              \
+        T a = (T)(scale / s);                                                               \
+        for (ptrdiff_t k = 0; k < d; k++) e[k] = a * e[k];                                  \
+        e[y] = e[y] - scale;                                                                \
+        losses[i] = (T)((double)(losses[i] - Z[i * d + y]) + log(s));                       \
+    }                                                                                       \
 }                                                                                           \
 /* x = a * x in place */                                                                    \
 FNN_CLONES static void fnn_scale_##S(T* restrict x, T a, ptrdiff_t n) {                     \

@@ -61,6 +61,13 @@ cdef extern from "_fastmath.h" nogil:
     void fnn_relu_mask_d(const double* dU, const double* U, double* dZ, Py_ssize_t n)
     void fnn_colsum_f(const float* Z, double* acc, Py_ssize_t N, Py_ssize_t M, Py_ssize_t ld)
     void fnn_colsum_d(const double* Z, double* acc, Py_ssize_t N, Py_ssize_t M, Py_ssize_t ld)
+    void fnn_cross_entropy_rows_f(const float* Z, const Py_ssize_t* Y, const Py_ssize_t* rows,
+                                  const double* sw, double c, double div, float* losses,
+                                  float* dZ, Py_ssize_t n, Py_ssize_t d)
+    void fnn_cross_entropy_rows_d(const double* Z, const Py_ssize_t* Y,
+                                  const Py_ssize_t* rows, const double* sw, double c,
+                                  double div, double* losses, double* dZ, Py_ssize_t n,
+                                  Py_ssize_t d)
     float fnn_max_f(const float* z, Py_ssize_t n)
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
@@ -868,35 +875,29 @@ cdef double _sum(const floating* x, Py_ssize_t n) noexcept nogil:
     return s
 
 
-cdef void _cross_entropy_row(const floating* z, Py_ssize_t y, floating* loss, floating* dz,
-                             Py_ssize_t K, floating scale) noexcept nogil:
-    # eq. 18: loss = ln sum_l e^{z_l} - z_y = (m - z_y) + ln sum_l e^{z_l - m};
-    # dz_k = scale * (softmax(z)_k - r_k) (section 3, problem 1)
-    cdef Py_ssize_t k
-    cdef floating m = _max(z, K)
-    cdef double s = 0
-    if dz != NULL:
-        s = _exp_shift_sum(z, m, dz, K)
-        _scale(dz, <floating>(scale / s), K)
-        dz[y] = dz[y] - scale
+cdef void _cross_entropy_rows(const floating* Z, const Py_ssize_t* y, const Py_ssize_t* rows,
+                              const double* sw, double c, double div, floating* losses,
+                              floating* dZ, Py_ssize_t n, Py_ssize_t K) noexcept nogil:
+    # eq. 18 on n rows of K logits: loss_i = ln sum_l e^{z_l} - z_y = (m - z_y) + ln sum_l
+    # e^{z_l - m}, row i's label y[r] (r = rows[i], or i without rows); with dZ, also
+    # dz_k = s_i (softmax(z)_k - r_k), s_i = (sw[r] or c) / div (section 3, problem 1)
+    if floating is float:
+        fnn_cross_entropy_rows_f(Z, y, rows, sw, c, div, losses, dZ, n, K)
     else:
-        for k in range(K):
-            s += _exp(z[k] - m)
-    loss[0] = <floating>((m - z[y]) + log(s))
+        fnn_cross_entropy_rows_d(Z, y, rows, sw, c, div, losses, dZ, n, K)
 
 
 cdef double _cross_entropy(const floating* Z, const Py_ssize_t* y, floating* losses,
                            floating* dZ, Py_ssize_t N, Py_ssize_t K,
                            floating scale) noexcept nogil:
-    cdef Py_ssize_t i
-    if N * K >= PARALLEL_ELEMENTS and N > 1:
-        for i in prange(N, schedule="static"):
-            _cross_entropy_row(Z + i * K, y[i], losses + i,
-                               dZ + i * K if dZ != NULL else NULL, K, scale)
+    cdef Py_ssize_t i, chunks = (N + 255) // 256, r0
+    if N * K >= PARALLEL_ELEMENTS and N > 1:  # blocks of 256 rows across threads
+        for i in prange(chunks, schedule="static"):
+            r0 = i * 256
+            _cross_entropy_rows(Z + r0 * K, y + r0, NULL, NULL, scale, 1.0, losses + r0,
+                                dZ + r0 * K if dZ != NULL else NULL, min(256, N - r0), K)
     else:
-        for i in range(N):
-            _cross_entropy_row(Z + i * K, y[i], losses + i,
-                               dZ + i * K if dZ != NULL else NULL, K, scale)
+        _cross_entropy_rows(Z, y, NULL, NULL, scale, 1.0, losses, dZ, N, K)
     return _sum(losses, N)
 
 

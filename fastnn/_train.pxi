@@ -174,18 +174,20 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
                             <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         inp = <floating*>st.U[l] + r0 * M
     # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
-    for r in range(r0, r1):
-        scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) / (st.norm if st.grad_only else B))
-        if st.loss == LOSS_CE:
-            _cross_entropy_row(out + r * d, (<Py_ssize_t*>st.Y)[rows[r]], losses + r,
-                               dout + r * d, d, scale)
-        elif st.loss == LOSS_BCE:
-            # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
-            losses[r] = <floating>_binary_cross_entropy(
-                out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
-        else:
-            _squared_error(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
-                           dout + r * d, 1, d, scale)
+    if st.loss == LOSS_CE:  # these rows at once
+        _cross_entropy_rows(out + r0 * d, <Py_ssize_t*>st.Y, rows + r0, sw, 1.0,
+                            st.norm if st.grad_only else B, losses + r0, dout + r0 * d, n, d)
+    else:
+        for r in range(r0, r1):
+            scale = <floating>((sw[rows[r]] if sw != NULL else 1.0)
+                               / (st.norm if st.grad_only else B))
+            if st.loss == LOSS_BCE:
+                # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
+                losses[r] = <floating>_binary_cross_entropy(
+                    out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
+            else:
+                _squared_error(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
+                               dout + r * d, 1, d, scale)
     # backward (section 3), these rows only: dZ_l = dU_l * g'(Z_l) in place, dU_{l-1} = dZ_l W_l
     for l in range(L - 1, -1, -1):
         K, M = st.dims[l], st.dims[l + 1]

@@ -461,6 +461,25 @@ def test_cross_entropy_single_sample(backend, dtype, rng, assert_close):
             assert_close(g, gbatch[i], dtype)
 
 
+@pytest.mark.parametrize("shape", [(5, 1), (7, 10), (300, 17), (1100, 300)])
+def test_cross_entropy_loss_alone_equals_loss_with_gradient(shape, dtype, rng):
+    """The native kernel sums the exps in the same order with or without the gradient (the
+    rows at once, or blocks of 256 across threads), so both give the same losses, bit for
+    bit; a NaN logit makes its row's loss and gradient NaN, a label's logit of -inf (with
+    other classes) its loss inf."""
+    N, K = shape
+    Z = (4 * rng.standard_normal(shape)).astype(dtype)
+    y = rng.integers(0, K, N)
+    Z[1, 0] = np.nan
+    Z[2, y[2]] = -np.inf
+    alone = F.cross_entropy(Z, y, reduction="none")
+    loss, dZ = F.cross_entropy(Z, y, reduction="none", return_grad=True)
+    np.testing.assert_array_equal(alone, loss)
+    assert np.isnan(loss[1]) and np.isnan(dZ[1]).all()
+    assert loss[2] == np.inf or K == 1
+    assert np.isfinite(np.delete(loss, [1, 2])).all()
+
+
 def test_binary_cross_entropy_scalar_logit(backend, dtype, assert_close):
     loss, g = F.binary_cross_entropy(dtype(0.0), 1, reduction="none", return_grad=True)
     assert np.shape(loss) == () and np.shape(g) == ()
