@@ -125,9 +125,10 @@ class Trainer:  # a cdef class (not subclassable together with another extension
         gb: list[_FloatArray | None] | None = None,
         first_transposed: bool = False,  # W[0], gW[0] given as W^T (n_in, width)
     ) -> Trainer: ...
-    team_stretches: int
+    team_stretches: int  # (run_epoch's stretches; loss_grad's calls, one step each)
     alone_stretches: int
     disbanded: int
+    partner_delay: float  # (tests) seconds loss_grad's partner threads start late
     team_speed: float
     alone_speed: float
     probe: int

@@ -67,8 +67,8 @@ static inline void fnn_barrier_wait(fnn_barrier* b, int n, long* sense) {
  * runs its own step on the calling thread in between: an OpenMP worker sleeps through that
  * gap under fastnn's OMP_WAIT_POLICY=PASSIVE, and waking it and its core took ~40 us of a
  * ~200 us call (digits, 64-128-10). A partner spins for FNN_PARTNER_SPIN seconds after each
- * job, then sleeps on a condition variable until the next; the Trainer that started it stops
- * it. POSIX threads only: elsewhere fnn_partner_start fails and the caller uses OpenMP. */
+ * job (yielding its core after the first tens of microseconds, as fnn_barrier_wait), then
+ * sleeps on a condition variable until the next; the Trainer that started it stops it. POSIX threads only: elsewhere fnn_partner_start fails and the caller uses OpenMP. */
 #define FNN_PARTNER_SPIN 2e-3
 
 typedef void (*fnn_job)(void* arg, int tid);
@@ -106,8 +106,10 @@ static void* fnn_partner_main(void* arg) {
         double since = fnn_partner_clock();
         long spins = 0;
         while ((now = FNN_LOAD(&p->posted)) == seen && !FNN_LOAD(&p->quit)) {
-            FNN_PAUSE();
-            if ((++spins & 255) == 0 && fnn_partner_clock() - since > FNN_PARTNER_SPIN) {
+            /* after the first tens of microseconds, spin yielding the core: other work on
+             * it (another process's) runs before this thread looks again */
+            if (++spins < FNN_SPINS_BEFORE_YIELD) FNN_PAUSE(); else FNN_YIELD();
+            if ((spins & 255) == 0 && fnn_partner_clock() - since > FNN_PARTNER_SPIN) {
                 pthread_mutex_lock(&p->lock);
                 while (p->posted == seen && !p->quit)
                     pthread_cond_wait(&p->wake, &p->lock);

@@ -81,6 +81,7 @@ cdef struct TrainState:
     bint grad_only                  # loss_grad: no update after the gradient
     double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm
     bint disband                    # a thread of the team waited long: thread 0 goes on alone
+    double waited                   # seconds thread 0 waited at the barriers (loss_grad)
     double per_step                 # seconds per step of the last stretch after its first
     Py_ssize_t disband_at           # (tests: thread 0 disbands the team after this step)
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
@@ -325,10 +326,11 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
                 j1 - j0, st, lr, 0.0, t)
 
 
-cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
-                            double* mark) noexcept nogil:
+cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense, double* mark,
+                            double* waited) noexcept nogil:
     # the barrier; whether this thread waited long there: longer than it worked since its
-    # last barrier (mark) and over 5 us, the sign of a partner that does not get its core
+    # last barrier (mark) and over 5 us, the sign of a partner that does not get its core;
+    # the wait is added to waited
     cdef double arrive, done
     cdef bint long_wait
     if T <= 1:
@@ -338,6 +340,7 @@ cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
     done = openmp.omp_get_wtime()
     long_wait = done - arrive > 5e-6 and done - arrive > arrive - mark[0]
     mark[0] = done
+    waited[0] += done - arrive
     return long_wait
 
 
@@ -356,7 +359,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     cdef Py_ssize_t s = start, B, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
-    cdef double total = result[0], batch, mark = openmp.omp_get_wtime(), tick = mark
+    cdef double total = result[0], batch, mark = openmp.omp_get_wtime(), tick = mark, waited = 0
     cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
@@ -370,7 +373,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             if st.grad_only:
                 _partial_grads(tag, st, q, R, q * B // R, (q + 1) * B // R)
             q += T
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark, &waited) else 0
         batch = _batch_loss(tag, st, perm + s, B)
         total += batch
         if not isfinite(batch):
@@ -390,7 +393,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         steps += 1
         if T > 1 and (slow >= 4 or (tid == 0 and steps == st.disband_at)):
             st.disband = True
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark, &waited) else 0
         s += B
         if steps == 1:  # the clock after the first step, which includes waking the team
             tick = mark if T > 1 else openmp.omp_get_wtime()
@@ -402,6 +405,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         result[0] = total
         st.t = t
         st.per_step = (openmp.omp_get_wtime() - tick) / (steps - 1) if steps > 1 else -1
+        st.waited = waited
 
 
 cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
@@ -432,11 +436,17 @@ cdef struct GradJob:  # one loss_grad call, for its threads (see Trainer.loss_gr
     bint single  # float32
     fnn_barrier barrier
     double total
+    double delay  # (tests) seconds the partners wait before their parts
 
 
 cdef void _grad_job(void* arg, int tid) noexcept nogil:
     # thread tid's parts of a loss_grad call: the one step on all N rows, no update
     cdef GradJob* job = <GradJob*>arg
+    cdef double until
+    if tid > 0 and job.delay > 0:
+        until = openmp.omp_get_wtime() + job.delay
+        while openmp.omp_get_wtime() < until:
+            pass
     if job.single:
         _train_steps(<float*>NULL, job.st, job.rows, 0, job.N, 0.0, tid, job.T, &job.barrier,
                      &job.total)
@@ -500,6 +510,9 @@ cdef class Trainer:
     cdef tuple key  # the shapes (TIMINGS)
     cdef fnn_partner* partners[MAX_PARTNERS]  # loss_grad's threads besides the caller's
     cdef int n_partners
+    cdef bint partners_new  # one of them started for this loss_grad call
+    cdef int late_calls  # loss_grad calls in a row that waited for a partner (see below)
+    cdef public double partner_delay  # (tests) seconds loss_grad's partners start late
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -748,12 +761,32 @@ cdef class Trainer:
                 if self.partners[i] == NULL:
                     self.n_partners = i
                     return False
+                self.partners_new = True
             elif i >= self.n_partners:
                 self.partners[i] = fnn_partner_start(i + 1)
                 if self.partners[i] == NULL:
                     return False
                 self.n_partners = i + 1
+                self.partners_new = True
         return True
+
+    cdef void _judge_partners(self, double seconds):
+        # after a loss_grad call on the team that took ``seconds``: a partner that does not
+        # get its core in time (another process on it) leaves this thread waiting most of
+        # the call; three such calls in a row (not one hiccup of the host) put loss_grad on
+        # one thread for a while, as a slow team does run_epoch (see TEAM_BACKOFF)
+        global TEAM_HELD_UNTIL, TEAM_BACKOFF
+        if self.partners_new:  # a new thread's first call: not a fair timing (BLAS, for
+            self.partners_new = False  # one, sets up its buffers for the thread)
+        elif self.st.waited > 0.5 * seconds:
+            self.late_calls += 1
+            if self.late_calls >= 3:
+                self.late_calls = 0
+                TEAM_HELD_UNTIL = openmp.omp_get_wtime() + TEAM_BACKOFF
+                TEAM_BACKOFF = min(2 * TEAM_BACKOFF, 1.0)
+        else:
+            self.late_calls = 0
+            TEAM_BACKOFF = 0.02
 
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st
@@ -782,10 +815,13 @@ cdef class Trainer:
         cdef void* Xb
         cdef GradJob job
         cdef int i
+        cdef double start
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.all_rows is None:
             self._prepare_loss_grad()
+        if openmp.omp_get_wtime() < TEAM_HELD_UNTIL:
+            threads = 1  # a team was slow lately (see TEAM_BACKOFF)
         rows = <Py_ssize_t*>cnp.PyArray_DATA(self.all_rows)
         self.st.grad_only, self.st.norm = True, norm
         Xb = self.st.Xb
@@ -799,8 +835,10 @@ cdef class Trainer:
                 # the calls of an L-BFGS run (see _team.h)
                 job.st, job.rows, job.N, job.T = &self.st, rows, self.N, threads
                 job.single, job.total = self.typenum == cnp.NPY_FLOAT32, 0.0
+                job.delay = self.partner_delay
                 fnn_barrier_init(&job.barrier)
                 self.st.disband = False
+                start = openmp.omp_get_wtime()
                 with nogil:
                     for i in range(threads - 1):
                         fnn_partner_post(self.partners[i], _grad_job, &job)
@@ -808,12 +846,21 @@ cdef class Trainer:
                     for i in range(threads - 1):
                         fnn_partner_wait(self.partners[i])
                 total = job.total
-            elif self.typenum == cnp.NPY_FLOAT32:
-                with nogil:
-                    total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0, 0.0, threads)
+                self.team_stretches += 1
+                self._judge_partners(openmp.omp_get_wtime() - start)
             else:
-                with nogil:
-                    total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0, 0.0, threads)
+                if self.typenum == cnp.NPY_FLOAT32:
+                    with nogil:
+                        total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0,
+                                               0.0, threads)
+                else:
+                    with nogil:
+                        total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0,
+                                               0.0, threads)
+                if threads > 1:
+                    self.team_stretches += 1
+                else:
+                    self.alone_stretches += 1
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
             self.st.Xb = Xb
