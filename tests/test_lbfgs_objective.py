@@ -194,12 +194,13 @@ def _estimator(kind, net, dtype, activation=None, **params):
 
 
 def _objective(monkeypatch, est, X, y, sw):
-    """(fun, x0): the function and start L-BFGS gets from ``est.fit`` (the fit stops there)."""
+    """(fun, x0): the objective L-BFGS gets from ``est.fit`` as one function x -> (value,
+    gradient), and the start (the fit stops there)."""
     seen = {}
 
-    def minimize(fun, x0, **kwargs):
-        seen["fun"], seen["x0"] = fun, x0.copy()
-        return types.SimpleNamespace(x=x0, fun=fun(x0)[0], nit=0, status=0, message="")
+    def minimize(fun, x0, jac, **kwargs):
+        seen["fun"], seen["x0"] = (lambda x: (fun(x), jac(x))), x0.copy()
+        return types.SimpleNamespace(x=x0, fun=fun(x0), nit=0, status=0, message="")
 
     monkeypatch.setattr(scipy.optimize, "minimize", minimize)
     est.fit(X, y, sample_weight=sw)
@@ -272,6 +273,33 @@ def test_lbfgs_fit_matches_python_formulation(kind, rng):
     assert native.loss_ == pytest.approx(python.loss_, rel=1e-8)
     for a, b in zip(native.coefs_ + native.intercepts_, python.coefs_ + python.intercepts_):
         np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-8)
+
+
+def test_lbfgs_evaluates_each_point_once(rng, monkeypatch):
+    """scipy asks for the objective and its gradient at each x one after the other: the
+    estimator evaluates the network once for both (loss_grad calls == scipy's nfev)."""
+    X, y = _data(rng, "multiclass", 120, 5)
+    calls, results = [0], []
+    real_trainer, real_minimize = _kernels.Trainer, scipy.optimize.minimize
+
+    class Counting:
+        def __init__(self, *args, **kwargs):
+            self.trainer = real_trainer(*args, **kwargs)
+
+        def loss_grad(self, norm):
+            calls[0] += 1
+            return self.trainer.loss_grad(norm)
+
+    def minimize(*args, **kwargs):
+        results.append(real_minimize(*args, **kwargs))
+        return results[-1]
+
+    monkeypatch.setattr(_kernels, "Trainer", Counting)
+    monkeypatch.setattr(scipy.optimize, "minimize", minimize)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _estimator("multiclass", "deeper", np.float32, max_iter=30).fit(X, y)
+    assert results[0].nit == 30 and calls[0] == results[0].nfev
 
 
 @pytest.mark.parametrize("n", [0, 7, 19])
