@@ -16,6 +16,12 @@
 #          of W_j and b_j (a sum over all the batch's rows, hence the barrier before it).
 # The parts depend on the shapes and the machine's processor count only, never on how many
 # threads run them, so 1 and 2 threads give the same weights bit for bit.
+#
+# ``loss_grad`` (the lbfgs solver's objective) is one such step over all N samples with no
+# update. There each block of rows also computes its share of dW and db while its rows are
+# in its core's cache (_partial_grads), and the units phase only adds the shares up in block
+# order (_sum_partials). Its team is the calling thread and partner threads of fastnn's own
+# (_team.h), which stay awake through scipy's step between two calls.
 
 from cpython.exc cimport PyErr_CheckSignals
 from cython.parallel cimport parallel
