@@ -250,7 +250,6 @@ cdef void _sum_partials(floating* tag, TrainState* st, int l, int q, int P,
     cdef Py_ssize_t j1 = (q + 1) * M // P, j
     cdef floating* gW = <floating*>st.gW[l]
     cdef floating* part
-    cdef double* acc
     cdef double sb
     cdef int p
     for p in range(R):
