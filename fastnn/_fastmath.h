@@ -93,6 +93,12 @@ static inline double fnn_exp(double x) {
 #define FNN_CLONES
 #endif
 
+/* the 8 float64 lanes of a sum, added in a fixed order */
+static inline double fnn_lanes8(const double* lane) {
+    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +
+           ((lane[4] + lane[5]) + (lane[6] + lane[7]));
+}
+
 #define FNN_ELEMENTWISE(T, S, EXP)                                                          \
 /* x = exp(x) in place */                                                                   \
 FNN_CLONES static void fnn_exp_inplace_##S(T* restrict x, ptrdiff_t n) {                    \
@@ -126,8 +132,7 @@ static inline double fnn_sum8_##S(const T* restrict x, ptrdiff_t n) {           
     for (; i + 8 <= n; i += 8)                                                              \
         for (int k = 0; k < 8; k++) lane[k] += x[i + k];                                    \
     for (int k = 0; i < n; i++, k++) lane[k] += x[i];                                       \
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) +                                    \
-           ((lane[4] + lane[5]) + (lane[6] + lane[7]));                                     \
+    return fnn_lanes8(lane);                                                                \
 }                                                                                           \
 /* out = exp(z - m); returns sum(out) (the softmax denominator over e^{z - m}, eq. 5) */     \
 FNN_CLONES static double fnn_exp_shift_sum_##S(const T* restrict z, T m, T* restrict out,   \
@@ -153,8 +158,7 @@ FNN_CLONES static void fnn_cross_entropy_rows_##S(                              
             T m = fnn_max8_##S(z, d);                                                       \
             double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                      \
             for (ptrdiff_t k = 0; k < d; k++) lane[k & 7] += EXP(z[k] - m);                 \
-            double s = ((lane[0] + lane[1]) + (lane[2] + lane[3])) +                        \
-                       ((lane[4] + lane[5]) + (lane[6] + lane[7]));                         \
+            double s = fnn_lanes8(lane);                                                    \
             T zy = z[Y[rows ? rows[i] : i]];                                                \
             losses[i] = (T)((double)(m - zy) + log(s));                                     \
         }                                                                                   \

@@ -68,6 +68,7 @@ cdef extern from "_fastmath.h" nogil:
                                   const Py_ssize_t* rows, const double* sw, double c,
                                   double div, double* losses, double* dZ, Py_ssize_t n,
                                   Py_ssize_t d)
+    double fnn_lanes8(const double* lane)
     float fnn_max_f(const float* z, Py_ssize_t n)
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
@@ -1055,7 +1056,7 @@ cdef double _penalized(const floating* grad, const floating* theta, double* g, P
         lane[i & 7] += w * w
     for i in range(n, size):
         g[i] = grad[i]
-    return ((lane[0] + lane[1]) + (lane[2] + lane[3])) + ((lane[4] + lane[5]) + (lane[6] + lane[7]))
+    return fnn_lanes8(lane)
 
 
 def penalized_gradient(cnp.ndarray grad, cnp.ndarray theta, Py_ssize_t n, double a):

@@ -757,22 +757,19 @@ cdef class Trainer:
         self.n_partners = 0
 
     cdef bint _partners_ready(self, int n):
-        # n partners running in this process (started on first need), or False
+        # n partners running in this process (started on first need; one a fork copied is
+        # replaced), or False. Slots up to n_partners are stopped by __dealloc__ (NULL: none)
         cdef int i
         for i in range(n):
-            if i < self.n_partners and not fnn_partner_alive(self.partners[i]):
-                fnn_partner_stop(self.partners[i])  # a fork's copy: start a new one
-                self.partners[i] = fnn_partner_start(i + 1)
-                if self.partners[i] == NULL:
-                    self.n_partners = i
-                    return False
-                self.partners_new = True
-            elif i >= self.n_partners:
-                self.partners[i] = fnn_partner_start(i + 1)
-                if self.partners[i] == NULL:
-                    return False
-                self.n_partners = i + 1
-                self.partners_new = True
+            if i < self.n_partners:
+                if fnn_partner_alive(self.partners[i]):
+                    continue
+                fnn_partner_stop(self.partners[i])  # a fork's copy, or NULL
+            self.partners[i] = fnn_partner_start(i + 1)
+            self.n_partners = max(self.n_partners, i + 1)
+            if self.partners[i] == NULL:
+                return False
+            self.partners_new = True
         return True
 
     cdef void _judge_partners(self, double seconds):

@@ -691,23 +691,18 @@ class _BaseMLP(BaseEstimator):
                 return data
 
         n_W = sum(W.size for W in Ws)
-
-        def loss_grad(x):
-            theta[...] = x
-            data = data_loss_grad()
-            # the L2 penalty 0.5 alpha sum ||W||^2 / sw_sum and its gradient on the weights
-            g, l2 = _kernels.penalized_gradient(grad, theta, n_W, alpha / sw_sum)
-            return data + 0.5 * alpha * l2 / sw_sum, g
-
         # the objective and its gradient as two functions over one evaluation: scipy asks for
         # both at each x, one after the other, and its own memo for jac=True compares and
         # copies x several times (~20 us an evaluation, 4% of the digits fit)
         last = {}
 
         def loss(x):
+            theta[...] = x
+            data = data_loss_grad()
+            # the L2 penalty 0.5 alpha sum ||W||^2 / sw_sum and its gradient on the weights
+            last["g"], l2 = _kernels.penalized_gradient(grad, theta, n_W, alpha / sw_sum)
             last["x"] = x  # (scipy passes a copy of its x)
-            value, last["g"] = loss_grad(x)
-            return value
+            return data + 0.5 * alpha * l2 / sw_sum
 
         def gradient(x):
             if "x" not in last or not np.array_equal(x, last["x"]):
