@@ -508,12 +508,13 @@ cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
 
 
 cdef inline bint _plain(object A, int ndim, int typenum):
-    # an exact ndarray of this ndim and dtype, C-contiguous and aligned
+    # an exact ndarray of this ndim and dtype, C-contiguous, aligned and in the machine's byte
+    # order (the type number does not say the byte order: a ">f8" array is NPY_DOUBLE too)
     if type(A) is not np.ndarray:
         return False
     cdef cnp.ndarray a = <cnp.ndarray>A
     return (cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_TYPE(a) == typenum
-            and cnp.PyArray_ISCARRAY_RO(a))
+            and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
 
 
 def linear(object X, object W, object b, object activation, object out):

@@ -20,7 +20,8 @@ _Layer = TypeVar("_Layer", bound="Linear")
 
 
 def check_dtype(dtype: DTypeLike) -> np.dtype[np.floating[Any]]:
-    """'float32' or 'float64' (also given as a NumPy dtype or type) as a NumPy dtype."""
+    """'float32' or 'float64', however spelled (a NumPy dtype or type, ">f8", "=f4"), as the
+    native-order NumPy dtype: the kernels read a model's arrays in the machine's byte order."""
     try:
         # np.dtype(None) would be float64
         dt: np.dtype[Any] | None = None if dtype is None else np.dtype(dtype)
@@ -28,7 +29,8 @@ def check_dtype(dtype: DTypeLike) -> np.dtype[np.floating[Any]]:
         dt = None
     if dt is None or dt.name not in DTYPES:
         raise ValueError(f"dtype must be 'float32' or 'float64', got {dtype!r}")
-    return dt
+    native: np.dtype[np.floating[Any]] = np.dtype(dt.name)
+    return native
 
 
 def aligned_copy(A: ArrayLike, dtype: DTypeLike) -> FloatArray:

@@ -655,3 +655,19 @@ def test_repr_and_docs():
     assert re.match(r"MLPClassifier\(dtype='float64'\)", repr(MLPClassifier(dtype="float64")))
     for cls in (MLPClassifier, MLPRegressor):
         assert "validation loss" in cls.__doc__
+
+
+@pytest.mark.parametrize("dtype", [">f4", ">f8"])
+@pytest.mark.parametrize("solver", ["lbfgs", "adam"])
+def test_byte_swapped_estimator_dtypes_train_as_native(dtype, solver):
+    X, y = load_iris(return_X_y=True)
+    X = StandardScaler().fit_transform(X)
+    params = dict(solver=solver, max_iter=60, random_state=0, hidden_layer_sizes=(16,),
+                  learning_rate_init=0.02)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        swapped = MLPClassifier(dtype=dtype, **params).fit(X, y)
+        native = MLPClassifier(dtype=np.dtype(dtype).name, **params).fit(X, y)
+    assert swapped.model_.dtype.isnative
+    assert swapped.score(X, y) == native.score(X, y) > 0.8
+    np.testing.assert_array_equal(swapped.predict_proba(X), native.predict_proba(X))

@@ -10,6 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, Linear, Sequential, reference
+from fastnn import functional as F
 
 OUTPUTS = ("sigmoid", "softmax", "identity")
 LOSS_OF_OUTPUT = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
@@ -694,3 +695,46 @@ def test_repr():
     assert "Sequential" in text and "bias=False" in text and "squared_error" in text
     assert repr(MLP(2, 3, 2)).startswith("MLP(")
     assert "Trace" in repr(model.forward([[0.0, 1.0]]))
+
+
+# ---------------------------------------------------------------------------------------
+# a model's dtype is native-order float32 or float64, however it is spelled
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [">f8", "<f8", "=f8", np.dtype(">f8"), "double",
+                                      ">f4", "<f4", np.dtype(">f4"), "single"])
+def test_byte_swapped_dtype_spellings_give_native_models(backend, spelling, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3))
+    y = (X[:, 0] > 0).astype(int)
+    native = np.dtype(np.dtype(spelling).name)
+    with fastnn.use_backend(backend):
+        model = MLP(3, 5, 2, dtype=spelling, random_state=0)
+        twin = MLP(3, 5, 2, dtype=native, random_state=0)
+        assert model.dtype == native and model.dtype.isnative
+        assert all(A.dtype.isnative for W, b in model.parameters() for A in (W, b))
+        h1 = model.fit(X, y, epochs=3, random_state=0)
+        h2 = twin.fit(X, y, epochs=3, random_state=0)
+        assert h1.loss == h2.loss and np.isfinite(h1.loss).all()
+        np.testing.assert_array_equal(model.predict_proba(X), twin.predict_proba(X))
+    model.save(tmp_path / "m.npz")
+    assert fastnn.load(tmp_path / "m.npz").dtype == native
+
+
+def test_byte_swapped_arrays_are_read_by_value(backend):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5, 4))
+    net = MLP(4, 6, 3, dtype="float64", random_state=0)
+    expected = net.predict_proba(X)
+    with fastnn.use_backend(backend):
+        np.testing.assert_array_equal(net.predict_proba(X.astype(">f8")), expected)
+        np.testing.assert_array_equal(net.decision_function(X.astype(">f8")),
+                                      net.decision_function(X))
+        for layer in net.layers:  # weights set byte-swapped (e.g. from a foreign file)
+            layer.W = layer.W.astype(">f8")
+            layer.b = layer.b.astype(">f8")
+        np.testing.assert_allclose(net.predict_proba(X), expected, rtol=1e-15)
+        W = rng.standard_normal((3, 4))
+        np.testing.assert_array_equal(F.linear(X.astype(">f8"), W.astype(">f8")),
+                                      F.linear(X, W))
