@@ -121,6 +121,12 @@ class Sequential:
                     f"layers[{l}] takes {layers[l].n_in} inputs but layers[{l - 1}] gives "
                     f"{layers[l - 1].n_out} outputs"
                 )
+        for l, layer in enumerate(layers):
+            if any(layer is other for other in layers[:l]):
+                first = next(k for k, other in enumerate(layers) if other is layer)
+                raise ValueError(
+                    f"layers[{l}] is the same Linear as layers[{first}]: shared (tied) weights "
+                    "are not supported; use copy.deepcopy(layer) for a layer of its own")
         if len({layer.dtype for layer in layers}) != 1:
             raise ValueError("all layers must have the same dtype")
         if loss not in LOSSES:
@@ -170,8 +176,19 @@ class Sequential:
         a float32 model, a Fortran-ordered W) are replaced by such copies; shapes that do not
         chain raise a ValueError naming the layer."""
         dtype = self.dtype
+        arrays: list[tuple[str, np.ndarray]] = []  # (name, array) seen so far
         for l, layer in enumerate(self.layers):
             _v.activation(layer.activation, f"layers[{l}].activation")
+            for name in ("W", "b"):
+                A = getattr(layer, name)
+                for other, B in arrays:
+                    if isinstance(A, np.ndarray) and np.may_share_memory(A, B):
+                        raise ValueError(
+                            f"layers[{l}].{name} shares memory with {other}: shared (tied) "
+                            "weights are not supported (training would update them once per "
+                            "use); give each layer arrays of its own (e.g. W.copy())")
+                if isinstance(A, np.ndarray):
+                    arrays.append((f"layers[{l}].{name}", A))
             W, b = layer.W, layer.b
             if not isinstance(W, np.ndarray) or W.ndim != 2 or 0 in W.shape:
                 raise ValueError(f"layers[{l}].W must be a non-empty 2-D array (n_out, n_in), "

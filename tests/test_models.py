@@ -738,3 +738,36 @@ def test_byte_swapped_arrays_are_read_by_value(backend):
         W = rng.standard_normal((3, 4))
         np.testing.assert_array_equal(F.linear(X.astype(">f8"), W.astype(">f8")),
                                       F.linear(X, W))
+
+
+# ---------------------------------------------------------------------------------------
+# shared (tied) weights are refused, on both backends alike
+# ---------------------------------------------------------------------------------------
+
+
+def test_the_same_layer_twice_is_refused():
+    layer = Linear(4, 4, "relu")
+    with pytest.raises(ValueError, match=r"layers\[1\] is the same Linear as layers\[0\]"):
+        Sequential([layer, layer], loss="squared_error")
+
+
+@pytest.mark.parametrize("how", ["same W", "W view", "b in W", "appended layer"])
+def test_layers_sharing_arrays_cannot_be_trained(backend, how):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 4)), rng.standard_normal(16)
+    first = Linear(4, 4, "tanh", random_state=0)
+    second = Linear(4, 4, "tanh", random_state=1)
+    model = Sequential([first, second, Linear(4, 1, random_state=2)], loss="squared_error")
+    if how == "same W":
+        second.W = first.W
+    elif how == "W view":
+        second.W = first.W[:, :]
+    elif how == "b in W":
+        second.b = first.W[0]
+    else:
+        model.layers.insert(1, first)
+    before = [A.copy() for W, b in model.parameters() for A in (W, b)]
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="shares memory"):
+        model.fit(X, y, epochs=1)
+    after = [A for W, b in model.parameters() for A in (W, b)]
+    assert all(np.array_equal(A, B) for A, B in zip(before, after))
