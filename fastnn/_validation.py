@@ -28,6 +28,9 @@ _MAX_DIM = 2**31 - 1  # BLAS takes 32-bit sizes
 def real_array(A: object, name: str) -> NDArray[Any]:
     if A is None:
         raise TypeError(f"{name} must be an array, got None")
+    if type(A).__module__.startswith("scipy.sparse"):
+        raise TypeError(f"{name} must be a dense array, got a scipy.sparse {type(A).__name__} "
+                        f"of shape {getattr(A, 'shape', '?')}: pass {name}.toarray()")
     try:
         arr = np.asarray(A)
     except (ValueError, TypeError) as exc:  # ragged lists and the like

