@@ -15,7 +15,7 @@ import numpy as np
 
 from ._typing import FloatArray, LayerState, OptState, Params
 
-__all__ = ["OPTIMIZERS", "SCHEDULES", "learning_rate", "new_state", "update"]
+__all__ = ["OPTIMIZERS", "SCHEDULES", "learning_rate", "new_state", "state_problem", "update"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "cosine")
@@ -52,6 +52,70 @@ def new_state(params: Params, optimizer: str, momentum: float) -> OptState:
     if optimizer == "adam":
         return zeros(), zeros()
     return (zeros() if momentum > 0 else none), none
+
+
+def state_problem(state: object, params: Params, optimizer: str, momentum: float
+                  ) -> str | None:
+    """Why ``state`` cannot be the state of ``optimizer`` on ``params``, or None if it can.
+
+    The state must be what ``new_state(params, optimizer, momentum)`` makes, with any values:
+    per layer a (W-state, b-state) pair of arrays of W's and b's shapes and dtypes (b-state
+    None exactly for a layer without bias) where the optimizer keeps state, None where it
+    keeps none; finite values; Adam's second moments >= 0; no array shared with a weight or
+    another state array. The native training loop trusts all of this, so every state that a
+    fit continues (``warm_start``, a loaded file) is checked here first.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from fastnn.optim import new_state, state_problem
+    >>> params = [(np.ones((2, 3)), np.ones(2))]
+    >>> state = new_state(params, "adam", 0.0)
+    >>> state_problem(state, params, "adam", 0.0) is None
+    True
+    >>> state[1][0] = None
+    >>> state_problem(state, params, "adam", 0.0)
+    'adam keeps a second moment for layer 0, found None'
+    """
+    moments = ("first", "second")
+    if not isinstance(state, (tuple, list)) or len(state) != 2:
+        return "the state must be a pair of lists (first and second moments)"
+    names = (("velocity" if optimizer == "sgd" else "first moment"), "second moment")
+    keeps = (optimizer == "adam" or momentum > 0, optimizer == "adam")
+    seen: list[np.ndarray] = [A for W, b in params for A in (W, b) if A is not None]
+    for k, states in enumerate(state):
+        if not isinstance(states, (tuple, list)) or len(states) != len(params):
+            return (f"the {moments[k]} moments must be a list of one entry per layer "
+                    f"({len(params)}), got {type(states).__name__}"
+                    + (f" of {len(states)}" if isinstance(states, (tuple, list)) else ""))
+        for l, (s, (W, b)) in enumerate(zip(states, params)):
+            if s is None:
+                if keeps[k]:
+                    return f"{optimizer} keeps a {names[k]} for layer {l}, found None"
+                continue
+            if not keeps[k]:
+                return (f"{optimizer}" + (f" with momentum {momentum}" if optimizer == "sgd"
+                                          else "") + f" keeps no {names[k]}, found one for "
+                        f"layer {l}")
+            if not isinstance(s, (tuple, list)) or len(s) != 2:
+                return f"the {names[k]} of layer {l} must be a (W, b) pair of arrays"
+            for part, A, P in (("W", s[0], W), ("b", s[1], b)):
+                what = f"the {names[k]} of layer {l}'s {part}"
+                if P is None:
+                    if A is not None:
+                        return f"{what} must be None (the layer has no bias)"
+                    continue
+                if not isinstance(A, np.ndarray) or A.shape != P.shape or A.dtype != P.dtype:
+                    got = (f"{A.dtype} {A.shape}" if isinstance(A, np.ndarray)
+                           else type(A).__name__)
+                    return f"{what} must be a {P.dtype} array of shape {P.shape}, got {got}"
+                if not np.isfinite(A).all() or (k == 1 and (A < 0).any()):
+                    return f"{what} holds " + ("NaN or inf" if not np.isfinite(A).all()
+                                               else "negative values")
+                if any(np.may_share_memory(A, B) for B in seen):
+                    return f"{what} shares memory with a weight or another state array"
+                seen.append(A)
+    return None
 
 
 def update(P: FloatArray, G: FloatArray, M1: FloatArray | None, M2: FloatArray | None, *,

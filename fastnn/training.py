@@ -14,6 +14,7 @@ import math
 import numbers
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -27,7 +28,7 @@ from . import functional as F
 from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
 from .layers import check_count
 from .network import _writable
-from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, update
+from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem, update
 
 __all__ = ["History", "fit"]
 
@@ -202,19 +203,33 @@ def _copy(params: Params, state: OptState) -> _Saved:
               for s in states] for states in state])
 
 
-def _state_fits(state: Any, params: Params) -> bool:
-    """Whether a previous fit's optimizer state has the shapes and dtypes of ``params``."""
-    if len(state) != 2 or any(len(states) != len(params) for states in state):
-        return False
-    for states in state:
-        for s, (W, b) in zip(states, params):
-            if s is None:
-                continue
-            if s[0].shape != W.shape or s[0].dtype != W.dtype or (s[1] is None) != (b is None):
-                return False
-            if b is not None and (s[1].shape != b.shape or s[1].dtype != b.dtype):
-                return False
-    return True
+def _start_state(previous: Any, params: Params, optimizer: str, momentum: float
+                 ) -> tuple[OptState, int]:
+    """The optimizer state a fit starts from and its step count: ``previous`` (a model's
+    ``optimizer_state_``, for a warm start) when it is a complete state of this optimizer for
+    ``params`` (``optim.state_problem``), else a new one. A previous state of the same
+    optimizer that cannot be continued (the architecture changed, or it is incomplete or
+    damaged) gives a warning: the native loop must never read a missing moment."""
+    if previous is None:
+        return new_state(params, optimizer, momentum), 0
+    if not isinstance(previous, dict) or not {"optimizer", "momentum", "t", "state"} <= set(
+            previous):
+        problem: str | None = "optimizer_state_ is not a dict of a fit's state"
+    elif previous["optimizer"] != optimizer or previous["momentum"] != momentum:
+        return new_state(params, optimizer, momentum), 0  # another optimizer: a new start
+    elif isinstance(previous["t"], (bool, np.bool_)) or not isinstance(
+            previous["t"], numbers.Integral) or previous["t"] < 0:
+        problem = f"its step count t must be an integer >= 0, got {previous['t']!r}"
+    else:
+        problem = state_problem(previous["state"], params, optimizer, momentum)
+    if problem is not None:
+        warnings.warn(f"warm_start: the previous optimizer state cannot be continued "
+                      f"({problem}); starting from a new {optimizer} state",
+                      RuntimeWarning, stacklevel=4)
+        return new_state(params, optimizer, momentum), 0
+    return [[None if s is None else (_writable(s[0], s[0].dtype),
+                                     None if s[1] is None else _writable(s[1], s[1].dtype))
+             for s in states] for states in previous["state"]], int(previous["t"])
 
 
 def _finite(params: Params) -> bool:
@@ -404,18 +419,11 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
     batch_size = min(batch_size, N)
 
     params = model._trainable_parameters()
-    previous = model.optimizer_state_
-    state: OptState
-    if warm_start and previous is not None and previous["optimizer"] == optimizer \
-            and previous["momentum"] == momentum and _state_fits(previous["state"], params):
-        state = [[None if s is None else (_writable(s[0], s[0].dtype),
-                                          None if s[1] is None else _writable(s[1], s[1].dtype))
-                  for s in states] for states in previous["state"]]
-        t0 = previous["t"]
-    else:  # a new state (also when the architecture changed since the last fit)
-        state, t0 = new_state(params, optimizer, momentum), 0
-    opt = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov, "beta1": beta1,
-           "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
+    state, t0 = _start_state(model.optimizer_state_ if warm_start else None, params, optimizer,
+                             momentum)
+    opt: dict[str, Any] = {
+        "optimizer": optimizer, "momentum": momentum, "nesterov": nesterov, "beta1": beta1,
+        "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
     model.optimizer_state_ = opt
     rng = _v.rng(random_state)
     native = F.get_backend() == "cython"

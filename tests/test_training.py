@@ -894,3 +894,70 @@ def test_a_1d_X_in_fit_is_reported_as_passed(backend, rng):
     with fastnn.use_backend(backend), \
             pytest.raises(ValueError, match=r"1-D array of shape \(100,\).*reshape\(-1, 1\)"):
         MLP(4, 5, K).fit(X[:, 0], y)
+
+
+# ---------------------------------------------------------------------------------------
+# a warm start continues only a complete optimizer state
+# ---------------------------------------------------------------------------------------
+
+
+def _adam_fitted(rng, momentum=0.0, optimizer="adam"):
+    X, y, K = _problem("softmax", rng, N=64)
+    model = MLP(4, 6, K, random_state=0)
+    model.fit(X, y, epochs=2, optimizer=optimizer, momentum=momentum, random_state=0)
+    return model, X, y
+
+
+DAMAGES = {
+    "second moment missing": lambda st: st["state"][1].__setitem__(1, None),
+    "first moment missing": lambda st: st["state"][0].__setitem__(0, None),
+    "bias moment missing": lambda st: st["state"][1].__setitem__(
+        0, (st["state"][1][0][0], None)),
+    "wrong shape": lambda st: st["state"][0].__setitem__(
+        0, (np.zeros((2, 2), np.float32), st["state"][0][0][1])),
+    "wrong dtype": lambda st: st["state"][0].__setitem__(
+        0, (st["state"][0][0][0].astype(np.float64), st["state"][0][0][1])),
+    "not an array": lambda st: st["state"][0].__setitem__(0, ([[0.0]], None)),
+    "one list short": lambda st: st["state"][0].pop(),
+    "negative second moment": lambda st: st["state"][1][0][0].__setitem__((0, 0), -1.0),
+    "NaN moment": lambda st: st["state"][0][1][1].__setitem__(0, np.nan),
+    "moment is a weight": lambda st: None,  # set below (needs the model)
+    "bad step count": lambda st: st.__setitem__("t", -3),
+    "not a pair": lambda st: st.__setitem__("state", ([],)),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_warm_start_with_a_damaged_optimizer_state_starts_afresh(backend, damage, rng):
+    model, X, y = _adam_fitted(rng)
+    if damage == "moment is a weight":
+        model.optimizer_state_["state"][0][0] = (model.layers[0].W, model.layers[0].b)
+    else:
+        DAMAGES[damage](model.optimizer_state_)
+    fresh = MLP(4, 6, 3, random_state=0)
+    for layer, twin in zip(fresh.layers, model.layers):
+        layer.W[...], layer.b[...] = twin.W, twin.b
+    with fastnn.use_backend(backend):
+        with pytest.warns(RuntimeWarning, match="cannot be continued"):
+            model.fit(X, y, epochs=2, optimizer="adam", random_state=1, warm_start=True)
+        fresh.fit(X, y, epochs=2, optimizer="adam", random_state=1)  # no warm start
+    assert model.optimizer_state_["t"] == fresh.optimizer_state_["t"]
+    for (W, b), (W2, b2) in zip(model.parameters(), fresh.parameters()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+
+
+def test_momentum_state_without_its_velocity_starts_afresh(backend, rng):
+    model, X, y = _adam_fitted(rng, momentum=0.9, optimizer="sgd")
+    model.optimizer_state_["state"][0][1] = None
+    with fastnn.use_backend(backend), pytest.warns(RuntimeWarning, match="velocity"):
+        model.fit(X, y, epochs=1, momentum=0.9, warm_start=True)
+    assert model.optimizer_state_["t"] == 2  # one epoch of two batches, from a new state
+
+
+def test_warm_start_with_another_optimizer_starts_afresh_quietly(backend, rng, recwarn):
+    model, X, y = _adam_fitted(rng)
+    with fastnn.use_backend(backend):
+        model.fit(X, y, epochs=1, optimizer="sgd", warm_start=True)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert model.optimizer_state_["t"] == 2
