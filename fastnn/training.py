@@ -203,6 +203,28 @@ def _copy(params: Params, state: OptState) -> _Saved:
               for s in states] for states in state])
 
 
+def _layout(model: Sequential) -> tuple[str, list[tuple[tuple[int, ...], bool]]]:
+    """What a fit's workspaces and optimizer state are built for: the loss and, per layer, W's
+    shape and whether it has a bias."""
+    return model.loss_name, [(tuple(layer.W.shape), layer.b is None) for layer in model.layers]
+
+
+def _callback_parameters(model: Sequential, layout: tuple[Any, ...]) -> Params:
+    """The model's trainable arrays after a fit's callback ran (which may have replaced arrays
+    or changed activations, but not the architecture)."""
+    try:
+        params = model._trainable_parameters()
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"the callback changed the model so that fit cannot go on: {exc}"
+                        ) from None
+    if _layout(model) != layout:
+        raise ValueError(
+            f"the callback changed the model's architecture during fit (loss and per layer "
+            f"(W's shape, no bias): {layout} -> {_layout(model)}); a callback may change "
+            "weights and activations, not the shapes, the biases or the loss")
+    return params
+
+
 def _start_state(previous: Any, params: Params, optimizer: str, momentum: float
                  ) -> tuple[OptState, int]:
     """The optimizer state a fit starts from and its step count: ``previous`` (a model's
@@ -427,13 +449,18 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
     model.optimizer_state_ = opt
     rng = _v.rng(random_state)
     native = F.get_backend() == "cython"
-    if native:
-        trainer = _kernels.Trainer(
+
+    def native_loop() -> Any:  # the native loop over the model's arrays as they are now
+        return _kernels.Trainer(
             [W for W, _ in params], [b for _, b in params],
             [_kernels.ACTIVATION_CODES[layer.activation] for layer in model.layers],
             _kernels.LOSS_CODES[model.loss_name], _kernels.OPTIMIZER_CODES[optimizer],
             state[0], state[1], X, Y, sw, batch_size, momentum=momentum, nesterov=nesterov,
-            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, t=t0)
+            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, t=opt["t"])
+
+    if native:
+        trainer = native_loop()
+    layout = _layout(model)
 
     history = History("accuracy" if model.output != "identity" else "r2")
     best_loss, best, waited = math.inf, None, 0
@@ -510,8 +537,17 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             if early_stopping and waited >= patience:
                 history.stopped_early = True
                 break
-            if callback is not None and callback(epoch, history):
-                break
+            if callback is not None:
+                if callback(epoch, history):
+                    break
+                # the callback may have replaced arrays or changed activations: the loop then
+                # goes on with the model as the callback left it, as the numpy backend does
+                held = params, [layer.activation for layer in model.layers]
+                params = _callback_parameters(model, layout)
+                if native and (any(A is not B for p, q in zip(params, held[0])
+                                   for A, B in zip(p, q))
+                               or held[1] != [layer.activation for layer in model.layers]):
+                    trainer = native_loop()
     finally:
         model.history_ = history
     if early_stopping and best is not None:

@@ -961,3 +961,51 @@ def test_warm_start_with_another_optimizer_starts_afresh_quietly(backend, rng, r
         model.fit(X, y, epochs=1, optimizer="sgd", warm_start=True)
     assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
     assert model.optimizer_state_["t"] == 2
+
+
+# ---------------------------------------------------------------------------------------
+# a callback may replace the layers' arrays or change their activations
+# ---------------------------------------------------------------------------------------
+
+
+def _clip_callback(model):
+    def callback(epoch, history):
+        for layer in model.layers:
+            layer.W = np.clip(layer.W, -0.3, 0.3)  # a new array each time
+            layer.b = layer.b.astype(np.float64)   # and one of another dtype (converted)
+        if epoch == 1:
+            model.layers[0].activation = "tanh"
+    return callback
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_callback_that_replaces_arrays_trains_the_same_on_both_backends(dtype, rng):
+    X, y, K = _problem("softmax", rng, N=96)
+    results = []
+    for backend in ("cython", "numpy"):
+        model = MLP(4, 16, K, dtype=dtype, random_state=0)
+        with fastnn.use_backend(backend):
+            history = model.fit(X, y, epochs=6, lr=0.2, momentum=0.5, random_state=0,
+                                callback=_clip_callback(model))
+        results.append((model, history))
+    (a, ha), (b, hb) = results
+    np.testing.assert_allclose(ha.loss, hb.loss, rtol=1e-4 if dtype == "float32" else 1e-10)
+    assert a.layers[0].activation == b.layers[0].activation == "tanh"
+    for (W, bias), (W2, bias2) in zip(a.parameters(), b.parameters()):
+        assert W.dtype == W2.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(W, W2, atol=1e-5 if dtype == "float32" else 1e-12)
+        np.testing.assert_allclose(bias, bias2, atol=1e-5 if dtype == "float32" else 1e-12)
+    # trained after each replacement: not the clipped weights of the first callback
+    assert np.abs(a.layers[0].W).max() <= 0.3 + 0.2 * 10  # (bounded) and moved on
+    assert ha.loss[-1] < ha.loss[1]
+
+
+def test_a_callback_may_not_change_the_architecture(backend, rng):
+    X, y, K = _problem("softmax", rng, N=32)
+    model = MLP(4, 5, K, random_state=0)
+
+    def grow(epoch, history):
+        model.layers[0].W = np.zeros((6, 4), np.float32)
+
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="callback changed"):
+        model.fit(X, y, epochs=3, callback=grow)
