@@ -943,6 +943,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         else:
             w = compute_sample_weight(cw, y)
         w = np.asarray(w, dtype=np.float64)
+        if not (np.isfinite(w).all() and (w >= 0).all()):
+            raise ValueError(f"class_weight must give every class a finite weight >= 0, got "
+                             f"{cw!r}")
         return w if sw is None else sw * w
 
     def _score_logits(self, Z, y, sw):

@@ -511,9 +511,14 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                     kept = (f"its weights from before epoch {epoch} (after which the loss of "
                             f"the training data was no longer finite)")
                 model.history_ = history
+                hint = "try a smaller lr"
+                if sw is not None and float(sw.mean()) > 2:  # weights scale every step
+                    hint += (f"; sample_weight multiplies each sample's loss and gradient, and "
+                             f"its mean here is {float(sw.mean()):.3g}: divide it by its mean "
+                             f"for steps of the size lr gives with weights 1")
                 raise FloatingPointError(
                     f"training diverged in epoch {epoch + 1} of {epochs}: {what}; the model keeps "
-                    f"{kept} (try a smaller lr)")
+                    f"{kept} ({hint})")
             seconds = time.perf_counter() - tick
             history.loss.append(total / N)
             history.lr.append(lr_epoch)

@@ -671,3 +671,10 @@ def test_byte_swapped_estimator_dtypes_train_as_native(dtype, solver):
     assert swapped.model_.dtype.isnative
     assert swapped.score(X, y) == native.score(X, y) > 0.8
     np.testing.assert_array_equal(swapped.predict_proba(X), native.predict_proba(X))
+
+
+@pytest.mark.parametrize("class_weight", [{0: np.nan}, {1: np.inf}, {0: -1.0}])
+def test_bad_class_weight_values_are_named(class_weight):
+    X, y = load_iris(return_X_y=True)
+    with pytest.raises(ValueError, match="class_weight must give every class a finite weight"):
+        MLPClassifier(max_iter=2, class_weight=class_weight).fit(X, y)

@@ -1009,3 +1009,10 @@ def test_a_callback_may_not_change_the_architecture(backend, rng):
 
     with fastnn.use_backend(backend), pytest.raises(ValueError, match="callback changed"):
         model.fit(X, y, epochs=3, callback=grow)
+
+
+def test_huge_sample_weights_name_the_weights_when_training_diverges(backend, rng):
+    X, y, K = _problem("softmax", rng, N=64)
+    with fastnn.use_backend(backend), \
+            pytest.raises(FloatingPointError, match="sample_weight.*mean here is 1e\\+30"):
+        MLP(4, 5, K, random_state=0).fit(X, y, sample_weight=np.full(64, 1e30), lr=0.1)
