@@ -16,12 +16,11 @@ from setuptools import Extension, setup
 CHECKED = os.environ.get("FASTNN_CHECKED", "0") == "1"
 NATIVE = os.environ.get("FASTNN_NATIVE", "0") == "1"
 
+# fastnn's threads are its own (fastnn/_threads.h: POSIX threads, or Win32 threads)
 if sys.platform == "win32":
-    compile_args, link_args = ["/O2", "/openmp"], []
-elif sys.platform == "darwin":  # Apple clang: OpenMP through libomp (brew install libomp)
-    compile_args, link_args = ["-O3", "-Xpreprocessor", "-fopenmp"], ["-lomp"]
+    compile_args, link_args = ["/O2"], []
 else:
-    compile_args, link_args = ["-O3", "-fopenmp"], ["-fopenmp"]
+    compile_args, link_args = ["-O3", "-pthread"], ["-pthread"]
 if sys.platform != "win32":
     # Lets the compiler if-convert (and so vectorise) loops with float comparisons. Unlike
     # -ffast-math it changes no result: NaN, inf and signed zeros keep their IEEE meaning.

@@ -342,7 +342,7 @@ def environment():
     try:
         from fastnn import _kernels
 
-        omp = _kernels.openmp_max_threads()
+        omp = _kernels.num_threads()
     except Exception:
         omp = None
     return {

@@ -47,11 +47,6 @@ if _installed is not None:  # import every submodule from the installed copy ins
     __path__[:] = [_installed]
     __file__ = os.path.join(_installed, "__init__.py")
 
-# OpenMP threads that spin after a parallel pass steal the core from the BLAS threads of the
-# next matrix product; fastnn's parallel passes are large enough to pay for a wake-up instead.
-# Set before the extension loads OpenMP; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from . import functional, reference  # noqa: E402
 from . import functional as F  # noqa: E402
 from .config import show_config  # noqa: E402
@@ -59,6 +54,7 @@ from .functional import get_backend, set_backend, use_backend  # noqa: E402
 from .layers import Linear  # noqa: E402
 from .network import MLP, Sequential, Trace  # noqa: E402
 from .serialization import load  # noqa: E402
+from .threads import get_num_threads, set_num_threads  # noqa: E402
 from .training import History  # noqa: E402
 
 __version__ = "0.1.0"
@@ -72,9 +68,11 @@ __all__ = [
     "Trace",
     "functional",
     "get_backend",
+    "get_num_threads",
     "load",
     "reference",
     "set_backend",
+    "set_num_threads",
     "show_config",
     "use_backend",
 ]

@@ -22,9 +22,6 @@ OUTPUT_CODES: dict[str, int]
 CHECKED: bool  # built with FASTNN_CHECKED=1 (Cython's bounds checks on)
 SPLIT_GEMV_SIZE: int  # one sample's layer splits W's rows among threads from M * K = this
 
-def _workers_spin(environ: Any) -> bool:
-    """Whether libgomp's idle threads spin before they sleep (GOMP_SPINCOUNT, OMP_WAIT_POLICY)."""
-
 def linear(X: object, W: object, b: object, activation: object, out: object) -> _FloatArray | None:
     """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None
     for anything else (the caller then validates in Python)."""
@@ -87,14 +84,17 @@ def penalized_gradient(
 def shuffle(perm: NDArray[np.intp], seed: int) -> None:
     """Shuffle ``perm`` in place (Fisher-Yates on the splitmix64 stream of ``seed``)."""
 
-def openmp_max_threads() -> int:
-    """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
+def _default_threads(environ: Any) -> int:
+    """OMP_NUM_THREADS's first number if set, else the processors in the affinity mask."""
 
-def team_held_for() -> tuple[float, float]:
-    """(seconds for which fits still run on one thread, the next hold's length)."""
+def num_threads() -> int:
+    """The number of threads fastnn's parallel work may use."""
 
-def release_team() -> None:
-    """Forget that one thread was faster than a team (tests)."""
+def set_num_threads(n: int) -> None:
+    """Let fastnn's parallel work use at most n threads (1..64)."""
+
+def pool_info() -> dict[str, int]:
+    """(Tests) {"workers": threads started in this process, "forks": forks since load}."""
 
 class Trainer:  # a cdef class (not subclassable together with another extension type)
     """One fit's native state: the model's own weights (updated in place), the optimizer
@@ -128,10 +128,7 @@ class Trainer:  # a cdef class (not subclassable together with another extension
     team_stretches: int  # (run_epoch's stretches; loss_grad's calls, one step each)
     alone_stretches: int
     disbanded: int
-    partner_delay: float  # (tests) seconds loss_grad's partner threads start late
-    team_speed: float
-    alone_speed: float
-    probe: int
+    partner_delay: float  # (tests) seconds threads 1.. start late in loss_grad
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""

@@ -15,8 +15,8 @@ Each entry point dispatches on the dtype once, releases the GIL and runs a fused
 ``scipy.linalg.cython_blas`` (a row-major A @ B.T is a column-major gemm with the operands
 swapped, so nothing is copied); one sample's product, and shapes too small to pay for a BLAS
 call, take fastnn's own matrix-vector loop (``fnn_gemv`` in _fastmath.h, a fixed order).
-Elementwise passes over large arrays run under OpenMP ``prange`` with a static schedule,
-and every reduction (loss sums, bias gradients) runs in a fixed order with a float64
+Elementwise passes over large arrays are shared by fastnn's threads (``_threads.h``) in
+fixed blocks, and every reduction (loss sums, bias gradients) runs in a fixed order with a float64
 accumulator, so results are bit-identical for any thread count.
 
 Equation numbers refer to shared/seed/neural-network-notes.md.
@@ -24,12 +24,10 @@ Equation numbers refer to shared/seed/neural-network-notes.md.
 
 cimport numpy as cnp
 from cython cimport floating
-from cython.parallel cimport parallel, prange, threadid
 from libc.math cimport exp, expf, log, logf, log1p, log1pf, tanh, tanhf, fabs, fabsf, sqrt, sqrtf
 from libc.stdlib cimport malloc, free
 from libc.string cimport memcpy, memset
 from scipy.linalg.cython_blas cimport sgemm, dgemm
-cimport openmp
 
 cdef extern from "_fastmath.h" nogil:
     # vectorisable exp (within 2 ulp) and loops over it, one build per instruction set
@@ -95,6 +93,24 @@ cdef enum:
     TANH = 4
     EXP = 5
 
+cdef extern from "_threads.h" nogil:
+    # fastnn's threads (see the header): run job(arg, tid, T) on up to T threads
+    ctypedef void (*fnn_job)(void* arg, int tid, int T) noexcept nogil
+    ctypedef struct fnn_barrier:
+        pass
+    void fnn_barrier_init(fnn_barrier* b)
+    void fnn_barrier_wait(fnn_barrier* b, int n, long* sense)
+    int FNN_MAX_THREADS
+    void fnn_pool_init(int limit)
+    int fnn_pool_limit()
+    void fnn_pool_set_limit(int limit)
+    int fnn_pool_run(fnn_job job, void* arg, int T)
+    double fnn_clock()
+    struct fnn_pool_state "fnn_pool":
+        int workers
+        long forks
+    fnn_pool_state fnn_pool
+
 cdef extern from "_gemm.h" nogil:
     # fastnn's float32 product C = alpha A B + beta C with no packing (see the header);
     # returns 0 where the CPU lacks AVX2 + FMA (the caller then calls BLAS)
@@ -149,28 +165,19 @@ def own_small_products(flag=None):
     return OWN_SMALL
 
 
-cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use OpenMP
+cdef Py_ssize_t PARALLEL_ELEMENTS = 262144  # above: elementwise passes use fastnn's threads
 cdef Py_ssize_t TEAM_STEP = 1 << 16      # above (training loop): a step's work split in parts
 # how many: the machine's processor count, fixed for a machine whatever the thread settings,
 # so the same random_state gives the same weights with 1 or 2 threads (BLAS packs the shared
 # operand once per part, so more parts than processors cost time)
-cdef Py_ssize_t PARTS = max(1, min(64, openmp.omp_get_num_procs()))
+cdef Py_ssize_t PARTS = max(1, min(64, os.cpu_count() or 1))
 
 
-def _workers_spin(environ):
-    """Whether libgomp's idle threads spin a while before they sleep: GOMP_SPINCOUNT above 0,
-    or OMP_WAIT_POLICY other than PASSIVE (fastnn's default, see __init__.py)."""
-    count = environ.get("GOMP_SPINCOUNT", "").strip()
-    if count:
-        return count != "0"
-    return environ.get("OMP_WAIT_POLICY", "").strip().upper() != "PASSIVE"
-
-
-# Above (multiply-adds): one sample's layer splits W's rows among the OpenMP threads. The split
-# costs a wake-up of an idle thread: ~0.5 us when it spins (as `python -m fastnn bench`
-# runs), 5 to 80 us when it sleeps (PASSIVE): 784 x 256 (5 us on one core) gains from the
-# first, only a W of tens of MB (read from L3 or memory) from the second.
-cdef Py_ssize_t SPLIT_GEMV = (1 << 17) if _workers_spin(os.environ) else (1 << 22)
+# Above (multiply-adds): one sample's layer splits W's rows among fastnn's threads. The split
+# costs a wake-up of a worker: ~0.5 us while it spins after a call, 5 to 80 us once it
+# sleeps: 784 x 256 (5 us on one core) gains from the first, only a W of tens of MB (read
+# from L3 or memory) from the second.
+cdef Py_ssize_t SPLIT_GEMV = 1 << 22
 SPLIT_GEMV_SIZE = SPLIT_GEMV
 
 
@@ -268,6 +275,72 @@ cdef inline void _gemm(char transa, char transb, int m, int n, int k, floating a
 
 
 # ---------------------------------------------------------------------------------------
+# Passes over independent blocks of an array, shared by fastnn's threads (_threads.h)
+# ---------------------------------------------------------------------------------------
+
+cdef enum:  # what a Blocks job computes on its blocks
+    ACTIVATE_ROWS = 0  # A (n, width): each row g(row + B) (B: bias or NULL)
+    ACTIVATE_FLAT = 1  # A (size,): g in blocks of 4096
+    SOFTMAX_ROWS = 2   # B (n, width) = softmax (or log-softmax, code) of A's rows
+    CE_ROWS = 3        # eq. 18 on A (size, width) in blocks of 256 rows: losses B, dZ C
+    GEMV_ROWS = 4      # one sample: D (size,) = g(A x + C) for A (size, width), in 16-row blocks
+
+
+cdef struct Blocks:
+    int kind
+    bint single       # float32 arrays (else float64)
+    Py_ssize_t n      # blocks: thread tid of T takes blocks tid n / T .. (tid + 1) n / T
+    Py_ssize_t width
+    Py_ssize_t size
+    int code          # the activation (or, SOFTMAX_ROWS: take the log)
+    void* A
+    void* B
+    void* C
+    void* D
+    const Py_ssize_t* y
+    double scale
+
+
+cdef void _blocks(floating* tag, Blocks* job, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
+    # blocks i0..i1 of the job (the same arithmetic as the one-thread loop of its caller)
+    cdef Py_ssize_t i, w = job.width, start, stop
+    cdef floating* A = <floating*>job.A
+    if job.kind == ACTIVATE_ROWS:
+        for i in range(i0, i1):
+            _activate_row(A + i * w, <floating*>job.B, w, job.code)
+    elif job.kind == ACTIVATE_FLAT:
+        start, stop = i0 * 4096, min(i1 * 4096, job.size)
+        _activate_row(A + start, <floating*>NULL, stop - start, job.code)
+    elif job.kind == SOFTMAX_ROWS:
+        for i in range(i0, i1):
+            _softmax_row(A + i * w, <floating*>job.B + i * w, w, job.code)
+    elif job.kind == CE_ROWS:
+        start, stop = i0 * 256, min(i1 * 256, job.size)
+        _cross_entropy_rows(A + start * w, job.y + start, NULL, NULL, job.scale, 1.0,
+                            <floating*>job.B + start,
+                            <floating*>job.C + start * w if job.C != NULL else NULL,
+                            stop - start, w)
+    else:  # GEMV_ROWS; the last block takes the rows past n * 16
+        start, stop = i0 * 16, (i1 * 16 if i1 < job.n else job.size)
+        _gemv(A, <floating*>job.B, <floating*>job.C, <floating*>job.D, 1, job.size, start,
+              stop, w)
+        _activate_row(<floating*>job.D + start, <floating*>NULL, stop - start, job.code)
+
+
+cdef void _blocks_job(void* arg, int tid, int T) noexcept nogil:
+    cdef Blocks* job = <Blocks*>arg
+    cdef Py_ssize_t i0 = tid * job.n // T, i1 = (tid + 1) * job.n // T
+    if job.single:
+        _blocks(<float*>NULL, job, i0, i1)
+    else:
+        _blocks(<double*>NULL, job, i0, i1)
+
+
+cdef inline void _run_blocks(Blocks* job) noexcept nogil:
+    fnn_pool_run(_blocks_job, job, <int>min(job.n, FNN_MAX_THREADS))
+
+
+# ---------------------------------------------------------------------------------------
 # Activations (elementwise; each case its own loop so the compiler can vectorise it)
 # ---------------------------------------------------------------------------------------
 
@@ -317,10 +390,12 @@ cdef void _activate_rows(floating* U, const floating* b, Py_ssize_t N, Py_ssize_
     cdef Py_ssize_t i
     if code == IDENTITY and b == NULL:
         return
+    cdef Blocks job
     # in parallel only where the activation costs more than the memory traffic (exp inside)
     if N * M >= PARALLEL_ELEMENTS and N > 1 and _costly(code):
-        for i in prange(N, schedule="static"):
-            _activate_row(U + i * M, b, M, code)
+        job.kind, job.single, job.n, job.width, job.code = ACTIVATE_ROWS, floating is float, N, M, code
+        job.A, job.B = U, <void*>b
+        _run_blocks(&job)
     else:
         for i in range(N):
             _activate_row(U + i * M, b, M, code)
@@ -376,21 +451,19 @@ cdef void _mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_
 
 
 cdef inline bint _costly(int code) noexcept nogil:
-    # activations that evaluate exp: worth OpenMP threads on large arrays
+    # activations that evaluate exp: worth fastnn's threads on large arrays
     return code == SIGMOID or code == TANH or code == EXP
 
 
 cdef void _activate_flat(const floating* Z, floating* U, Py_ssize_t size, int code) noexcept nogil:
     # U = g(Z) over a flat array, in chunks of 4096 elements across threads when costly
-    cdef Py_ssize_t chunks, i, start
+    cdef Blocks job
     if U != Z:
         memcpy(U, Z, size * sizeof(floating))
     if size >= PARALLEL_ELEMENTS and _costly(code):
-        chunks = (size + 4095) // 4096
-        for i in prange(chunks, schedule="static"):
-            start = i * 4096
-            _activate_row(U + start, <floating*>NULL,
-                          4096 if start + 4096 <= size else size - start, code)
+        job.kind, job.single, job.n, job.size, job.code = ACTIVATE_FLAT, floating is float, (size + 4095) // 4096, size, code
+        job.A = U
+        _run_blocks(&job)
     else:
         _activate_row(U, <floating*>NULL, size, code)
 
@@ -483,18 +556,11 @@ cdef void _gemv_layer(const floating* W, const floating* x, const floating* b, f
     # one sample, eq. 1a: u_j = g(sum_k W_jk x_k + b_j). A large W is cut into blocks of rows
     # that the threads take (each streams its part of W from its own core's cache); a row's
     # sum does not depend on the block, so the result is the same for any thread count.
-    cdef Py_ssize_t p = 0, n = 1, start = 0, stop = 0
-    cdef int P = 1
-    if M * K >= SPLIT_GEMV:
-        P = <int>min(openmp.omp_get_max_threads(), M // 16)
-    if P > 1:
-        with parallel(num_threads=P):  # thread p of n takes the p-th block of rows
-            p = threadid()
-            n = openmp.omp_get_num_threads()
-            start = p * M // n // 16 * 16  # blocks of 16 rows: no cache line of u shared
-            stop = M if p == n - 1 else (p + 1) * M // n // 16 * 16
-            _gemv(W, x, b, u, 1, M, start, stop, K)
-            _activate_row(u + start, <floating*>NULL, stop - start, code)
+    cdef Blocks job
+    if M * K >= SPLIT_GEMV and M >= 32:  # blocks of 16 rows: no cache line of u shared
+        job.kind, job.single, job.n, job.width, job.size, job.code = GEMV_ROWS, floating is float, M // 16, K, M, code
+        job.A, job.B, job.C, job.D = <void*>W, <void*>x, <void*>b, u
+        _run_blocks(&job)
     else:
         _gemv(W, x, b, u, 1, M, 0, M, K)
         _activate_row(u, <floating*>NULL, M, code)
@@ -735,9 +801,11 @@ cdef void _softmax_row(const floating* z, floating* p, Py_ssize_t K, bint take_l
 cdef void _softmax(const floating* Z, floating* P, Py_ssize_t N, Py_ssize_t K,
                    bint take_log) noexcept nogil:
     cdef Py_ssize_t i
+    cdef Blocks job
     if N * K >= PARALLEL_ELEMENTS and N > 1:
-        for i in prange(N, schedule="static"):
-            _softmax_row(Z + i * K, P + i * K, K, take_log)
+        job.kind, job.single, job.n, job.width, job.code = SOFTMAX_ROWS, floating is float, N, K, take_log
+        job.A, job.B = <void*>Z, P
+        _run_blocks(&job)
     else:
         for i in range(N):
             _softmax_row(Z + i * K, P + i * K, K, take_log)
@@ -892,12 +960,11 @@ cdef void _cross_entropy_rows(const floating* Z, const Py_ssize_t* y, const Py_s
 cdef double _cross_entropy(const floating* Z, const Py_ssize_t* y, floating* losses,
                            floating* dZ, Py_ssize_t N, Py_ssize_t K,
                            floating scale) noexcept nogil:
-    cdef Py_ssize_t i, chunks = (N + 255) // 256, r0
+    cdef Blocks job
     if N * K >= PARALLEL_ELEMENTS and N > 1:  # blocks of 256 rows across threads
-        for i in prange(chunks, schedule="static"):
-            r0 = i * 256
-            _cross_entropy_rows(Z + r0 * K, y + r0, NULL, NULL, scale, 1.0, losses + r0,
-                                dZ + r0 * K if dZ != NULL else NULL, min(256, N - r0), K)
+        job.kind, job.single, job.n, job.size, job.width = CE_ROWS, floating is float, (N + 255) // 256, N, K
+        job.A, job.B, job.C, job.y, job.scale = <void*>Z, losses, dZ, y, scale
+        _run_blocks(&job)
     else:
         _cross_entropy_rows(Z, y, NULL, NULL, scale, 1.0, losses, dZ, N, K)
     return _sum(losses, N)
@@ -1102,6 +1169,32 @@ def shuffle(cnp.ndarray perm, unsigned long long seed):
             i -= 1
 
 
-def openmp_max_threads():
-    """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
-    return openmp.omp_get_max_threads()
+def _default_threads(environ):
+    """The threads fastnn uses when nobody says: OMP_NUM_THREADS (its first number) if set,
+    else the processors this process may run on (its affinity mask)."""
+    value = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not Linux)
+        return os.cpu_count() or 1
+
+
+fnn_pool_init(_default_threads(os.environ))
+
+
+def num_threads():
+    """The number of threads fastnn's parallel work may use (see fastnn.set_num_threads)."""
+    return fnn_pool_limit()
+
+
+def set_num_threads(int n):
+    """Let fastnn's parallel work use at most n threads (1..64; kernels trust n >= 1)."""
+    fnn_pool_set_limit(n)
+
+
+def pool_info():
+    """(Tests, diagnostics) {"workers": threads started in this process, "forks": forks
+    this process descends from since fastnn loaded}."""
+    return {"workers": fnn_pool.workers, "forks": fnn_pool.forks}

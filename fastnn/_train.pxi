@@ -7,8 +7,8 @@
 # update (eq. 21, momentum, Nesterov or Adam), with no Python and no allocation per step.
 # The GIL is taken back every few batches only to let Ctrl-C through.
 #
-# One step is two phases, each cut into fixed parts that the threads of one OpenMP team
-# share, with a barrier (_team.h) after each:
+# One step is two phases, each cut into fixed parts that fastnn's threads share (_threads.h),
+# with a barrier after each:
 #   rows:  for a block of the batch's rows: gather, forward through every layer, the loss
 #          and dL/dZ of the output layer, and back through the layers dZ_l = dU_l * g'(Z_l),
 #          dU_{l-1} = dZ_l W_l (all of it row by row: no other rows are needed);
@@ -20,26 +20,12 @@
 # ``loss_grad`` (the lbfgs solver's objective) is one such step over all N samples with no
 # update. There each block of rows also computes its share of dW and db while its rows are
 # in its core's cache (_partial_grads), and the units phase only adds the shares up in block
-# order (_sum_partials). Its team is the calling thread and partner threads of fastnn's own
-# (_team.h), which stay awake through scipy's step between two calls.
+# order (_sum_partials). fastnn's threads spin a while after each call, so they are awake
+# for the next call of an L-BFGS run after scipy's step in between.
 
 from cpython.exc cimport PyErr_CheckSignals
-from cython.parallel cimport parallel
 from libc.math cimport isfinite, INFINITY
 
-cdef extern from "_team.h" nogil:
-    ctypedef struct fnn_barrier:
-        pass
-    void fnn_barrier_init(fnn_barrier* b)
-    void fnn_barrier_wait(fnn_barrier* b, int n, long* sense)
-    ctypedef void (*fnn_job)(void* arg, int tid) noexcept nogil
-    ctypedef struct fnn_partner:
-        pass
-    fnn_partner* fnn_partner_start(int tid)
-    bint fnn_partner_alive(const fnn_partner* p)
-    void fnn_partner_post(fnn_partner* p, fnn_job job, void* arg)
-    void fnn_partner_wait(fnn_partner* p)
-    void fnn_partner_stop(fnn_partner* p)
 
 # losses of the output layer (the notes pair them with the output maps)
 cdef enum:
@@ -58,15 +44,13 @@ OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 
 cdef enum:
     MAX_LAYERS = 64
-    MAX_PARTNERS = 63  # (PARTS <= 64)
     SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
     SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
     TEAM_STRETCH = 1 << 23  # multiply-adds: a shorter stretch runs on one thread
-    PROBE_STEPS = 8  # steps of a stretch that times the team or one thread
     MIRROR_WEIGHTS = 1 << 17  # a first layer up to this size is held transposed ...
     MIRROR_STEPS = 4  # ... when an epoch has this many steps (see Trainer)
 
-# ... and about this much work (multiply-adds, ~10 ms): one OpenMP team per stretch
+# ... and about this much work (multiply-adds, ~10 ms): one call into C per stretch
 cdef double SIGNAL_CHECK_WORK = 2.0 ** 31
 
 
@@ -87,8 +71,6 @@ cdef struct TrainState:
     bint grad_only                  # loss_grad: no update after the gradient
     double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm
     bint disband                    # a thread of the team waited long: thread 0 goes on alone
-    double waited                   # seconds thread 0 waited at the barriers (loss_grad)
-    double per_step                 # seconds per step of the last stretch after its first
     Py_ssize_t disband_at           # (tests: thread 0 disbands the team after this step)
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
@@ -331,21 +313,19 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
                 j1 - j0, st, lr, 0.0, t)
 
 
-cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense, double* mark,
-                            double* waited) noexcept nogil:
+cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
+                            double* mark) noexcept nogil:
     # the barrier; whether this thread waited long there: longer than it worked since its
-    # last barrier (mark) and over 5 us, the sign of a partner that does not get its core;
-    # the wait is added to waited
+    # last barrier (mark) and over 5 us, the sign of a partner that does not get its core
     cdef double arrive, done
     cdef bint long_wait
     if T <= 1:
         return False  # alone: no barrier, no clock
-    arrive = openmp.omp_get_wtime()
+    arrive = fnn_clock()
     fnn_barrier_wait(barrier, T, sense)
-    done = openmp.omp_get_wtime()
+    done = fnn_clock()
     long_wait = done - arrive > 5e-6 and done - arrive > arrive - mark[0]
     mark[0] = done
-    waited[0] += done - arrive
     return long_wait
 
 
@@ -364,7 +344,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     cdef Py_ssize_t s = start, B, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
-    cdef double total = result[0], batch, mark = openmp.omp_get_wtime(), tick = mark, waited = 0
+    cdef double total = result[0], batch, mark = fnn_clock()
     cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
@@ -378,7 +358,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             if st.grad_only:
                 _partial_grads(tag, st, q, R, q * B // R, (q + 1) * B // R)
             q += T
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark, &waited) else 0
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
         batch = _batch_loss(tag, st, perm + s, B)
         total += batch
         if not isfinite(batch):
@@ -398,10 +378,8 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         steps += 1
         if T > 1 and (slow >= 4 or (tid == 0 and steps == st.disband_at)):
             st.disband = True
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark, &waited) else 0
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
         s += B
-        if steps == 1:  # the clock after the first step, which includes waking the team
-            tick = mark if T > 1 else openmp.omp_get_wtime()
         if T > 1 and st.disband:
             if tid != 0:
                 return
@@ -409,84 +387,49 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     if tid == 0:
         result[0] = total
         st.t = t
-        st.per_step = (openmp.omp_get_wtime() - tick) / (steps - 1) if steps > 1 else -1
-        st.waited = waited
 
 
-cdef double _train_batches(floating* tag, TrainState* st, const Py_ssize_t* perm,
-                           Py_ssize_t start, Py_ssize_t stop, double lr, double total,
-                           int threads) noexcept nogil:
-    # the steps on the batches of perm[start:stop], on a team of ``threads`` OpenMP threads;
-    # returns ``total`` plus their summed (weighted) losses, one batch at a time (the same
-    # sum however an epoch is cut into stretches), non-finite after a diverging batch
-    cdef fnn_barrier barrier
-    cdef int tid, T
-    fnn_barrier_init(&barrier)
-    st.disband = False
-    if threads <= 1:
-        _train_steps(tag, st, perm, start, stop, lr, 0, 1, &barrier, &total)
-    else:
-        with parallel(num_threads=threads):
-            tid = openmp.omp_get_thread_num()
-            T = openmp.omp_get_num_threads()
-            _train_steps(tag, st, perm, start, stop, lr, tid, T, &barrier, &total)
-    return total
-
-
-cdef struct GradJob:  # one loss_grad call, for its threads (see Trainer.loss_grad)
+cdef struct StepsJob:  # the steps on the batches of perm[start:stop], for their threads
     TrainState* st
-    const Py_ssize_t* rows
-    Py_ssize_t N
-    int T
+    const Py_ssize_t* perm
+    Py_ssize_t start
+    Py_ssize_t stop
+    double lr
     bint single  # float32
     fnn_barrier barrier
     double total
-    double delay  # (tests) seconds the partners wait before their parts
+    double delay  # (tests) seconds threads 1.. wait before their parts
 
 
-cdef void _grad_job(void* arg, int tid) noexcept nogil:
-    # thread tid's parts of a loss_grad call: the one step on all N rows, no update
-    cdef GradJob* job = <GradJob*>arg
+cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
+    # thread tid of T: its parts of the steps (see _train_steps)
+    cdef StepsJob* job = <StepsJob*>arg
     cdef double until
     if tid > 0 and job.delay > 0:
-        until = openmp.omp_get_wtime() + job.delay
-        while openmp.omp_get_wtime() < until:
+        until = fnn_clock() + job.delay
+        while fnn_clock() < until:
             pass
     if job.single:
-        _train_steps(<float*>NULL, job.st, job.rows, 0, job.N, 0.0, tid, job.T, &job.barrier,
-                     &job.total)
+        _train_steps(<float*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
+                     &job.barrier, &job.total)
     else:
-        _train_steps(<double*>NULL, job.st, job.rows, 0, job.N, 0.0, tid, job.T, &job.barrier,
-                     &job.total)
+        _train_steps(<double*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
+                     &job.barrier, &job.total)
 
 
-# How many threads run a stretch of batches. The weights do not depend on it (the parts are
-# fixed), only the speed: a team whose partner shares its core with other work (another
-# process, or a busy host under a virtual machine) can be several times slower than one
-# thread. So a fit times both on short stretches (PROBE_STEPS steps, the first not counted)
-# and runs the faster; a team that slows to 1.5x its timed speed, or disbands (see
-# _train_steps), is timed against one thread again. When one thread wins, every fit in the
-# process runs on one thread for a while (the hold: 20 ms, doubled up to 1 s each time one
-# thread wins again, reset when the team wins), then the team is timed again.
-cdef double TEAM_HELD_UNTIL = 0  # omp_get_wtime() before which fits run on one thread
-cdef double TEAM_BACKOFF = 0.02
-# The latest timings of fits by their shapes, (team, one thread, omp_get_wtime()): a fit of
-# the same shapes within TIMINGS_LAST seconds starts from them instead of timing both again.
-cdef dict TIMINGS = {}
-cdef double TIMINGS_LAST = 2.0
-
-
-def team_held_for():
-    """(seconds for which fits still run on one thread because a team disbanded (<= 0: none),
-    the next hold's length): for tests and diagnostics."""
-    return TEAM_HELD_UNTIL - openmp.omp_get_wtime(), TEAM_BACKOFF
-
-
-def release_team():
-    """Forget the timings and that one thread was faster than a team (tests)."""
-    global TEAM_HELD_UNTIL, TEAM_BACKOFF
-    TEAM_HELD_UNTIL, TEAM_BACKOFF = 0, 0.02
-    TIMINGS.clear()
+cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
+                           Py_ssize_t start, Py_ssize_t stop, double lr, double total,
+                           int threads, double delay=0) noexcept nogil:
+    # the steps on the batches of perm[start:stop], on up to ``threads`` of fastnn's threads;
+    # returns ``total`` plus their summed (weighted) losses, one batch at a time (the same
+    # sum however an epoch is cut into stretches), non-finite after a diverging batch
+    cdef StepsJob job
+    job.st, job.perm, job.start, job.stop, job.lr = st, perm, start, stop, lr
+    job.single, job.total, job.delay = single, total, delay
+    fnn_barrier_init(&job.barrier)
+    st.disband = False
+    fnn_pool_run(_steps_job, &job, threads)
+    return job.total
 
 
 cdef class Trainer:
@@ -508,16 +451,7 @@ cdef class Trainer:
     cdef object all_rows  # 0..N-1 (loss_grad)
     cdef double work_per_row  # multiply-adds of a step per sample
     cdef public Py_ssize_t team_stretches, alone_stretches, disbanded  # (tests, diagnostics)
-    # the choice of threads (see TEAM_BACKOFF): seconds per step of the latest timed team and
-    # one thread (0: not timed), which to time next (0: none, 1: one thread, 2: the team)
-    cdef public double team_speed, alone_speed
-    cdef public int probe
-    cdef tuple key  # the shapes (TIMINGS)
-    cdef fnn_partner* partners[MAX_PARTNERS]  # loss_grad's threads besides the caller's
-    cdef int n_partners
-    cdef bint partners_new  # one of them started for this loss_grad call
-    cdef int late_calls  # loss_grad calls in a row that waited for a partner (see below)
-    cdef public double partner_delay  # (tests) seconds loss_grad's partners start late
+    cdef public double partner_delay  # (tests) seconds threads 1.. start late in loss_grad
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
@@ -619,13 +553,6 @@ cdef class Trainer:
 
         self.team_stretches = self.alone_stretches = self.disbanded = 0
         st.disband_at = -1
-        # the team first, then one thread; or the timings of a fit of the same shapes lately
-        self.key = (tuple(st.dims[l] for l in range(L + 1)), B, self.typenum)
-        self.team_speed = self.alone_speed = 0
-        self.probe = 2
-        timed = TIMINGS.get(self.key)
-        if timed is not None and openmp.omp_get_wtime() - timed[2] < TIMINGS_LAST:
-            self.team_speed, self.alone_speed, self.probe = timed[0], timed[1], 0
 
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B):
         # B = A^T (both C-contiguous, of the fit's dtype)
@@ -656,54 +583,17 @@ cdef class Trainer:
         return self.st.t
 
     cdef int _team_size(self):
-        return <int>min(PARTS, openmp.omp_get_max_threads()) if self.st.team else 1
+        # the threads a step's parts may run on (the parts themselves do not depend on it)
+        return <int>min(PARTS, fnn_pool_limit()) if self.st.team else 1
 
-    cdef int _plan(self, Py_ssize_t* steps):
-        # threads for the next stretch, and at most how many steps it takes (see TEAM_BACKOFF)
-        cdef int team = self._team_size()
-        steps[0] = self.chunk
-        if team <= 1:
-            return 1
-        if openmp.omp_get_wtime() < TEAM_HELD_UNTIL:
-            self.probe = 2  # time the team when the hold ends
-            return 1
-        if self.probe:
-            steps[0] = min(self.chunk, PROBE_STEPS)
-            return team if self.probe == 2 else 1
-        return team if self.team_speed <= self.alone_speed else 1
-
-    cdef void _after_stretch(self, int threads, bint probe):
-        # record the stretch's speed and choose (see TEAM_BACKOFF)
-        global TEAM_HELD_UNTIL, TEAM_BACKOFF
-        cdef double speed = self.st.per_step
+    cdef void _count(self, int threads):
+        # what ran a stretch (diagnostics)
         if threads <= 1:
             self.alone_stretches += 1
         elif self.st.disband:
             self.disbanded += 1
-            if self.st.disband_at < 0:
-                speed = INFINITY
         else:
             self.team_stretches += 1
-        if self._team_size() <= 1 or speed <= 0:
-            return  # no choice, or too short to time
-        if threads > 1:
-            if not probe and speed <= 1.5 * self.team_speed:
-                return
-            self.team_speed = speed
-            # timed now: one thread next unless it was timed after the team's last timing
-            self.probe = 1 if not probe or self.alone_speed == 0 else 0
-        else:
-            if not probe:
-                return
-            self.alone_speed, self.probe = speed, 0
-        if self.probe == 0:
-            TIMINGS[self.key] = (self.team_speed, self.alone_speed, openmp.omp_get_wtime())
-            if self.alone_speed < self.team_speed:  # one thread, then time the team again
-                TEAM_HELD_UNTIL = openmp.omp_get_wtime() + TEAM_BACKOFF
-                TEAM_BACKOFF = min(2 * TEAM_BACKOFF, 1.0)
-                self.probe = 2
-            else:
-                TEAM_BACKOFF = 0.02
 
     def _disband_after(self, Py_ssize_t steps):
         """(Tests) make thread 0 disband the team after ``steps`` steps of every stretch."""
@@ -715,32 +605,24 @@ cdef class Trainer:
         one batch diverges (the weights then hold that batch's inputs' last update).
         ``reload=False``: the model's arrays are as the previous call left them (nothing
         wrote them since), so a first layer held transposed is not copied in again."""
-        cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
-        cdef bint probe
+        cdef Py_ssize_t n = perm.shape[0], start = 0, stop
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
         cdef double total = 0, part
         cdef int threads
+        cdef bint single = self.typenum == cnp.NPY_FLOAT32
         if reload:
             self._mirror(True)
         try:
             while start < n:
-                threads = self._plan(&steps)
-                probe = steps < self.chunk  # _plan shortens only a timing stretch
-                stop = min(start + self.st.B * steps, n)
+                stop = min(start + self.st.B * self.chunk, n)
                 # a stretch too short to pay for waking the team (an epoch of a few small
-                # batches) runs on one thread, and times nothing
-                if threads > 1 and \
-                        min(n - start, self.st.B * self.chunk) * self.work_per_row < TEAM_STRETCH:
-                    threads, probe = 1, False
-                if self.typenum == cnp.NPY_FLOAT32:
-                    with nogil:
-                        part = _train_batches(<float*>NULL, &self.st, p, start, stop, lr, total,
-                                              threads)
-                else:
-                    with nogil:
-                        part = _train_batches(<double*>NULL, &self.st, p, start, stop, lr, total,
-                                              threads)
-                self._after_stretch(threads, probe)
+                # batches) runs on one thread
+                threads = self._team_size()
+                if (stop - start) * self.work_per_row < TEAM_STRETCH:
+                    threads = 1
+                with nogil:
+                    part = _train_batches(&self.st, single, p, start, stop, lr, total, threads)
+                self._count(threads)
                 total = part
                 if not isfinite(part):
                     break
@@ -749,46 +631,6 @@ cdef class Trainer:
         finally:
             self._mirror(False)
         return total
-
-    def __dealloc__(self):
-        cdef int i
-        for i in range(self.n_partners):
-            fnn_partner_stop(self.partners[i])
-        self.n_partners = 0
-
-    cdef bint _partners_ready(self, int n):
-        # n partners running in this process (started on first need; one a fork copied is
-        # replaced), or False. Slots up to n_partners are stopped by __dealloc__ (NULL: none)
-        cdef int i
-        for i in range(n):
-            if i < self.n_partners:
-                if fnn_partner_alive(self.partners[i]):
-                    continue
-                fnn_partner_stop(self.partners[i])  # a fork's copy, or NULL
-            self.partners[i] = fnn_partner_start(i + 1)
-            self.n_partners = max(self.n_partners, i + 1)
-            if self.partners[i] == NULL:
-                return False
-            self.partners_new = True
-        return True
-
-    cdef void _judge_partners(self, double seconds):
-        # after a loss_grad call on the team that took ``seconds``: a partner that does not
-        # get its core in time (another process on it) leaves this thread waiting most of
-        # the call; three such calls in a row (not one hiccup of the host) put loss_grad on
-        # one thread for a while, as a slow team does run_epoch (see TEAM_BACKOFF)
-        global TEAM_HELD_UNTIL, TEAM_BACKOFF
-        if self.partners_new:  # a new thread's first call: not a fair timing (BLAS, for
-            self.partners_new = False  # one, sets up its buffers for the thread)
-        elif self.st.waited > 0.5 * seconds:
-            self.late_calls += 1
-            if self.late_calls >= 3:
-                self.late_calls = 0
-                TEAM_HELD_UNTIL = openmp.omp_get_wtime() + TEAM_BACKOFF
-                TEAM_BACKOFF = min(2 * TEAM_BACKOFF, 1.0)
-        else:
-            self.late_calls = 0
-            TEAM_BACKOFF = 0.02
 
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st
@@ -815,15 +657,12 @@ cdef class Trainer:
         cdef int threads = self._team_size()
         cdef const Py_ssize_t* rows
         cdef void* Xb
-        cdef GradJob job
-        cdef int i
-        cdef double start
+        cdef bint single = self.typenum == cnp.NPY_FLOAT32
+        cdef double delay = self.partner_delay
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.all_rows is None:
             self._prepare_loss_grad()
-        if openmp.omp_get_wtime() < TEAM_HELD_UNTIL:
-            threads = 1  # a team was slow lately (see TEAM_BACKOFF)
         rows = <Py_ssize_t*>cnp.PyArray_DATA(self.all_rows)
         self.st.grad_only, self.st.norm = True, norm
         Xb = self.st.Xb
@@ -832,37 +671,10 @@ cdef class Trainer:
             self._transpose_into(W, WT)
             self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
         try:
-            if threads > 1 and self._partners_ready(threads - 1):
-                # the team: this thread and partners of fastnn's own, which stay awake between
-                # the calls of an L-BFGS run (see _team.h)
-                job.st, job.rows, job.N, job.T = &self.st, rows, self.N, threads
-                job.single, job.total = self.typenum == cnp.NPY_FLOAT32, 0.0
-                job.delay = self.partner_delay
-                fnn_barrier_init(&job.barrier)
-                self.st.disband = False
-                start = openmp.omp_get_wtime()
-                with nogil:
-                    for i in range(threads - 1):
-                        fnn_partner_post(self.partners[i], _grad_job, &job)
-                    _grad_job(&job, 0)
-                    for i in range(threads - 1):
-                        fnn_partner_wait(self.partners[i])
-                total = job.total
-                self.team_stretches += 1
-                self._judge_partners(openmp.omp_get_wtime() - start)
-            else:
-                if self.typenum == cnp.NPY_FLOAT32:
-                    with nogil:
-                        total = _train_batches(<float*>NULL, &self.st, rows, 0, self.N, 0.0,
-                                               0.0, threads)
-                else:
-                    with nogil:
-                        total = _train_batches(<double*>NULL, &self.st, rows, 0, self.N, 0.0,
-                                               0.0, threads)
-                if threads > 1:
-                    self.team_stretches += 1
-                else:
-                    self.alone_stretches += 1
+            with nogil:
+                total = _train_batches(&self.st, single, rows, 0, self.N, 0.0, 0.0, threads,
+                                       delay)
+            self._count(threads)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
             self.st.Xb = Xb

@@ -1058,7 +1058,7 @@ def environment():
     try:
         from fastnn import _kernels
 
-        env["fastnn_openmp_threads"] = _kernels.openmp_max_threads()
+        env["fastnn_threads"] = _kernels.num_threads()
     except Exception:  # pragma: no cover - informational only
         env["fastnn_openmp_threads"] = None
     torch = peer("torch")

@@ -93,10 +93,7 @@ from .layers import Linear, check_dtype
 from .network import Sequential
 from .optim import new_state, update
 
-try:  # BLAS on one thread while a fit runs, shared with fastnn.training.fit (see there)
-    from .training import _single_threaded_blas
-except ImportError:  # pragma: no cover - an older or newer fastnn.training
-    from contextlib import nullcontext as _single_threaded_blas
+from .threads import blas_single_threaded
 
 try:  # scikit-learn's own parameter validation (InvalidParameterError, a ValueError)
     from sklearn.utils._param_validation import Interval, Options, StrOptions
@@ -532,7 +529,7 @@ class _BaseMLP(BaseEstimator):
                        callback=callback)
         try:
             if self._is_poisson():
-                with _single_threaded_blas():
+                with blas_single_threaded():
                     self._poisson_epochs(X_train, Y_train, **options)
             else:
                 model.fit(X_train, Y_train, **options)
@@ -722,7 +719,7 @@ class _BaseMLP(BaseEstimator):
         # one BLAS thread, as fastnn's fit: the same weights for any thread setting, and no
         # BLAS threads spinning against each other on a busy machine (10x slower fits seen)
         try:
-            with _single_threaded_blas():
+            with blas_single_threaded():
                 res = scipy.optimize.minimize(
                     loss, x0, method="L-BFGS-B", jac=gradient, callback=callback,
                     options={"maxfun": int(self.max_fun), "maxiter": int(self.max_iter),

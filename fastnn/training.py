@@ -8,19 +8,15 @@ which is what the native loop is measured against.
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import numbers
-import threading
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from threadpoolctl import ThreadpoolController
 
 from . import _kernels
 from . import _validation as _v
@@ -29,6 +25,7 @@ from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
 from .layers import check_count
 from .network import _writable
 from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem, update
+from .threads import blas_single_threaded
 
 __all__ = ["History", "fit"]
 
@@ -103,60 +100,6 @@ class History:
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
         return f"History({self.epochs} epoch{'' if self.epochs == 1 else 's'}{last})"
-
-
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_saved: list[tuple[Callable[[int], Any], int | None]] = []  # (set_threads, count before)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread while any fit runs: OpenBLAS splits a product differently for
-    different thread counts, which changes the last bits of the weights; with one BLAS thread
-    (and the native loop's fixed parts of each step, shared by OpenMP threads) the same
-    random_state gives the same weights for any thread setting. Fits in several threads share
-    the setting: the first in pins BLAS, the last out restores it. The libraries' own
-    set_num_threads is called, which works from any thread."""
-    global _blas_users
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_saved[:] = [(setter, lib.get_num_threads()) for lib, setter in _blas_libs()]
-            for set_threads, _ in _blas_saved:
-                set_threads(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for set_threads, threads in _blas_saved:
-                    if threads is not None:
-                        set_threads(threads)
-                _blas_saved.clear()
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_libs() -> tuple[tuple[Any, Callable[[int], Any]], ...]:
-    """(controller, set-threads function) of each BLAS library loaded, found once per process:
-    threadpoolctl's scan of the loaded libraries takes milliseconds."""
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    return tuple((lib, _thread_setter(lib)) for lib in libs)
-
-
-def _thread_setter(lib: Any) -> Any:  # (threadpoolctl's LibController) -> set_threads(n)
-    """The library's own set-threads function. For a pthreads OpenBLAS this is its C symbol
-    itself: threadpoolctl lets only one 'controlling' Python thread change OpenBLAS, and a
-    fit must pin it from whatever thread it runs in (the count above keeps fits in several
-    threads from undoing each other)."""
-    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp":
-        for prefix in ("", "scipy_"):
-            for suffix in ("", "64_", "_64"):
-                func = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if func is not None:
-                    return func
-    return lib.set_num_threads
 
 
 def _real(value: object, name: str, low: float | None = None, high: float | None = None, *,
@@ -392,7 +335,7 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         raise RuntimeError("fit is already running on this model in another thread; "
                            "train separate models, or wait for that fit to end")
     try:
-        with _single_threaded_blas():
+        with blas_single_threaded():
             return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
                         weight_decay, shuffle, sample_weight, validation_data, early_stopping,
                         patience, random_state, verbose, lr_schedule, beta1, beta2, eps,
