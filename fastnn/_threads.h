@@ -27,7 +27,7 @@
 
 #define FNN_MAX_THREADS 64
 #define FNN_SPIN_SECONDS 1e-3
-#define FNN_SPINS_BEFORE_YIELD (1L << 12)
+#define FNN_SPINS_BEFORE_YIELD 64  /* ~2 us of PAUSE, then yield at each look */
 
 #if defined(_MSC_VER) && !defined(__clang__)
 #include <intrin.h>

@@ -45,6 +45,9 @@ OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 cdef enum:
     MAX_LAYERS = 64
     SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
+    PROBE_STEPS = 4  # steps of a stretch that times the team or one thread
+    HOLD_STEPS = 64  # steps on the faster before timing both again, doubled up to ...
+    MAX_HOLD_STEPS = 4096
     SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
     TEAM_STRETCH = 1 << 23  # multiply-adds: a shorter stretch runs on one thread
     MIRROR_WEIGHTS = 1 << 17  # a first layer up to this size is held transposed ...
@@ -336,7 +339,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     # sums the same losses in the same order, so all stop after the same non-finite batch
     # loss; thread 0 stores the summed loss in result and the step count in st.t (the others
     # read st.t before their first barrier, thread 0 writes it after its last).
-    # A thread that waited long at four barriers in a row (its partner shares a core with
+    # A thread that waited long at two barriers in a row (its partner shares a core with
     # other work) disbands the team: it raises st.disband before a step's second barrier,
     # every thread reads it after that barrier, and thread 0 runs the rest of the stretch
     # alone (all the parts: the same results).
@@ -376,7 +379,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
                         _sum_partials(tag, st, l, q, P, R)
                 part += 1
         steps += 1
-        if T > 1 and (slow >= 4 or (tid == 0 and steps == st.disband_at)):
+        if T > 1 and (slow >= 2 or (tid == 0 and steps == st.disband_at)):
             st.disband = True
         slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
         s += B
@@ -451,6 +454,17 @@ cdef class Trainer:
     cdef object all_rows  # 0..N-1 (loss_grad)
     cdef double work_per_row  # multiply-adds of a step per sample
     cdef public Py_ssize_t team_stretches, alone_stretches, disbanded  # (tests, diagnostics)
+    # How many threads a stretch runs on: this fit's own choice (nothing is shared with other
+    # fits). The weights do not depend on it (the parts are fixed), only the speed: a team
+    # whose other thread shares its core with other work (another process, a busy host) can
+    # be slower than one thread. So the fit keeps the latest time per step of each, from the
+    # stretches it ran (PROBE_STEPS steps of each first), runs the faster, and every ``hold``
+    # steps times the other again for PROBE_STEPS steps; the hold doubles (up to
+    # MAX_HOLD_STEPS) while the same one stays faster. A team that disbands (see
+    # _train_steps) counts as infinitely slow.
+    cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
+    cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
+    cdef bint probing  # the stretch running times the slower
     cdef public double partner_delay  # (tests) seconds threads 1.. start late in loss_grad
 
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
@@ -552,6 +566,8 @@ cdef class Trainer:
         self.keep = keep
 
         self.team_stretches = self.alone_stretches = self.disbanded = 0
+        self.team_speed = self.alone_speed = 0
+        self.since_probe, self.hold, self.probing = 0, HOLD_STEPS, False
         st.disband_at = -1
 
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B):
@@ -586,14 +602,44 @@ cdef class Trainer:
         # the threads a step's parts may run on (the parts themselves do not depend on it)
         return <int>min(PARTS, fnn_pool_limit()) if self.st.team else 1
 
-    cdef void _count(self, int threads):
-        # what ran a stretch (diagnostics)
+    cdef int _threads_for(self, Py_ssize_t* steps):
+        # the threads for the next stretch, and at most how many steps it takes (see team_speed)
+        cdef int team = self._team_size(), faster
+        self.probing = False
+        if team <= 1:
+            return 1
+        if self.team_speed == 0 or self.alone_speed == 0:  # time each first
+            steps[0] = min(steps[0], PROBE_STEPS)
+            return team if self.team_speed == 0 else 1
+        faster = team if self.team_speed <= self.alone_speed else 1
+        if self.since_probe >= self.hold:  # time the slower again
+            self.probing = True
+            steps[0] = min(steps[0], PROBE_STEPS)
+            return 1 if faster > 1 else team
+        steps[0] = min(steps[0], self.hold - self.since_probe)
+        return faster
+
+    cdef void _after(self, int threads, Py_ssize_t steps, double seconds):
+        # record a stretch of ``steps`` steps that took ``seconds`` on ``threads`` threads
+        cdef bint team_was_faster = self.team_speed <= self.alone_speed
         if threads <= 1:
             self.alone_stretches += 1
         elif self.st.disband:
             self.disbanded += 1
         else:
             self.team_stretches += 1
+        if self._team_size() <= 1:
+            return
+        if threads > 1:
+            self.team_speed = INFINITY if self.st.disband else seconds / steps
+        else:
+            self.alone_speed = seconds / steps
+        if self.probing:
+            self.since_probe = 0
+            self.hold = min(2 * self.hold, MAX_HOLD_STEPS) \
+                if (self.team_speed <= self.alone_speed) == team_was_faster else HOLD_STEPS
+        else:
+            self.since_probe += steps
 
     def _disband_after(self, Py_ssize_t steps):
         """(Tests) make thread 0 disband the team after ``steps`` steps of every stretch."""
@@ -605,24 +651,27 @@ cdef class Trainer:
         one batch diverges (the weights then hold that batch's inputs' last update).
         ``reload=False``: the model's arrays are as the previous call left them (nothing
         wrote them since), so a first layer held transposed is not copied in again."""
-        cdef Py_ssize_t n = perm.shape[0], start = 0, stop
+        cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
-        cdef double total = 0, part
+        cdef double total = 0, part, clock
         cdef int threads
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
         if reload:
             self._mirror(True)
         try:
             while start < n:
-                stop = min(start + self.st.B * self.chunk, n)
-                # a stretch too short to pay for waking the team (an epoch of a few small
-                # batches) runs on one thread
-                threads = self._team_size()
-                if (stop - start) * self.work_per_row < TEAM_STRETCH:
+                steps = self.chunk
+                threads = self._threads_for(&steps)
+                stop = min(start + self.st.B * steps, n)
+                # an epoch too short to pay for waking the team (a few small batches) runs on
+                # one thread
+                if min(n - start, self.st.B * self.chunk) * self.work_per_row < TEAM_STRETCH:
                     threads = 1
+                clock = fnn_clock()
                 with nogil:
                     part = _train_batches(&self.st, single, p, start, stop, lr, total, threads)
-                self._count(threads)
+                self._after(threads, (stop - start + self.st.B - 1) // self.st.B,
+                            fnn_clock() - clock)
                 total = part
                 if not isfinite(part):
                     break
@@ -654,11 +703,12 @@ cdef class Trainer:
         The objective and gradient of the estimators' lbfgs solver."""
         cdef double total = 0
         cdef long long t = self.st.t
-        cdef int threads = self._team_size()
+        cdef Py_ssize_t steps = 1
+        cdef int threads = self._threads_for(&steps)
         cdef const Py_ssize_t* rows
         cdef void* Xb
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
-        cdef double delay = self.partner_delay
+        cdef double delay = self.partner_delay, clock
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.all_rows is None:
@@ -670,11 +720,12 @@ cdef class Trainer:
         for l, W, WT in self.copies:
             self._transpose_into(W, WT)
             self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
+        clock = fnn_clock()
         try:
             with nogil:
                 total = _train_batches(&self.st, single, rows, 0, self.N, 0.0, 0.0, threads,
                                        delay)
-            self._count(threads)
+            self._after(threads, 1, fnn_clock() - clock)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
             self.st.Xb = Xb

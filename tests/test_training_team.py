@@ -150,7 +150,7 @@ def trainers(monkeypatch):
     yield made
 
 
-@pytest.mark.parametrize("at", [1, 2, 5])
+@pytest.mark.parametrize("at", [1, 2, 3])  # (team stretches have 4 steps or more)
 @pytest.mark.parametrize("arch", ["digits", "deep multilabel"])
 def test_a_team_that_disbands_mid_stretch_gives_the_same_bits(trainers, arch, at):
     # thread 0 finishes the stretch alone after ``at`` steps: every part still runs once
