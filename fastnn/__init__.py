@@ -16,46 +16,26 @@ The notes' section 1, problem 2: two hard-threshold units (eq. 2) and a threshol
 array([0, 0, 1, 0, 1])
 """
 
-import os
-import sys
 from typing import Any
 
-
-def _compiled(folder: str) -> bool:
-    return any(name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
-               for name in os.listdir(folder))
-
-
-def _installed_copy(here: str) -> str | None:
-    """Where an installed fastnn lies when this one is a source checkout without its compiled
-    extension (``python -m fastnn`` run in the repository folder finds the folder first)."""
-    if _compiled(here):
-        return None
-    for entry in sys.path:
-        candidate = os.path.join(os.path.abspath(entry or os.curdir), "fastnn")
-        if os.path.abspath(candidate) != here and os.path.isfile(
-                os.path.join(candidate, "__init__.py")) and _compiled(candidate):
-            return candidate
+try:
+    from . import _kernels  # noqa: F401  (the compiled native layer)
+except ImportError as exc:  # a source checkout without a build, or a broken install
     raise ImportError(
-        f"fastnn's compiled extension is not built in {here} and no installed fastnn was "
-        "found: run `pip install .` (then use fastnn from anywhere, this folder included), "
-        "or build in place with `python setup.py build_ext --inplace`")
+        f"fastnn's compiled extension could not be loaded ({exc}): install fastnn with "
+        "`pip install .` and import it from anywhere but a source checkout's root (whose "
+        "fastnn/ folder has no compiled modules), or build in place with "
+        "`python setup.py build_ext --inplace`") from exc
 
-
-_installed = _installed_copy(os.path.dirname(os.path.abspath(__file__)))
-if _installed is not None:  # import every submodule from the installed copy instead
-    __path__[:] = [_installed]
-    __file__ = os.path.join(_installed, "__init__.py")
-
-from . import functional, reference  # noqa: E402
-from . import functional as F  # noqa: E402
-from .config import show_config  # noqa: E402
-from .functional import get_backend, set_backend, use_backend  # noqa: E402
-from .layers import Linear  # noqa: E402
-from .network import MLP, Sequential, Trace  # noqa: E402
-from .serialization import load  # noqa: E402
-from .threads import get_num_threads, set_num_threads  # noqa: E402
-from .training import History  # noqa: E402
+from . import functional, reference
+from . import functional as F
+from .config import show_config
+from .functional import get_backend, set_backend, use_backend
+from .layers import Linear
+from .network import MLP, Sequential, Trace
+from .serialization import load
+from .threads import get_num_threads, set_num_threads
+from .training import History
 
 __version__ = "0.1.0"
 

@@ -88,7 +88,9 @@ static inline double fnn_exp(double x) {
  * (-ffp-contract=off) and sums in a fixed order of 8 float64 lanes. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(FNN_NO_CLONES)  /* (tests build single instruction sets with it) */
-#define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), unused))
+#elif defined(__GNUC__) || defined(__clang__)
+#define FNN_CLONES __attribute__((unused))  /* each kernel module uses some of the loops */
 #else
 #define FNN_CLONES
 #endif

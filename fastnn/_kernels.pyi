@@ -1,4 +1,5 @@
-"""Type stubs of the compiled extension ``fastnn._kernels`` (``_kernels.pyx`` + ``_train.pxi``).
+"""Type stubs of ``fastnn._kernels``, the entry of the compiled native layer (it gathers what
+Python calls from fastnn._layers, _losses, _inference, _train, _parallel, _blas, _tuning).
 
 Nothing in the extension validates its arguments (``linear`` excepted: it returns None for
 anything outside its fast path): callers pass C-contiguous float32/float64 arrays of one
@@ -20,7 +21,6 @@ LOSS_CODES: dict[str, int]
 OPTIMIZER_CODES: dict[str, int]
 OUTPUT_CODES: dict[str, int]
 CHECKED: bool  # built with FASTNN_CHECKED=1 (Cython's bounds checks on)
-SPLIT_GEMV_SIZE: int  # one sample's layer splits W's rows among threads from M * K = this
 
 def linear(X: object, W: object, b: object, activation: object, out: object) -> _FloatArray | None:
     """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None
@@ -61,17 +61,15 @@ def squared_error(
 ) -> float:
     """Per-sample eq. 20 losses into ``losses``, scale * gradient into dZ; the float64 sum."""
 
-def gemm_path(level: int | None = None) -> int:
-    """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS); (tests)
-    ``level`` selects that path or the CPU's best below it."""
+def gemm_path() -> int:
+    """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS)."""
 
 def own_small_products(flag: bool | None = None) -> bool:
     """Whether fastnn's own float32 product also takes the small products (up to 2^20
     multiply-adds); ``flag`` sets it (once, at import)."""
 
-def _own_gemm(A: NDArray[np.float32], B: NDArray[np.float32], C: NDArray[np.float32],
-              alpha: float, beta: float, transpose_a: bool = False,
-              P: NDArray[np.float32] | None = None) -> bool: ...
+def tuning() -> dict[str, Any]:
+    """fastnn's tuning thresholds {name: value} (fastnn._tuning.NOTES says what each trades)."""
 
 def all_finite(a: _FloatArray) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
@@ -83,9 +81,6 @@ def penalized_gradient(
 
 def shuffle(perm: NDArray[np.intp], seed: int) -> None:
     """Shuffle ``perm`` in place (Fisher-Yates on the splitmix64 stream of ``seed``)."""
-
-def _default_threads(environ: Any) -> int:
-    """OMP_NUM_THREADS's first number if set, else the processors in the affinity mask."""
 
 def num_threads() -> int:
     """The number of threads fastnn's parallel work may use."""

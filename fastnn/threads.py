@@ -89,11 +89,11 @@ def set_num_threads(n: int) -> None:
 
 
 class _FastnnThreads(LibController):  # type: ignore[misc]
-    """threadpoolctl's view of fastnn's pool: the compiled ``_kernels`` extension."""
+    """threadpoolctl's view of fastnn's pool: the compiled ``_parallel`` module."""
 
     user_api = "openmp"
     internal_api = "fastnn"
-    filename_prefixes = ("_kernels",)
+    filename_prefixes = ("_parallel",)
     check_symbols = ("fastnn_get_num_threads", "fastnn_set_num_threads")
 
     def get_num_threads(self) -> int:

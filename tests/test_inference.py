@@ -31,7 +31,7 @@ from fastnn import functional as F
 from fastnn import reference as R
 
 ACTIVATIONS = R.ACTIVATIONS
-SPLIT = _kernels.SPLIT_GEMV_SIZE  # M * K from which one sample's layer uses the threads
+SPLIT = _kernels.tuning()["split_gemv"]  # M * K from which one sample's layer uses the threads
 K_SPLIT = 1000
 M_SPLIT = (SPLIT // K_SPLIT + 40) | 1  # odd, and M * K above the split size
 

@@ -1,6 +1,8 @@
-# Included by _kernels.pyx: the native training loop.
-#
-# A ``Trainer`` holds one fit's state: raw pointers to the model's own weight arrays (updated
+# cython: language_level=3
+"""The native training loop (see the design note below), and the helpers of fit and the
+lbfgs solver: the shuffle of an epoch and the L2-penalised gradient."""
+
+# # A ``Trainer`` holds one fit's state: raw pointers to the model's own weight arrays (updated
 # in place), the optimizer state, and every workspace a mini-batch needs, all allocated once
 # per fit by the caller (fastnn.training). ``run_epoch`` then runs whole epochs in C: gather
 # the shuffled batch, forward (eq. 10), loss and its gradient (eq. 16-20), backward (section 3),
@@ -14,8 +16,8 @@
 #          dU_{l-1} = dZ_l W_l (all of it row by row: no other rows are needed);
 #   units: for a block of one layer's units j: dW_j = dZ_j^T U_{l-1}, db_j, and the update
 #          of W_j and b_j (a sum over all the batch's rows, hence the barrier before it).
-# The parts depend on the shapes and the machine's processor count only, never on how many
-# threads run them, so 1 and 2 threads give the same weights bit for bit.
+# The parts depend on the shapes alone (_parts), never on the machine or on how many threads
+# run them, so any thread count on any machine gives the same weights bit for bit.
 #
 # ``loss_grad`` (the lbfgs solver's objective) is one such step over all N samples with no
 # update. There each block of rows also computes its share of dW and db while its rows are
@@ -23,8 +25,32 @@
 # order (_sum_partials). fastnn's threads spin a while after each call, so they are awake
 # for the next call of an L-BFGS run after scipy's step in between.
 
+cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
-from libc.math cimport isfinite, INFINITY
+from cython cimport floating
+from libc.math cimport isfinite, sqrt, INFINITY
+from libc.string cimport memcpy, memset
+
+import numpy as np
+
+from fastnn._layers cimport (IDENTITY, grad_db, grad_dW, grad_dWT, grad_dX, linear_forward,
+                             linear_forward_t, mul_grad_row, transpose)
+from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, squared_error_
+from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_add_f, fnn_add_d, fnn_add_scaled_f,
+                           fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
+                           fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
+from fastnn._parallel cimport clock, limit, run
+from fastnn._tuning cimport Tuning, tuned
+
+cdef extern from "_barrier.h" nogil:
+    ctypedef struct fnn_barrier:
+        pass
+    void fnn_barrier_init(fnn_barrier* b)
+    void fnn_barrier_wait(fnn_barrier* b, int n, long* sense)
+
+cnp.import_array()
+
+cdef Tuning* tune = tuned()
 
 
 # losses of the output layer (the notes pair them with the output maps)
@@ -42,65 +68,17 @@ cdef enum:
 
 OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 
-cdef enum:
-    MAX_LAYERS = 64
-    SIGNAL_CHECK_BATCHES = 32  # at least this many batches between Ctrl-C checks
-    PROBE_STEPS = 4  # steps of a stretch that times the team or one thread
-    HOLD_STEPS = 64  # steps on the faster before timing both again, doubled up to ...
-    MAX_HOLD_STEPS = 4096
-    SMALL_PRODUCT = 1 << 20  # multiply-adds: BLAS's small-matrix kernels (no packing) below
-    TEAM_STRETCH = 1 << 23  # multiply-adds: a shorter stretch runs on one thread
-    MIRROR_WEIGHTS = 1 << 17  # a first layer up to this size is held transposed ...
-    MIRROR_STEPS = 4  # ... when an epoch has this many steps (see Trainer)
 
-# ... and about this much work (multiply-adds, ~10 ms): one call into C per stretch
-cdef double SIGNAL_CHECK_WORK = 2.0 ** 31
-
-
-cdef struct TrainState:
-    int n_layers
-    int loss
-    int optimizer
-    bint nesterov
-    double momentum
-    double beta1
-    double beta2
-    double eps
-    double weight_decay
-    long long t                     # Adam's step count
-    Py_ssize_t B                    # the batch size
-    bint team                       # the step is worth splitting into parts (PARTS > 1)
-    bint transposed                 # the first layer's W, gW and state held as W^T (K, M)
-    bint grad_only                  # loss_grad: no update after the gradient
-    double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm
-    bint disband                    # a thread of the team waited long: thread 0 goes on alone
-    Py_ssize_t disband_at           # (tests: thread 0 disbands the team after this step)
-    int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
-    Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
-    int acts[MAX_LAYERS]
-    void* W[MAX_LAYERS]             # the model's weights, (dims[l+1], dims[l])
-    void* WT[MAX_LAYERS]            # loss_grad: a copy W^T of a small layer l > 0, or NULL
-    void* b[MAX_LAYERS]             # the model's biases or NULL
-    void* gW[MAX_LAYERS]            # gradients
-    void* gb[MAX_LAYERS]
-    void* mW[MAX_LAYERS]            # momentum velocity / Adam first moment (or NULL)
-    void* mb[MAX_LAYERS]
-    void* vW[MAX_LAYERS]            # Adam second moment (or NULL)
-    void* vb[MAX_LAYERS]
-    void* U[MAX_LAYERS]             # layer outputs, (B, dims[l+1])
-    void* dU[MAX_LAYERS]            # dL/dU, overwritten by dL/dZ
-    void* X                         # the training inputs (N, n_in)
-    void* Y                         # targets: intp labels (CE) or (N, d) values
-    void* sw                        # sample weights (N,) in float64, or NULL
-    void* Xb                        # the gathered batch (B, n_in)
-    void* losses                    # per-sample losses of the batch (B,)
-    void* scratch                   # per-output losses of one sample, per part (PARTS, dims[L])
-    double* acc                     # float64 scratch for db: layer l's at acc + acc_at[l]
-    Py_ssize_t acc_at[MAX_LAYERS + 1]  # acc_at[n_layers] = the units of all layers
-    # loss_grad with its rows in parts: each part's share of the gradient, summed after
-    void* pW                        # part q's dW_l at pW + q * n_weights + w_at[l]
-    double* pb                      # part q's db_l at pb + q * acc_at[n_layers] + acc_at[l]
-    Py_ssize_t w_at[MAX_LAYERS + 1]  # w_at[n_layers] = n_weights
+cdef inline int _parts(double work, Py_ssize_t count) noexcept nogil:
+    # how many parts a phase of a step is cut into, by the shapes alone (never by the number
+    # of threads, so the same seed gives the same bits on any machine): the largest power of
+    # two p <= max_parts that leaves each part at least part_rows of the ``count`` rows (or
+    # units) and part_work of the phase's ``work`` multiply-adds
+    cdef int p = 1
+    while (2 * p <= tune.max_parts and count >= 2 * p * tune.part_rows
+           and work >= 2 * p * tune.part_work):
+        p *= 2
+    return p
 
 
 cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize_t n,
@@ -156,18 +134,18 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
     for l in range(L):
         M = st.dims[l + 1]
         if l == 0 and st.transposed:  # W^T (see Trainer)
-            _linear_forward_t(inp, <floating*>st.W[l], <floating*>st.b[l],
+            linear_forward_t(inp, <floating*>st.W[l], <floating*>st.b[l],
                               <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         elif st.WT[l] != NULL:
-            _linear_forward_t(inp, <floating*>st.WT[l], <floating*>st.b[l],
+            linear_forward_t(inp, <floating*>st.WT[l], <floating*>st.b[l],
                               <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         else:
-            _linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
+            linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
                             <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         inp = <floating*>st.U[l] + r0 * M
     # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
     if st.loss == LOSS_CE:  # these rows at once
-        _cross_entropy_rows(out + r0 * d, <Py_ssize_t*>st.Y, rows + r0, sw, 1.0,
+        cross_entropy_rows(out + r0 * d, <Py_ssize_t*>st.Y, rows + r0, sw, 1.0,
                             st.norm if st.grad_only else B, losses + r0, dout + r0 * d, n, d)
     else:
         for r in range(r0, r1):
@@ -175,18 +153,18 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
                                / (st.norm if st.grad_only else B))
             if st.loss == LOSS_BCE:
                 # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
-                losses[r] = <floating>_binary_cross_entropy(
+                losses[r] = <floating>binary_cross_entropy_(
                     out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
             else:
-                _squared_error(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
+                squared_error_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
                                dout + r * d, 1, d, scale)
     # backward (section 3), these rows only: dZ_l = dU_l * g'(Z_l) in place, dU_{l-1} = dZ_l W_l
     for l in range(L - 1, -1, -1):
         K, M = st.dims[l], st.dims[l + 1]
         dZ = <floating*>st.dU[l] + r0 * M
-        _mul_grad_row(dZ, <floating*>st.U[l] + r0 * M, dZ, n * M, st.acts[l])
+        mul_grad_row(dZ, <floating*>st.U[l] + r0 * M, dZ, n * M, st.acts[l])
         if l > 0:
-            _grad_dX(dZ, <floating*>st.W[l], <floating*>st.dU[l - 1] + r0 * K, n, K, M)
+            grad_dX(dZ, <floating*>st.W[l], <floating*>st.dU[l - 1] + r0 * K, n, K, M)
 
 
 cdef void _partial_grads(floating* tag, TrainState* st, int q, int R, Py_ssize_t r0,
@@ -210,13 +188,13 @@ cdef void _partial_grads(floating* tag, TrainState* st, int q, int R, Py_ssize_t
         else:
             dW = <floating*>st.pW + q * st.w_at[st.n_layers] + st.w_at[l]
         if l == 0 and st.transposed:
-            _grad_dWT(dZ, inp, dW, n, K, M, 0, K, 1, 0)
+            grad_dWT(dZ, inp, dW, n, K, M, 0, K, 1, 0)
         else:
-            _grad_dW(dZ, inp, dW, <floating*>NULL, NULL, n, K, M, 0, M)
+            grad_dW(dZ, inp, dW, <floating*>NULL, NULL, n, K, M, 0, M)
         if st.gb[l] == NULL:
             continue
         if R == 1:
-            _grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], n, M, 0, M)
+            grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], n, M, 0, M)
         else:
             acc = st.pb + q * st.acc_at[st.n_layers] + st.acc_at[l]
             memset(acc, 0, M * sizeof(double))
@@ -293,12 +271,12 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
     cdef bint added
     if l == 0 and st.transposed:
         a0, a1 = q * K // P * M, (q + 1) * K // P * M
-        added = _grad_dWT(dZ, inp, C, B, K, M, q * K // P, (q + 1) * K // P, alpha, beta, P_add)
+        added = grad_dWT(dZ, inp, C, B, K, M, q * K // P, (q + 1) * K // P, alpha, beta, P_add)
         if st.gb[l] != NULL:
-            _grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], B, M, j0, j1)
+            grad_db(dZ, <floating*>st.gb[l], st.acc + st.acc_at[l], B, M, j0, j1)
     else:
         a0, a1 = j0 * K, j1 * K
-        added = _grad_dW(dZ, inp, C, <floating*>st.gb[l], st.acc + st.acc_at[l], B, K, M, j0,
+        added = grad_dW(dZ, inp, C, <floating*>st.gb[l], st.acc + st.acc_at[l], B, K, M, j0,
                          j1, alpha, beta, P_add)
     if fused:
         if P_add != NULL and not added and a1 > a0:
@@ -324,9 +302,9 @@ cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
     cdef bint long_wait
     if T <= 1:
         return False  # alone: no barrier, no clock
-    arrive = fnn_clock()
+    arrive = clock()
     fnn_barrier_wait(barrier, T, sense)
-    done = fnn_clock()
+    done = clock()
     long_wait = done - arrive > 5e-6 and done - arrive > arrive - mark[0]
     mark[0] = done
     return long_wait
@@ -347,13 +325,13 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     cdef Py_ssize_t s = start, B, steps = 0
     cdef long sense = 0
     cdef long long t = st.t
-    cdef double total = result[0], batch, mark = fnn_clock()
+    cdef double total = result[0], batch, mark = clock()
     cdef floating* scratch
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
         # the rows phase: fixed blocks of rows, block p on thread p % T (loss_grad: with
         # their shares of the gradient)
-        R = <int>min(PARTS, B) if st.team else 1
+        R = _parts(B * st.row_work, B) if st.team else 1
         q = tid
         while q < R:
             scratch = <floating*>st.scratch + q * st.dims[L]
@@ -409,8 +387,8 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
     cdef StepsJob* job = <StepsJob*>arg
     cdef double until
     if tid > 0 and job.delay > 0:
-        until = fnn_clock() + job.delay
-        while fnn_clock() < until:
+        until = clock() + job.delay
+        while clock() < until:
             pass
     if job.single:
         _train_steps(<float*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
@@ -431,7 +409,7 @@ cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
     job.single, job.total, job.delay = single, total, delay
     fnn_barrier_init(&job.barrier)
     st.disband = False
-    fnn_pool_run(_steps_job, &job, threads)
+    run(_steps_job, &job, threads)
     return job.total
 
 
@@ -443,30 +421,6 @@ cdef class Trainer:
     ``gW``/``gb``: arrays of W's and b's shapes for the gradients (e.g. views into one flat
     buffer), instead of new ones (the first layer then stays in the model's layout).
     """
-    cdef TrainState st
-    cdef int typenum
-    cdef Py_ssize_t N
-    cdef Py_ssize_t chunk  # batches per call into C (between Ctrl-C checks)
-    cdef list keep
-    cdef list mirrors
-    cdef list weights  # the model's W arrays
-    cdef list copies  # loss_grad: (l, W_l, its W^T copy) for the small layers l > 0
-    cdef object all_rows  # 0..N-1 (loss_grad)
-    cdef double work_per_row  # multiply-adds of a step per sample
-    cdef public Py_ssize_t team_stretches, alone_stretches, disbanded  # (tests, diagnostics)
-    # How many threads a stretch runs on: this fit's own choice (nothing is shared with other
-    # fits). The weights do not depend on it (the parts are fixed), only the speed: a team
-    # whose other thread shares its core with other work (another process, a busy host) can
-    # be slower than one thread. So the fit keeps the latest time per step of each, from the
-    # stretches it ran (PROBE_STEPS steps of each first), runs the faster, and every ``hold``
-    # steps times the other again for PROBE_STEPS steps; the hold doubles (up to
-    # MAX_HOLD_STEPS) while the same one stays faster. A team that disbands (see
-    # _train_steps) counts as infinitely slow.
-    cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
-    cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
-    cdef bint probing  # the stretch running times the slower
-    cdef public double partner_delay  # (tests) seconds threads 1.. start late in loss_grad
-
     def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
                   list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
                   Py_ssize_t batch_size, double momentum=0.0, bint nesterov=False,
@@ -518,14 +472,12 @@ cdef class Trainer:
                 st.vW[l] = <void*>cnp.PyArray_DATA(state2[l][0])
                 if state2[l][1] is not None:
                     st.vb[l] = <void*>cnp.PyArray_DATA(state2[l][1])
-        # one step's work (multiply-adds of one product per layer, about a third of it) decides
-        # whether the step is split in parts, and each layer's whether its units are
+        # the parts of a step, by the shapes alone (see _parts): the rows phase's, a power of
+        # two of blocks of the batch's rows, and per layer the units phase's
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
         self.work_per_row = 3 * sum(work) / B
-        st.team = PARTS > 1 and 3 * sum(work) >= TEAM_STEP
-        for l in range(L):
-            big = st.team and work[l] >= TEAM_STEP and st.dims[l + 1] >= PARTS
-            st.unit_parts[l] = PARTS if big else 1
+        st.row_work = 2 * sum(work) / B  # forward and dU, about two thirds of a step
+        R = _parts(B * st.row_work, B)
         # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
         # state (see _linear_forward_t). run_epoch copies them in from the model's arrays and
         # back out, so between epochs the model's own arrays hold the weights. It pays for:
@@ -536,9 +488,16 @@ cdef class Trainer:
         # Large layers gain 3-8% a step, less than transposing them costs (ms at 1024 x 1024).
         self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
         st.transposed = first_transposed or gW is None and (
-            work[0] // (min(PARTS, B) if st.team else 1) <= SMALL_PRODUCT
-            or (st.dims[0] * st.dims[1] <= MIRROR_WEIGHTS
-                and (self.N + B - 1) // B >= MIRROR_STEPS))
+            work[0] // R <= tune.blas_small
+            or (st.dims[0] * st.dims[1] <= tune.mirror_weights
+                and (self.N + B - 1) // B >= tune.mirror_steps))
+        self.max_parts = R
+        for l in range(L):
+            # the first layer held transposed splits its inputs (rows of W^T), others units
+            st.unit_parts[l] = _parts(work[l], st.dims[l] if l == 0 and st.transposed
+                                      else st.dims[l + 1])
+            self.max_parts = max(self.max_parts, st.unit_parts[l])
+        st.team = self.max_parts > 1
         st.grad_only, st.norm = False, 0
         cdef void** slots[3]
         slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
@@ -548,10 +507,10 @@ cdef class Trainer:
                 self.mirrors.append((arr, mirror))
                 slots[l][0] = cnp.PyArray_DATA(mirror)
         keep.append(self.mirrors)
-        self.chunk = max(SIGNAL_CHECK_BATCHES, int(SIGNAL_CHECK_WORK / (3 * sum(work) + 1)))
+        self.chunk = max(tune.signal_batches, int(tune.signal_work / (3 * sum(work) + 1)))
         Xb = np.empty((B, X.shape[1]), dtype)
         losses = np.empty(B, dtype)
-        scratch = np.empty((PARTS, st.dims[L]), dtype)
+        scratch = np.empty((tune.max_parts, st.dims[L]), dtype)
         acc = np.empty(units, np.float64)
         st.acc_at[L], st.w_at[L] = units, weights
         st.pW, st.pb = NULL, NULL
@@ -567,16 +526,16 @@ cdef class Trainer:
 
         self.team_stretches = self.alone_stretches = self.disbanded = 0
         self.team_speed = self.alone_speed = 0
-        self.since_probe, self.hold, self.probing = 0, HOLD_STEPS, False
+        self.since_probe, self.hold, self.probing = 0, tune.hold_steps, False
         st.disband_at = -1
 
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B):
         # B = A^T (both C-contiguous, of the fit's dtype)
         if self.typenum == cnp.NPY_FLOAT32:
-            _transpose(<float*>cnp.PyArray_DATA(A), <float*>cnp.PyArray_DATA(B),
+            transpose(<float*>cnp.PyArray_DATA(A), <float*>cnp.PyArray_DATA(B),
                        A.shape[0], A.shape[1])
         else:
-            _transpose(<double*>cnp.PyArray_DATA(A), <double*>cnp.PyArray_DATA(B),
+            transpose(<double*>cnp.PyArray_DATA(A), <double*>cnp.PyArray_DATA(B),
                        A.shape[0], A.shape[1])
 
     cdef void _mirror(self, bint into_loop):
@@ -600,7 +559,7 @@ cdef class Trainer:
 
     cdef int _team_size(self):
         # the threads a step's parts may run on (the parts themselves do not depend on it)
-        return <int>min(PARTS, fnn_pool_limit()) if self.st.team else 1
+        return <int>min(self.max_parts, limit()) if self.st.team else 1
 
     cdef int _threads_for(self, Py_ssize_t* steps):
         # the threads for the next stretch, and at most how many steps it takes (see team_speed)
@@ -609,12 +568,12 @@ cdef class Trainer:
         if team <= 1:
             return 1
         if self.team_speed == 0 or self.alone_speed == 0:  # time each first
-            steps[0] = min(steps[0], PROBE_STEPS)
+            steps[0] = min(steps[0], tune.probe_steps)
             return team if self.team_speed == 0 else 1
         faster = team if self.team_speed <= self.alone_speed else 1
         if self.since_probe >= self.hold:  # time the slower again
             self.probing = True
-            steps[0] = min(steps[0], PROBE_STEPS)
+            steps[0] = min(steps[0], tune.probe_steps)
             return 1 if faster > 1 else team
         steps[0] = min(steps[0], self.hold - self.since_probe)
         return faster
@@ -636,14 +595,10 @@ cdef class Trainer:
             self.alone_speed = seconds / steps
         if self.probing:
             self.since_probe = 0
-            self.hold = min(2 * self.hold, MAX_HOLD_STEPS) \
-                if (self.team_speed <= self.alone_speed) == team_was_faster else HOLD_STEPS
+            self.hold = min(2 * self.hold, tune.max_hold_steps) \
+                if (self.team_speed <= self.alone_speed) == team_was_faster else tune.hold_steps
         else:
             self.since_probe += steps
-
-    def _disband_after(self, Py_ssize_t steps):
-        """(Tests) make thread 0 disband the team after ``steps`` steps of every stretch."""
-        self.st.disband_at = steps
 
     def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
@@ -653,7 +608,7 @@ cdef class Trainer:
         wrote them since), so a first layer held transposed is not copied in again."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
-        cdef double total = 0, part, clock
+        cdef double total = 0, part, start_clock
         cdef int threads
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
         if reload:
@@ -665,13 +620,13 @@ cdef class Trainer:
                 stop = min(start + self.st.B * steps, n)
                 # an epoch too short to pay for waking the team (a few small batches) runs on
                 # one thread
-                if min(n - start, self.st.B * self.chunk) * self.work_per_row < TEAM_STRETCH:
+                if min(n - start, self.st.B * self.chunk) * self.work_per_row < tune.team_epoch:
                     threads = 1
-                clock = fnn_clock()
+                start_clock = clock()
                 with nogil:
                     part = _train_batches(&self.st, single, p, start, stop, lr, total, threads)
                 self._after(threads, (stop - start + self.st.B - 1) // self.st.B,
-                            fnn_clock() - clock)
+                            clock() - start_clock)
                 total = part
                 if not isfinite(part):
                     break
@@ -683,13 +638,14 @@ cdef class Trainer:
 
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st
-        cdef Py_ssize_t R = min(PARTS, self.N) if st.team else 1
+        cdef Py_ssize_t R = _parts(self.N * st.row_work, self.N) if st.team else 1
         cdef cnp.ndarray pW, pb
         self.all_rows = np.arange(self.N, dtype=np.intp)
         # the forward of a small layer l > 0 through a copy of W^T, made per call: a
         # gemm('n', 'n') (BLAS's small-matrix kernels refuse X W^T, which packs W)
         self.copies = [(l, W, np.empty((W.shape[1], W.shape[0]), W.dtype))
-                       for l, W in enumerate(self.weights) if l > 0 and W.size <= MIRROR_WEIGHTS]
+                       for l, W in enumerate(self.weights)
+                       if l > 0 and W.size <= tune.mirror_weights]
         if R > 1:  # each part's share of the gradient (see _partial_grads)
             pW = np.empty(R * st.w_at[st.n_layers], self.weights[0].dtype)
             pb = np.empty(R * st.acc_at[st.n_layers], np.float64)
@@ -708,7 +664,7 @@ cdef class Trainer:
         cdef const Py_ssize_t* rows
         cdef void* Xb
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
-        cdef double delay = self.partner_delay, clock
+        cdef double delay = self.partner_delay, start_clock
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.all_rows is None:
@@ -720,15 +676,79 @@ cdef class Trainer:
         for l, W, WT in self.copies:
             self._transpose_into(W, WT)
             self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
-        clock = fnn_clock()
+        start_clock = clock()
         try:
             with nogil:
                 total = _train_batches(&self.st, single, rows, 0, self.N, 0.0, 0.0, threads,
                                        delay)
-            self._after(threads, 1, fnn_clock() - clock)
+            self._after(threads, 1, clock() - start_clock)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
             self.st.Xb = Xb
             for l, W, WT in self.copies:
                 self.st.WT[<int>l] = NULL
         return total
+
+
+# ---------------------------------------------------------------------------------------
+# Helpers of fit and of the lbfgs solver
+# ---------------------------------------------------------------------------------------
+
+cdef double _penalized(const floating* grad, const floating* theta, double* g, Py_ssize_t n,
+                       Py_ssize_t size, double a) noexcept nogil:
+    # g = grad + a theta on entries 0..n-1, g = grad after; returns sum_i<n theta_i^2
+    # (8 lanes, in a fixed order)
+    cdef double lane[8]
+    cdef double w
+    cdef Py_ssize_t i
+    for i in range(8):
+        lane[i] = 0
+    for i in range(n):
+        w = theta[i]
+        g[i] = grad[i] + a * w
+        lane[i & 7] += w * w
+    for i in range(n, size):
+        g[i] = grad[i]
+    return fnn_lanes8(lane)
+
+
+def penalized_gradient(cnp.ndarray grad, cnp.ndarray theta, Py_ssize_t n, double a):
+    """(g, s) for the lbfgs solver: g the float64 gradient ``grad`` plus the L2 penalty's
+    ``a`` theta on its first ``n`` entries (the weights), s = sum of their squares (in
+    float64: inf only once float64 overflows, or for an inf weight). ``grad``, ``theta``:
+    1-D, C-contiguous, of one float dtype, 0 <= n <= size."""
+    cdef Py_ssize_t size = grad.shape[0]
+    cdef cnp.ndarray g = np.empty(size, np.float64)
+    cdef double s
+    if cnp.PyArray_TYPE(grad) == cnp.NPY_FLOAT32:
+        with nogil:
+            s = _penalized(<float*>cnp.PyArray_DATA(grad), <float*>cnp.PyArray_DATA(theta),
+                           <double*>cnp.PyArray_DATA(g), n, size, a)
+    else:
+        with nogil:
+            s = _penalized(<double*>cnp.PyArray_DATA(grad), <double*>cnp.PyArray_DATA(theta),
+                           <double*>cnp.PyArray_DATA(g), n, size, a)
+    return g, s
+
+
+def shuffle(cnp.ndarray perm, unsigned long long seed):
+    """Shuffle the intp array ``perm`` in place: Fisher-Yates, drawing from the splitmix64
+    stream of ``seed`` (the order of the samples in a training epoch, on both backends)."""
+    cdef Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
+    cdef Py_ssize_t i = perm.shape[0] - 1, j, tmp
+    cdef unsigned long long z, x = seed
+    with nogil:
+        while i > 0:
+            x = x + 0x9E3779B97F4A7C15ULL  # splitmix64
+            z = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ULL
+            z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL
+            z = z ^ (z >> 31)
+            # j uniform in 0..i: the high 32 bits scaled (Lemire), or the remainder
+            if i < <Py_ssize_t>0xFFFFFFFFLL:
+                j = <Py_ssize_t>(((z >> 32) * <unsigned long long>(i + 1)) >> 32)
+            else:
+                j = <Py_ssize_t>(z % <unsigned long long>(i + 1))
+            tmp = p[i]
+            p[i] = p[j]
+            p[j] = tmp
+            i -= 1

@@ -1,0 +1,122 @@
+# cython: language_level=3
+"""A network's output in one call (eq. 10, then eq. 7, 3 or 5): decision_function and
+predict_proba without a Python round trip per layer. Each layer runs the kernel of
+fastnn.functional.linear; the hidden outputs live in two halves of one buffer by turns."""
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdlib cimport malloc, free
+
+import numpy as np
+
+from fastnn._layers cimport (IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
+                             linear_forward, plain)
+from fastnn._losses cimport softmax_rows
+
+cnp.import_array()
+
+cdef enum:
+    MAX_LAYERS = 64
+
+OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "softmax": -1}
+cdef dict _OUTPUT_CODES = OUTPUT_CODES
+
+
+cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize_t* dims,
+                   const int* codes, int L, floating* buf, Py_ssize_t half, floating* out,
+                   Py_ssize_t N, int output) noexcept nogil:
+    # U_0 = X; U_l = g_l(U_{l-1} W_l^T + B_l) for l = 1..L (eq. 10), the hidden U_l in the two
+    # halves of buf by turns; out = U_L (identity, eq. 7), sigmoid(U_L) (eq. 3) or
+    # softmax(U_L) row by row (eq. 5). The kernels of linear, sigmoid and softmax.
+    cdef const floating* inp = X
+    cdef floating* U
+    cdef int l
+    for l in range(L):
+        U = out if l == L - 1 and output != -1 else buf + (l % 2) * half
+        linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
+        inp = U
+    if output == SIGMOID:
+        activate_flat(out, out, N * dims[L], SIGMOID)
+    elif output == -1:
+        softmax_rows(inp, out, N, dims[L], False)
+
+
+def network(object X, object layers, object output):
+    """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
+    ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
+    ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel.
+
+    Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
+    layer are the common case (2-D C-contiguous arrays of one float dtype, non-empty chained
+    shapes, known activations) and None otherwise; the caller then takes the general path.
+    """
+    if type(X) is not np.ndarray or type(layers) is not list:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not plain(X, 2, typenum):
+        return None
+    cdef int L = len(layers), l, out_code
+    if L == 0 or L > MAX_LAYERS:  # deeper networks take the per-layer path
+        return None
+    code = _OUTPUT_CODES.get(output) if type(output) is str else None
+    if code is None:
+        return None
+    out_code = code
+    cdef void* W[MAX_LAYERS]
+    cdef void* b[MAX_LAYERS]
+    cdef int codes[MAX_LAYERS]
+    cdef Py_ssize_t dims[MAX_LAYERS + 1]
+    cdef Py_ssize_t N = (<cnp.ndarray>X).shape[0], width = 0
+    dims[0] = (<cnp.ndarray>X).shape[1]
+    if N == 0 or dims[0] == 0 or N > 0x7FFFFFFF or dims[0] > 0x7FFFFFFF:
+        return None
+    arrays = [None] * (2 * L)  # alive while the GIL is released, whatever other threads do
+    for l in range(L):
+        layer = layers[l]
+        w, bias, act = layer.W, layer.b, layer.activation
+        if not plain(w, 2, typenum) or (<cnp.ndarray>w).shape[1] != dims[l]:
+            return None
+        dims[l + 1] = (<cnp.ndarray>w).shape[0]
+        if dims[l + 1] == 0 or dims[l + 1] > 0x7FFFFFFF:
+            return None
+        if bias is not None and not (plain(bias, 1, typenum)
+                                     and (<cnp.ndarray>bias).shape[0] == dims[l + 1]):
+            return None
+        code = _ACTIVATION_CODES.get(act) if type(act) is str else None
+        if code is None:
+            return None
+        arrays[2 * l] = w
+        arrays[2 * l + 1] = bias
+        W[l] = cnp.PyArray_DATA(<cnp.ndarray>w)
+        b[l] = cnp.PyArray_DATA(<cnp.ndarray>bias) if bias is not None else NULL
+        codes[l] = code
+        width = max(width, dims[l + 1])
+    cdef cnp.npy_intp odims[2]
+    odims[0] = N
+    odims[1] = dims[L]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
+    # the hidden layers' outputs: two halves of N * width, on the stack when small
+    cdef double small[1024]
+    cdef Py_ssize_t half = N * width
+    cdef void* buf = small
+    if 2 * half * cnp.PyArray_ITEMSIZE(out) > <Py_ssize_t>sizeof(small):
+        buf = malloc(2 * half * cnp.PyArray_ITEMSIZE(out))
+        if buf == NULL:
+            raise MemoryError()
+    try:
+        if typenum == cnp.NPY_FLOAT32:
+            with nogil:
+                _network(<float*>cnp.PyArray_DATA(<cnp.ndarray>X), <float**>W, <float**>b,
+                         dims, codes, L, <float*>buf, half, <float*>cnp.PyArray_DATA(out),
+                         N, out_code)
+        else:
+            with nogil:
+                _network(<double*>cnp.PyArray_DATA(<cnp.ndarray>X), <double**>W,
+                         <double**>b, dims, codes, L, <double*>buf, half,
+                         <double*>cnp.PyArray_DATA(out), N, out_code)
+    finally:
+        if buf != <void*>small:
+            free(buf)
+    return out
