@@ -18,6 +18,8 @@ array([0, 0, 1, 0, 1])
 
 from typing import Any
 
+__version__ = "0.1.0"  # (before the imports: threadpoolctl asks it while they run)
+
 try:
     from . import _kernels  # noqa: F401  (the compiled native layer)
 except ImportError as exc:  # a source checkout without a build, or a broken install
@@ -37,7 +39,6 @@ from .serialization import load
 from .threads import get_num_threads, set_num_threads
 from .training import History
 
-__version__ = "0.1.0"
 
 __all__ = [
     "F",

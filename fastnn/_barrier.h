@@ -17,12 +17,16 @@
 #define FNN_STORE(p, v) do { _ReadWriteBarrier(); *(p) = (v); _ReadWriteBarrier(); } while (0)
 #define FNN_PAUSE() YieldProcessor()
 #define FNN_YIELD() SwitchToThread()
+#define FNN_TRY_LOCK(p) (_InterlockedExchange((p), 1) == 0)
+#define FNN_UNLOCK(p) (_InterlockedExchange((p), 0))
 #else
 #include <sched.h>
 #define FNN_FETCH_INC(p) (__atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST))
 #define FNN_FETCH_DEC(p) (__atomic_sub_fetch((p), 1, __ATOMIC_SEQ_CST))
 #define FNN_LOAD(p) (__atomic_load_n((p), __ATOMIC_SEQ_CST))
 #define FNN_STORE(p, v) (__atomic_store_n((p), (v), __ATOMIC_SEQ_CST))
+#define FNN_TRY_LOCK(p) (__atomic_exchange_n((p), 1, __ATOMIC_ACQUIRE) == 0)
+#define FNN_UNLOCK(p) (__atomic_store_n((p), 0, __ATOMIC_RELEASE))
 #if defined(__x86_64__) || defined(__i386__)
 #define FNN_PAUSE() __builtin_ia32_pause()
 #elif defined(__aarch64__)
@@ -44,6 +48,16 @@ static inline void fnn_barrier_init(fnn_barrier* b) {
     b->count = 0;
     b->sense = 0;
 }
+
+/* A spin lock for short critical sections (a few loads and stores). */
+static inline void fnn_lock(volatile long* lock) {
+    long spins = 0;
+    while (!FNN_TRY_LOCK(lock)) {
+        if (++spins < FNN_SPINS_BEFORE_YIELD) FNN_PAUSE(); else FNN_YIELD();
+    }
+}
+
+static inline void fnn_unlock(volatile long* lock) { FNN_UNLOCK(lock); }
 
 /* Wait until all n threads of the job have called this; *sense is the caller's own flag,
  * 0 before its first call. Everything written before the call is visible to every thread

@@ -20,5 +20,10 @@ cdef int own_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const 
                    Py_ssize_t sai, Py_ssize_t sap, const float* B, Py_ssize_t ldb, float beta,
                    float* C, Py_ssize_t ldc, float* P, Py_ssize_t ldp) noexcept nogil
 
+# BLAS on one thread until the matching release (see _blas.pyx; gemm holds it by itself, a
+# caller that makes many products may hold it once around them)
+cdef void hold_blas() noexcept nogil
+cdef void release_blas() noexcept nogil
+
 # (tests) select fastnn's product's instruction set, or the CPU's best below ``level``
 cdef int use_gemm_path(int level) noexcept nogil

@@ -18,7 +18,89 @@ cdef extern from "_gemm.h" nogil:
     int fnn_sgemm_level()
     int fnn_sgemm_use(int level)
 
+cdef extern from "_barrier.h" nogil:
+    void fnn_lock(long* lock)
+    void fnn_unlock(long* lock)
+
 cdef Tuning* tune = tuned()
+
+
+# ---------------------------------------------------------------------------------------
+# BLAS on one thread while fastnn calls it
+# ---------------------------------------------------------------------------------------
+# fastnn's parallel work runs on its own threads, each calling BLAS for its part; BLAS's own
+# threads would then oversubscribe the cores, and OpenBLAS's split of a product among its
+# threads changes the product's rounding for some shapes (so the bits would depend on its
+# thread count). So while fastnn calls BLAS, every BLAS library loaded runs on one thread:
+# the first call in (any thread) sets it, the last out restores the counts it found. Nothing
+# outlives the calls. The libraries' get/set functions are found once, through threadpoolctl
+# (fastnn/threads.py); a library it cannot drive is left alone.
+
+ctypedef int (*get_threads_fn)() noexcept nogil
+ctypedef void (*set_threads_fn)(int) noexcept nogil
+
+cdef enum:
+    MAX_BLAS = 8
+
+cdef int n_blas = 0
+cdef get_threads_fn blas_get[MAX_BLAS]
+cdef set_threads_fn blas_set[MAX_BLAS]
+cdef int blas_saved[MAX_BLAS]
+cdef long blas_users = 0
+cdef long blas_lock = 0
+
+
+cdef void hold_blas() noexcept nogil:
+    global blas_users
+    cdef int i
+    fnn_lock(&blas_lock)
+    if blas_users == 0:
+        for i in range(n_blas):
+            blas_saved[i] = blas_get[i]()
+            if blas_saved[i] != 1:
+                blas_set[i](1)
+    blas_users += 1
+    fnn_unlock(&blas_lock)
+
+
+cdef void release_blas() noexcept nogil:
+    global blas_users
+    cdef int i
+    fnn_lock(&blas_lock)
+    blas_users -= 1
+    if blas_users == 0:
+        for i in range(n_blas):
+            if blas_saved[i] > 1:
+                blas_set[i](blas_saved[i])
+    fnn_unlock(&blas_lock)
+
+
+def hold():
+    """BLAS on one thread until the matching ``release()`` (fastnn.threads.one_blas_thread)."""
+    hold_blas()
+
+
+def release():
+    """Undo one ``hold()``."""
+    release_blas()
+
+
+def drive_blas_threads(list functions):
+    """Hand over the (get, set) thread-count functions of the BLAS libraries loaded, as C
+    function addresses (int get(void), void set(int)); fastnn/threads.py calls it once."""
+    global n_blas
+    cdef size_t get_at, set_at
+    fnn_lock(&blas_lock)
+    try:
+        if blas_users:
+            raise RuntimeError("BLAS is held")
+        n_blas = 0
+        for get_at, set_at in functions[:MAX_BLAS]:
+            blas_get[n_blas] = <get_threads_fn>get_at
+            blas_set[n_blas] = <set_threads_fn>set_at
+            n_blas += 1
+    finally:
+        fnn_unlock(&blas_lock)
 
 
 cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k,
@@ -29,12 +111,14 @@ cdef void gemm(bint trans_a, bint trans_b, Py_ssize_t m, Py_ssize_t n, Py_ssize_
     cdef char ta = b"t" if trans_a else b"n", tb = b"t" if trans_b else b"n"
     cdef int m_ = <int>m, n_ = <int>n, k_ = <int>k, lda_ = <int>lda, ldb_ = <int>ldb
     cdef int ldc_ = <int>ldc
+    hold_blas()
     if floating is float:
         sgemm(&tb, &ta, &n_, &m_, &k_, &alpha, <float*>B, &ldb_, <float*>A, &lda_, &beta, C,
               &ldc_)
     else:
         dgemm(&tb, &ta, &n_, &m_, &k_, &alpha, <double*>B, &ldb_, <double*>A, &lda_, &beta, C,
               &ldc_)
+    release_blas()
 
 
 cdef inline bint _own(Py_ssize_t work) noexcept nogil:

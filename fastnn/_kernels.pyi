@@ -68,6 +68,14 @@ def own_small_products(flag: bool | None = None) -> bool:
     """Whether fastnn's own float32 product also takes the small products (up to 2^20
     multiply-adds); ``flag`` sets it (once, at import)."""
 
+def hold_blas() -> None:
+    """BLAS on one thread until the matching release_blas() (counted: the last restores)."""
+
+def release_blas() -> None: ...
+
+def drive_blas_threads(functions: list[tuple[int, int]]) -> None:
+    """The (get, set) thread-count C functions of the BLAS libraries, by address."""
+
 def tuning() -> dict[str, Any]:
     """fastnn's tuning thresholds {name: value} (fastnn._tuning.NOTES says what each trades)."""
 

@@ -22,7 +22,8 @@ cimport numpy as cnp
 
 import numpy as np
 
-from fastnn._blas import gemm_path, own_small_products
+from fastnn._blas import drive_blas_threads, gemm_path, own_small_products
+from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
 from fastnn._layers import ACTIVATION_CODES, activate, activation_grad, linear, linear_backward
 from fastnn._losses import binary_cross_entropy, cross_entropy, softmax, squared_error

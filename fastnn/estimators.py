@@ -93,7 +93,7 @@ from .layers import Linear, check_dtype
 from .network import Sequential
 from .optim import new_state, update
 
-from .threads import blas_single_threaded
+from .threads import one_blas_thread
 
 try:  # scikit-learn's own parameter validation (InvalidParameterError, a ValueError)
     from sklearn.utils._param_validation import Interval, Options, StrOptions
@@ -529,7 +529,7 @@ class _BaseMLP(BaseEstimator):
                        callback=callback)
         try:
             if self._is_poisson():
-                with blas_single_threaded():
+                with one_blas_thread():
                     self._poisson_epochs(X_train, Y_train, **options)
             else:
                 model.fit(X_train, Y_train, **options)
@@ -719,7 +719,7 @@ class _BaseMLP(BaseEstimator):
         # one BLAS thread, as fastnn's fit: the same weights for any thread setting, and no
         # BLAS threads spinning against each other on a busy machine (10x slower fits seen)
         try:
-            with blas_single_threaded():
+            with one_blas_thread():
                 res = scipy.optimize.minimize(
                     loss, x0, method="L-BFGS-B", jac=gradient, callback=callback,
                     options={"maxfun": int(self.max_fun), "maxiter": int(self.max_iter),

@@ -55,28 +55,6 @@ __all__ = [
 BACKENDS = ("cython", "numpy")
 _ACT = _kernels.ACTIVATION_CODES
 
-# OpenBLAS cores with small-matrix kernels (no packing below ~2^20 multiply-adds, x86-64)
-_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
-
-
-def _blas_lacks_small_kernels() -> bool:
-    """Whether a loaded OpenBLAS runs a core without small-matrix kernels (e.g. Haswell, Zen:
-    the AVX2 ones), so that fastnn's own float32 product should take the small products of
-    the kernels too. Other BLAS libraries (MKL, BLIS, Accelerate) keep them."""
-    from threadpoolctl import ThreadpoolController
-
-    try:
-        libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
-    except Exception:  # a library threadpoolctl cannot read: keep BLAS's small products
-        return False
-    return any(str(getattr(lib, "architecture", "")).lower() not in _SMALL_KERNEL_CORES
-               for lib in libs)
-
-
-# decided once, before any kernel runs: the choice changes the rounding of small products
-_kernels.own_small_products(_blas_lacks_small_kernels())
-
-
 def _check_backend(name: object) -> str:
     if name not in BACKENDS:
         raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")

@@ -15,10 +15,10 @@
   and under any affinity mask; the thread count changes only the speed.
 - **Quiet after a call.** A worker spins about a millisecond after its last job (so the jobs
   of one fit, or back-to-back calls, find it awake), then sleeps until the next one.
-- **BLAS.** While a fit runs (``fit``, the estimators' solvers), the BLAS libraries that
-  threadpoolctl finds get one thread each: each part of a training step calls BLAS from its
-  own thread, and OpenBLAS's split of a product among its threads changes the product's
-  rounding for some shapes. The counts found are restored when the last fit running (in any
+- **BLAS.** While fastnn calls BLAS, the BLAS libraries threadpoolctl finds run on one thread
+  each (fastnn/_blas.pyx): fastnn's own threads share the work, each calling BLAS for its
+  part, and OpenBLAS's split of a product among its threads changes the product's rounding
+  for some shapes. The counts found are restored when the last of fastnn's calls (in any
   Python thread) returns: nothing outlives the calls.
 - **fork.** The child of a fork has none of the parent's workers; the pool forgets them in the
   child and starts its own at the child's first parallel job.
@@ -28,8 +28,7 @@
 from __future__ import annotations
 
 import contextlib
-import functools
-import threading
+import ctypes
 from collections.abc import Iterator
 from typing import Any
 
@@ -111,43 +110,65 @@ class _FastnnThreads(LibController):  # type: ignore[misc]
 register(_FastnnThreads)
 
 
-_blas_lock = threading.Lock()
-_blas_users = 0  # calls inside blas_single_threaded, in any thread
-_blas_saved: list[tuple[Any, int]] = []  # (set-threads function, the count before)
+# OpenBLAS cores with small-matrix kernels (no packing below ~2^20 multiply-adds, x86-64)
+_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
+
+# the C functions threadpoolctl drives each BLAS library's thread count with, by its
+# internal_api: (get, set) symbols without the library's own prefix/suffix (all int (void)
+# and void (int); BLIS's take a 64-bit count, so fastnn leaves BLIS alone)
+_BLAS_THREAD_SYMBOLS = {
+    "openblas": ("openblas_get_num_threads", "openblas_set_num_threads"),
+    "mkl": ("MKL_Get_Max_Threads", "MKL_Set_Num_Threads"),
+    "flexiblas": ("flexiblas_get_num_threads", "flexiblas_set_num_threads"),
+}
 
 
-@functools.lru_cache(maxsize=1)
-def _blas_libraries() -> tuple[tuple[Any, Any], ...]:
-    """(threadpoolctl's controller, its set-threads function) of each BLAS library loaded,
-    found once: threadpoolctl's scan of the loaded libraries takes milliseconds (fastnn's
-    kernels call scipy's BLAS, loaded with fastnn; numpy's is loaded before)."""
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    # OpenBLAS's own setter: threadpoolctl's public one changes OpenBLAS's process-wide
-    # setting only from its "controlling" Python thread, and fastnn's calls come from any
-    return tuple((lib, getattr(lib, "_real_set_num_threads", lib.set_num_threads))
-                 for lib in libs)
+def _blas_libraries() -> list[Any]:
+    """threadpoolctl's controllers of the BLAS libraries loaded (a scan of the process's
+    libraries: milliseconds, so once, at import)."""
+    try:
+        return list(ThreadpoolController().select(user_api="blas").lib_controllers)
+    except Exception:  # a library threadpoolctl cannot read: fastnn leaves BLAS alone
+        return []
+
+
+def _thread_functions(lib: Any) -> tuple[int, int] | None:
+    """The C addresses of ``lib``'s get/set thread-count functions, or None."""
+    names = _BLAS_THREAD_SYMBOLS.get(lib.internal_api)
+    if names is None or getattr(lib, "threading_layer", None) == "openmp":
+        return None  # (an OpenMP OpenBLAS counts per calling thread: nothing to hold)
+    prefix = getattr(lib, "_symbol_prefix", "") or ""
+    suffix = getattr(lib, "_symbol_suffix", "") or ""
+    try:
+        get, set_ = (getattr(lib.dynlib, f"{prefix}{name}{suffix}") for name in names)
+    except AttributeError:
+        return None
+    return (ctypes.cast(get, ctypes.c_void_p).value or 0,
+            ctypes.cast(set_, ctypes.c_void_p).value or 0)
+
+
+def _configure_blas() -> None:
+    """Once, at import, before any kernel runs: which small products fastnn's own float32
+    product takes (it changes their rounding), and the BLAS thread controls (_blas.pyx)."""
+    libs = _blas_libraries()
+    # an OpenBLAS core without small-matrix kernels (e.g. Haswell, Zen: the AVX2 ones):
+    # fastnn's own product takes the small products too; other BLAS libraries keep them
+    _kernels.own_small_products(any(
+        lib.internal_api == "openblas"
+        and str(getattr(lib, "architecture", "")).lower() not in _SMALL_KERNEL_CORES
+        for lib in libs))
+    _kernels.drive_blas_threads([f for f in map(_thread_functions, libs) if f is not None])
+
+
+_configure_blas()
 
 
 @contextlib.contextmanager
-def blas_single_threaded() -> Iterator[None]:
-    """BLAS on one thread while the ``with`` block runs: the first of the calls inside such a
-    block (in any Python thread) sets it, the last one out restores the counts it found."""
-    global _blas_users
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_saved[:] = [(setter, lib.get_num_threads())
-                              for lib, setter in _blas_libraries()]
-            for setter, threads in _blas_saved:
-                if threads != 1:
-                    setter(1)
-        _blas_users += 1
+def one_blas_thread() -> Iterator[None]:
+    """BLAS on one thread for a ``with`` block of fastnn's work that calls BLAS from Python or
+    around fastnn's threads (a fit, scipy's L-BFGS-B between the objective's calls)."""
+    _kernels.hold_blas()
     try:
         yield
     finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for setter, threads in _blas_saved:
-                    if threads is not None and threads != 1:
-                        setter(threads)
-                _blas_saved.clear()
+        _kernels.release_blas()

@@ -25,7 +25,7 @@ from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
 from .layers import check_count
 from .network import _writable
 from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem, update
-from .threads import blas_single_threaded
+from .threads import one_blas_thread
 
 __all__ = ["History", "fit"]
 
@@ -335,7 +335,7 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         raise RuntimeError("fit is already running on this model in another thread; "
                            "train separate models, or wait for that fit to end")
     try:
-        with blas_single_threaded():
+        with one_blas_thread():
             return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
                         weight_decay, shuffle, sample_weight, validation_data, early_stopping,
                         patience, random_state, verbose, lr_schedule, beta1, beta2, eps,

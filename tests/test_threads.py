@@ -198,3 +198,62 @@ def test_threads_go_quiet_after_a_call(two_threads):
     end = os.times()
     busy = (end.user - start.user) + (end.system - start.system)
     assert busy < 0.02, busy  # asleep: nothing like the 0.2 s a spinning worker would take
+
+
+# ---------------------------------------------------------------------------------------
+# the same seed, the same bits: on any number of threads and under any affinity mask
+# ---------------------------------------------------------------------------------------
+
+SEED_CHILD = """
+import hashlib, sys, warnings
+import numpy as np
+import fastnn
+h = hashlib.sha256()
+rng = np.random.default_rng(0)
+for n_in, hidden, n_out, batch, dtype, opt in [
+        (64, (128,), 10, 32, "float32", dict(momentum=0.9)),
+        (784, (256,), 10, 128, "float32", dict(optimizer="adam", lr=0.001)),
+        (100, (300, 200), 5, 64, "float64", dict(momentum=0.9, nesterov=True,
+                                                 weight_decay=1e-4))]:
+    X = rng.standard_normal((600, n_in)).astype(dtype)
+    y = rng.integers(0, n_out, 600)
+    net = fastnn.MLP(n_in, hidden, n_out, dtype=dtype, random_state=0)
+    net.fit(X, y, epochs=2, batch_size=batch, random_state=0, **opt)
+    for W, b in net.parameters():
+        h.update(W.tobytes()); h.update(b.tobytes())
+    h.update(net.predict_proba(X[:300]).tobytes())
+from fastnn import MLPClassifier
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    clf = MLPClassifier(hidden_layer_sizes=(200,), solver="lbfgs", max_iter=15,
+                        random_state=0).fit(X[:, :50], y % 3)
+for A in clf.coefs_ + clf.intercepts_:
+    h.update(A.tobytes())
+print(fastnn.get_num_threads(), h.hexdigest())
+"""
+
+
+def _digest_in_child(threads=None, prefix=()):
+    env = {k: v for k, v in os.environ.items() if k != "OMP_NUM_THREADS"}
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
+    out = subprocess.run([*prefix, sys.executable, "-c", SEED_CHILD], env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    count, digest = out.stdout.split()
+    return int(count), digest
+
+
+def test_the_same_seed_gives_the_same_bits_on_any_thread_count():
+    digests = {}
+    for threads in (1, 2, 3, 8, 64):
+        count, digests[threads] = _digest_in_child(threads)
+        assert count == threads
+    assert len(set(digests.values())) == 1, digests
+
+
+@pytest.mark.skipif(not os.path.exists("/usr/bin/taskset"), reason="needs taskset")
+def test_the_same_seed_gives_the_same_bits_on_one_processor():
+    count, one_cpu = _digest_in_child(prefix=("taskset", "-c", "0"))
+    assert count == 1  # fastnn's default follows the affinity mask
+    assert one_cpu == _digest_in_child(2)[1]
