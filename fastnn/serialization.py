@@ -1,9 +1,14 @@
-"""Saving and loading models as .npz files (no pickle inside; loaded with allow_pickle=False)."""
+"""Saving and loading models as .npz files (no pickle inside; loaded with allow_pickle=False).
+
+``save`` writes a temporary file next to the target (a symlink's target, the link kept), syncs
+it and renames it over the target, with the target's mode."""
 
 from __future__ import annotations
 
+import contextlib
 import os
-import tempfile
+import secrets
+import stat
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -24,6 +29,10 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     """Write ``model`` to ``path`` (.npz) atomically: a temporary file in the same folder,
     flushed to disk, then renamed over ``path``, so a failure leaves any old file intact.
 
+    A symlink is written through: the file it points to is replaced and the link stays. The
+    new file keeps the old one's mode (and owner and group, where this process may set them);
+    a new file gets ``0o666 & ~umask``, as ``open`` gives.
+
     Parameters
     ----------
     model : fastnn.Sequential
@@ -34,7 +43,25 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     --------
     load : the way back; ``Sequential.save`` calls this.
     """
-    path = os.fspath(path)
+    arrays = _arrays(model)
+    target = os.path.realpath(os.fspath(path))  # through symlinks, to the file they name
+    folder, name = os.path.split(target)
+    fd, tmp = _new_temporary(folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            _keep_metadata(tmp, target)
+            np.savez(fh, **arrays)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+
+
+def _arrays(model: Sequential) -> dict[str, Any]:
+    """The members of the model's file, by name (no pickle: numbers and strings only)."""
     arrays: dict[str, Any] = {
         "format": np.array(FORMAT),
         "kind": np.array(type(model).__name__ if isinstance(model, MLP) else "Sequential"),
@@ -59,18 +86,41 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
                     arrays[f"opt{k}_W{l}"] = s[0]
                     if s[1] is not None:
                         arrays[f"opt{k}_b{l}"] = s[1]
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(prefix=".fastnn-", suffix=".npz.tmp", dir=folder)
+    return arrays
+
+
+# ---------------------------------------------------------------------------------------
+# the temporary file of a save
+# ---------------------------------------------------------------------------------------
+
+def _new_temporary(folder: str) -> tuple[int, str]:
+    """A new file ``.fastnn-{random}.npz.tmp`` in ``folder``, open for writing, created with
+    mode 0o666 so that the umask (and a default ACL) applies as for ``open``."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    for _ in range(100):
+        tmp = os.path.join(folder, f".fastnn-{secrets.token_hex(8)}.npz.tmp")
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"no free name for a temporary file like {tmp!r}")
+
+
+def _keep_metadata(tmp: str, target: str) -> None:
+    """Give ``tmp`` the mode, owner and group of ``target`` if that exists (owner and group
+    only as far as this process may: where it may not, they stay its own)."""
     try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        st = os.stat(target)
+    except FileNotFoundError:
+        return  # a new file: 0o666 & ~umask from _new_temporary
+    if hasattr(os, "chown"):
+        for uid, gid in ((st.st_uid, st.st_gid), (-1, st.st_gid)):
+            try:
+                os.chown(tmp, uid, gid)
+                break
+            except OSError:  # not permitted, or not supported by the file system
+                continue
+    os.chmod(tmp, stat.S_IMODE(st.st_mode))  # after chown, which may clear set-id bits
 
 
 def _field(data: Mapping[str, NDArray[Any]], key: str, path: str) -> NDArray[Any]:
