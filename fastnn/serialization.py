@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import contextlib
 import os
+import platform
+import re
 import secrets
 import stat
 from collections.abc import Mapping, Sequence
@@ -31,7 +33,10 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
 
     A symlink is written through: the file it points to is replaced and the link stays. The
     new file keeps the old one's mode (and owner and group, where this process may set them);
-    a new file gets ``0o666 & ~umask``, as ``open`` gives.
+    a new file gets ``0o666 & ~umask``, as ``open`` gives. The temporary file is
+    ``.{name}.fastnn-{host}-{pid}-{random}.tmp`` next to the target; a save killed before its
+    rename leaves it behind, and the next save to the same target removes it once the process
+    that wrote it is gone.
 
     Parameters
     ----------
@@ -46,7 +51,8 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
     arrays = _arrays(model)
     target = os.path.realpath(os.fspath(path))  # through symlinks, to the file they name
     folder, name = os.path.split(target)
-    fd, tmp = _new_temporary(folder)
+    _remove_stale_temporaries(folder, name)
+    fd, tmp = _new_temporary(folder, name)
     try:
         with os.fdopen(fd, "wb") as fh:
             _keep_metadata(tmp, target)
@@ -93,12 +99,26 @@ def _arrays(model: Sequential) -> dict[str, Any]:
 # the temporary file of a save
 # ---------------------------------------------------------------------------------------
 
-def _new_temporary(folder: str) -> tuple[int, str]:
-    """A new file ``.fastnn-{random}.npz.tmp`` in ``folder``, open for writing, created with
-    mode 0o666 so that the umask (and a default ACL) applies as for ``open``."""
+_TEMPORARY = re.compile(r"(?P<pid>[1-9][0-9]{0,9})-[0-9a-f]{16}\.tmp")
+
+
+def _temporary_prefix(name: str) -> str:
+    """``.{name}.fastnn-{host}-``: what a temporary file of the target ``name`` written on this
+    machine starts with (the name shortened to 96 bytes, so that the whole stays within the
+    255 bytes a file name may have)."""
+    while len(os.fsencode(name)) > 96:
+        name = name[:-1]
+    host = re.sub(r"[^0-9A-Za-z_]", "_", platform.node())[:32] or "_"
+    return f".{name}.fastnn-{host}-"
+
+
+def _new_temporary(folder: str, name: str) -> tuple[int, str]:
+    """A new file ``.{name}.fastnn-{host}-{pid}-{random}.tmp`` in ``folder``, open for writing,
+    created with mode 0o666 so that the umask (and a default ACL) applies as for ``open``."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    prefix = _temporary_prefix(name)
     for _ in range(100):
-        tmp = os.path.join(folder, f".fastnn-{secrets.token_hex(8)}.npz.tmp")
+        tmp = os.path.join(folder, f"{prefix}{os.getpid()}-{secrets.token_hex(8)}.tmp")
         try:
             return os.open(tmp, flags, 0o666), tmp
         except FileExistsError:
@@ -121,6 +141,36 @@ def _keep_metadata(tmp: str, target: str) -> None:
             except OSError:  # not permitted, or not supported by the file system
                 continue
     os.chmod(tmp, stat.S_IMODE(st.st_mode))  # after chown, which may clear set-id bits
+
+
+def _remove_stale_temporaries(folder: str, name: str) -> None:
+    """Remove the temporary files of target ``name`` that a save on this machine left behind
+    when it was killed: those whose writing process is gone. A live process's file is kept."""
+    if os.name != "posix":
+        return  # os.kill(pid, 0) would end the process on Windows
+    prefix = _temporary_prefix(name)
+    try:
+        entries = [e for e in os.listdir(folder) if e.startswith(prefix)]
+    except OSError:
+        return
+    for entry in entries:
+        match = _TEMPORARY.fullmatch(entry, len(prefix))
+        if match is not None and not _process_alive(int(match["pid"])):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(folder, entry))
+
+
+def _process_alive(pid: int) -> bool:
+    """Whether process ``pid`` exists (signal 0 checks without sending anything)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # another user's process; not a pid of ours
+        return True
+    return True
 
 
 def _field(data: Mapping[str, NDArray[Any]], key: str, path: str) -> NDArray[Any]:

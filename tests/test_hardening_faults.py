@@ -301,7 +301,8 @@ def test_fuzzed_files_are_refused_or_load_a_valid_model(saved, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".fastnn-"))
+    """save's temporary files (.{target}.fastnn-{host}-{pid}-{random}.tmp)."""
+    return sorted(p.name for p in folder.iterdir() if ".fastnn-" in p.name)
 
 
 @pytest.fixture

@@ -1,9 +1,15 @@
-"""Model files as a user's file system has them (issue 13, item 7): ``save`` gives a new file
-the mode ``open`` would and keeps an existing file's mode, owner and group, and writes through
-symlinks to their target."""
+"""Model files as a user's file system has them (issue 13, items 7 and 8): ``save`` gives a
+new file the mode ``open`` would and keeps an existing file's mode, owner and group, writes
+through symlinks to their target, and the temporary file of a save killed with SIGKILL is
+removed by the next save to the same target once its process is gone."""
 
 import os
+import signal
 import stat
+import subprocess
+import sys
+import textwrap
+import time
 
 import pytest
 
@@ -100,3 +106,86 @@ def test_save_through_a_dangling_symlink_creates_its_target(tmp_path, umask):
     assert link.is_symlink()
     assert _mode(tmp_path / "v3.npz") == 0o644
     assert fastnn.load(tmp_path / "v3.npz").layers[0].n_out == 4
+
+
+# ---------------------------------------------------------------------------------------
+# item 8: the temporary file of a save killed with SIGKILL is found and removed
+# ---------------------------------------------------------------------------------------
+
+_SAVING_FOREVER = textwrap.dedent("""
+    import sys
+    import fastnn
+    model = fastnn.MLP(1000, 2000, 10, dtype="float64", random_state=0)  # a 16 MB file
+    print("saving", flush=True)
+    while True:
+        model.save(sys.argv[1])
+""")
+
+_STUCK_IN_SAVE = textwrap.dedent("""
+    import sys
+    import numpy as np
+    import fastnn
+    real_savez = np.savez
+    def savez_then_wait(file, **arrays):  # the file written, not yet renamed: wait there
+        real_savez(file, **arrays)
+        file.flush()
+        print("written", flush=True)
+        sys.stdin.read()
+    np.savez = savez_then_wait
+    fastnn.MLP(3, 4, 2, random_state=0).save(sys.argv[1])
+""")
+
+
+def _child(script, target):
+    return subprocess.Popen([sys.executable, "-c", script, str(target)],
+                            stdout=subprocess.PIPE, stdin=subprocess.PIPE)
+
+
+def _temporaries(folder):
+    return sorted(name for name in os.listdir(folder) if name.endswith(".tmp"))
+
+
+@pytest.mark.skipif(os.name != "posix", reason="SIGKILL and the pid check are POSIX")
+def test_temporaries_of_killed_saves_are_removed_by_the_next_save(tmp_path):
+    target = tmp_path / "m.npz"
+    # kill -9 a process saving a 16 MB model again and again while its temporary file
+    # exists, until a kill leaves one behind (most of a save's time is writing it)
+    for _ in range(20):
+        before = set(_temporaries(tmp_path))
+        child = _child(_SAVING_FOREVER, target)
+        assert child.stdout.readline() == b"saving\n"
+        while not set(_temporaries(tmp_path)) - before:  # until this child's save writes
+            assert child.poll() is None
+            time.sleep(0.001)
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        child.stdout.close()
+        child.stdin.close()
+        if _temporaries(tmp_path):
+            break
+    left = _temporaries(tmp_path)
+    assert left and all(name.startswith(".m.npz.fastnn-") for name in left)
+    # one of them made a dead process's temporary of another target: it must stay
+    other = left[0].replace(".m.npz.", ".other.npz.", 1)
+    os.rename(tmp_path / left[0], tmp_path / other)
+    # a save stuck before its rename, in a live process: its temporary file is not touched
+    # (that save itself removes the dead ones of m.npz)
+    stuck = _child(_STUCK_IN_SAVE, target)
+    try:
+        assert stuck.stdout.readline() == b"written\n"
+        live = [name for name in _temporaries(tmp_path) if f"-{stuck.pid}-" in name]
+        assert len(live) == 1
+        assert _temporaries(tmp_path) == sorted(live + [other])
+        MLP(3, 5, 2, random_state=1).save(target)
+        assert _temporaries(tmp_path) == sorted(live + [other])
+        assert fastnn.load(target).layers[0].n_out == 5
+    finally:
+        stuck.kill()
+        stuck.wait()
+        stuck.stdout.close()
+        stuck.stdin.close()
+    # now it is gone: the next save removes its file
+    MLP(3, 6, 2, random_state=1).save(target)
+    assert _temporaries(tmp_path) == [other]
+    MLP(3, 6, 2, random_state=1).save(tmp_path / "other.npz")
+    assert _temporaries(tmp_path) == []
