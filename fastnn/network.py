@@ -552,7 +552,8 @@ class Sequential:
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,
-        atomically: a temporary file in the same folder, then a rename.
+        atomically: a temporary file in the same folder, then a rename (through a symlink, to
+        its target; an existing file's mode is kept). See ``fastnn.serialization.save``.
 
         Parameters
         ----------

@@ -301,7 +301,8 @@ def test_fuzzed_files_are_refused_or_load_a_valid_model(saved, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".fastnn-"))
+    """save's temporary files (.{target}.fastnn-{host}-{pid}-{random}.tmp)."""
+    return sorted(p.name for p in folder.iterdir() if ".fastnn-" in p.name)
 
 
 @pytest.fixture
@@ -345,13 +346,16 @@ def test_saving_into_a_read_only_folder(old_file):
 
 
 def test_saving_when_the_temporary_file_cannot_be_created(old_file, monkeypatch):
-    """The read-only folder, simulated (works as root too): mkstemp raises EACCES."""
+    """The read-only folder, simulated (works as root too): creating a file raises EACCES."""
     path, data, old, new = old_file
+    real_open = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied (simulated)")
+    def refuse(file, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied (simulated)")
+        return real_open(file, flags, *args, **kwargs)
 
-    monkeypatch.setattr(serialization.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(serialization.os, "open", refuse)
     with pytest.raises(PermissionError):
         new.save(path)
     COUNTS["saves_failed"] += 1
