@@ -26,6 +26,7 @@ from . import _validation as _v
 from ._typing import OptState
 from .layers import DTYPES, Linear
 from .network import LOSSES, MLP, Sequential
+from .optim import state_problem
 
 __all__ = ["load", "save"]
 
@@ -249,14 +250,14 @@ def load(path: str | os.PathLike[str]) -> Sequential:
             if key not in members:
                 continue
             head = members.header(key)
-            if head.shape != shape or head.dtype != dtype:  # only optimizer state can differ
+            if head.shape != shape or _native(head.dtype) != dtype:  # (optimizer state)
                 raise ValueError(f"{path}: optimizer state of layer {l} does not match its "
                                  f"weights ({key} has shape {head.shape} of {head.dtype}, the "
                                  f"weights {shape} of {dtype})")
             data[key] = members.read(key)
         if "opt_hyper" in members:
             head = members.header("opt_hyper")
-            if head.shape != (6,) or head.dtype != np.float64:
+            if head.shape != (6,) or _native(head.dtype) != np.float64:
                 raise ValueError(f"{path}: bad optimizer settings (opt_hyper of shape "
                                  f"{head.shape} and dtype {head.dtype}, not (6,) float64)")
             data["opt_hyper"] = members.read("opt_hyper")
@@ -299,6 +300,12 @@ def _model_keys(n_layers: int, optimizer: bool) -> set[str]:
     return keys
 
 
+def _native(dtype: np.dtype[Any]) -> np.dtype[Any]:
+    """``dtype`` in this machine's byte order: a file written on a machine of the other byte
+    order holds the same numbers, which are read by value (converted)."""
+    return dtype.newbyteorder("=") if dtype.byteorder in "<>" else dtype
+
+
 def _layer_shapes(members: _Members, n_layers: int, dtype: np.dtype[Any], path: str
                   ) -> dict[str, tuple[int, tuple[int, ...]]]:
     """Every weight array a model file may hold (W, b, optimizer state), each with its layer
@@ -310,7 +317,7 @@ def _layer_shapes(members: _Members, n_layers: int, dtype: np.dtype[Any], path: 
         W = members.header(f"W{l}")
         b = members.header(f"b{l}") if f"b{l}" in members else None
         for name, head in ((f"W{l}", W), (f"b{l}", b)):
-            if head is not None and head.dtype != dtype:
+            if head is not None and _native(head.dtype) != dtype:
                 raise ValueError(f"{path}: {name} has dtype {head.dtype}, the model {dtype}")
         if len(W.shape) != 2 or 0 in W.shape or (b is not None and b.shape != W.shape[:1]):
             raise ValueError(f"{path}: layer {l} has weights of shapes {W.shape}, "
@@ -467,8 +474,6 @@ def _optimizer_state(data: Mapping[str, NDArray[Any]], model: Sequential, path: 
                      ) -> dict[str, Any]:
     name = _text(data, "opt_name", path, ("sgd", "adam"))
     hyper = _field(data, "opt_hyper", path)
-    if hyper.shape != (6,) or hyper.dtype != np.float64:
-        raise ValueError(f"{path}: bad optimizer settings")
     momentum, nesterov, beta1, beta2, eps, weight_decay = (float(v) for v in hyper)
     state: OptState = ([], [])
     layer: Any  # a Linear, whose b is None exactly when the state's b is (checked below)
@@ -479,11 +484,12 @@ def _optimizer_state(data: Mapping[str, NDArray[Any]], model: Sequential, path: 
             if W is None:
                 state[k].append(None)
                 continue
-            if W.shape != layer.W.shape or W.dtype != layer.W.dtype or (
-                    (b is None) != (layer.b is None)) or (
-                    b is not None and (b.shape != layer.b.shape or b.dtype != layer.b.dtype)):
-                raise ValueError(f"{path}: optimizer state of layer {l} does not match its weights")
-            state[k].append((W.copy(), None if b is None else b.copy()))
+            state[k].append((np.array(W, layer.W.dtype),  # copies in native order
+                              None if b is None else np.array(b, layer.W.dtype)))
+    # the native loop trusts the state a warm start continues: a file's must be complete
+    problem = state_problem(state, model.parameters(), name, momentum)
+    if problem is not None:
+        raise ValueError(f"{path}: the optimizer state cannot be used: {problem}")
     return {"optimizer": name, "momentum": momentum, "nesterov": bool(nesterov), "beta1": beta1,
             "beta2": beta2, "eps": eps, "weight_decay": weight_decay,
             "t": _integer(data, "opt_t", path, 0, 2**62), "state": state}

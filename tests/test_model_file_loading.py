@@ -311,3 +311,49 @@ def test_bad_crc_is_a_value_error(model_members, tmp_path):
     bad = Member("W0.npy", good.raw, crc=good.crc ^ 1)
     with pytest.raises(ValueError, match=r"'W0\.npy' is (damaged|not a readable .npy array)"):
         fastnn.load(_write_zip(tmp_path / "m.npz", _replace(members, "W0.npy", bad)))
+
+
+# ---------------------------------------------------------------------------------------
+# item 1 (the file side): the optimizer state a warm start continues must be complete;
+# item 3 (the file side): arrays of the other byte order are read by value
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("missing", [("opt1_W0", "opt1_b0", "opt1_W1", "opt1_b1"),
+                                     ("opt1_W1",), ("opt0_b0",)])
+def test_an_incomplete_optimizer_state_is_refused(model_members, tmp_path, missing):
+    model, members = model_members
+    kept = [m for m in members if m.name.decode().removesuffix(".npy") not in missing]
+    path = _write_zip(tmp_path / "incomplete.npz", kept)
+    with pytest.raises(ValueError, match="optimizer state cannot be used: (adam keeps|the first)"):
+        fastnn.load(path)
+
+
+def test_a_negative_second_moment_is_refused(model_members, tmp_path):
+    model, members = model_members
+    v = model.optimizer_state_["state"][1][0][0].copy()
+    v[0, 0] = -1.0
+    path = _write_zip(tmp_path / "negative.npz",
+                      _replace(members, "opt1_W0.npy", Member("opt1_W0.npy", _npy(v))))
+    with pytest.raises(ValueError, match="negative values"):
+        fastnn.load(path)
+
+
+def test_a_file_of_the_other_byte_order_loads_by_value(model_members, tmp_path):
+    model, members = model_members
+    swapped = []
+    for m in members:
+        array = np.load(io.BytesIO(m.raw), allow_pickle=False)
+        if array.dtype.kind == "f":
+            array = array.astype(array.dtype.newbyteorder())  # same values, other order
+        swapped.append(Member(m.name.decode(), _npy(array)))
+    loaded = fastnn.load(_write_zip(tmp_path / "swapped.npz", swapped))
+    assert loaded.dtype == model.dtype and loaded.dtype.isnative
+    X = np.random.default_rng(1).standard_normal((4, 3)).astype(np.float32)
+    np.testing.assert_array_equal(loaded.predict_proba(X), model.predict_proba(X))
+    for s, s0 in zip(loaded.optimizer_state_["state"][1], model.optimizer_state_["state"][1]):
+        assert s[0].dtype.isnative
+        np.testing.assert_array_equal(s[0], s0[0])
+    rng = np.random.default_rng(2)
+    loaded.fit(rng.standard_normal((20, 3)), rng.integers(0, 3, 20), epochs=1,
+               optimizer="adam", warm_start=True)  # the state continues, no warning
