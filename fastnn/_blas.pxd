@@ -15,6 +15,12 @@ cdef bint product(bint trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floati
                   const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
                   floating beta, floating* C, Py_ssize_t ldc, floating* P=*) noexcept nogil
 
+# row-major C (m x n) = A (m x k) B^T, B (n x k) row-major (a layer's X W^T): fastnn's own
+# float32 product up to own_gemm multiply-adds, where the CPU has it, else BLAS
+cdef void product_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* A,
+                     Py_ssize_t lda, const floating* B, Py_ssize_t ldb, floating* C,
+                     Py_ssize_t ldc) noexcept nogil
+
 # fastnn's own product, A's element (i, p) at A[i sai + p sap]: 0 where the CPU lacks it
 cdef int own_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* A,
                    Py_ssize_t sai, Py_ssize_t sap, const float* B, Py_ssize_t ldb, float beta,

@@ -15,6 +15,8 @@ cdef extern from "_gemm.h" nogil:
     int fnn_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* A,
                   Py_ssize_t sai, Py_ssize_t sap, const float* B, Py_ssize_t ldb, float beta,
                   float* C, Py_ssize_t ldc, float* P, Py_ssize_t ldp)
+    int fnn_sgemm_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const float* A, Py_ssize_t lda,
+                     const float* B, Py_ssize_t ldb, float* C, Py_ssize_t ldc)
     int fnn_sgemm_level()
     int fnn_sgemm_use(int level)
 
@@ -136,6 +138,16 @@ cdef bint product(bint trans_a, Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, floati
             return P != NULL
     gemm(trans_a, False, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc)
     return False
+
+
+cdef void product_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* A,
+                     Py_ssize_t lda, const floating* B, Py_ssize_t ldb, floating* C,
+                     Py_ssize_t ldc) noexcept nogil:
+    if floating is float:
+        # (BLAS's small-matrix kernels refuse a transposed B: no small products for them)
+        if m * n * k <= tune.own_gemm and fnn_sgemm_nt(m, n, k, A, lda, B, ldb, C, ldc):
+            return
+    gemm(False, True, m, n, k, 1, A, lda, B, ldb, 0, C, ldc)
 
 
 cdef int own_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* A,

@@ -301,15 +301,53 @@ static inline T fnn_dot_##S(const T* restrict w, const T* restrict x, ptrdiff_t 
     for (; k < K; k++) s += w[k] * x[k];  /* the last K mod L terms, in order */            \
     return s;                                                                               \
 }                                                                                           \
+__attribute__((always_inline)) static inline void fnn_dot4_##S(                             \
+        const T* restrict w, const T* restrict x, ptrdiff_t K,                              \
+                                T* restrict out) {                                          \
+    /* fnn_dot of four consecutive rows w, w + K, w + 2K, w + 3K with x: four independent  \
+     * chains of sums (one alone waits on each add's latency), each in fnn_dot's order */  \
+    T a0[L] = {0}, a1[L] = {0}, a2[L] = {0}, a3[L] = {0};                                   \
+    const T *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;                         \
+    ptrdiff_t k = 0;                                                                        \
+    for (; k + L <= K; k += L)                                                              \
+        for (int l = 0; l < L; l++) {                                                       \
+            T xv = x[k + l];                                                                \
+            a0[l] += w0[k + l] * xv; a1[l] += w1[k + l] * xv;                               \
+            a2[l] += w2[k + l] * xv; a3[l] += w3[k + l] * xv;                               \
+        }                                                                                   \
+    if (L == 16)                                                                            \
+        for (int l = 0; l < 8; l++) {                                                       \
+            a0[l] = a0[l] + a0[l + 8]; a1[l] = a1[l] + a1[l + 8];                           \
+            a2[l] = a2[l] + a2[l + 8]; a3[l] = a3[l] + a3[l + 8];                           \
+        }                                                                                   \
+    for (int l = 0; l < 4; l++) {                                                           \
+        a0[l] = a0[l] + a0[l + 4]; a1[l] = a1[l] + a1[l + 4];                               \
+        a2[l] = a2[l] + a2[l + 4]; a3[l] = a3[l] + a3[l + 4];                               \
+    }                                                                                       \
+    T s0 = (a0[0] + a0[2]) + (a0[1] + a0[3]), s1 = (a1[0] + a1[2]) + (a1[1] + a1[3]);       \
+    T s2 = (a2[0] + a2[2]) + (a2[1] + a2[3]), s3 = (a3[0] + a3[2]) + (a3[1] + a3[3]);       \
+    for (; k < K; k++) {  /* the last K mod L terms, in order */                            \
+        s0 += w0[k] * x[k]; s1 += w1[k] * x[k]; s2 += w2[k] * x[k]; s3 += w3[k] * x[k];     \
+    }                                                                                       \
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                                     \
+}                                                                                           \
 FNN_CLONES static void fnn_gemv_lanes_##S(const T* restrict W, const T* restrict X,         \
                                           const T* restrict b, T* restrict Z, ptrdiff_t N,  \
                                           ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1,          \
                                           ptrdiff_t K) {                                    \
-    for (ptrdiff_t i = 0; i < N; i++)  /* K >= L */                                         \
-        for (ptrdiff_t j = j0; j < j1; j++) {                                               \
-            T s = fnn_dot_##S(W + j * K, X + i * K, K);                                     \
-            Z[i * M + j] = b ? s + b[j] : s;                                                \
+    T s[4];                                                                                 \
+    for (ptrdiff_t i = 0; i < N; i++) {  /* K >= L */                                       \
+        ptrdiff_t j = j0;                                                                   \
+        for (; j + 4 <= j1; j += 4) {                                                       \
+            fnn_dot4_##S(W + j * K, X + i * K, K, s);                                       \
+            for (int r = 0; r < 4; r++)                                                     \
+                Z[i * M + j + r] = b ? s[r] + b[j + r] : s[r];                              \
         }                                                                                   \
+        for (; j < j1; j++) {                                                               \
+            T d = fnn_dot_##S(W + j * K, X + i * K, K);                                     \
+            Z[i * M + j] = b ? d + b[j] : d;                                                \
+        }                                                                                   \
+    }                                                                                       \
 }                                                                                           \
 static inline void fnn_gemv_##S(const T* restrict W, const T* restrict X,                   \
                                 const T* restrict b, T* restrict Z, ptrdiff_t N,            \

@@ -10,10 +10,14 @@ from libc.stdlib cimport malloc, free
 import numpy as np
 
 from fastnn._layers cimport (IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
-                             linear_forward, plain)
+                             linear_forward, plain, share)
 from fastnn._losses cimport softmax_rows
+from fastnn._parallel cimport blocks_on
+from fastnn._tuning cimport Tuning, parts, tuned
 
 cnp.import_array()
+
+cdef Tuning* tune = tuned()
 
 cdef enum:
     MAX_LAYERS = 64
@@ -41,10 +45,47 @@ cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize
         softmax_rows(inp, out, N, dims[L], False)
 
 
+cdef struct Net:  # a network's output over parts of a batch's rows, for fastnn's threads
+    bint single
+    const void* X
+    void** W
+    void** b
+    const Py_ssize_t* dims
+    const int* codes
+    int L
+    void* buf           # the hidden outputs: 2 N width entries; part q's rows at 2 r0 width
+    Py_ssize_t width
+    void* out
+    Py_ssize_t N
+    int output
+    Py_ssize_t parts
+
+
+cdef void _net_part(floating* tag, Net* n, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    # parts q0..q1, each on its own (rows q N / parts .. (q + 1) N / parts) through every
+    # layer: a part's products are the same whichever thread takes it with which others
+    cdef Py_ssize_t q, r0, r1
+    for q in range(q0, q1):
+        r0, r1 = q * n.N // n.parts, (q + 1) * n.N // n.parts
+        _network(<floating*>n.X + r0 * n.dims[0], <floating**>n.W, <floating**>n.b, n.dims,
+                 n.codes, n.L, <floating*>n.buf + 2 * r0 * n.width, (r1 - r0) * n.width,
+                 <floating*>n.out + r0 * n.dims[n.L], r1 - r0, n.output)
+
+
+cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    if (<Net*>ctx).single:
+        _net_part(<float*>NULL, <Net*>ctx, q0, q1)
+    else:
+        _net_part(<double*>NULL, <Net*>ctx, q0, q1)
+
+
 def network(object X, object layers, object output):
     """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
     ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
     ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel.
+    A batch's rows are cut into parts by the shapes (_tuning.parts), each part taken through
+    every layer while its rows are in cache, and fastnn's threads share the parts: the same
+    result on any number of threads.
 
     Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
     layer are the common case (2-D C-contiguous arrays of one float dtype, non-empty chained
@@ -100,22 +141,24 @@ def network(object X, object layers, object output):
     # the hidden layers' outputs: two halves of N * width, on the stack when small
     cdef double small[1024]
     cdef Py_ssize_t half = N * width
+    cdef Net net
+    cdef double work
     cdef void* buf = small
     if 2 * half * cnp.PyArray_ITEMSIZE(out) > <Py_ssize_t>sizeof(small):
         buf = malloc(2 * half * cnp.PyArray_ITEMSIZE(out))
         if buf == NULL:
             raise MemoryError()
     try:
-        if typenum == cnp.NPY_FLOAT32:
-            with nogil:
-                _network(<float*>cnp.PyArray_DATA(<cnp.ndarray>X), <float**>W, <float**>b,
-                         dims, codes, L, <float*>buf, half, <float*>cnp.PyArray_DATA(out),
-                         N, out_code)
-        else:
-            with nogil:
-                _network(<double*>cnp.PyArray_DATA(<cnp.ndarray>X), <double**>W,
-                         <double**>b, dims, codes, L, <double*>buf, half,
-                         <double*>cnp.PyArray_DATA(out), N, out_code)
+        net.single, net.X, net.W, net.b = typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(
+            <cnp.ndarray>X), W, b
+        net.dims, net.codes, net.L, net.buf, net.width = dims, codes, L, buf, width
+        net.out, net.N, net.output = cnp.PyArray_DATA(out), N, out_code
+        work = 0
+        for l in range(L):
+            work += N * dims[l] * dims[l + 1]
+        net.parts = parts(tune, work, N)
+        with nogil:
+            blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
     finally:
         if buf != <void*>small:
             free(buf)

@@ -27,6 +27,12 @@ cdef void mul_grad_row(const floating* dU, const floating* U, floating* dZ, Py_s
 cdef void linear_forward(const floating* X, const floating* W, const floating* b,
                          floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
                          int code) noexcept nogil
+# linear_forward with the batch's rows in parts (by the shapes) shared by fastnn's threads
+cdef void linear_forward_rows(const floating* X, const floating* W, const floating* b,
+                              floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
+                              int code) noexcept nogil
+# the threads a call of ``work`` multiply-adds shares its parts with (see _layers.pyx)
+cdef int share(double work) noexcept nogil
 # the same with W held transposed, WT (K, M)
 cdef void linear_forward_t(const floating* X, const floating* WT, const floating* b,
                            floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,

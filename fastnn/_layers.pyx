@@ -16,12 +16,12 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from fastnn._blas cimport gemm, product
+from fastnn._blas cimport product, product_nt
 from fastnn._math cimport (_exp_inplace, _sigmoid_inplace, _tanh, fnn_bias_relu_f,
                            fnn_bias_relu_d, fnn_add_f, fnn_add_d, fnn_relu_mask_f,
                            fnn_relu_mask_d, fnn_colsum_f, fnn_colsum_d, fnn_gemv_f, fnn_gemv_d)
-from fastnn._parallel cimport blocks
-from fastnn._tuning cimport Tuning, tuned
+from fastnn._parallel cimport awake, blocks, blocks_on
+from fastnn._tuning cimport Tuning, parts, tuned
 
 cnp.import_array()
 
@@ -250,7 +250,7 @@ cdef void linear_forward(const floating* X, const floating* W, const floating* b
         _gemv(W, X, b, U, N, M, 0, M, K)
         activate_row(U, <floating*>NULL, N * M, code)
         return
-    gemm(False, True, N, M, K, 1, X, K, W, K, 0, U, M)  # U = X W^T
+    product_nt(N, M, K, X, K, W, K, U, M)  # U = X W^T
     activate_rows(U, b, N, M, code)
 
 cdef void linear_forward_t(const floating* X, const floating* WT, const floating* b,
@@ -276,6 +276,57 @@ cdef void linear_forward_t(const floating* X, const floating* WT, const floating
     activate_rows(U, b, N, M, code)
 
 
+cdef struct Forward:  # linear_forward over parts of a batch's rows, for fastnn's threads
+    bint single
+    const void* X
+    const void* W
+    const void* b
+    void* U
+    Py_ssize_t N
+    Py_ssize_t K
+    Py_ssize_t M
+    Py_ssize_t parts
+    int code
+
+
+cdef void _forward_part(floating* tag, Forward* f, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    # parts q0..q1 of the rows, each on its own (rows q N / parts .. (q + 1) N / parts): a
+    # part's product is the same whichever thread takes it with which others
+    cdef Py_ssize_t q, r0, r1
+    for q in range(q0, q1):
+        r0, r1 = q * f.N // f.parts, (q + 1) * f.N // f.parts
+        linear_forward(<floating*>f.X + r0 * f.K, <floating*>f.W, <floating*>f.b,
+                       <floating*>f.U + r0 * f.M, r1 - r0, f.K, f.M, f.code)
+
+
+cdef void _forward_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    if (<Forward*>ctx).single:
+        _forward_part(<float*>NULL, <Forward*>ctx, q0, q1)
+    else:
+        _forward_part(<double*>NULL, <Forward*>ctx, q0, q1)
+
+
+cdef inline int share(double work) noexcept nogil:
+    # the threads a call of ``work`` multiply-adds shares its parts with: all it may use when
+    # the work pays for waking them, else only those still awake from a recent call
+    return 64 if work >= tune.wake_work else 1 + awake()
+
+
+cdef void linear_forward_rows(const floating* X, const floating* W, const floating* b,
+                              floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
+                              int code) noexcept nogil:
+    # linear_forward, the batch's rows cut into parts by the shapes (_tuning.parts) that
+    # fastnn's threads share: the same result on any number of threads
+    cdef Forward f
+    f.parts = parts(tune, <double>N * K * M, N)
+    if f.parts == 1:
+        linear_forward(X, W, b, U, N, K, M, code)
+        return
+    f.single, f.X, f.W, f.b, f.U = floating is float, X, W, b, U
+    f.N, f.K, f.M, f.code = N, K, M, code
+    blocks_on(_forward_blocks, &f, f.parts, share(<double>N * K * M))
+
+
 cdef void transpose(const floating* A, floating* B, Py_ssize_t rows,
                      Py_ssize_t cols) noexcept nogil:
     # B (cols, rows) = A (rows, cols)^T, in 32 x 32 tiles
@@ -292,11 +343,13 @@ cdef void gemv_layer(const floating* W, const floating* x, const floating* b, fl
     # one sample, eq. 1a: u_j = g(sum_k W_jk x_k + b_j). A large W is cut into blocks of rows
     # that the threads take (each streams its part of W from its own core's cache); a row's
     # sum does not depend on the block, so the result is the same for any thread count.
+    # Worth splitting: a W too large for one core's cache, or (while fastnn's threads are
+    # still awake from a recent call, so that no wake-up is paid) one of part_work or more.
     cdef Elementwise job
-    if M * K >= tune.split_gemv and M >= 32:  # blocks of 16 rows: no cache line of u shared
+    if M >= 32 and (M * K >= tune.split_gemv or (M * K >= tune.part_work and awake() > 0)):
         job.single, job.A, job.W, job.x, job.b = floating is float, u, W, x, b
         job.width, job.size, job.code = K, M, code
-        blocks(_gemv_row_blocks, &job, M // 16)
+        blocks(_gemv_row_blocks, &job, M // 16)  # blocks of 16 rows: no cache line shared
     else:
         _gemv(W, x, b, u, 1, M, 0, M, K)
         activate_row(u, <floating*>NULL, M, code)
@@ -366,11 +419,11 @@ def linear(object X, object W, object b, object activation, object out):
     cdef void* pb = cnp.PyArray_DATA(bias) if bias is not None else NULL
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
-            linear_forward(<float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(w),
+            linear_forward_rows(<float*>cnp.PyArray_DATA(x), <float*>cnp.PyArray_DATA(w),
                             <float*>pb, <float*>cnp.PyArray_DATA(u), N, K, M, c)
     else:
         with nogil:
-            linear_forward(<double*>cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(w),
+            linear_forward_rows(<double*>cnp.PyArray_DATA(x), <double*>cnp.PyArray_DATA(w),
                             <double*>pb, <double*>cnp.PyArray_DATA(u), N, K, M, c)
     return u
 

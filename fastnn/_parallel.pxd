@@ -7,6 +7,10 @@ ctypedef void (*block_fn)(void* ctx, Py_ssize_t i0, Py_ssize_t i1) noexcept nogi
 cdef int run(job_fn job, void* arg, int T) noexcept nogil
 # fn(ctx, i0, i1) over blocks i0..i1 of n independent blocks, shared by the threads
 cdef void blocks(block_fn fn, void* ctx, Py_ssize_t n) noexcept nogil
+# blocks with at most T threads
+cdef void blocks_on(block_fn fn, void* ctx, Py_ssize_t n, int T) noexcept nogil
+# workers started and not asleep (still spinning after a recent job); all, before the first
+cdef int awake() noexcept nogil
 # the threads fastnn's parallel work may use
 cdef int limit() noexcept nogil
 # a monotonic clock, seconds

@@ -18,6 +18,7 @@ cdef extern from "_threads.h" nogil:
     struct fnn_pool_state "fnn_pool":
         int workers
         long forks
+        long sleepers
     fnn_pool_state fnn_pool
 
 
@@ -38,9 +39,21 @@ cdef void _blocks_job(void* arg, int tid, int T) noexcept nogil:
 
 
 cdef void blocks(block_fn fn, void* ctx, Py_ssize_t n) noexcept nogil:
+    blocks_on(fn, ctx, n, FNN_MAX_THREADS)
+
+
+cdef void blocks_on(block_fn fn, void* ctx, Py_ssize_t n, int T) noexcept nogil:
     cdef BlocksJob job
     job.fn, job.ctx, job.n = fn, ctx, n
-    fnn_pool_run(_blocks_job, &job, <int>min(n, FNN_MAX_THREADS))
+    fnn_pool_run(_blocks_job, &job, <int>min(n, T))
+
+
+cdef int awake() noexcept nogil:
+    # a pool not started yet counts as awake: starting it costs once per process, and its
+    # workers then spin after each job like any others
+    if fnn_pool.workers == 0:
+        return fnn_pool_limit() - 1
+    return fnn_pool.workers - <int>fnn_pool.sleepers
 
 
 cdef int limit() noexcept nogil:

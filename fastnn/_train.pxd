@@ -18,7 +18,7 @@ cdef struct TrainState:
     double weight_decay
     long long t                     # Adam's step count
     Py_ssize_t B                    # the batch size
-    bint team                       # the step is split into parts (see _parts)
+    bint team                       # the step is split into parts (_tuning.parts)
     double row_work                 # multiply-adds of a step per row (the rows phase's share)
     bint transposed                 # the first layer's W, gW and state held as W^T (K, M)
     bint grad_only                  # loss_grad: no update after the gradient

@@ -40,7 +40,7 @@ from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_add_f, fnn_add_d, fnn_add
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
 from fastnn._parallel cimport clock, limit, run
-from fastnn._tuning cimport Tuning, tuned
+from fastnn._tuning cimport Tuning, parts, tuned
 
 cdef extern from "_barrier.h" nogil:
     ctypedef struct fnn_barrier:
@@ -67,18 +67,6 @@ cdef enum:
     OPT_ADAM = 1
 
 OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
-
-
-cdef inline int _parts(double work, Py_ssize_t count) noexcept nogil:
-    # how many parts a phase of a step is cut into, by the shapes alone (never by the number
-    # of threads, so the same seed gives the same bits on any machine): the largest power of
-    # two p <= max_parts that leaves each part at least part_rows of the ``count`` rows (or
-    # units) and part_work of the phase's ``work`` multiply-adds
-    cdef int p = 1
-    while (2 * p <= tune.max_parts and count >= 2 * p * tune.part_rows
-           and work >= 2 * p * tune.part_work):
-        p *= 2
-    return p
 
 
 cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize_t n,
@@ -331,7 +319,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         B = st.B if s + st.B <= stop else stop - s
         # the rows phase: fixed blocks of rows, block p on thread p % T (loss_grad: with
         # their shares of the gradient)
-        R = _parts(B * st.row_work, B) if st.team else 1
+        R = parts(tune, B * st.row_work, B) if st.team else 1
         q = tid
         while q < R:
             scratch = <floating*>st.scratch + q * st.dims[L]
@@ -472,12 +460,12 @@ cdef class Trainer:
                 st.vW[l] = <void*>cnp.PyArray_DATA(state2[l][0])
                 if state2[l][1] is not None:
                     st.vb[l] = <void*>cnp.PyArray_DATA(state2[l][1])
-        # the parts of a step, by the shapes alone (see _parts): the rows phase's, a power of
+        # the parts of a step, by the shapes alone (see _tuning.parts): the rows phase's, a power of
         # two of blocks of the batch's rows, and per layer the units phase's
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
         self.work_per_row = 3 * sum(work) / B
         st.row_work = 2 * sum(work) / B  # forward and dU, about two thirds of a step
-        R = _parts(B * st.row_work, B)
+        R = parts(tune, B * st.row_work, B)
         # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
         # state (see _linear_forward_t). run_epoch copies them in from the model's arrays and
         # back out, so between epochs the model's own arrays hold the weights. It pays for:
@@ -494,7 +482,7 @@ cdef class Trainer:
         self.max_parts = R
         for l in range(L):
             # the first layer held transposed splits its inputs (rows of W^T), others units
-            st.unit_parts[l] = _parts(work[l], st.dims[l] if l == 0 and st.transposed
+            st.unit_parts[l] = parts(tune, work[l], st.dims[l] if l == 0 and st.transposed
                                       else st.dims[l + 1])
             self.max_parts = max(self.max_parts, st.unit_parts[l])
         st.team = self.max_parts > 1
@@ -638,7 +626,7 @@ cdef class Trainer:
 
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st
-        cdef Py_ssize_t R = _parts(self.N * st.row_work, self.N) if st.team else 1
+        cdef Py_ssize_t R = parts(tune, self.N * st.row_work, self.N) if st.team else 1
         cdef cnp.ndarray pW, pb
         self.all_rows = np.arange(self.N, dtype=np.intp)
         # the forward of a small layer l > 0 through a copy of W^T, made per call: a

@@ -8,6 +8,7 @@ cdef struct Tuning:
     Py_ssize_t parallel_elements
     Py_ssize_t split_gemv
     Py_ssize_t part_work
+    Py_ssize_t wake_work
     Py_ssize_t part_rows
     Py_ssize_t max_parts
     Py_ssize_t team_epoch
@@ -20,3 +21,15 @@ cdef struct Tuning:
     double signal_work
 
 cdef Tuning* tuned() noexcept nogil
+
+
+cdef inline int parts(const Tuning* t, double work, Py_ssize_t count) noexcept nogil:
+    # how many parts a piece of work is cut into, by the shapes alone (never by the number
+    # of threads, so the same seed gives the same bits on any machine): the largest power of
+    # two p <= max_parts that leaves each part at least part_rows of the ``count`` rows (or
+    # units) and part_work of the ``work`` multiply-adds
+    cdef int p = 1
+    while (2 * p <= t.max_parts and count >= 2 * p * t.part_rows
+           and work >= 2 * p * t.part_work):
+        p *= 2
+    return p

@@ -18,6 +18,7 @@ T.own_small = False
 T.parallel_elements = 1 << 18
 T.split_gemv = 1 << 22
 T.part_work = 1 << 17
+T.wake_work = 1 << 22
 T.part_rows = 16
 T.max_parts = 16
 T.team_epoch = 1 << 23
@@ -46,6 +47,8 @@ NOTES = {
     "part_work": "multiply-adds a part of a training step gets at least (the parts, a power "
                  "of two, share a step among the threads: more parts, more threads used, "
                  "smaller products; rounding)",
+    "wake_work": "multiply-adds from which a call wakes fastnn's sleeping threads to share its "
+                 "parts (a wake-up costs 5-80 us); below, only threads still awake help",
     "part_rows": "rows (or units) a part of a training step gets at least (rounding)",
     "max_parts": "at most this many parts per phase of a training step (rounding)",
     "team_epoch": "multiply-adds of an epoch below which it runs on one thread: too little "

@@ -203,7 +203,7 @@ def test_wrong_shapes_are_refused(saved, tmp_path, field, value, words):
 
 @pytest.mark.parametrize("field,dtype", [
     ("W0", np.float64), ("W0", np.float16), ("W0", np.int32), ("W0", np.bool_),
-    ("W0", np.complex64), ("W0", ">f4"), ("b0", np.float64), ("W1", np.int64),
+    ("W0", np.complex64), ("W0", ">f8"), ("b0", np.float64), ("W1", np.int64),
     ("opt0_W0", np.float64), ("opt1_b1", np.float16), ("opt_hyper", np.float32),
     ("n_layers", np.float64), ("format", np.float64), ("dtype", "S7"), ("activation0", "S4"),
     ("loss", np.int64),
@@ -216,6 +216,16 @@ def test_wrong_dtypes_are_refused(saved, tmp_path, field, dtype):
         value = np.zeros(arrays[field].shape, dtype)
     bad = write_npz(tmp_path / "bad.npz", dict(arrays, **{field: value}))
     refused(bad)
+
+
+def test_the_other_byte_order_is_read_by_value(saved, tmp_path):
+    # (a file from a machine of the other byte order: the same numbers)
+    _, _, arrays = saved
+    swapped = {k: v.astype(v.dtype.newbyteorder()) if v.dtype.kind == "f" else v
+               for k, v in arrays.items()}
+    model = fastnn.load(write_npz(tmp_path / "swapped.npz", swapped))
+    np.testing.assert_array_equal(model.layers[0].W, arrays["W0"])
+    assert model.layers[0].W.dtype.isnative
 
 
 def test_text_fields_with_unknown_values_are_refused(saved, tmp_path):

@@ -301,18 +301,30 @@ MODELS = [
 
 @pytest.mark.parametrize("N", [1, 2, 32, 300])
 @pytest.mark.parametrize("spec", MODELS)
-def test_models_one_call_equals_layer_by_layer(dtype, spec, N):
+def test_models_one_call_equals_layer_by_layer(dtype, spec, N, assert_close):
+    # A batch of one part (fastnn._tuning.parts) gives layer by layer's bits; a larger one is
+    # cut into parts of rows, which the one call takes through every layer and F.linear takes
+    # layer by layer, each layer's parts by its own work: the products then round alike only
+    # where the parts coincide.
     model = fastnn.MLP(**spec, dtype=dtype, random_state=0)
     X = np.random.default_rng(N).standard_normal((N, model.n_inputs)).astype(dtype)
     output = model.output
     P = layer_by_layer(model, X, output)
     Z = layer_by_layer(model, X, "identity")
     squeeze = model.n_outputs == 1 and output != "softmax"
-    assert same_bits(model.predict_proba(X), P[:, 0] if squeeze else P)
-    assert same_bits(model.decision_function(X), Z[:, 0] if squeeze else Z)
-    if output == "softmax":
+    tuning = _kernels.tuning()
+    work = N * sum(layer.W.size for layer in model.layers)
+    if N < 2 * tuning["part_rows"] or work < 2 * tuning["part_work"]:  # one part
+        same = same_bits
+    else:
+        def same(a, b):
+            assert_close(a, b, np.dtype(dtype), scale=10.0)
+            return True
+    assert same(model.predict_proba(X), P[:, 0] if squeeze else P)
+    assert same(model.decision_function(X), Z[:, 0] if squeeze else Z)
+    if output == "softmax" and same is same_bits:
         assert same_bits(model.predict(X), Z.argmax(axis=1))
-    assert same_bits(model.forward(X).u[-1], P)
+    assert same(model.forward(X).u[-1], P)
 
 
 def test_models_one_call_with_layers_without_bias(dtype):

@@ -257,3 +257,23 @@ def test_the_same_seed_gives_the_same_bits_on_one_processor():
     count, one_cpu = _digest_in_child(prefix=("taskset", "-c", "0"))
     assert count == 1  # fastnn's default follows the affinity mask
     assert one_cpu == _digest_in_child(2)[1]
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predictions_and_kernels_have_the_same_bits_on_any_thread_count(dtype):
+    rng = np.random.default_rng(5)
+    net = MLP(300, [400, 100], 10, dtype=dtype, random_state=0)
+    batches = [rng.standard_normal((n, 300)).astype(dtype) for n in (1, 2, 17, 33, 257, 2048)]
+    W = rng.standard_normal((700, 300)).astype(dtype)
+    before = fastnn.get_num_threads()
+    results = []
+    try:
+        for threads in (1, 2, 5):
+            fastnn.set_num_threads(threads)
+            results.append([net.predict_proba(X) for X in batches]
+                           + [F.linear(X, W, None, "tanh") for X in batches])
+    finally:
+        fastnn.set_num_threads(before)
+    for other in results[1:]:
+        for A, B in zip(results[0], other):
+            np.testing.assert_array_equal(A, B)
