@@ -18,24 +18,14 @@ array([0, 0, 1, 0, 1])
 
 from typing import Any
 
-__version__ = "0.1.0"  # (before the imports: threadpoolctl asks it while they run)
-
-try:
-    from . import _kernels  # noqa: F401  (the compiled native layer)
-except ImportError as exc:  # a source checkout without a build, or a broken install
-    raise ImportError(
-        f"fastnn's compiled extension could not be loaded ({exc}): install fastnn with "
-        "`pip install .` and import it from anywhere but a source checkout's root (whose "
-        "fastnn/ folder has no compiled modules), or build in place with "
-        "`python setup.py build_ext --inplace`") from exc
+from ._version import __version__  # (first: threadpoolctl asks it while the imports run)
 
 from . import functional, reference
 from . import functional as F
 from .config import show_config
 from .functional import get_backend, set_backend, use_backend
 from .layers import Linear
-from .network import MLP, Sequential, Trace
-from .serialization import load
+from .network import MLP, Sequential, Trace, load
 from .threads import get_num_threads, set_num_threads
 from .training import History
 

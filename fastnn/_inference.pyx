@@ -9,7 +9,7 @@ from libc.stdlib cimport malloc, free
 
 import numpy as np
 
-from fastnn._layers cimport (IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
+from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
                              linear_forward, plain, share)
 from fastnn._losses cimport softmax_rows
 from fastnn._parallel cimport blocks_on
@@ -22,7 +22,7 @@ cdef Tuning* tune = tuned()
 cdef enum:
     MAX_LAYERS = 64
 
-OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "softmax": -1}
+OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "exp": EXP, "softmax": -1}
 cdef dict _OUTPUT_CODES = OUTPUT_CODES
 
 
@@ -30,8 +30,9 @@ cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize
                    const int* codes, int L, floating* buf, Py_ssize_t half, floating* out,
                    Py_ssize_t N, int output) noexcept nogil:
     # U_0 = X; U_l = g_l(U_{l-1} W_l^T + B_l) for l = 1..L (eq. 10), the hidden U_l in the two
-    # halves of buf by turns; out = U_L (identity, eq. 7), sigmoid(U_L) (eq. 3) or
-    # softmax(U_L) row by row (eq. 5). The kernels of linear, sigmoid and softmax.
+    # halves of buf by turns; out = U_L (identity, eq. 7), sigmoid(U_L) (eq. 3), exp(U_L)
+    # (the Poisson loss's mean) or softmax(U_L) row by row (eq. 5). The kernels of linear,
+    # the activations and softmax.
     cdef const floating* inp = X
     cdef floating* U
     cdef int l
@@ -39,8 +40,8 @@ cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize
         U = out if l == L - 1 and output != -1 else buf + (l % 2) * half
         linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
         inp = U
-    if output == SIGMOID:
-        activate_flat(out, out, N * dims[L], SIGMOID)
+    if output == SIGMOID or output == EXP:  # eq. 3, or the Poisson loss's mean e^z
+        activate_flat(out, out, N * dims[L], output)
     elif output == -1:
         softmax_rows(inp, out, N, dims[L], False)
 

@@ -56,6 +56,11 @@ def binary_cross_entropy(
 ) -> float:
     """Per-sample eq. 17 losses into ``losses``, scale * gradient into dz; the float64 sum."""
 
+def poisson(Z: _FloatArray, Y: _FloatArray, losses: _FloatArray, dZ: _FloatArray | None,
+            scale: float) -> float:
+    """Half the Poisson deviance (log link) per sample into ``losses``, e^z - y times scale
+    into dZ unless None; the float64 sum."""
+
 def squared_error(
     Z: _FloatArray, Y: _FloatArray, losses: _FloatArray, dZ: _FloatArray | None, scale: float
 ) -> float:
@@ -99,49 +104,28 @@ def set_num_threads(n: int) -> None:
 def pool_info() -> dict[str, int]:
     """(Tests) {"workers": threads started in this process, "forks": forks since load}."""
 
-class Trainer:  # a cdef class (not subclassable together with another extension type)
-    """One fit's native state: the model's own weights (updated in place), the optimizer
-    state and every workspace, allocated once; ``run_epoch`` trains a whole epoch in C,
-    ``loss_grad`` evaluates the full-batch loss and gradient (L-BFGS)."""
-
-    def __new__(
-        cls,
-        W: list[_FloatArray],
-        b: list[_FloatArray | None],
-        acts: list[int],
-        loss: int,
-        optimizer: int,
-        state1: list[_LayerState],
-        state2: list[_LayerState],
-        X: _FloatArray,
-        Y: NDArray[Any],
-        sample_weight: _FloatArray | None,  # float64
-        batch_size: int,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        t: int = 0,
-        gW: list[_FloatArray] | None = None,
-        gb: list[_FloatArray | None] | None = None,
-        first_transposed: bool = False,  # W[0], gW[0] given as W^T (n_in, width)
-    ) -> Trainer: ...
-    team_stretches: int  # (run_epoch's stretches; loss_grad's calls, one step each)
+class _Loop:  # a cdef class: one fit's native state, built from a fastnn.backends.TrainSpec
+    def __init__(self, spec: Any) -> None: ...
+    team_stretches: int  # (stretches on the team; the objective's calls, one step each)
     alone_stretches: int
     disbanded: int
-    partner_delay: float  # (tests) seconds threads 1.. start late in loss_grad
+    team_speed: float
+    alone_speed: float
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""
     @property
     def transposed(self) -> bool:
         """(Tests, diagnostics) whether the first layer is held transposed in an epoch."""
+
+class EpochRunner(_Loop):
+    """Mini-batch epochs in native code over the spec's arrays (updated in place)."""
     def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
         loss, or a non-finite number as soon as one batch diverges."""
-    def _disband_after(self, steps: int) -> None: ...
+
+class Objective(_Loop):
+    """The full-batch loss and its gradient (the lbfgs solver's objective)."""
     def loss_grad(self, norm: float) -> float:
         """Forward, loss and backward over all N samples (batch_size >= N), no update: the
         gradient of sum_i w_i loss_i / norm into the gradient arrays; sum_i w_i loss_i."""

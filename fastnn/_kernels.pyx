@@ -26,9 +26,10 @@ from fastnn._blas import drive_blas_threads, gemm_path, own_small_products
 from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
 from fastnn._layers import ACTIVATION_CODES, activate, activation_grad, linear, linear_backward
-from fastnn._losses import binary_cross_entropy, cross_entropy, softmax, squared_error
+from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softmax,
+                            squared_error)
 from fastnn._parallel import num_threads, pool_info, set_num_threads
-from fastnn._train import LOSS_CODES, OPTIMIZER_CODES, Trainer, penalized_gradient, shuffle
+from fastnn._train import EpochRunner, Objective, penalized_gradient, shuffle
 from fastnn._tuning import values as tuning
 
 cdef extern from "_fastmath.h" nogil:

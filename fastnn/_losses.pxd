@@ -20,3 +20,7 @@ cdef double binary_cross_entropy_(const floating* z, const floating* y, floating
 cdef double squared_error_(const floating* Z, const floating* Y, floating* losses,
                            floating* dZ, Py_ssize_t N, Py_ssize_t d,
                            floating scale) noexcept nogil
+# half the Poisson deviance (log link) on N rows of d logits: per-row losses, and with dZ the
+# gradient e^z - y times scale; returns the float64 sum
+cdef double poisson_(const floating* Z, const floating* Y, floating* losses, floating* dZ,
+                     Py_ssize_t N, Py_ssize_t d, floating scale) noexcept nogil

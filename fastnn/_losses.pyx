@@ -8,7 +8,7 @@ Arguments are validated by fastnn.functional."""
 
 cimport numpy as cnp
 from cython cimport floating
-from libc.math cimport log
+from libc.math cimport exp, log
 
 from fastnn._math cimport (_exp, _exp_shift_sum, _fabs, _log1p, _max, _scale, _sigmoid, _sum,
                            fnn_cross_entropy_rows_f, fnn_cross_entropy_rows_d)
@@ -219,4 +219,42 @@ def squared_error(cnp.ndarray Z, cnp.ndarray Y, cnp.ndarray losses, object dZ, d
         with nogil:
             total = squared_error_(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(Y),
                                    <double*>cnp.PyArray_DATA(losses), <double*>pdZ, N, d, scale)
+    return total
+
+
+cdef double poisson_(const floating* Z, const floating* Y, floating* losses, floating* dZ,
+                     Py_ssize_t N, Py_ssize_t d, floating scale) noexcept nogil:
+    # half the Poisson deviance with the log link, mu = e^z: loss_i = sum_k (y_k ln(y_k) -
+    # y_k z_k - y_k + mu_k) (0 ln 0 = 0); dL/dz_k = mu_k - y_k (fastnn.reference.poisson)
+    cdef Py_ssize_t i, k
+    cdef double s, z, y, mu
+    for i in range(N):
+        s = 0
+        for k in range(d):
+            z, y = Z[i * d + k], Y[i * d + k]
+            mu = exp(z)
+            s += (y * log(y) if y > 0 else 0.0) - y * z - y + mu
+            if dZ != NULL:
+                dZ[i * d + k] = <floating>(scale * (mu - y))
+        losses[i] = <floating>s
+    return _sum(losses, N)
+
+
+def poisson(cnp.ndarray Z, cnp.ndarray Y, cnp.ndarray losses, object dZ, double scale):
+    """Per-sample losses (half the Poisson deviance, log link) into ``losses`` (N,), the
+    gradient times ``scale`` into dZ unless dZ is None; returns the float64 sum. Z and Y: the
+    same shape, (N,) or (N, d), Y >= 0."""
+    cdef Py_ssize_t N = Z.shape[0]
+    cdef Py_ssize_t d = cnp.PyArray_SIZE(Z) // N if N > 0 else 0
+    cdef void* pdZ = cnp.PyArray_DATA(<cnp.ndarray>dZ) if dZ is not None else NULL
+    cdef double total
+    if cnp.PyArray_TYPE(Z) == cnp.NPY_FLOAT32:
+        with nogil:
+            total = poisson_(<float*>cnp.PyArray_DATA(Z), <float*>cnp.PyArray_DATA(Y),
+                             <float*>cnp.PyArray_DATA(losses), <float*>pdZ, N, d,
+                             <float>scale)
+    else:
+        with nogil:
+            total = poisson_(<double*>cnp.PyArray_DATA(Z), <double*>cnp.PyArray_DATA(Y),
+                             <double*>cnp.PyArray_DATA(losses), <double*>pdZ, N, d, scale)
     return total

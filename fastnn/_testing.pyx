@@ -9,7 +9,7 @@ import contextlib
 import numpy as np
 
 from fastnn._blas cimport own_sgemm, use_gemm_path
-from fastnn._train cimport Trainer
+from fastnn._train cimport _Loop
 from fastnn import _tuning
 
 cnp.import_array()
@@ -41,12 +41,12 @@ def own_gemm(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, float alpha, float bet
                           <float*>cnp.PyArray_DATA(P) if P is not None else NULL, n))
 
 
-def disband_after(Trainer trainer, Py_ssize_t steps):
+def disband_after(_Loop trainer, Py_ssize_t steps):
     """Make thread 0 of ``trainer``'s team disband it after ``steps`` steps of every stretch."""
     trainer.st.disband_at = steps
 
 
-def start_late(Trainer trainer, double seconds):
+def start_late(_Loop trainer, double seconds):
     """Make threads 1.. of ``trainer``'s team start ``seconds`` late (as if another process
     had their cores)."""
     trainer.partner_delay = seconds

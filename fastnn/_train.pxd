@@ -9,6 +9,7 @@ cdef enum:
 cdef struct TrainState:
     int n_layers
     int loss
+    double loss_scale               # the loss kernel's loss and gradient times this
     int optimizer
     bint nesterov
     double momentum
@@ -53,7 +54,7 @@ cdef struct TrainState:
     Py_ssize_t w_at[MAX_LAYERS + 1]  # w_at[n_layers] = n_weights
 
 
-cdef class Trainer:
+cdef class _Loop:
     cdef TrainState st
     cdef int typenum
     cdef Py_ssize_t N
@@ -84,4 +85,11 @@ cdef class Trainer:
     cdef int _team_size(self)
     cdef int _threads_for(self, Py_ssize_t* steps)
     cdef void _after(self, int threads, Py_ssize_t steps, double seconds)
+
+
+cdef class EpochRunner(_Loop):
+    pass
+
+
+cdef class Objective(_Loop):
     cdef _prepare_loss_grad(self)

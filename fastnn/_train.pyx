@@ -33,9 +33,9 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
-from fastnn._layers cimport (IDENTITY, grad_db, grad_dW, grad_dWT, grad_dX, linear_forward,
+from fastnn._layers cimport (IDENTITY, _ACTIVATION_CODES, grad_db, grad_dW, grad_dWT, grad_dX, linear_forward,
                              linear_forward_t, mul_grad_row, transpose)
-from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, squared_error_
+from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, poisson_, squared_error_
 from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_add_f, fnn_add_d, fnn_add_scaled_f,
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
@@ -57,10 +57,8 @@ cdef Tuning* tune = tuned()
 cdef enum:
     LOSS_BCE = 0   # sigmoid output, eq. 17
     LOSS_CE = 1    # softmax output, eq. 18
-    LOSS_SE = 2    # identity output, eq. 20
-
-LOSS_CODES = {"binary_cross_entropy": LOSS_BCE, "cross_entropy": LOSS_CE,
-              "squared_error": LOSS_SE}
+    LOSS_SE = 2    # identity output, eq. 20 (times loss_scale: 1/2 for half of it)
+    LOSS_POISSON = 3  # exponential output, half the Poisson deviance
 
 cdef enum:
     OPT_SGD = 0
@@ -137,15 +135,20 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
                             st.norm if st.grad_only else B, losses + r0, dout + r0 * d, n, d)
     else:
         for r in range(r0, r1):
-            scale = <floating>((sw[rows[r]] if sw != NULL else 1.0)
+            scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) * st.loss_scale
                                / (st.norm if st.grad_only else B))
             if st.loss == LOSS_BCE:
                 # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
                 losses[r] = <floating>binary_cross_entropy_(
                     out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
-            else:
+            elif st.loss == LOSS_SE:
                 squared_error_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
                                dout + r * d, 1, d, scale)
+            else:
+                poisson_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
+                         dout + r * d, 1, d, scale)
+            if st.loss_scale != 1:
+                losses[r] = <floating>(losses[r] * st.loss_scale)
     # backward (section 3), these rows only: dZ_l = dU_l * g'(Z_l) in place, dU_{l-1} = dZ_l W_l
     for l in range(L - 1, -1, -1):
         K, M = st.dims[l], st.dims[l + 1]
@@ -401,20 +404,32 @@ cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
     return job.total
 
 
-cdef class Trainer:
-    """One fit's native state (see the comment at the top of _train.pxi).
+cdef class _Loop:
+    """One fit's native state (see the design note at the top), built from one spec object
+    (fastnn.backends.TrainSpec): the model's arrays, the loss, the optimizer and its state,
+    the data. Every array in it is C-contiguous, of one float dtype (labels: intp; sample
+    weights: float64) and is kept alive here; the weights are the model's own arrays,
+    updated in place. ``grad_weights``/``grad_biases`` (the objective's): arrays of W's and
+    b's shapes for the gradient (e.g. views into one flat buffer); with
+    ``first_transposed`` the first of weights and grad_weights are W^T (n_in, width)."""
 
-    Every array passed in is C-contiguous, of one float dtype (labels: intp; sample weights:
-    float64) and is kept alive here; ``W``/``b`` are the model's own arrays, updated in place.
-    ``gW``/``gb``: arrays of W's and b's shapes for the gradients (e.g. views into one flat
-    buffer), instead of new ones (the first layer then stays in the model's layout).
-    """
-    def __cinit__(self, list W, list b, list acts, int loss, int optimizer, list state1,
-                  list state2, cnp.ndarray X, cnp.ndarray Y, object sample_weight,
-                  Py_ssize_t batch_size, double momentum=0.0, bint nesterov=False,
-                  double beta1=0.9, double beta2=0.999, double eps=1e-8,
-                  double weight_decay=0.0, long long t=0, list gW=None, list gb=None,
-                  bint first_transposed=False):
+    def __cinit__(self, spec):
+        cdef list W = list(spec.weights), b = list(spec.biases)
+        cdef list acts = [_ACTIVATION_CODES[a] for a in spec.activations]
+        cdef int loss = spec.loss.kernel
+        cdef double loss_scale = spec.loss.scale
+        cdef int optimizer = OPTIMIZER_CODES[spec.optimizer]
+        cdef list state1 = list(spec.state[0]) or [None] * len(W)
+        cdef list state2 = list(spec.state[1]) or [None] * len(W)
+        cdef cnp.ndarray X = spec.X, Y = spec.Y
+        sample_weight = spec.sample_weight
+        cdef Py_ssize_t batch_size = spec.batch_size
+        cdef double momentum = spec.momentum, beta1 = spec.beta1, beta2 = spec.beta2
+        cdef double eps = spec.eps, weight_decay = spec.weight_decay
+        cdef bint nesterov = spec.nesterov, first_transposed = spec.first_transposed
+        cdef long long t = spec.t
+        gW = None if spec.grad_weights is None else list(spec.grad_weights)
+        gb = None if spec.grad_biases is None else list(spec.grad_biases)
         cdef int L = len(W), l
         cdef TrainState* st = &self.st
         if L > MAX_LAYERS:
@@ -423,7 +438,7 @@ cdef class Trainer:
         self.N = X.shape[0]
         dtype = X.dtype
         B = min(batch_size, self.N)
-        st.n_layers, st.loss, st.optimizer = L, loss, optimizer
+        st.n_layers, st.loss, st.optimizer, st.loss_scale = L, loss, optimizer, loss_scale
         st.nesterov, st.momentum, st.beta1, st.beta2 = nesterov, momentum, beta1, beta2
         st.eps, st.weight_decay, st.t, st.B = eps, weight_decay, t, B
         st.dims[0] = X.shape[1]
@@ -588,6 +603,10 @@ cdef class Trainer:
         else:
             self.since_probe += steps
 
+
+cdef class EpochRunner(_Loop):
+    """Mini-batch epochs of one fit in native code: ``run_epoch`` (see the design note)."""
+
     def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
@@ -623,6 +642,11 @@ cdef class Trainer:
         finally:
             self._mirror(False)
         return total
+
+
+cdef class Objective(_Loop):
+    """The full-batch loss and its gradient (the lbfgs solver's objective): ``loss_grad``;
+    the spec's batch_size holds all N rows."""
 
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st

@@ -1055,12 +1055,7 @@ def environment():
         "thread_env": {k: os.environ.get(k) for k in THREAD_ENV},
         "loadavg": _loadavg(),
     }
-    try:
-        from fastnn import _kernels
-
-        env["fastnn_threads"] = _kernels.num_threads()
-    except Exception:  # pragma: no cover - informational only
-        env["fastnn_openmp_threads"] = None
+    env["fastnn_threads"] = fastnn.get_num_threads()
     torch = peer("torch")
     if torch is not None:
         env["torch"] = torch.__version__

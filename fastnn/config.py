@@ -33,7 +33,9 @@ def config() -> dict[str, Any]:
     import numpy
     import scipy
 
-    from . import __version__, _kernels, functional, threads
+    from . import functional, threads
+    from ._version import __version__
+    from .backends.native_ops import kernels as _kernels
 
     info = {
         "fastnn": __version__,

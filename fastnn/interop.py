@@ -361,7 +361,7 @@ def _graph(model: Sequential, outputs: Callable[[Sequential, int], _Outputs], op
     import onnx
     from onnx import helper, numpy_helper
 
-    from . import __version__
+    from ._version import __version__
 
     elem = onnx.TensorProto.FLOAT if model.dtype == np.float32 else onnx.TensorProto.DOUBLE
     simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp"}

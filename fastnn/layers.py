@@ -47,6 +47,16 @@ def aligned_copy(A: ArrayLike, dtype: DTypeLike) -> FloatArray:
     return out
 
 
+def writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
+    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``
+    (on a cache line boundary, see ``aligned_copy``)."""
+    flags = A.flags
+    if type(A) is np.ndarray and A.dtype == dtype and flags.c_contiguous and flags.aligned \
+            and flags.writeable:
+        return A
+    return aligned_copy(A, dtype)
+
+
 def check_count(value: object, name: str, minimum: int = 1) -> int:
     """``value`` as an int >= ``minimum`` (TypeError for a non-integer or bool, else ValueError)."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):

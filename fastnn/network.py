@@ -11,38 +11,29 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from . import _kernels
 from . import _validation as _v
+from . import backprop, serialization
 from . import functional as F
+from . import losses as _losses
 from ._typing import FloatArray, Loss, Params, SeedLike
-from .layers import Linear, aligned_copy, check_count, check_dtype
-
-if TYPE_CHECKING:
-    from .training import History
+from .backends import ops
+from .layers import Linear, check_count, check_dtype, writable
+from .training import History, fit
 
 __all__ = ["MLP", "Sequential", "Trace"]
 
-LOSSES = ("binary_cross_entropy", "cross_entropy", "squared_error")
-OUTPUT_OF_LOSS = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
-                  "squared_error": "identity"}
-LOSS_OF_OUTPUT = {output: loss for loss, output in OUTPUT_OF_LOSS.items()}
+LOSSES = tuple(_losses.LOSSES)  #: the losses a model may have (fastnn.losses)
+OUTPUT_OF_LOSS = {name: loss.output for name, loss in _losses.LOSSES.items()}
+#: the loss the notes pair with each output map (eq. 17, 18, 20; e^z: Poisson's)
+LOSS_OF_OUTPUT = {output: _losses.loss_of_output(output)
+                  for output in dict.fromkeys(OUTPUT_OF_LOSS.values())}
 
 _MLP = TypeVar("_MLP", bound="MLP")
-
-
-def _writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
-    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``
-    (on a cache line boundary, see ``layers.aligned_copy``)."""
-    flags = A.flags
-    if type(A) is np.ndarray and A.dtype == dtype and flags.c_contiguous and flags.aligned \
-            and flags.writeable:
-        return A
-    return aligned_copy(A, dtype)
 
 
 class Trace:
@@ -106,6 +97,7 @@ class Sequential:
     (1,)
     """
 
+    _file_kind = "Sequential"  # (the model file's "kind")
     layers: list[Linear]
     loss_name: str
     history_: History | None
@@ -129,8 +121,7 @@ class Sequential:
                     "are not supported; use copy.deepcopy(layer) for a layer of its own")
         if len({layer.dtype for layer in layers}) != 1:
             raise ValueError("all layers must have the same dtype")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        _losses.get(loss)  # a loss of the registry, or a ValueError naming them
         self.layers = layers
         self.loss_name = loss
         self.history_ = None
@@ -140,8 +131,14 @@ class Sequential:
     # -- structure ------------------------------------------------------------------------
 
     @property
+    def loss_spec(self) -> _losses.Loss:
+        """The model's loss: its entry of the registry (fastnn.losses)."""
+        return _losses.get(self.loss_name)
+
+    @property
     def output(self) -> str:
-        """The output map g_out: "sigmoid" (eq. 3), "softmax" (eq. 5) or "identity" (eq. 7)."""
+        """The output map g_out: "sigmoid" (eq. 3), "softmax" (eq. 5), "identity" (eq. 7), or
+        "exp" (the Poisson loss's mean e^z)."""
         return OUTPUT_OF_LOSS[self.loss_name]
 
     @property
@@ -169,16 +166,41 @@ class Sequential:
         """
         return [(layer.W, layer.b) for layer in self.layers]
 
+    def _check_layers(self) -> None:
+        """Every layer's activation known, its W a non-empty 2-D array, shapes chained and
+        each b one per unit (a ValueError naming the layer otherwise)."""
+        for l, layer in enumerate(self.layers):
+            _v.activation(layer.activation, f"layers[{l}].activation")
+            W, b = layer.W, layer.b
+            if not isinstance(W, np.ndarray) or W.ndim != 2 or 0 in W.shape:
+                raise ValueError(f"layers[{l}].W must be a non-empty 2-D array (n_out, n_in), "
+                                 f"got {getattr(W, 'shape', type(W).__name__)}")
+            if l and W.shape[1] != self.layers[l - 1].W.shape[0]:
+                raise ValueError(f"layers[{l}].W takes {W.shape[1]} inputs but layers[{l - 1}] "
+                                 f"gives {self.layers[l - 1].W.shape[0]} outputs")
+            if b is not None and (not isinstance(b, np.ndarray) or b.shape != (W.shape[0],)):
+                raise ValueError(f"layers[{l}].b must have shape ({W.shape[0]},), got "
+                                 f"{getattr(b, 'shape', type(b).__name__)}")
+
+    def _layer_arrays(self) -> backprop.Layers:
+        """(W, b, activation) per layer as the backends compute on them: the model's dtype,
+        C-contiguous (copies where the layer's arrays are not); the model is unchanged."""
+        self._check_layers()
+        dtype = self.dtype
+        return [(np.require(layer.W, dtype, ["C", "A"]),
+                 None if layer.b is None else np.require(layer.b, dtype, ["C", "A"]),
+                 layer.activation) for layer in self.layers]
+
     def _trainable_parameters(self) -> Params:
         """The layers' arrays as the native training loop writes them: exact ndarrays of the
         model's dtype, C-contiguous, aligned, writeable, shapes chained. Arrays that are not
         (a read-only array from a Dask worker or np.load(mmap_mode="r"), a float64 W set into
         a float32 model, a Fortran-ordered W) are replaced by such copies; shapes that do not
-        chain raise a ValueError naming the layer."""
+        chain raise a ValueError naming the layer, and so do arrays shared between layers."""
+        self._check_layers()
         dtype = self.dtype
         arrays: list[tuple[str, np.ndarray]] = []  # (name, array) seen so far
         for l, layer in enumerate(self.layers):
-            _v.activation(layer.activation, f"layers[{l}].activation")
             for name in ("W", "b"):
                 A = getattr(layer, name)
                 for other, B in arrays:
@@ -189,19 +211,9 @@ class Sequential:
                             "use); give each layer arrays of its own (e.g. W.copy())")
                 if isinstance(A, np.ndarray):
                     arrays.append((f"layers[{l}].{name}", A))
-            W, b = layer.W, layer.b
-            if not isinstance(W, np.ndarray) or W.ndim != 2 or 0 in W.shape:
-                raise ValueError(f"layers[{l}].W must be a non-empty 2-D array (n_out, n_in), "
-                                 f"got {getattr(W, 'shape', type(W).__name__)}")
-            if l and W.shape[1] != self.layers[l - 1].W.shape[0]:
-                raise ValueError(f"layers[{l}].W takes {W.shape[1]} inputs but layers[{l - 1}] "
-                                 f"gives {self.layers[l - 1].W.shape[0]} outputs")
-            layer.W = _writable(W, dtype)
-            if b is not None:
-                if not isinstance(b, np.ndarray) or b.shape != (W.shape[0],):
-                    raise ValueError(f"layers[{l}].b must have shape ({W.shape[0]},), got "
-                                     f"{getattr(b, 'shape', type(b).__name__)}")
-                layer.b = _writable(b, dtype)
+            layer.W = writable(layer.W, dtype)
+            if layer.b is not None:
+                layer.b = writable(layer.b, dtype)
         return self.parameters()
 
     def __getstate__(self) -> dict[str, Any]:
@@ -251,12 +263,13 @@ class Sequential:
                  ) -> NDArray[Any]:
         """Validated targets for N samples, as the loss kernels take them; ``single``: the
         inputs were one 1-D sample, whose target may come without the batch axis."""
-        if single and self.loss_name == "squared_error":
+        targets = self.loss_spec.targets
+        if single and targets in ("values", "counts"):
             (arr,), _ = _v.real_arrays((y, name))
             y = arr.reshape(1, -1) if arr.size == self.n_outputs and arr.ndim <= 1 else arr
-        if self.loss_name == "cross_entropy":
+        if targets == "classes":
             return _v.class_labels(y, name, N, self.n_outputs)
-        if self.loss_name == "binary_cross_entropy":
+        if targets == "binary":
             d = self.n_outputs
             if d == 1:  # labels (N,) or (N, 1)
                 return _v.binary_labels(y, name, N, self.dtype).reshape(N, 1)
@@ -264,7 +277,11 @@ class Sequential:
             y = y.reshape(1, d) if N == 1 and y.shape == (d,) else y  # one sample's labels
             _v.expect_shape(y, name, (N, d), "(N, n_outputs): one 0/1 label per output")
             return _v.binary_labels(y.reshape(-1), name, N * d, self.dtype).reshape(N, d)
-        return _v.targets(y, name, (N, self.n_outputs), self.dtype)
+        Y = _v.targets(y, name, (N, self.n_outputs), self.dtype)
+        if targets == "counts" and (Y < 0).any():
+            raise ValueError(f"{name} must hold counts >= 0 for the Poisson loss, found "
+                             "negative values")
+        return Y
 
     def _shape_out(self, A: NDArray[Any], single: bool) -> NDArray[Any] | Any:
         """(N, 1) results of a one-output model as (N,); a single sample without its batch axis."""
@@ -275,10 +292,9 @@ class Sequential:
     # -- forward --------------------------------------------------------------------------
 
     def _logits(self, X: FloatArray) -> FloatArray:
-        if F._backend == "cython":  # all layers in one compiled call when they allow it
-            Z = _kernels.network(X, self.layers, "identity")
-            if Z is not None:
-                return Z
+        Z = ops().network(X, self.layers, "identity")  # in one call where the backend can
+        if Z is not None:
+            return Z
         U = X
         for layer in self.layers:
             U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
@@ -311,13 +327,8 @@ class Sequential:
         return Trace(zs, us)
 
     def _output_map(self, Z: FloatArray) -> FloatArray:
-        if self.output == "sigmoid":
-            return F.sigmoid(Z)  # eq. 3
-        if self.output == "softmax":  # eq. 5; Z is the model's own (N, K) output
-            if F.get_backend() == "cython":
-                return _kernels.softmax(Z, False, np.empty_like(Z))
-            return F.softmax(Z)
-        return Z  # eq. 7
+        # eq. 3, 5 or 7 (or e^z) on the model's own (N, d) output
+        return ops().output_map(Z, self.output)
 
     def decision_function(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
         """The logits z^O: the last layer's output, before the output map (eq. 1b / eq. 10b).
@@ -365,11 +376,10 @@ class Sequential:
                [0.73105858, 0.26894142]])
         """
         X, single = self._inputs(X)
-        if F._backend == "cython":  # all layers and the output map in one compiled call
-            P = _kernels.network(X, self.layers, self.output)
-            if P is not None:
-                return self._shape_out(P, single)
-        return self._shape_out(self._output_map(self._logits(X)), single)
+        P = ops().network(X, self.layers, self.output)  # with the output map, in one call
+        if P is None:
+            P = self._output_map(self._logits(X))
+        return self._shape_out(P, single)
 
     def predict(self, X: ArrayLike) -> NDArray[Any] | np.generic:
         """Hard decisions: z^O >= 0 for sigmoid (eq. 4), argmax_k z_k^O for softmax (eq. 6),
@@ -400,7 +410,7 @@ class Sequential:
             return pred[0] if single else pred
         if self.output == "sigmoid":
             return self._shape_out((Z >= 0).astype(np.int64), single)
-        return self._shape_out(Z, single)
+        return self._shape_out(self._output_map(Z), single)  # eq. 7 (or the mean e^z)
 
     # -- loss and gradients ---------------------------------------------------------------
 
@@ -442,24 +452,22 @@ class Sequential:
               return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
         """The loss (and dL/dZ) on the last layer's output Z (N, d) with validated targets."""
         reduction = _v.reduction(reduction)
-        if self.loss_name == "cross_entropy":
-            return F.cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
-        if self.loss_name == "squared_error":
-            return F.squared_error(Z, y, reduction=reduction, return_grad=return_grad)
+        loss = self.loss_spec
+        if loss.targets != "binary":
+            result: Any = ops().loss(loss, Z, y, reduction, return_grad)
+            return cast("Loss | tuple[Loss, FloatArray]", result)
         # eq. 17 on each of the d sigmoid outputs (d > 1: multi-label), summed per sample
-        N, d = Z.shape
-        res: Any = F.binary_cross_entropy(Z.reshape(-1), y.reshape(-1), reduction="none",
-                                          return_grad=return_grad)
-        dZ: Any  # dL/dZ, None without return_grad
-        losses, dZ = res if return_grad else (res, None)
-        losses = losses.reshape(N, d).sum(axis=1, dtype=np.float64)
+        N = Z.shape[0]
+        losses, dZ = backprop.loss_gradient(ops(), loss, Z, y, None) if return_grad \
+            else (ops().loss(loss, Z.reshape(-1), y.reshape(-1), "none", False).reshape(N, -1)
+                  .sum(axis=1, dtype=np.float64).astype(Z.dtype), None)
         if reduction == "none":
-            loss = losses.astype(Z.dtype)
+            result = losses
         else:
-            loss = Z.dtype.type(losses.sum() / (N if reduction == "mean" else 1))
+            result = Z.dtype.type(losses.sum(dtype=np.float64) / (N if reduction == "mean" else 1))
             if return_grad and reduction == "mean":
                 dZ = dZ / Z.dtype.type(N)
-        return (loss, cast(FloatArray, dZ).reshape(N, d)) if return_grad else loss
+        return (result, cast(FloatArray, dZ)) if return_grad else result
 
     def gradients(self, X: ArrayLike, y: ArrayLike, reduction: str = "mean"
                   ) -> list[tuple[FloatArray, FloatArray | None]]:
@@ -494,21 +502,13 @@ class Sequential:
             raise ValueError(f"reduction must be 'mean' or 'sum' for gradients, got {reduction!r}")
         X, single = self._inputs(X)
         y = self._targets(y, X.shape[0], single=single)
-        inputs, outputs = [], []
-        U = X
-        for layer in self.layers:
-            inputs.append(U)
-            U = F.linear(U, layer.W, layer.b, layer.activation)
-            outputs.append(U)
-        dU: Any  # dL/dU of the layer below; None once the first layer is done
-        _, dU = self._loss(U, y, reduction, return_grad=True)  # L -> last layer's output
-        grads = []
-        for l in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[l]
-            dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
-                                           need_dX=l > 0)
-            grads.append((dW, db if layer.b is not None else None))
-        return grads[::-1]
+        layers = self._layer_arrays()
+        outputs = backprop.forward(ops(), layers, X)
+        N = X.shape[0]
+        _, dU = backprop.loss_gradient(  # L -> the last layer's output
+            ops(), self.loss_spec, outputs[-1], y,
+            np.full(N, 1.0 / N) if reduction == "mean" else None)
+        return backprop.backward(ops(), layers, outputs, dU)
 
     # -- training and persistence ---------------------------------------------------------
 
@@ -541,8 +541,6 @@ class Sequential:
         >>> history.epochs, history.loss[-1] < history.loss[0]
         (5, True)
         """
-        from .training import fit
-
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                    shuffle=shuffle, sample_weight=sample_weight, validation_data=validation_data,
@@ -571,9 +569,20 @@ class Sequential:
           Linear(8, 3, 'identity', dtype='float32')
         ], loss='cross_entropy')
         """
-        from .serialization import save
+        serialization.save(self, path)
 
-        save(self, path)
+
+def _loss_for(output: object, loss: str | None) -> str:
+    """The loss of a model with output map ``output``: the one the notes pair with it, or
+    ``loss`` when it has that output map."""
+    if output not in LOSS_OF_OUTPUT:
+        raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+    if loss is None:
+        return LOSS_OF_OUTPUT[output]
+    if _losses.get(loss).output != output:
+        raise ValueError(f"loss {loss!r} goes with the {_losses.get(loss).output!r} output, "
+                         f"not {output!r}")
+    return loss
 
 
 class MLP(Sequential):
@@ -589,8 +598,11 @@ class MLP(Sequential):
         N_o: 1 for binary classification (sigmoid), K for K classes (softmax), d for regression.
     activation : {"relu", "sigmoid", "tanh", "step", "identity", "exp"}
         g_act of the hidden layers.
-    output : {"softmax", "sigmoid", "identity"}
-        g_out, which fixes the loss (eq. 18, 17, 20).
+    output : {"softmax", "sigmoid", "identity", "exp"}
+        g_out, which fixes the loss the notes pair with it (eq. 18, 17, 20; e^z: Poisson).
+    loss : str, optional
+        Another loss of fastnn.losses with the same output map: "half_squared_error" for
+        the identity output (scikit-learn's regression objective).
     dtype : {"float32", "float64"}
     random_state : int or None
         Seeds the weight initialisation.
@@ -603,18 +615,18 @@ class MLP(Sequential):
     [(128, 64), (10, 128)]
     """
 
+    _file_kind = "MLP"
     activation: str
 
     def __init__(self, n_inputs: int, hidden: int | Sequence[int], n_outputs: int, *,
-                 activation: str = "relu", output: str = "softmax", dtype: DTypeLike = "float32",
-                 random_state: SeedLike = None) -> None:
+                 activation: str = "relu", output: str = "softmax", loss: str | None = None,
+                 dtype: DTypeLike = "float32", random_state: SeedLike = None) -> None:
         n_inputs = check_count(n_inputs, "n_inputs")
         n_outputs = check_count(n_outputs, "n_outputs")
         hidden = (list(hidden) if isinstance(hidden, (list, tuple, np.ndarray))
                   else [cast(int, hidden)])  # an int (else check_count says what is wrong)
         hidden = [check_count(h, "hidden") for h in hidden]
-        if output not in LOSS_OF_OUTPUT:
-            raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+        loss = _loss_for(output, loss)
         activation = _v.activation(activation)
         dtype = check_dtype(dtype)
         rng = _v.rng(random_state)
@@ -622,12 +634,13 @@ class MLP(Sequential):
         acts = [activation] * len(hidden) + ["identity"]
         layers = [Linear(widths[l], widths[l + 1], acts[l], dtype=dtype, random_state=rng)
                   for l in range(len(acts))]
-        super().__init__(layers, LOSS_OF_OUTPUT[output])
+        super().__init__(layers, loss)
         self.activation = activation
 
     @classmethod
     def from_weights(cls: type[_MLP], weights: Iterable[tuple[ArrayLike, ArrayLike | None]],
-                     activation: str = "relu", output: str = "softmax") -> _MLP:
+                     activation: str = "relu", output: str = "softmax",
+                     loss: str | None = None) -> _MLP:
         """The network with exactly these weights (copied), as the notes build them by hand.
 
         Parameters
@@ -637,8 +650,10 @@ class MLP(Sequential):
             notes (a 1-D W is a single unit's row, a scalar b its bias); b may be None.
         activation : {"relu", "sigmoid", "tanh", "step", "identity", "exp"}
             g_act of the hidden layers.
-        output : {"softmax", "sigmoid", "identity"}
-            g_out, which fixes the loss (eq. 18, 17, 20).
+        output : {"softmax", "sigmoid", "identity", "exp"}
+            g_out, which fixes the loss (eq. 18, 17, 20; e^z: Poisson).
+        loss : str, optional
+            Another loss of fastnn.losses with that output map (see MLP).
 
         Returns
         -------
@@ -658,13 +673,55 @@ class MLP(Sequential):
         weights = list(weights)
         if not weights or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in weights):
             raise TypeError("weights must be a non-empty list of (W, b) pairs")
-        if output not in LOSS_OF_OUTPUT:
-            raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+        loss = _loss_for(output, loss)
         arrays = [np.asarray(a) for pair in weights for a in pair if a is not None]
         dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
         acts = [_v.activation(activation)] * (len(weights) - 1) + ["identity"]
         layers = [Linear.from_arrays(W, b, act, dtype=dtype) for (W, b), act in zip(weights, acts)]
         net = cls.__new__(cls)
-        Sequential.__init__(net, layers, LOSS_OF_OUTPUT[output])
+        Sequential.__init__(net, layers, loss)
         net.activation = activation
         return net
+
+
+def load(path: str | os.PathLike[str]) -> Sequential:
+    """Read a model written by ``save`` (architecture, dtype, weights, optimizer state).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    MLP or Sequential
+        The kind of model that was saved, with its optimizer state (for ``warm_start``).
+
+    Raises
+    ------
+    ValueError
+        The file is not a fastnn model, is truncated, or holds members a model does not
+        have, arrays of the wrong shape or dtype, or an incomplete optimizer state (it is
+        read member by member, each header checked before its data; nothing is unpickled).
+    FileNotFoundError
+        There is no such file.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnn
+    >>> net = fastnn.MLP(4, 8, 3, random_state=0)
+    >>> net.save("model.npz")
+    >>> same = fastnn.load("model.npz")
+    >>> X = np.ones((2, 4), np.float32)
+    >>> bool((same.predict_proba(X) == net.predict_proba(X)).all())
+    True
+    """
+    kind, loss, layers, optimizer_state = serialization.read(path)
+    model: Sequential
+    if kind == "MLP":
+        model = MLP.__new__(MLP)
+        Sequential.__init__(model, layers, loss)
+        model.activation = layers[0].activation if len(layers) > 1 else "relu"
+    else:
+        model = Sequential(layers, loss)
+    model.optimizer_state_ = optimizer_state
+    return model

@@ -23,9 +23,11 @@ __all__ = [
     "activation_grad",
     "binary_cross_entropy",
     "cross_entropy",
+    "half_squared_error",
     "linear",
     "linear_backward",
     "log_softmax",
+    "poisson",
     "sigmoid",
     "softmax",
     "squared_error",
@@ -384,4 +386,38 @@ def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
     diff = Z - Y
     losses = (diff * diff).reshape(Z.shape[0], -1).sum(axis=1)
     dZ = 2 * diff if return_grad else None
+    return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
+
+
+def half_squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
+                       return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
+    """g_loss(z, y) = ||z - y||^2 / 2 (half of eq. 20, scikit-learn's regression objective);
+    dg/dz = z - y.
+
+    Parameters and returns as ``squared_error``.
+    """
+    Z = np.asarray(Z)
+    Y = np.asarray(Y, dtype=Z.dtype)
+    diff = Z - Y
+    losses = 0.5 * (diff * diff).reshape(Z.shape[0], -1).sum(axis=1)
+    dZ = diff if return_grad else None
+    return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
+
+
+def poisson(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
+            return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
+    """Half the Poisson deviance of counts y >= 0 with the log link, on the logits z (the
+    prediction is mu = e^z): g_loss(z, y) = sum_k (y_k ln(y_k / mu_k) - y_k + mu_k), with
+    0 ln 0 = 0; dg/dz = mu - y.
+
+    Parameters and returns as ``squared_error`` (Y: counts of Z's shape).
+    """
+    Z = np.asarray(Z)
+    Y = np.asarray(Y, dtype=Z.dtype)
+    with np.errstate(over="ignore"):
+        mu = np.exp(Z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0)
+    losses = (ylogy - Y * Z - Y + mu).reshape(Z.shape[0], -1).sum(axis=1)
+    dZ = mu - Y if return_grad else None
     return _reduce(losses, dZ, reduction, return_grad, Z.dtype)

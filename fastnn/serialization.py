@@ -17,7 +17,7 @@ import secrets
 import stat
 import zipfile
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import NDArray
@@ -25,10 +25,13 @@ from numpy.typing import NDArray
 from . import _validation as _v
 from ._typing import OptState
 from .layers import DTYPES, Linear
-from .network import LOSSES, MLP, Sequential
+from .losses import LOSSES
 from .optim import state_problem
 
-__all__ = ["load", "save"]
+if TYPE_CHECKING:
+    from .network import Sequential
+
+__all__ = ["ModelFile", "read", "save"]
 
 FORMAT = 1
 
@@ -52,7 +55,8 @@ def save(model: Sequential, path: str | os.PathLike[str]) -> None:
 
     See Also
     --------
-    load : the way back; ``Sequential.save`` calls this.
+    read : the way back (``fastnn.load`` builds the model from it); ``Sequential.save``
+        calls this.
     """
     arrays = _arrays(model)
     target = os.path.realpath(os.fspath(path))  # through symlinks, to the file they name
@@ -76,7 +80,7 @@ def _arrays(model: Sequential) -> dict[str, Any]:
     """The members of the model's file, by name (no pickle: numbers and strings only)."""
     arrays: dict[str, Any] = {
         "format": np.array(FORMAT),
-        "kind": np.array(type(model).__name__ if isinstance(model, MLP) else "Sequential"),
+        "kind": np.array(model._file_kind),
         "loss": np.array(model.loss_name),
         "dtype": np.array(model.dtype.name),
         "n_layers": np.array(len(model.layers)),
@@ -199,8 +203,21 @@ def _text(data: Mapping[str, NDArray[Any]], key: str, path: str, allowed: Sequen
     return str(value)
 
 
-def load(path: str | os.PathLike[str]) -> Sequential:
-    """Read a model written by ``save`` (architecture, dtype, weights, optimizer state).
+class ModelFile(NamedTuple):
+    """What a model file holds, read and checked: the kind of model ("MLP" or
+    "Sequential"), its loss, its layers, and its optimizer state (a fit's
+    ``optimizer_state_``, or None)."""
+
+    kind: str
+    loss: str
+    layers: list[Linear]
+    optimizer_state: dict[str, Any] | None
+
+
+def read(path: str | os.PathLike[str]) -> ModelFile:
+    """Read a model file written by ``save``: only the members a model has, each member's
+    header (shape, dtype) checked against the architecture before its data is read, with
+    ``allow_pickle=False`` semantics (``fastnn.load`` builds the model from what it returns).
 
     Parameters
     ----------
@@ -208,29 +225,15 @@ def load(path: str | os.PathLike[str]) -> Sequential:
 
     Returns
     -------
-    MLP or Sequential
-        The kind of model that was saved, with its optimizer state (for ``warm_start``).
+    ModelFile
 
     Raises
     ------
     ValueError
-        The file is not a fastnn model, is truncated, holds arrays of the wrong shape or dtype
-        or Python objects (no pickle is ever read), holds a member that is no part of the
-        model, or a member that inflates past its declared size or more than 100 times its
-        compressed size (past 1 MiB). Each member's header is checked before its data is read,
-        and members that are no part of the model are never read.
+        The file is not a fastnn model, is truncated, holds members a model does not have or
+        arrays of the wrong shape or dtype, or an optimizer state that cannot be continued.
     FileNotFoundError
         There is no such file.
-
-    Examples
-    --------
-    >>> import numpy as np, fastnn
-    >>> net = fastnn.MLP(4, 8, 3, random_state=0)
-    >>> net.save("model.npz")
-    >>> same = fastnn.load("model.npz")
-    >>> X = np.ones((2, 4), np.float32)
-    >>> bool((same.predict_proba(X) == net.predict_proba(X)).all())
-    True
     """
     path = os.fspath(path)
     with _model_file(path) as members:
@@ -238,7 +241,7 @@ def load(path: str | os.PathLike[str]) -> Sequential:
         if _integer(data, "format", path, 0, 2**31) != FORMAT:
             raise ValueError(f"{path}: unsupported format {data['format']!r}")
         dtype = np.dtype(_text(data, "dtype", path, DTYPES))
-        loss = _text(data, "loss", path, LOSSES)
+        loss = _text(data, "loss", path, tuple(LOSSES))
         kind = _text(data, "kind", path, ("MLP", "Sequential"))
         n_layers = _integer(data, "n_layers", path, 1, 64)
         members.refuse_others(_model_keys(n_layers, "opt_name" in members))
@@ -265,16 +268,8 @@ def load(path: str | os.PathLike[str]) -> Sequential:
     for l in range(n_layers):
         act = _text(data, f"activation{l}", path, _v.ACTIVATIONS)
         layers.append(Linear.from_arrays(data[f"W{l}"], data.get(f"b{l}"), act, dtype=dtype))
-    model: Sequential
-    if kind == "MLP":
-        model = MLP.__new__(MLP)
-        Sequential.__init__(model, layers, loss)
-        model.activation = layers[0].activation if len(layers) > 1 else "relu"
-    else:
-        model = Sequential(layers, loss)
-    if "opt_name" in data:
-        model.optimizer_state_ = _optimizer_state(data, model, path)
-    return model
+    optimizer = _optimizer_state(data, layers, path) if "opt_name" in data else None
+    return ModelFile(kind, loss, layers, optimizer)
 
 
 # ---------------------------------------------------------------------------------------
@@ -470,7 +465,7 @@ def _model_file(path: str) -> Iterator[_Members]:
             yield _Members(zf, path, os.fstat(fh.fileno()).st_size)
 
 
-def _optimizer_state(data: Mapping[str, NDArray[Any]], model: Sequential, path: str
+def _optimizer_state(data: Mapping[str, NDArray[Any]], layers: list[Linear], path: str
                      ) -> dict[str, Any]:
     name = _text(data, "opt_name", path, ("sgd", "adam"))
     hyper = _field(data, "opt_hyper", path)
@@ -478,7 +473,7 @@ def _optimizer_state(data: Mapping[str, NDArray[Any]], model: Sequential, path: 
     state: OptState = ([], [])
     layer: Any  # a Linear, whose b is None exactly when the state's b is (checked below)
     for k in range(2):
-        for l, layer in enumerate(model.layers):
+        for l, layer in enumerate(layers):
             W = data.get(f"opt{k}_W{l}")
             b = data.get(f"opt{k}_b{l}")
             if W is None:
@@ -487,7 +482,7 @@ def _optimizer_state(data: Mapping[str, NDArray[Any]], model: Sequential, path: 
             state[k].append((np.array(W, layer.W.dtype),  # copies in native order
                               None if b is None else np.array(b, layer.W.dtype)))
     # the native loop trusts the state a warm start continues: a file's must be complete
-    problem = state_problem(state, model.parameters(), name, momentum)
+    problem = state_problem(state, [(layer.W, layer.b) for layer in layers], name, momentum)
     if problem is not None:
         raise ValueError(f"{path}: the optimizer state cannot be used: {problem}")
     return {"optimizer": name, "momentum": momentum, "nesterov": bool(nesterov), "beta1": beta1,

@@ -34,7 +34,7 @@ from typing import Any
 
 from threadpoolctl import LibController, ThreadpoolController, register
 
-from . import _kernels
+from .backends.native_ops import kernels as _kernels
 
 __all__ = ["get_num_threads", "set_num_threads"]
 
@@ -102,7 +102,7 @@ class _FastnnThreads(LibController):  # type: ignore[misc]
         self.dynlib.fastnn_set_num_threads(max(1, min(MAX_THREADS, int(num_threads))))
 
     def get_version(self) -> str:
-        from . import __version__
+        from ._version import __version__
 
         return __version__
 

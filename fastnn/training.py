@@ -1,9 +1,11 @@
 """``fit``: mini-batch training of a ``Sequential`` (eq. 21 and its variants).
 
-On the "cython" backend every epoch runs in native code (``_kernels.Trainer``: shuffle order
-given, gather, forward, loss, backward, update, with workspaces allocated once per fit). On
-the "numpy" backend the same algorithm runs batch by batch in Python on ``fastnn.reference``,
-which is what the native loop is measured against.
+The epochs run on the backend (``fastnn.backends``, ``Ops.epochs``): on the "cython" backend
+each epoch runs in native code (gather, forward, loss, backward, update, with workspaces
+allocated once per fit); on the "numpy" backend the same steps run batch by batch in Python
+on ``fastnn.reference`` (fastnn.backprop), which is what the native loop is measured against.
+This module keeps what lies around the epochs: the arguments, the optimizer state a warm
+start continues, the schedule, validation, early stopping, divergence and callbacks.
 """
 
 from __future__ import annotations
@@ -18,13 +20,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _kernels
 from . import _validation as _v
-from . import functional as F
+from .backends import TrainSpec, ops
 from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
-from .layers import check_count
-from .network import _writable
-from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem, update
+from .layers import check_count, writable
+from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem
 from .threads import one_blas_thread
 
 __all__ = ["History", "fit"]
@@ -115,7 +115,7 @@ def _real(value: object, name: str, low: float | None = None, high: float | None
     return float(value)
 
 
-def _sample_weight(sample_weight: ArrayLike | None, N: int) -> FloatArray | None:
+def _sample_weight(sample_weight: ArrayLike | None, N: int) -> NDArray[np.float64] | None:
     if sample_weight is None:
         return None
     (sw,), _ = _v.real_arrays((sample_weight, "sample_weight"))
@@ -123,16 +123,18 @@ def _sample_weight(sample_weight: ArrayLike | None, N: int) -> FloatArray | None
     _v.expect_shape(sw, "sample_weight", (N,), "(one weight per sample)")
     if not np.isfinite(sw).all() or (sw < 0).any():
         raise ValueError("sample_weight must be finite and >= 0")
-    return sw
+    return sw.astype(np.float64, copy=False)  # (already float64: typed as such)
 
 
 def _metric(model: Sequential, X: FloatArray, Y: NDArray[Any]) -> float:
     """Accuracy (eq. 4 / eq. 6 decisions) for classifiers, R^2 for regression."""
     Z = model._logits(X)
-    if model.loss_name == "cross_entropy":
+    targets = model.loss_spec.targets
+    if targets == "classes":
         return float((Z.argmax(axis=1) == Y).mean())
-    if model.loss_name == "binary_cross_entropy":
+    if targets == "binary":
         return float(((Z >= 0) == (Y == 1)).all(axis=1).mean())
+    Z = model._output_map(Z)  # the predictions (e^z for the Poisson loss)
     ss_res = ((Y - Z) ** 2).sum(axis=0, dtype=np.float64)
     ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -192,15 +194,13 @@ def _start_state(previous: Any, params: Params, optimizer: str, momentum: float
                       f"({problem}); starting from a new {optimizer} state",
                       RuntimeWarning, stacklevel=4)
         return new_state(params, optimizer, momentum), 0
-    return [[None if s is None else (_writable(s[0], s[0].dtype),
-                                     None if s[1] is None else _writable(s[1], s[1].dtype))
+    return [[None if s is None else (writable(s[0], s[0].dtype),
+                                     None if s[1] is None else writable(s[1], s[1].dtype))
              for s in states] for states in previous["state"]], int(previous["t"])
 
 
 def _finite(params: Params) -> bool:
-    # the model's own arrays: C-contiguous float32/float64 (see _trainable_parameters)
-    return all(_kernels.all_finite(W) and (b is None or _kernels.all_finite(b))
-               for W, b in params)
+    return all(ops().all_finite(W) and (b is None or ops().all_finite(b)) for W, b in params)
 
 
 def _finite_loss(model: Any, X: FloatArray, Y: NDArray[Any]) -> bool:
@@ -222,41 +222,6 @@ def _restore(saved: _Saved, params: Params, state: OptState) -> None:
                 s[0][...] = s0[0]
                 if s[1] is not None:
                     s[1][...] = s0[1]
-
-
-def _python_epoch(model: Sequential, X: FloatArray, Y: NDArray[Any],
-                  sw: FloatArray | None, perm: NDArray[np.intp], batch_size: int,
-                  lr: float, state: OptState, opt: dict[str, Any]) -> float:
-    """One epoch batch by batch in Python (the "numpy" backend): the native loop's reference."""
-    total = 0.0
-    N = len(perm)
-    dU: Any  # dL/dU of the layer below; None once the first layer is done
-    for s in range(0, N, batch_size):
-        rows = perm[s:s + batch_size]
-        inputs, outputs, U = [], [], X[rows]
-        for layer in model.layers:  # eq. 10
-            inputs.append(U)
-            U = F.linear(U, layer.W, layer.b, layer.activation)
-            outputs.append(U)
-        losses, dU = model._loss(U, Y[rows], "none", return_grad=True)
-        w = np.ones(len(rows)) if sw is None else sw[rows]
-        total += float((w * losses).sum())
-        if not math.isfinite(total):
-            return total
-        dU = dU * (w / len(rows)).astype(X.dtype)[:, None]  # "mean" over the batch
-        opt["t"] += 1
-        for l in range(len(model.layers) - 1, -1, -1):  # section 3: backpropagation
-            layer = model.layers[l]
-            dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
-                                           need_dX=l > 0)
-            grads = [(layer.W, dW, 0), (layer.b, db, 1)] if layer.b is not None else [(layer.W, dW, 0)]
-            for P, G, k in grads:
-                M1 = state[0][l][k] if state[0][l] is not None else None  # type: ignore[index]
-                M2 = state[1][l][k] if state[1][l] is not None else None  # type: ignore[index]
-                update(P, G, M1, M2, optimizer=opt["optimizer"], lr=lr, momentum=opt["momentum"],
-                       nesterov=opt["nesterov"], beta1=opt["beta1"], beta2=opt["beta2"],
-                       eps=opt["eps"], t=opt["t"], decay=opt["weight_decay"] if k == 0 else 0.0)
-    return total
 
 
 def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
@@ -391,21 +356,20 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
     model.optimizer_state_ = opt
     rng = _v.rng(random_state)
-    native = F.get_backend() == "cython"
+    backend = ops()
 
-    def native_loop() -> Any:  # the native loop over the model's arrays as they are now
-        return _kernels.Trainer(
-            [W for W, _ in params], [b for _, b in params],
-            [_kernels.ACTIVATION_CODES[layer.activation] for layer in model.layers],
-            _kernels.LOSS_CODES[model.loss_name], _kernels.OPTIMIZER_CODES[optimizer],
-            state[0], state[1], X, Y, sw, batch_size, momentum=momentum, nesterov=nesterov,
-            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, t=opt["t"])
+    def epochs_runner() -> Any:  # the backend's epochs over the model's arrays as they are now
+        return backend.epochs(TrainSpec(
+            weights=[W for W, _ in params], biases=[b for _, b in params],
+            activations=[layer.activation for layer in model.layers], loss=model.loss_spec,
+            X=X, Y=Y, sample_weight=sw, batch_size=batch_size, optimizer=optimizer,
+            momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2, eps=eps,
+            weight_decay=weight_decay, state=state, t=opt["t"]))
 
-    if native:
-        trainer = native_loop()
+    runner = epochs_runner()
     layout = _layout(model)
 
-    history = History("accuracy" if model.output != "identity" else "r2")
+    history = History("accuracy" if model.loss_spec.targets in ("classes", "binary") else "r2")
     best_loss, best, waited = math.inf, None, 0
     # the state before this epoch (saved) and before the last finished one (before_last)
     saved: _Saved
@@ -417,18 +381,15 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         for epoch in range(epochs):
             lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
             if shuffle:  # the previous epoch's order, shuffled again (both backends)
-                _kernels.shuffle(perm, int(rng.integers(0, 2**63)))
+                backend.shuffle(perm, int(rng.integers(0, 2**63)))
             if epoch:
                 before_last = (saved, saved_t)
             saved, saved_t = _copy(params, state), opt["t"]
             tick = time.perf_counter()
             try:
-                if native:
-                    # the model's arrays changed since the last epoch only if a callback ran
-                    total = trainer.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None)
-                    opt["t"] = trainer.t
-                else:
-                    total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)
+                # the model's arrays changed since the last epoch only if a callback ran
+                total = runner.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None)
+                opt["t"] = runner.t
             except KeyboardInterrupt:
                 _restore(saved, params, state)
                 opt["t"] = saved_t
@@ -492,10 +453,9 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                 # goes on with the model as the callback left it, as the numpy backend does
                 held = params, [layer.activation for layer in model.layers]
                 params = _callback_parameters(model, layout)
-                if native and (any(A is not B for p, q in zip(params, held[0])
-                                   for A, B in zip(p, q))
-                               or held[1] != [layer.activation for layer in model.layers]):
-                    trainer = native_loop()
+                if (any(A is not B for p, q in zip(params, held[0]) for A, B in zip(p, q))
+                        or held[1] != [layer.activation for layer in model.layers]):
+                    runner = epochs_runner()
     finally:
         model.history_ = history
     if early_stopping and best is not None:

@@ -556,7 +556,7 @@ def test_ctrl_c_in_the_callback_keeps_the_finished_epoch(backend):
 
 
 class _InterruptingTrainer:
-    """Wraps the native Trainer: its ``run_epoch`` for the epoch ``at`` runs the whole native
+    """Wraps the native EpochRunner: its ``run_epoch`` for the epoch ``at`` runs the whole native
     epoch (the weights move) and then raises KeyboardInterrupt, as a Ctrl-C noticed at the
     end of the native loop would."""
 
@@ -578,7 +578,7 @@ class _InterruptingTrainer:
         return total
 
 
-_REAL_TRAINER = fastnn._kernels.Trainer
+_REAL_TRAINER = fastnn._kernels.EpochRunner
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -587,9 +587,9 @@ def test_ctrl_c_inside_an_epoch_restores_the_epoch_start(backend, monkeypatch, o
     back to the end of epoch 1 (weights, optimizer state, step count). Native loop: a wrapped
     Trainer; Python loop (numpy backend): the 5th optimizer update of the epoch raises."""
     if backend == "cython":
-        monkeypatch.setattr(fastnn._kernels, "Trainer", _InterruptingTrainer)
+        monkeypatch.setattr(fastnn._kernels, "EpochRunner", _InterruptingTrainer)
     else:
-        import fastnn.training as training
+        import fastnn.backprop as training  # (the numpy backend's steps)
         real_update, calls = training.update, {"n": 0}
         n_params = 4  # W and b of two layers
         batches = len(range(0, 96, 16))

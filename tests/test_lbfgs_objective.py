@@ -25,6 +25,8 @@ import scipy.optimize
 pytest.importorskip("sklearn")
 
 import fastnn  # noqa: E402
+import fastnn.losses  # noqa: E402
+from fastnn.backends import TrainSpec  # noqa: E402
 from fastnn import _kernels, reference  # noqa: E402
 from fastnn.estimators import MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -95,11 +97,10 @@ def _reference_loss_grad(Ws, bs, acts, kind, X, Y, sw, norm):
 def _trainer(Ws, bs, acts, kind, X, Y, sw, gWs, gbs, first_transposed=False):
     """A loss_grad Trainer over all of X; with ``first_transposed`` it gets W^T (n_in, width)
     and a gradient array of that shape for the first layer (the estimators' layout)."""
-    L = len(Ws)
-    return _kernels.Trainer(Ws, bs, [_kernels.ACTIVATION_CODES[a] for a in acts],
-                            _kernels.LOSS_CODES[LOSSES[kind]], _kernels.OPTIMIZER_CODES["sgd"],
-                            [None] * L, [None] * L, X, Y, sw, X.shape[0], gW=gWs, gb=gbs,
-                            first_transposed=first_transposed)
+    return _kernels.Objective(TrainSpec(
+        weights=Ws, biases=bs, activations=acts, loss=fastnn.losses.get(LOSSES[kind]), X=X,
+        Y=Y, sample_weight=sw, batch_size=X.shape[0], grad_weights=gWs, grad_biases=gbs,
+        first_transposed=first_transposed))
 
 
 @pytest.mark.parametrize("layout", ["W", "first W^T"])
@@ -174,8 +175,10 @@ def test_trainer_loss_grad_same_bits_for_any_thread_count(kind, net, rng):
 def test_trainer_loss_grad_needs_the_whole_set_in_one_batch():
     X = np.zeros((5, 2))
     W, b = [np.zeros((3, 2))], [np.zeros(3)]
-    trainer = _kernels.Trainer(W, b, [0], _kernels.LOSS_CODES["squared_error"], 0, [None],
-                               [None], X, np.zeros((5, 3)), None, 4)
+    trainer = _kernels.Objective(TrainSpec(
+        weights=W, biases=b, activations=["identity"], loss=fastnn.losses.get("squared_error"),
+        X=X, Y=np.zeros((5, 3)), batch_size=4, grad_weights=[np.zeros((3, 2))],
+        grad_biases=[np.zeros(3)]))
     with pytest.raises(ValueError, match="batch_size >= N"):
         trainer.loss_grad(5.0)
 
@@ -278,7 +281,7 @@ def test_lbfgs_evaluates_each_point_once(rng, monkeypatch):
     estimator evaluates the network once for both (loss_grad calls == scipy's nfev)."""
     X, y = _data(rng, "multiclass", 120, 5)
     calls, results = [0], []
-    real_trainer, real_minimize = _kernels.Trainer, scipy.optimize.minimize
+    real_trainer, real_minimize = _kernels.Objective, scipy.optimize.minimize
 
     class Counting:
         def __init__(self, *args, **kwargs):
@@ -292,7 +295,7 @@ def test_lbfgs_evaluates_each_point_once(rng, monkeypatch):
         results.append(real_minimize(*args, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(_kernels, "Trainer", Counting)
+    monkeypatch.setattr(_kernels, "Objective", Counting)
     monkeypatch.setattr(scipy.optimize, "minimize", minimize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")

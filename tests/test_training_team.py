@@ -137,7 +137,7 @@ def trainers(monkeypatch):
         spy = None
 
     made = Made()
-    real = _kernels.Trainer
+    real = _kernels.EpochRunner
 
     def spy(*args, **kwargs):
         made.append(real(*args, **kwargs))
@@ -147,7 +147,7 @@ def trainers(monkeypatch):
             _testing.disband_after(made[-1], spy.disband_after)
         return made[-1]
 
-    monkeypatch.setattr(_kernels, "Trainer", spy)
+    monkeypatch.setattr(_kernels, "EpochRunner", spy)
     made.spy = spy
     yield made
 
