@@ -239,7 +239,7 @@ def _table(header: list[str] | None, rows: list[list[str]], numeric: bool = True
            ) -> nodes.table:
     """A docutils table of text cells; the columns after the first right-aligned
     (``numeric``); no header row when ``header`` is None."""
-    table = nodes.table(classes=["benchmark-table"])
+    table = nodes.table(classes=["benchmark-table" if numeric else "benchmark-facts"])
     group = nodes.tgroup(cols=len(rows[0] if rows else header))
     table += group
     for _ in range(group["cols"]):
