@@ -46,7 +46,7 @@ def sigmoid(Z: ArrayLike) -> FloatArray:
     Returns
     -------
     ndarray of Z's shape and dtype
-        e^-|z| is never larger than 1, so neither branch overflows.
+        ``e^-|z|`` is never larger than 1, so neither branch overflows.
 
     Examples
     --------

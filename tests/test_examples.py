@@ -186,3 +186,21 @@ def test_runs_as_a_script():
     done = subprocess.run([sys.executable, str(EXAMPLES / "section1_problem2.py"), "--no-plot"],
                           capture_output=True, text=True, check=True)
     assert "z_i2 = x - 4" in done.stdout and "y_hat = 1" in done.stdout
+
+
+@pytest.mark.parametrize("name", sorted(SCRIPTS))
+def test_scripts_run_as_the_gallery_runs_them(name, tmp_path, capsys):
+    """sphinx-gallery (docs/conf.py) runs each script with ``--show --out DIR``, pyplot on
+    Agg and ``__doc__`` empty: the figures must stay open for its scraper to take."""
+    plt = pytest.importorskip("matplotlib.pyplot")
+    module = load(name)
+    module.__doc__ = ""
+    backend = plt.get_backend()
+    plt.switch_backend("agg")  # where plt.show is a no-op, as in the gallery's build
+    plt.close("all")
+    try:
+        module.main(["--show", "--out", str(tmp_path)])
+        assert len(plt.get_fignums()) == len(SCRIPTS[name])
+    finally:
+        plt.close("all")
+        plt.switch_backend(backend)
