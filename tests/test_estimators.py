@@ -445,6 +445,21 @@ def test_dtype_parameter(iris):
         MLPClassifier(dtype="float16").fit(X, y)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_predictions_do_not_depend_on_the_memory_layout(digits, layout, dtype):
+    """The same values in any layout (unaligned, as pickle hands a Dask worker its blocks;
+    Fortran; byte-swapped; ...) give the same bits as a C array: X is brought to the C,
+    aligned, native-order array the kernels read before anything is computed."""
+    name, transform = layout
+    X, y = digits
+    X = X[:300].astype(dtype)
+    clf = _quiet(MLPClassifier((32,), max_iter=5, dtype=dtype, random_state=0).fit, X, y[:300])
+    reg = _quiet(MLPRegressor(hidden_layer_sizes=(32,), max_iter=5, dtype=dtype, random_state=0).fit, X,
+                 y[:300].astype(float))
+    for method in (clf.predict_proba, clf.predict, reg.predict):
+        np.testing.assert_array_equal(method(transform(X)), method(X), err_msg=name)
+
+
 def test_invalid_parameters_raise(iris):
     X, y = iris
     for params in (dict(solver="newton"), dict(alpha=-1.0), dict(hidden_layer_sizes=(4, 0)),

@@ -155,7 +155,10 @@ class _BaseMLP(BaseEstimator):
     def _dense(X, dtype):
         if scipy.sparse.issparse(X):
             X = X.toarray()
-        return np.ascontiguousarray(X, dtype=dtype)
+        # C order, aligned, native byte order: the arrays the native kernels read in place (an
+        # unaligned buffer, as pickle hands a Dask worker, would take the layer-by-layer path
+        # and round some rows differently)
+        return np.require(X, dtype, ["C", "A"])
 
     def _check_sample_weight(self, sample_weight, n):
         if sample_weight is None:
@@ -306,7 +309,9 @@ class _BaseMLP(BaseEstimator):
         float dtype: float32 stays float32, anything else gives float64)."""
         check_is_fitted(self)
         model = self._model
-        out_dtype = np.float32 if getattr(X, "dtype", None) == np.float32 else np.float64
+        given = getattr(X, "dtype", None)  # (either byte order: ">f4" is float32 too)
+        single = isinstance(given, np.dtype) and given.kind == "f" and given.itemsize == 4
+        out_dtype = np.float32 if single else np.float64
         X = self._prepare_X(X, model.dtype, reset=False)
         return model._logits(X), out_dtype
 
