@@ -204,6 +204,16 @@ def _unpickled():
     return sum(cls.__dict__.get("_unpickled", 0) for cls in (MLPClassifier, MLPRegressor))
 
 
+def _assert_scattered_once(client, tasks):
+    """Each worker unpickled the model when it was scattered, and no task carried a copy: at
+    least once per worker and far fewer times than the ``tasks``. At most twice: about one
+    run in four on a loaded 2-core machine, one worker unpickles it a second time (inside
+    distributed, not pinned down); a copy per task would count one per task."""
+    counts = client.run(_unpickled)
+    assert all(1 <= n <= 2 for n in counts.values()), counts
+    assert sum(counts.values()) < tasks, (counts, tasks)
+
+
 @pytest.fixture(scope="module")
 def by_value():
     """This module's functions pickled by value: the workers cannot import the test module,
@@ -285,8 +295,7 @@ def test_predict_dask_array_equals_local(client, bounded, by_value, fitted):
         assert got.dtype == sample.dtype and got.shape == (len(X),) + sample.shape[1:]
         np.testing.assert_array_equal(got, _blockwise(getattr(est, name), X, Xd.chunks[0]))
         _assert_agrees_with_whole(got, getattr(est, name), X, X.dtype)
-    # each worker unpickled the model once, when it was scattered: no task carried a copy
-    assert set(client.run(_unpickled).values()) == {1}
+    _assert_scattered_once(client, tasks=len(_methods(est)) * len(Xd.chunks[0]))
 
 
 def test_predict_dask_dataframe_equals_local(client, bounded, by_value, fitted):
@@ -315,7 +324,7 @@ def test_predict_dask_dataframe_equals_local(client, bounded, by_value, fitted):
         np.testing.assert_array_equal(proba.to_numpy(),
                                       _blockwise(est.predict_proba, df, rows))
         _assert_agrees_with_whole(proba.to_numpy(), est.predict_proba, df, X.dtype)
-    assert set(client.run(_unpickled).values()) == {1}
+    _assert_scattered_once(client, tasks=len(_methods(est)) * ddf.npartitions)
 
 
 def test_parallel_post_fit_equals_local(bounded, fitted):
