@@ -27,9 +27,7 @@
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
-from collections.abc import Iterator
 from typing import Any
 
 from threadpoolctl import LibController, ThreadpoolController, register
@@ -163,12 +161,24 @@ def _configure_blas() -> None:
 _configure_blas()
 
 
-@contextlib.contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """BLAS on one thread for a ``with`` block of fastnn's work that calls BLAS from Python or
-    around fastnn's threads (a fit, scipy's L-BFGS-B between the objective's calls)."""
-    _kernels.hold_blas()
-    try:
-        yield
-    finally:
+class _OneBlasThread:
+    """``with one_blas_thread():`` BLAS on one thread for a block of fastnn's work that calls
+    BLAS from Python or around fastnn's threads (a fit, a train_on_batch step, scipy's
+    L-BFGS-B between the objective's calls). Nested and concurrent blocks count (the hold
+    ends with the last). A class, not a generator: it wraps every train_on_batch step."""
+
+    __slots__ = ()
+
+    def __enter__(self) -> None:
+        _kernels.hold_blas()
+
+    def __exit__(self, *exc: object) -> None:
         _kernels.release_blas()
+
+
+_ONE_BLAS_THREAD = _OneBlasThread()
+
+
+def one_blas_thread() -> _OneBlasThread:
+    """BLAS on one thread for a ``with`` block (see _OneBlasThread)."""
+    return _ONE_BLAS_THREAD
