@@ -114,15 +114,22 @@ class _Loop:  # a cdef class: one fit's native state, built from a fastnn.backen
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""
+    @t.setter
+    def t(self, value: int) -> None: ...
+    def bind(self, X: NDArray[Any], Y: NDArray[Any],
+             sample_weight: NDArray[np.float64] | None) -> None:
+        """Go on with new data of the shapes and dtypes the loop was built for."""
     @property
     def transposed(self) -> bool:
         """(Tests, diagnostics) whether the first layer is held transposed in an epoch."""
 
 class EpochRunner(_Loop):
     """Mini-batch epochs in native code over the spec's arrays (updated in place)."""
-    def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True) -> float:
+    def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
+                  guard: bool = False) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
-        loss, or a non-finite number as soon as one batch diverges."""
+        loss, or a non-finite number as soon as one batch diverges (``guard``: the arrays
+        are then put back as they were)."""
 
 class Objective(_Loop):
     """The full-batch loss and its gradient (the lbfgs solver's objective)."""

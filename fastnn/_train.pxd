@@ -79,12 +79,18 @@ cdef class _Loop:
     cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
     cdef bint probing  # the stretch running times the slower
     cdef double partner_delay  # (tests: fastnn._testing.start_late) threads 1.. start late
+    cdef bint one_step  # one batch per run_epoch (train_on_batch): the calls follow closely
+    cdef list updated  # the arrays a step writes: weights, biases, optimizer state
+    cdef list saved  # a guarded run_epoch's copies of them, (array, copy) pairs
 
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B)
     cdef void _mirror(self, bint into_loop)
     cdef int _team_size(self)
     cdef int _threads_for(self, Py_ssize_t* steps)
     cdef void _after(self, int threads, Py_ssize_t steps, double seconds)
+    cdef void _save(self)
+    cdef bint _all_finite(self)
+    cdef void _restore_saved(self)
 
 
 cdef class EpochRunner(_Loop):

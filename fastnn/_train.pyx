@@ -28,7 +28,7 @@ lbfgs solver: the shuffle of an epoch and the L2-penalised gradient."""
 cimport numpy as cnp
 from cpython.exc cimport PyErr_CheckSignals
 from cython cimport floating
-from libc.math cimport isfinite, sqrt, INFINITY
+from libc.math cimport isfinite, sqrt, INFINITY, NAN
 from libc.string cimport memcpy, memset
 
 import numpy as np
@@ -37,6 +37,7 @@ from fastnn._layers cimport (IDENTITY, _ACTIVATION_CODES, grad_db, grad_dW, grad
                              linear_forward_t, mul_grad_row, transpose)
 from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, poisson_, squared_error_
 from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_add_f, fnn_add_d, fnn_add_scaled_f,
+                           fnn_all_finite_f, fnn_all_finite_d,
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
 from fastnn._parallel cimport clock, limit, run
@@ -490,7 +491,10 @@ cdef class _Loop:
         # 128 x 784->256; the two copies, ~0.25 ns a weight each, take 50 us at 784 x 128).
         # Large layers gain 3-8% a step, less than transposing them costs (ms at 1024 x 1024).
         self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
-        st.transposed = first_transposed or gW is None and (
+        # (a loop that takes one batch per call, train_on_batch's, would copy in and out on
+        # every step: 7 us of a 15 us step at 32 x 64->100)
+        self.one_step = spec.one_step
+        st.transposed = first_transposed or gW is None and not self.one_step and (
             work[0] // R <= tune.blas_small
             or (st.dims[0] * st.dims[1] <= tune.mirror_weights
                 and (self.N + B - 1) // B >= tune.mirror_steps))
@@ -510,6 +514,9 @@ cdef class _Loop:
                 self.mirrors.append((arr, mirror))
                 slots[l][0] = cnp.PyArray_DATA(mirror)
         keep.append(self.mirrors)
+        self.updated = [A for pair in zip(W, b) for A in pair if A is not None] + [
+            A for states in (state1, state2) for s in states if s is not None
+            for A in s if A is not None]
         self.chunk = max(tune.signal_batches, int(tune.signal_work / (3 * sum(work) + 1)))
         Xb = np.empty((B, X.shape[1]), dtype)
         losses = np.empty(B, dtype)
@@ -560,6 +567,29 @@ cdef class _Loop:
         """Optimizer steps taken (Adam's bias correction uses it)."""
         return self.st.t
 
+    @t.setter
+    def t(self, long long value):
+        self.st.t = value
+
+    def bind(self, cnp.ndarray X, cnp.ndarray Y, sample_weight):
+        """Go on with new data of the same shapes (train_on_batch: one batch after another
+        through one loop and its workspaces): X, Y and sample_weight (float64 or None) as the
+        spec's were, of the same shapes and dtypes; the caller has checked their values."""
+        old_X, old_Y, old_sw = self.keep[0], self.keep[1], self.keep[2]
+        if (cnp.PyArray_TYPE(X) != self.typenum or X.shape[0] != self.N or X.ndim != 2
+                or X.shape[1] != old_X.shape[1] or not X.flags.c_contiguous
+                or not X.flags.aligned or Y.dtype != old_Y.dtype or (<object>Y).shape != old_Y.shape
+                or not Y.flags.c_contiguous or (sample_weight is None) != (old_sw is None)
+                or (sample_weight is not None and (sample_weight.dtype != np.float64
+                                                   or sample_weight.shape != (self.N,)
+                                                   or not sample_weight.flags.c_contiguous))):
+            raise ValueError("bind needs data of the shapes and dtypes the loop was built for")
+        self.keep[0], self.keep[1], self.keep[2] = X, Y, sample_weight
+        self.st.X = cnp.PyArray_DATA(X)
+        self.st.Y = cnp.PyArray_DATA(Y)
+        self.st.sw = cnp.PyArray_DATA(<cnp.ndarray>sample_weight) \
+            if sample_weight is not None else NULL
+
     cdef int _team_size(self):
         # the threads a step's parts may run on (the parts themselves do not depend on it)
         return <int>min(self.max_parts, limit()) if self.st.team else 1
@@ -604,20 +634,48 @@ cdef class _Loop:
             self.since_probe += steps
 
 
+    cdef void _save(self):
+        # copy every array a step writes (guarded steps: restored if the step diverges)
+        cdef cnp.ndarray a, c
+        if self.saved is None:
+            self.saved = [(a, np.empty_like(a)) for a in self.updated]
+        for a, c in self.saved:
+            memcpy(cnp.PyArray_DATA(c), cnp.PyArray_DATA(a), cnp.PyArray_NBYTES(a))
+
+    cdef bint _all_finite(self):
+        cdef cnp.ndarray a
+        for a in self.updated:
+            if self.typenum == cnp.NPY_FLOAT32:
+                if not fnn_all_finite_f(<float*>cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a)):
+                    return False
+            elif not fnn_all_finite_d(<double*>cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a)):
+                return False
+        return True
+
+    cdef void _restore_saved(self):
+        cdef cnp.ndarray a, c
+        for a, c in self.saved:
+            memcpy(cnp.PyArray_DATA(a), cnp.PyArray_DATA(c), cnp.PyArray_NBYTES(a))
+
+
 cdef class EpochRunner(_Loop):
     """Mini-batch epochs of one fit in native code: ``run_epoch`` (see the design note)."""
 
-    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True):
+    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True, bint guard=False):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
         one batch diverges (the weights then hold that batch's inputs' last update).
         ``reload=False``: the model's arrays are as the previous call left them (nothing
-        wrote them since), so a first layer held transposed is not copied in again."""
+        wrote them since), so a first layer held transposed is not copied in again.
+        ``guard``: the arrays are copied first, and put back when the loss or any updated
+        array is not finite (the result is then NaN or the non-finite loss)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
         cdef double total = 0, part, start_clock
         cdef int threads
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
+        if guard:
+            self._save()
         if reload:
             self._mirror(True)
         try:
@@ -626,8 +684,10 @@ cdef class EpochRunner(_Loop):
                 threads = self._threads_for(&steps)
                 stop = min(start + self.st.B * steps, n)
                 # an epoch too short to pay for waking the team (a few small batches) runs on
-                # one thread
-                if min(n - start, self.st.B * self.chunk) * self.work_per_row < tune.team_epoch:
+                # one thread; train_on_batch's steps follow each other within the time the
+                # team stays awake, and its timing (_threads_for) decides
+                if not self.one_step and min(n - start, self.st.B * self.chunk) \
+                        * self.work_per_row < tune.team_epoch:
                     threads = 1
                 start_clock = clock()
                 with nogil:
@@ -641,6 +701,9 @@ cdef class EpochRunner(_Loop):
                 start = stop
         finally:
             self._mirror(False)
+        if guard and not (isfinite(total) and self._all_finite()):
+            self._restore_saved()
+            return total if not isfinite(total) else NAN
         return total
 
 

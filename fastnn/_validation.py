@@ -8,6 +8,8 @@ type) whose message names the argument and what was expected.
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Collection, Iterable
 from typing import Any, TypeVar
 
@@ -73,6 +75,20 @@ def as_float(arr: NDArray[Any], name: str, dtype: DTypeLike, ndims: Collection[i
         raise ValueError(f"{name} has a dimension over {_MAX_DIM}: shape {arr.shape}")
     # C order, aligned, native byte order; copies only what is not already so (0-d stays 0-d)
     return np.require(arr, dtype, ["C", "A"])
+
+
+def real(value: object, name: str, low: float | None = None, high: float | None = None, *,
+          low_open: bool = False, high_open: bool = False) -> float:
+    """``value`` as a float: a finite real number (not a bool) in the given bounds."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+            or not math.isfinite(value):
+        raise TypeError(f"{name} must be a finite number, got {value!r}")
+    if low is not None and (value < low or (low_open and value == low)):
+        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
+    # (typeshed's numbers.Real has no __gt__; ints, floats and NumPy scalars all compare)
+    if high is not None and (value > high or (high_open and value == high)):  # type: ignore[operator]
+        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
+    return float(value)
 
 
 def expect_shape(arr: NDArray[Any], name: str, shape: tuple[int, ...], why: str) -> None:

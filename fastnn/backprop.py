@@ -18,7 +18,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from ._typing import FloatArray
-from .optim import update
+from .updates import apply
 
 if TYPE_CHECKING:
     from .backends.ops import Ops, TrainSpec
@@ -83,9 +83,32 @@ class PythonEpochs:
         n = len(spec.weights)
         self.state = (list(spec.state[0]) or [None] * n, list(spec.state[1]) or [None] * n)
 
-    def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True) -> float:
+    def bind(self, X: FloatArray, Y: NDArray[Any], sample_weight: NDArray[np.float64] | None
+             ) -> None:
+        """Go on with new data of the same shapes (as the native loop's ``bind``)."""
+        self.spec.X, self.spec.Y, self.spec.sample_weight = X, Y, sample_weight
+
+    def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
+                  guard: bool = False) -> float:
         """The steps over the samples in the order ``perm``; the summed (weighted) loss, or a
-        non-finite number as soon as a batch's loss is not finite (before its update)."""
+        non-finite number as soon as a batch's loss is not finite (before its update).
+        ``guard``: the arrays a step writes are put back when the loss or any of them is not
+        finite (the result is then NaN or the non-finite loss)."""
+        if not guard:
+            return self._steps(perm, lr)
+        arrays = [A for pair in zip(self.spec.weights, self.spec.biases) for A in pair
+                  if A is not None] + [A for states in self.state for s in states
+                                       if s is not None for A in s if A is not None]
+        saved = [A.copy() for A in arrays]
+        with np.errstate(over="ignore", invalid="ignore"):  # (a divergence is the result)
+            total = self._steps(perm, lr)
+        if math.isfinite(total) and all(self.ops.all_finite(A) for A in arrays):
+            return total
+        for A, copy in zip(arrays, saved):
+            A[...] = copy
+        return total if not math.isfinite(total) else math.nan
+
+    def _steps(self, perm: NDArray[np.intp], lr: float) -> float:
         spec, ops = self.spec, self.ops
         layers = _layers(spec)
         total = 0.0
@@ -100,17 +123,10 @@ class PythonEpochs:
             if not math.isfinite(total):
                 return total
             self.t += 1
-            for l, (dW, db) in enumerate(backward(ops, layers, outputs, dU)):
-                W, b, _ = layers[l]
-                for k, (P, G) in enumerate(((W, dW), (b, db))):
-                    if P is None:
-                        continue
-                    moments = [None if s_[l] is None else s_[l][k]  # type: ignore[index]
-                               for s_ in self.state]
-                    update(P, cast(FloatArray, G), moments[0], moments[1], optimizer=spec.optimizer, lr=lr,
-                           momentum=spec.momentum, nesterov=spec.nesterov, beta1=spec.beta1,
-                           beta2=spec.beta2, eps=spec.eps, t=self.t,
-                           decay=spec.weight_decay if k == 0 else 0.0)
+            apply(list(zip(spec.weights, spec.biases)),
+                  backward(ops, layers, outputs, dU), self.state, optimizer=spec.optimizer,
+                  lr=lr, momentum=spec.momentum, nesterov=spec.nesterov, beta1=spec.beta1,
+                  beta2=spec.beta2, eps=spec.eps, t=self.t, weight_decay=spec.weight_decay)
         return total
 
 

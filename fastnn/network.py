@@ -23,7 +23,8 @@ from . import losses as _losses
 from ._typing import FloatArray, Loss, Params, SeedLike
 from .backends import ops
 from .layers import Linear, check_count, check_dtype, writable
-from .training import History, fit
+from .optim import Optimizer
+from .training import History, fit, train_on_batch
 
 __all__ = ["MLP", "Sequential", "Trace"]
 
@@ -547,6 +548,46 @@ class Sequential:
                    early_stopping=early_stopping, patience=patience, random_state=random_state,
                    verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
                    warm_start=warm_start, callback=callback)
+
+    def train_on_batch(self, X: ArrayLike, y: ArrayLike, optimizer: Optimizer, *,
+                       sample_weight: ArrayLike | None = None) -> float:
+        """One training step on the batch (X, y), for a loop of your own: forward, loss,
+        backward and the update of ``optimizer`` in one native call (the step ``fit`` takes).
+
+        Parameters
+        ----------
+        X, y : array_like
+            The batch, as for ``fit``: every row of it is one step's batch.
+        optimizer : fastnn.optim.SGD or fastnn.optim.Adam
+            Made for this model; it holds the update's state and step count. Its ``lr`` (and
+            other hyperparameters) may change between steps.
+        sample_weight : array_like (N,), optional
+
+        Returns
+        -------
+        float
+            The batch's mean loss before the update (sum_i w_i g_loss_i / N).
+
+        Raises
+        ------
+        FloatingPointError
+            The loss or the updated weights are not finite: the model and the optimizer keep
+            their values from before the step.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastnn import MLP
+        >>> from fastnn.optim import Adam
+        >>> X, y = np.random.default_rng(0).random((64, 2)), np.arange(64) % 2
+        >>> net = MLP(2, 8, 2, random_state=0)
+        >>> opt = Adam(net, lr=0.01)
+        >>> losses = [net.train_on_batch(X[i:i + 16], y[i:i + 16], opt)
+        ...           for epoch in range(5) for i in range(0, 64, 16)]
+        >>> opt.t
+        20
+        """
+        return train_on_batch(self, X, y, optimizer, sample_weight=sample_weight)
 
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,

@@ -26,7 +26,7 @@ from . import _validation as _v
 from ._typing import OptState
 from .layers import DTYPES, Linear
 from .losses import LOSSES
-from .optim import state_problem
+from .updates import state_problem
 
 if TYPE_CHECKING:
     from .network import Sequential

@@ -24,10 +24,11 @@ from . import _validation as _v
 from .backends import TrainSpec, ops
 from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
 from .layers import check_count, writable
-from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem
+from .updates import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem
+from .optim import Optimizer
 from .threads import one_blas_thread
 
-__all__ = ["History", "fit"]
+__all__ = ["History", "fit", "train_on_batch"]
 
 if TYPE_CHECKING:
     from .network import Sequential
@@ -100,19 +101,6 @@ class History:
     def __repr__(self) -> str:
         last = f", last loss {self.loss[-1]:.6g}" if self.loss else ""
         return f"History({self.epochs} epoch{'' if self.epochs == 1 else 's'}{last})"
-
-
-def _real(value: object, name: str, low: float | None = None, high: float | None = None, *,
-          low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    # (typeshed's numbers.Real has no __gt__; ints, floats and NumPy scalars all compare)
-    if high is not None and (value > high or (high_open and value == high)):  # type: ignore[operator]
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
-    return float(value)
 
 
 def _sample_weight(sample_weight: ArrayLike | None, N: int) -> NDArray[np.float64] | None:
@@ -317,20 +305,20 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
          warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
     epochs = check_count(epochs, "epochs")
     batch_size = check_count(batch_size, "batch_size")
-    lr = _real(lr, "lr", 0, low_open=True)
+    lr = _v.real(lr, "lr", 0, low_open=True)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    momentum = _real(momentum, "momentum", 0, 1, high_open=True)
+    momentum = _v.real(momentum, "momentum", 0, 1, high_open=True)
     nesterov = _v.flag(nesterov, "nesterov")
-    weight_decay = _real(weight_decay, "weight_decay", 0)
+    weight_decay = _v.real(weight_decay, "weight_decay", 0)
     shuffle = _v.flag(shuffle, "shuffle")
     early_stopping = _v.flag(early_stopping, "early_stopping")
     patience = check_count(patience, "patience")
     verbose = _v.flag(verbose, "verbose")
     warm_start = _v.flag(warm_start, "warm_start")
-    beta1 = _real(beta1, "beta1", 0, 1, high_open=True)
-    beta2 = _real(beta2, "beta2", 0, 1, high_open=True)
-    eps = _real(eps, "eps", 0, low_open=True)
+    beta1 = _v.real(beta1, "beta1", 0, 1, high_open=True)
+    beta2 = _v.real(beta2, "beta2", 0, 1, high_open=True)
+    eps = _v.real(eps, "eps", 0, low_open=True)
     if not callable(lr_schedule) and lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
@@ -463,3 +451,109 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         opt["t"] = best[1]
     model.history_ = history
     return history
+
+
+def train_on_batch(model: Sequential, X: ArrayLike, y: ArrayLike, optimizer: Optimizer, *,
+                   sample_weight: ArrayLike | None = None) -> float:
+    """One training step on the batch (X, y): forward, loss, backward and ``optimizer``'s
+    update, in one native call on the "cython" backend (the step ``fit`` takes); returns the
+    batch's mean loss before the update (sum_i w_i g_loss_i / N). See
+    ``Sequential.train_on_batch``."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastnn.optim optimizer (SGD, Adam), got "
+                        f"{type(optimizer).__name__}")
+    if optimizer.model is not model:
+        raise ValueError("optimizer was made for another model: make one with this model, "
+                         "e.g. fastnn.optim.SGD(model, lr=...)")
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("fit or train_on_batch is already running on this model in "
+                           "another thread")
+    try:
+        X_ = model._inputs(X)[0]
+        N = X_.shape[0]
+        Y = model._targets(y, N)
+        sw = _sample_weight(sample_weight, N)
+        backend = ops()
+        loop = optimizer._loop
+        if loop is not None and loop.fits(model, optimizer, backend, N, sw is not None):
+            loop.runner.bind(X_, Y, sw)
+            loop.runner.t = optimizer.t
+        else:
+            optimizer._loop = None
+            loop = optimizer._loop = _StepLoop(model, optimizer, backend, X_, Y, sw)
+        with one_blas_thread():
+            total = loop.runner.run_epoch(_rows(N), loop.lr, guard=True)  # (NaN: diverged)
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                "the step diverged: the batch's loss or the updated weights are not finite "
+                f"(lr {loop.lr}); the model and the optimizer keep their values from before it")
+        optimizer.t = loop.runner.t
+        return float(total / N)
+    finally:
+        model._fit_lock.release()
+
+
+class _StepLoop:
+    """train_on_batch's loop for one optimizer: the backend's epochs over one batch of N rows
+    (workspaces allocated once), and what they were built on. The next batch of the same
+    shapes only moves the loop's data (``bind``), while the model's arrays, the optimizer's
+    state arrays and its hyperparameters are the ones it was built on."""
+
+    def __init__(self, model: Sequential, optimizer: Optimizer, backend: Any, X: FloatArray,
+                 Y: NDArray[Any], sw: NDArray[np.float64] | None) -> None:
+        params = optimizer._params()  # (checks the state against the model's arrays)
+        self.raw = optimizer._raw()
+        self.settings = optimizer._settings()
+        self.lr: float = self.settings.pop("lr")
+        self.backend, self.N, self.weighted, self.loss = backend, X.shape[0], sw is not None, \
+            model.loss_spec
+        self.layers = [(layer.W, layer.b, layer.activation) for layer in model.layers]
+        self.state_arrays = _state_arrays(optimizer.state)
+        self.runner = backend.epochs(TrainSpec(
+            weights=[W for W, _ in params], biases=[b for _, b in params],
+            activations=[a for _, _, a in self.layers], loss=model.loss_spec, X=X, Y=Y,
+            sample_weight=sw, batch_size=self.N, state=optimizer.state, t=optimizer.t,
+            one_step=True, **self.settings))
+
+    def fits(self, model: Sequential, optimizer: Optimizer, backend: Any, N: int,
+             weighted: bool) -> bool:
+        """Whether this loop can take the next batch: the same backend, batch size, loss,
+        model arrays (the very objects, still writeable) and activations, the optimizer's
+        state arrays and rule (a new lr is taken here)."""
+        if (backend is not self.backend or N != self.N or weighted != self.weighted
+                or model.loss_spec is not self.loss or len(model.layers) != len(self.layers)):
+            return False
+        for layer, (W, b, activation) in zip(model.layers, self.layers):
+            if (layer.W is not W or layer.b is not b or layer.activation != activation
+                    or not W.flags.writeable or (b is not None and not b.flags.writeable)):
+                return False
+        arrays = _state_arrays(optimizer.state)
+        if len(arrays) != len(self.state_arrays) or any(
+                A is not B for A, B in zip(arrays, self.state_arrays)):
+            return False
+        raw = optimizer._raw()
+        if any(a is not b for a, b in zip(raw, self.raw)):  # an attribute was set
+            settings = optimizer._settings()
+            lr = settings.pop("lr")
+            if settings != self.settings:
+                return False
+            self.raw, self.lr = raw, lr
+        return True
+
+
+def _state_arrays(state: OptState) -> list[Any]:
+    return [A for states in state for s in states if s is not None for A in s]
+
+
+_ROWS: dict[int, NDArray[np.intp]] = {}
+
+
+def _rows(N: int) -> NDArray[np.intp]:
+    """0..N-1 (a batch's rows in order), kept for the few batch sizes a loop uses."""
+    rows = _ROWS.get(N)
+    if rows is None:
+        if len(_ROWS) > 8:
+            _ROWS.clear()
+        rows = _ROWS[N] = np.arange(N, dtype=np.intp)
+        rows.flags.writeable = False
+    return rows

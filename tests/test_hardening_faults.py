@@ -589,7 +589,7 @@ def test_ctrl_c_inside_an_epoch_restores_the_epoch_start(backend, monkeypatch, o
     if backend == "cython":
         monkeypatch.setattr(fastnn._kernels, "EpochRunner", _InterruptingTrainer)
     else:
-        import fastnn.backprop as training  # (the numpy backend's steps)
+        import fastnn.updates as training  # (the numpy backend's steps update through it)
         real_update, calls = training.update, {"n": 0}
         n_params = 4  # W and b of two layers
         batches = len(range(0, 96, 16))

@@ -47,6 +47,7 @@ class TrainSpec:
     grad_weights: list[FloatArray] | None = None    #: (objective) where dW goes
     grad_biases: list[FloatArray | None] | None = None
     first_transposed: bool = False         #: (objective) weights[0], grad_weights[0] as W^T
+    one_step: bool = False                 #: (epochs) one batch per run_epoch (train_on_batch)
 
 
 class Ops:
