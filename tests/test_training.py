@@ -15,6 +15,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, History, Linear, Sequential
+from helpers import assert_same_weights, blas_threads, weights
 
 OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", lr=0.1),
@@ -22,20 +23,6 @@ OPTIMIZERS = {
     "nesterov": dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.02),
     "adam": dict(optimizer="adam", lr=0.01),
 }
-
-
-def _weights(model):
-    return [A.copy() for W, b in model.parameters() for A in (W, b) if A is not None]
-
-
-def _assert_same_weights(a, b, **tol):
-    wa, wb = _weights(a) if not isinstance(a, list) else a, _weights(b) if not isinstance(b, list) else b
-    assert len(wa) == len(wb)
-    for A, B in zip(wa, wb):
-        if tol:
-            np.testing.assert_allclose(A, B, **tol)
-        else:
-            np.testing.assert_array_equal(A, B)
 
 
 def _blas_controllers():
@@ -99,7 +86,7 @@ def test_fit_reduces_the_loss(backend, dtype, output, opt, rng):
     assert all(math.isfinite(v) for v in history.loss)
     assert after < 0.5 * before, (before, after)
     assert history.loss[-1] < history.loss[0]
-    assert model.dtype == dtype and all(W.dtype == dtype for W in _weights(model))
+    assert model.dtype == dtype and all(W.dtype == dtype for W in weights(model))
     if output != "identity":  # the classifier learned something
         pred = model.predict(X)
         assert (pred == y).mean() > 0.85
@@ -261,16 +248,16 @@ def test_shuffle_false_ignores_the_seed_and_shuffle_true_uses_it(backend, rng):
         m.fit(X, y, epochs=2, batch_size=8, lr=0.1, **kw)
         return m
 
-    _assert_same_weights(fit(shuffle=False, random_state=1), fit(shuffle=False, random_state=2))
-    _assert_same_weights(fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=1))
+    assert_same_weights(fit(shuffle=False, random_state=1), fit(shuffle=False, random_state=2))
+    assert_same_weights(fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=1))
     a, b = fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=2)
-    assert not np.array_equal(_weights(a)[0], _weights(b)[0])
+    assert not np.array_equal(weights(a)[0], weights(b)[0])
     # shuffle=False visits the rows in order: the same as fitting on the rows in order
     c = fit(shuffle=False)
     perm = np.random.default_rng(0).permutation(40)
     m = MLP(4, 5, 3, dtype="float64", random_state=0)
     m.fit(X[perm], y[perm], epochs=2, batch_size=8, lr=0.1, shuffle=False)
-    assert not np.array_equal(_weights(m)[0], _weights(c)[0])
+    assert not np.array_equal(weights(m)[0], weights(c)[0])
 
 
 def test_sample_weight_two_equals_double_lr(backend, dtype, rng):
@@ -281,7 +268,7 @@ def test_sample_weight_two_equals_double_lr(backend, dtype, rng):
                sample_weight=np.full(50, 2.0))
     hb = b.fit(X, y, epochs=3, batch_size=10, lr=0.04, random_state=3)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    _assert_same_weights(a, b, **tol)
+    assert_same_weights(a, b, **tol)
     # the history reports the weighted mean loss: twice the unweighted one (epoch 1 starts
     # from the same weights)
     np.testing.assert_allclose(ha.loss[0], 2 * hb.loss[0], rtol=1e-5)
@@ -298,12 +285,12 @@ def test_sample_weight_zero_on_half_equals_fitting_the_other_half(backend, rng):
     ha = a.fit(X, y, epochs=5, batch_size=40, lr=0.02, shuffle=False,
                sample_weight=keep.astype(float))
     hb = b.fit(X[keep], y[keep], epochs=5, batch_size=20, lr=0.01, shuffle=False)
-    _assert_same_weights(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_weights(a, b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.array(ha.loss) * 2, hb.loss, rtol=1e-10)
     # and it differs from using all samples
     c = MLP(4, 6, 1, output="identity", dtype="float64", random_state=0)
     c.fit(X, y, epochs=5, batch_size=40, lr=0.02, shuffle=False)
-    assert not np.allclose(_weights(a)[0], _weights(c)[0])
+    assert not np.allclose(weights(a)[0], weights(c)[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -363,7 +350,7 @@ def test_early_stopping_restores_the_best_epoch(backend, rng):
     again = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
                 random_state=0)
     again.fit(X, y, epochs=best + 1, batch_size=4, lr=0.02, optimizer="adam", random_state=0)
-    _assert_same_weights(model, again)
+    assert_same_weights(model, again)
 
 
 def test_early_stopping_restores_the_step_count(backend, rng):
@@ -377,7 +364,7 @@ def test_early_stopping_restores_the_step_count(backend, rng):
                 random_state=0)
     again.fit(X, y, epochs=h.best_epoch + 1, batch_size=4, lr=0.02, optimizer="adam",
               random_state=0)
-    _assert_same_weights(model, again)
+    assert_same_weights(model, again)
     assert model.optimizer_state_["t"] == again.optimizer_state_["t"] == (h.best_epoch + 1) * 4
 
 
@@ -425,7 +412,7 @@ def test_native_and_numpy_backends_agree(output, n_out, opt, rng):
             histories.append(m.fit(X, y, epochs=3, batch_size=16, lr=0.01, random_state=4,
                                    **kwargs))
             models.append(m)
-    _assert_same_weights(*models, rtol=1e-10, atol=1e-12)
+    assert_same_weights(*models, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(histories[0].loss, histories[1].loss, rtol=1e-12)
     assert models[0].optimizer_state_["t"] == models[1].optimizer_state_["t"] == 12
 
@@ -438,7 +425,7 @@ def test_native_and_numpy_backends_agree_float32(rng):
             m = MLP(4, 8, 3, output="softmax", dtype="float32", random_state=0)
             m.fit(X, y, epochs=3, batch_size=16, lr=0.01, optimizer="adam", random_state=1)
             models.append(m)
-    _assert_same_weights(*models, rtol=1e-4, atol=1e-5)
+    assert_same_weights(*models, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
@@ -449,7 +436,7 @@ def test_same_seed_gives_bit_identical_weights(backend, dtype, opt, rng):
         m = MLP(4, (8, 8), 3, dtype=dtype, random_state=5)
         h = m.fit(X, y, epochs=3, batch_size=10, random_state=7, **OPTIMIZERS[opt])
         runs.append((m, h))
-    _assert_same_weights(runs[0][0], runs[1][0])
+    assert_same_weights(runs[0][0], runs[1][0])
     assert runs[0][1].loss == runs[1][1].loss
 
 
@@ -480,8 +467,8 @@ def test_one_and_two_threads_give_bit_identical_weights(backend, dtype, user_api
     pytest.importorskip("threadpoolctl")
     one = _fit_with_threads(1, dtype, backend, user_api)
     two = _fit_with_threads(2, dtype, backend, user_api)
-    _assert_same_weights(one, two)
-    _assert_same_weights(two, _fit_with_threads(2, dtype, backend, user_api))
+    assert_same_weights(one, two)
+    assert_same_weights(two, _fit_with_threads(2, dtype, backend, user_api))
 
 
 def test_fit_leaves_the_thread_limits_as_they_were(backend, rng):
@@ -523,11 +510,11 @@ def test_divergence_raises_and_keeps_the_previous_epoch(backend, opt, rng):
     model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
     with pytest.raises(FloatingPointError, match="epoch 3"):
         model.fit(X, y, epochs=5, batch_size=8, random_state=3, lr_schedule=schedule, **kwargs)
-    assert all(np.isfinite(A).all() for A in _weights(model))
+    assert all(np.isfinite(A).all() for A in weights(model))
     # exactly the weights after epoch 2: a fit that stops there
     ref = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
     ref.fit(X, y, epochs=2, batch_size=8, random_state=3, lr=1e-4, **kwargs)
-    _assert_same_weights(model, ref)
+    assert_same_weights(model, ref)
     assert len(model.history_.loss) == 2  # the finished epochs are in the history
     # the optimizer state is that of epoch 2 too
     for k in range(2):
@@ -557,21 +544,21 @@ def test_divergence_restores_the_step_count(backend, rng):
 def test_divergence_in_the_first_epoch(backend, rng):
     X, y = _regression(rng)
     model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
-    before = _weights(model)
+    before = weights(model)
     with pytest.raises(FloatingPointError, match=r"epoch 1 of 3"):
         model.fit(X, y, epochs=3, batch_size=4, lr=1e6)
-    _assert_same_weights(before, model)
+    assert_same_weights(before, model)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
 def test_divergence_in_the_last_update_is_detected(backend, rng):
     X, y = _regression(rng)
     model = MLP(3, 5, 1, output="identity", dtype="float32", random_state=0)
-    before = _weights(model)
+    before = weights(model)
     # one batch, one update that overflows the float32 weights: no later loss sees it
     with pytest.raises(FloatingPointError, match="epoch 1 of 1"):
         model.fit(X, y, epochs=1, batch_size=len(X), lr=1e38)
-    _assert_same_weights(before, model)
+    assert_same_weights(before, model)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
@@ -623,10 +610,10 @@ def test_bad_fit_arguments(backend, kwargs, exc, name, rng):
     X = rng.standard_normal((20, 4))
     y = rng.integers(0, 3, 20)
     model = MLP(4, 3, 3, random_state=0)
-    before = _weights(model)
+    before = weights(model)
     with pytest.raises(exc, match=name):
         model.fit(X, y, **{"epochs": 2, **kwargs})
-    _assert_same_weights(before, model)  # nothing was trained
+    assert_same_weights(before, model)  # nothing was trained
 
 
 @pytest.mark.parametrize("output, y, match", [
@@ -682,13 +669,13 @@ def test_warm_start_continues_the_optimizer(backend, opt, rng):
     assert a.optimizer_state_["t"] == 4 * steps
     b = MLP(4, 6, 3, dtype="float64", random_state=0)
     b.fit(X, y, epochs=4, batch_size=8, shuffle=False, **kwargs)
-    _assert_same_weights(a, b, rtol=1e-12, atol=1e-14)
+    assert_same_weights(a, b, rtol=1e-12, atol=1e-14)
     # without warm_start the optimizer starts afresh: a different result
     c = MLP(4, 6, 3, dtype="float64", random_state=0)
     c.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
     c.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
     assert c.optimizer_state_["t"] == 2 * steps
-    assert not np.allclose(_weights(c)[0], _weights(b)[0], rtol=1e-9, atol=0)
+    assert not np.allclose(weights(c)[0], weights(b)[0], rtol=1e-9, atol=0)
 
 
 def test_warm_start_across_backends(rng):
@@ -737,14 +724,14 @@ def test_sequential_without_bias_trains(backend, rng):
 def test_fit_while_the_lock_is_held_raises(backend, rng):
     X, y, _ = _problem("softmax", rng, N=20)
     model = MLP(4, 3, 3, random_state=0)
-    before = _weights(model)
+    before = weights(model)
     assert model._fit_lock.acquire(blocking=False)
     try:
         with pytest.raises(RuntimeError, match="already running"):
             model.fit(X, y, epochs=1)
     finally:
         model._fit_lock.release()
-    _assert_same_weights(before, model)
+    assert_same_weights(before, model)
     model.fit(X, y, epochs=1)  # released: fits again
     # a fit that fails releases the lock too
     with pytest.raises(ValueError):
@@ -812,12 +799,7 @@ def test_two_models_fit_in_two_threads(backend, rng):
     for t in threads:
         t.join(30)
     for a, b in zip(seq, par):
-        _assert_same_weights(a, b)
-
-
-def _blas_threads():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert_same_weights(a, b)
 
 
 def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
@@ -825,7 +807,7 @@ def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
     a, b = MLP(4, 3, 3, random_state=0), MLP(4, 3, 3, random_state=1)
     a.fit(X, y, epochs=1)  # load every library first
     _set_blas_threads({lc.filepath: 2 for lc in _blas_controllers()})
-    before = _blas_threads()
+    before = blas_threads()
     if not before or before != [2] * len(before):
         pytest.skip("needs BLAS with 2 threads")
     a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
@@ -840,7 +822,7 @@ def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
     def schedule_b(epoch):
         b_inside.set()
         assert a_done.wait(10)
-        seen["b after a"] = _blas_threads()
+        seen["b after a"] = blas_threads()
         return 0.01
 
     def run(model, schedule, wait=None, done=None):
@@ -861,7 +843,7 @@ def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
     for t in threads:
         t.join(30)
     assert not errors
-    assert _blas_threads() == before  # the process's BLAS threads are as they were
+    assert blas_threads() == before  # the process's BLAS threads are as they were
     assert all(n == 1 for n in seen["b after a"])  # B's fit stayed on one BLAS thread
 
 
@@ -881,7 +863,7 @@ def test_fit_in_a_worker_thread_is_deterministic():
             t = threading.Thread(target=run)
             t.start()
             t.join(60)
-    _assert_same_weights(*results)
+    assert_same_weights(*results)
 
 
 # ---------------------------------------------------------------------------------------

@@ -39,6 +39,7 @@ from hypothesis.extra import numpy as hnp
 import fastnn
 from fastnn import functional as F
 from fastnn import reference as R
+from helpers import Subclass, with_layout
 
 EXAMPLES = int(os.environ.get("FASTNN_HYPOTHESIS_EXAMPLES", "200"))
 SETTINGS = settings(
@@ -112,39 +113,6 @@ def arrays(draw, shape, dtype=None, special=None, layout=None, base=None):
     if layout is None:
         layout = draw(st.sampled_from(LAYOUTS))
     return with_layout(A, layout)
-
-
-def with_layout(A, layout):
-    """The values of ``A`` in another memory layout."""
-    if layout == "list":
-        return A.tolist()
-    if A.ndim == 0 or layout == "C":
-        return A.copy(order="C")
-    if layout == "fortran":
-        return A.copy(order="F")
-    if layout == "negative":
-        rev = (slice(None, None, -1),) * A.ndim
-        return A[rev].copy()[rev]
-    if layout == "strided":
-        big = np.zeros(A.shape[:-1] + (2 * A.shape[-1],), dtype=A.dtype)
-        big[..., ::2] = A
-        return big[..., ::2]
-    if layout == "unaligned":
-        if A.dtype.itemsize <= 1 or A.dtype.hasobject:
-            return A.copy()
-        buf = np.zeros(A.nbytes + 1, dtype=np.uint8)
-        U = buf[1:].view(A.dtype).reshape(A.shape)
-        U[...] = A
-        return U
-    if layout == "readonly":
-        V = A.copy()
-        V.flags.writeable = False
-        return V
-    if layout == "byteswapped":
-        if A.dtype.hasobject or A.dtype.kind in "bU":
-            return A.copy()
-        return A.astype(A.dtype.newbyteorder())
-    raise AssertionError(layout)
 
 
 def dims(lo=0, hi=4):
@@ -437,12 +405,8 @@ def _make_out(kind, shape, dtype, X):
     if kind == "fortran":
         return np.asfortranarray(A) if len(shape) == 2 else A[::-1] if A.size > 1 else A
     if kind == "subclass":
-        return A.view(_Sub)
+        return A.view(Subclass)
     return with_layout(A, {"good": "C", "unaligned": "unaligned", "readonly": "readonly"}[kind])
-
-
-class _Sub(np.ndarray):
-    """An ndarray subclass (as np.memmap or np.matrix are) for ``out=``."""
 
 
 def spec_linear(X, W, b, act, out):
