@@ -242,3 +242,39 @@ def test_section1_problem2_table1(backend, dtype):
     np.testing.assert_array_equal(zO, [-0.5, -0.5, 0.5, -1.5, 0.5])
     np.testing.assert_array_equal(yhat, [0, 0, 1, 0, 1])
     np.testing.assert_array_equal(yhat[:4], [0, 0, 1, 0])  # y^_i = y_i on the training set
+
+
+# ---------------------------------------------------------------------------------------
+# Section 3, problem 2: the exponential model, its gradients by the notes and by differences
+# ---------------------------------------------------------------------------------------
+
+
+FD_TOL = {"rtol": 1e-6, "atol": 1e-8}  # central differences of float64 sums, eps = 1e-6
+
+
+def test_section3_problem2_exp_model(backend, rng, numerical_gradient):
+    """Section 3, problem 2: z_i = W x_i + b, u = exp(z), y^_i = alpha^T u_i,
+    L = sum (y_i - y^_i)^2: the output layer is linear without bias, then squared error."""
+    X = rng.standard_normal((6, 2))
+    W = 0.5 * rng.standard_normal((3, 2))
+    b = 0.1 * rng.standard_normal(3)
+    alpha = rng.standard_normal((1, 3))
+    y = rng.standard_normal(6)
+
+    def objective():
+        return F.squared_error(F.linear(F.linear(X, W, b, "exp"), alpha), y, reduction="sum")
+
+    U = F.linear(X, W, b, "exp")
+    yhat = F.linear(U, alpha)
+    _, dyhat = F.squared_error(yhat, y, reduction="sum", return_grad=True)
+    # the notes: dL/dy^_i = 2 (y^_i - y_i)
+    np.testing.assert_allclose(dyhat[:, 0], 2 * (yhat[:, 0] - y), rtol=1e-12)
+    dU, dalpha, _ = F.linear_backward(dyhat, U, alpha, yhat)
+    _, dW, db = F.linear_backward(dU, X, W, U, "exp", need_dX=False)
+    # the notes: dL/dalpha_j = sum_i dL/dy^_i u_ij; dL/dz_ij = dL/dy^_i alpha_j exp(z_ij)
+    np.testing.assert_allclose(dalpha[0], (dyhat[:, 0, None] * U).sum(axis=0), rtol=1e-12)
+    dZ = dyhat[:, 0, None] * alpha[0] * U
+    np.testing.assert_allclose(db, dZ.sum(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(dW, dZ.T @ X, rtol=1e-12)
+    for analytic, param in ((dalpha, alpha), (dW, W), (db, b)):
+        np.testing.assert_allclose(analytic, numerical_gradient(objective, param), **FD_TOL)
