@@ -88,8 +88,8 @@ def test_a_fork_pool_runs_every_parallel_kind_after_the_parent_did(two_threads):
     context = multiprocessing.get_context("fork")
     with context.Pool(2) as pool:
         results = pool.map_async(_run, list(KINDS)).get(timeout=300)  # a hang fails here
-    for kind, digest, forks in results:
-        assert digest == expected[kind], kind
+    for kind, got, forks in results:
+        assert got == expected[kind], kind
         assert forks >= 1  # it ran in a forked child
     for kind, run in KINDS.items():  # and the parent's threads still work
         assert run() == expected[kind]
