@@ -5,7 +5,9 @@ forward on both backends and dtypes against plain NumPy, and the weights' alignm
 import numpy as np
 import pytest
 
+import fastnn
 from fastnn import Linear
+from helpers import same_bits
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64", np.float32, np.dtype("float64")])
@@ -123,3 +125,30 @@ def test_from_arrays_dtype_and_copy():
 def test_linear_bad_arguments(call, exc, name):
     with pytest.raises(exc, match=name):
         call()
+
+
+def test_model_weights_start_on_a_cache_line(dtype, tmp_path):
+    """New models keep W on a 64-byte boundary (layers.aligned_copy): built, from weights,
+    loaded, after fit (in place), and after a W the native loops cannot write is replaced."""
+    from fastnn.layers import aligned_copy
+
+    def lines(model):
+        return [layer.W.ctypes.data % 64 for layer in model.layers]
+
+    model = fastnn.MLP(784, [256, 33], 10, dtype=dtype, random_state=0)
+    assert lines(model) == [0, 0, 0]
+    W = np.arange(12.0).reshape(3, 4)
+    same = fastnn.MLP.from_weights([(W, None), (np.ones((2, 3)), np.zeros(2))])
+    assert lines(same) == [0, 0] and same.layers[0].W.dtype == np.float64
+    np.testing.assert_array_equal(same.layers[0].W, W)
+    model.save(tmp_path / "m.npz")
+    assert lines(fastnn.load(tmp_path / "m.npz")) == [0, 0, 0]
+    X = np.random.default_rng(0).random((64, 784)).astype(dtype)
+    model.layers[1].W = np.asfortranarray(model.layers[1].W)  # replaced by fit with a C copy
+    model.fit(X, np.arange(64) % 10, epochs=1, random_state=0)
+    assert lines(model) == [0, 0, 0]
+    A = np.random.default_rng(1).standard_normal((5, 7))
+    for dt in (np.float32, np.float64):
+        C = aligned_copy(A, dt)
+        assert C.ctypes.data % 64 == 0 and C.flags.c_contiguous and C.flags.writeable
+        assert C.dtype == dt and same_bits(C, A.astype(dt))

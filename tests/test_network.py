@@ -11,6 +11,7 @@ import pytest
 import fastnn
 from fastnn import MLP, Linear, Sequential, reference
 from fastnn import functional as F
+from helpers import same_bits, tuning
 
 OUTPUTS = ("sigmoid", "softmax", "identity")
 LOSS_OF_OUTPUT = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
@@ -686,3 +687,111 @@ def test_sparse_input_names_what_was_passed():
     net = MLP(3, 4, 2, random_state=0)
     with pytest.raises(TypeError, match="scipy.sparse csr_matrix of shape"):
         net.predict(sparse.csr_matrix(np.ones((2, 3))))
+
+
+# ---------------------------------------------------------------------------------------
+# predict_proba / decision_function / predict: all layers in one compiled call
+# (_kernels.network) when X and the layers allow it, the bits of the per-layer path for every
+# batch size; the general path (with its validation) for everything else
+# ---------------------------------------------------------------------------------------
+
+
+def layer_by_layer(model, X, output):
+    """The general path: F.linear per layer, then the output map."""
+    U = X
+    for lay in model.layers:
+        U = F.linear(U, lay.W, lay.b, lay.activation)
+    return {"softmax": F.softmax, "sigmoid": F.sigmoid, "identity": lambda Z: Z}[output](U)
+
+
+ONE_CALL_MODELS = [
+    pytest.param(dict(n_inputs=784, hidden=256, n_outputs=10), id="784-256-10"),
+    pytest.param(dict(n_inputs=20, hidden=[33, 17, 5], n_outputs=3, activation="tanh"),
+                 id="deep-tanh"),
+    pytest.param(dict(n_inputs=13, hidden=[], n_outputs=4, output="identity"), id="linear"),
+    pytest.param(dict(n_inputs=9, hidden=8, n_outputs=1, output="sigmoid",
+                      activation="sigmoid"), id="binary"),
+    pytest.param(dict(n_inputs=9, hidden=40, n_outputs=3, output="sigmoid",
+                      activation="exp"), id="multilabel"),
+    pytest.param(dict(n_inputs=64, hidden=[128], n_outputs=6, output="identity",
+                      activation="step"), id="regression-step"),
+]
+
+
+@pytest.mark.parametrize("N", [1, 2, 32, 300])
+@pytest.mark.parametrize("spec", ONE_CALL_MODELS)
+def test_models_one_call_equals_layer_by_layer(dtype, spec, N, assert_close):
+    # A batch of one part (fastnn._tuning.parts) gives layer by layer's bits; a larger one is
+    # cut into parts of rows, which the one call takes through every layer and F.linear takes
+    # layer by layer, each layer's parts by its own work: the products then round alike only
+    # where the parts coincide.
+    model = fastnn.MLP(**spec, dtype=dtype, random_state=0)
+    X = np.random.default_rng(N).standard_normal((N, model.n_inputs)).astype(dtype)
+    output = model.output
+    P = layer_by_layer(model, X, output)
+    Z = layer_by_layer(model, X, "identity")
+    squeeze = model.n_outputs == 1 and output != "softmax"
+    parts = tuning()
+    work = N * sum(layer.W.size for layer in model.layers)
+    if N < 2 * parts["part_rows"] or work < 2 * parts["part_work"]:  # one part
+        same = same_bits
+    else:
+        def same(a, b):
+            assert_close(a, b, np.dtype(dtype), scale=10.0)
+            return True
+    assert same(model.predict_proba(X), P[:, 0] if squeeze else P)
+    assert same(model.decision_function(X), Z[:, 0] if squeeze else Z)
+    if output == "softmax" and same is same_bits:
+        assert same_bits(model.predict(X), Z.argmax(axis=1))
+    assert same(model.forward(X).u[-1], P)
+
+
+def test_models_one_call_with_layers_without_bias(dtype):
+    model = fastnn.Sequential([fastnn.Linear(30, 20, "relu", bias=False, dtype=dtype,
+                                             random_state=0),
+                               fastnn.Linear(20, 4, dtype=dtype, random_state=1)],
+                              loss="cross_entropy")
+    for N in (1, 5):
+        X = np.random.default_rng(N).standard_normal((N, 30)).astype(dtype)
+        assert same_bits(model.predict_proba(X), layer_by_layer(model, X, "softmax"))
+
+
+def test_models_general_path_for_everything_else(dtype, assert_close):
+    """Inputs and layers the one call does not take (a 1-D sample, lists, another dtype,
+    Fortran order, a Fortran or float64 W in a layer, 70 layers) give the reference's
+    results, with the same shapes and the same errors."""
+    model = fastnn.MLP(12, [16, 8], 3, dtype=dtype, random_state=0)
+    X = np.random.default_rng(0).standard_normal((4, 12)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        want = model.predict_proba(X)
+    for X1 in (X, np.asfortranarray(X), X.tolist(), X.astype(np.float64), X[:, None, :][:, 0]):
+        assert_close(model.predict_proba(X1), want, dtype)
+    single = model.predict_proba(X[0])
+    assert single.shape == (3,)
+    assert_close(single, want[0], dtype)
+    assert np.ndim(model.predict(X[0])) == 0
+    with pytest.raises(ValueError, match="features"):
+        model.predict_proba(X[:, :5])
+    with pytest.raises(ValueError):
+        model.predict_proba(np.zeros((0, 12), dtype))
+    model.layers[0].W = np.asfortranarray(model.layers[0].W)
+    assert_close(model.predict_proba(X), want, dtype)
+    model.layers[1].W = model.layers[1].W.astype(np.float64)
+    assert_close(model.predict_proba(X), want, dtype)
+    deep = fastnn.Sequential([fastnn.Linear(3, 3, "tanh", dtype=dtype, random_state=i)
+                              for i in range(70)], loss="squared_error")
+    X3 = np.random.default_rng(1).standard_normal((2, 3)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        want3 = deep.predict_proba(X3)
+    assert_close(deep.predict_proba(X3), want3, dtype)
+
+
+def test_models_one_call_matches_reference_at_batch_one(dtype, assert_close):
+    """The inference workload's net at batch 1 (the benchmark's criterion) and 4096."""
+    model = fastnn.MLP(784, 256, 10, dtype=dtype, random_state=0)
+    rng = np.random.default_rng(5)
+    for N in (1, 4096):
+        X = rng.random((N, 784)).astype(dtype)
+        with fastnn.use_backend("numpy"):
+            want = model.predict_proba(X)
+        assert_close(model.predict_proba(X), want, dtype)
