@@ -3,13 +3,14 @@ conftest.py, which puts this folder on ``sys.path`` (the tests run with
 ``--import-mode=importlib``, also from a copy of tests/ outside the source tree).
 
 Plain functions only, no fixtures and no state: the same array in another memory layout,
-bit-for-bit comparisons, a model's weights, the BLAS thread counts, and fastnn's tuning
-thresholds (read, never asserted: a test sizes its inputs from them to reach both sides).
+bit-for-bit comparisons, a model's weights, the BLAS thread counts, an ONNX graph run by
+onnxruntime, and fastnn's tuning thresholds (read, never asserted: a test sizes its inputs from them to reach both sides).
 """
 
 import hashlib
 
 import numpy as np
+import pytest
 from threadpoolctl import threadpool_info
 
 from fastnn.backends.native_ops import kernels
@@ -109,6 +110,16 @@ def assert_same_weights(a, b, **tol):
 def blas_threads():
     """The thread count of each BLAS library loaded in the process."""
     return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+
+
+def run_onnx(proto_or_path, X):
+    """Run an ONNX graph (a ModelProto or a file's path) on X with onnxruntime (the test is
+    skipped without it): {output name: array}."""
+    ort = pytest.importorskip("onnxruntime")
+    source = proto_or_path if isinstance(proto_or_path, str) else proto_or_path.SerializeToString()
+    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
+    names = [output.name for output in session.get_outputs()]
+    return dict(zip(names, session.run(None, {"X": X})))
 
 
 def tuning():

@@ -1098,6 +1098,71 @@ def test_inputs_are_not_modified(backend, dtype, case, rng):
 
 
 # ---------------------------------------------------------------------------------------
+# The functional API on any array-like
+# ---------------------------------------------------------------------------------------
+
+
+class WithArray:
+    """An array-like that is not an ndarray: only ``__array__`` (NumPy 2's signature)."""
+
+    def __init__(self, data):
+        self.data = np.asarray(data)
+
+    def __array__(self, dtype=None, copy=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+
+class OldWithArray(WithArray):
+    """``__array__`` without the ``copy`` argument, as older libraries write it."""
+
+    def __array__(self, dtype=None):
+        return self.data if dtype is None else self.data.astype(dtype)
+
+
+CONVERTERS = {
+    "list": lambda a: a.tolist(),
+    "memoryview": memoryview,
+    "readonly_memoryview": lambda a: memoryview(a.tobytes()).cast(a.dtype.char, a.shape),
+    "__array__": WithArray,
+    "old__array__": OldWithArray,
+}
+
+
+@pytest.mark.filterwarnings("error")
+@pytest.mark.parametrize("convert", list(CONVERTERS), ids=list(CONVERTERS))
+def test_functional_accepts_array_likes(convert, backend, dtype):
+    to = CONVERTERS[convert]
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(6, 4)).astype(dtype)
+    W = rng.normal(size=(3, 4)).astype(dtype)
+    b = rng.normal(size=3).astype(dtype)
+    labels = np.array([0, 2, 1, 1, 0, 2])
+    if convert == "list":  # a list of Python floats is float64 data
+        X, W, b = X.astype(np.float64), W.astype(np.float64), b.astype(np.float64)
+    U = F.linear(X, W, b, "tanh")
+    calls = [
+        (F.linear(to(X), to(W), to(b), "tanh"), U),
+        (F.activate(to(X), "relu"), F.activate(X, "relu")),
+        (F.activation_grad(to(U), "tanh"), F.activation_grad(U, "tanh")),
+        (F.sigmoid(to(X)), F.sigmoid(X)),
+        (F.softmax(to(X)), F.softmax(X)),
+        (F.log_softmax(to(X)), F.log_softmax(X)),
+        (F.cross_entropy(to(U), to(labels), return_grad=True)[1],
+         F.cross_entropy(U, labels, return_grad=True)[1]),
+        (F.binary_cross_entropy(to(U[:, 0]), to(labels == 1), reduction="none"),
+         F.binary_cross_entropy(U[:, 0], labels == 1, reduction="none")),
+        (F.squared_error(to(U), to(U[::-1].copy()), reduction="none"),
+         F.squared_error(U, U[::-1], reduction="none")),
+    ]
+    calls += list(zip(F.linear_backward(to(U), to(X), to(W), to(U), "tanh"),
+                      F.linear_backward(U, X, W, U, "tanh")))
+    for got, expected in calls:
+        assert type(got) is np.ndarray
+        assert got.dtype == expected.dtype
+        np.testing.assert_array_equal(got, expected)
+
+
+# ---------------------------------------------------------------------------------------
 # Bad input raises a ValueError (bad value or shape) or TypeError (bad type) whose message
 # starts with the name of the offending argument; good input of every accepted kind works
 # ---------------------------------------------------------------------------------------
