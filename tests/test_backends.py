@@ -13,6 +13,7 @@ import fastnn
 import fastnn.functional as F
 from fastnn import MLP, _kernels, backends, losses
 from fastnn.backends import Ops, native
+from helpers import tuning
 
 PACKAGE = pathlib.Path(fastnn.__file__).parent
 BACKEND_MODULES = {"fastnn.backends.native_ops"}
@@ -124,10 +125,11 @@ def test_native_ops_agree_with_the_reference_method_by_method(dtype, rng, assert
 # fastnn's own float32 matrix product (fastnn/_gemm.h): C = alpha A B + beta C by register
 # tiles with no packing, on an AVX-512 and an AVX2 path (BLAS where the CPU has neither).
 #
-# The kernels give it the float32 products up to 2^25 multiply-adds (those up to 2^20 only where
-# BLAS has no small-matrix kernels: fastnn.functional decides at import). Every path the CPU
-# can run is checked against a float64 product on awkward shapes (edges of
-# the 4- and 8-row tiles and of the 16- and 32-column panels, k = 1), with A read in place or
+# The kernels give it the float32 products up to the tuning table's own_gemm multiply-adds
+# (those up to blas_small only where BLAS has no small-matrix kernels: own_small, set when
+# fastnn.threads loads). Every path the CPU can run is checked against a float64 product on
+# awkward shapes (edges of the 4- and 8-row tiles and of the 16- and 32-column panels, k = 1),
+# with A read in place or
 # transposed, alpha and beta; then through the kernels that use it (linear_backward, and the
 # training loop's forward, dW^T and dX) against the NumPy reference, and for the fixed order of
 # its sums (the same bits for a product cut into parts).
@@ -150,7 +152,7 @@ def path(request):
         pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
     assert _testing.gemm_path(request.param) == request.param
     small = _kernels.own_small_products()
-    _kernels.own_small_products(True)  # every product up to 2^25 multiply-adds on the path
+    _kernels.own_small_products(True)  # every product up to own_gemm multiply-adds on the path
     yield request.param
     _kernels.own_small_products(small)
     _testing.gemm_path(CPU_PATH)
@@ -259,9 +261,30 @@ def test_a_float32_fit_on_each_path_agrees_with_the_reference(path, shape):
         np.testing.assert_allclose(A, B, rtol=2e-3, atol=2e-4)
 
 
-def test_small_products_go_to_blas_where_it_has_small_matrix_kernels():
-    from fastnn import threads
-
-    expected = any(lib.internal_api == "openblas" and str(lib.architecture).lower()
-                   not in threads._SMALL_KERNEL_CORES for lib in threads._blas_libraries())
-    assert _kernels.own_small_products() == expected
+def test_small_products_agree_with_the_reference_on_either_side_of_own_small(assert_close):
+    """fastnn's own product or BLAS's small-matrix kernels take the float32 products between
+    the tuning table's small_gemm and blas_small, as own_small says (set at import from the
+    BLAS loaded; a speed choice, not asserted here): either way linear and linear_backward
+    give the reference's values."""
+    T = tuning()
+    N = max(2, (T["small_gemm"] + T["blas_small"]) // 2 // (64 * 100))  # between the two
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((N, 64)).astype(np.float32)
+    W = (rng.standard_normal((100, 64)) / 8).astype(np.float32)
+    b = rng.standard_normal(100).astype(np.float32)
+    dU = rng.standard_normal((N, 100)).astype(np.float32)
+    with fastnn.use_backend("numpy"):
+        U64 = F.linear(*(A.astype(np.float64) for A in (X, W, b)), "tanh")
+        want = F.linear_backward(dU.astype(np.float64), X.astype(np.float64),
+                                 W.astype(np.float64), U64, "tanh")
+    before = _kernels.own_small_products()
+    try:
+        for own in (False, True):
+            _kernels.own_small_products(own)
+            U = F.linear(X, W, b, "tanh")
+            assert_close(U, U64, np.float32)
+            for got, expected in zip(F.linear_backward(dU, X, W, U64.astype(np.float32),
+                                                       "tanh"), want):
+                assert_close(got, expected, np.float32, scale=10.0)
+    finally:
+        _kernels.own_small_products(before)

@@ -26,22 +26,29 @@ from helpers import same_bits, tuning
 ACTIVATIONS = R.ACTIVATIONS
 REDUCTIONS = ("mean", "sum", "none")
 
-# (N, N_in, N_out). The compiled kernel takes direct loops while N*N_in*N_out <= 4096 and
-# BLAS above; its elementwise passes run under OpenMP once they cover PARALLEL_ELEMENTS
-# elements (32768 in the first kernels, 262144 since): both thresholds are crossed here.
+# Shapes on both sides of the tuning table's thresholds (fastnn/_tuning.pyx; read, never
+# asserted): the compiled kernel takes direct loops while N*N_in*N_out <= small_gemm and BLAS
+# above; its elementwise passes that evaluate exp use the threads from parallel_elements
+# elements (N*N_out) on.
+SMALL_GEMM = tuning()["small_gemm"]
+PARALLEL = tuning()["parallel_elements"]
+_N_GEMM = max(2, SMALL_GEMM // 256)  # (N, 16, 16): N*256 multiply-adds
+_N_OMP = max(2, PARALLEL // 512)  # (N, 4, 512): N*512 elements
+
+# (N, N_in, N_out)
 LINEAR_SHAPES = [
     pytest.param((1, 1, 1), id="1x1->1"),
     pytest.param((1, 5, 3), id="N=1"),
     pytest.param((6, 1, 4), id="N_in=1"),
     pytest.param((5, 3, 1), id="N_out=1"),
     pytest.param((4, 2, 3), id="tiny-4x2->3"),
-    pytest.param((15, 16, 17), id="gemm-below-4096"),
-    pytest.param((16, 16, 16), id="gemm-at-4096"),
-    pytest.param((16, 16, 17), id="gemm-above-4096"),
-    pytest.param((255, 8, 128), id="omp-below-32768"),
-    pytest.param((256, 8, 128), id="omp-at-32768"),
-    pytest.param((511, 4, 512), id="omp-below-262144"),
-    pytest.param((512, 4, 512), id="omp-at-262144"),
+    pytest.param((_N_GEMM - 1, 16, 16), id="gemm-below-small_gemm"),
+    pytest.param((_N_GEMM, 16, 16), id="gemm-at-small_gemm"),
+    pytest.param((_N_GEMM + 1, 16, 16), id="gemm-above-small_gemm"),
+    pytest.param((255, 8, 128), id="255x8->128"),
+    pytest.param((256, 8, 128), id="256x8->128"),
+    pytest.param((_N_OMP - 1, 4, 512), id="omp-below-parallel_elements"),
+    pytest.param((_N_OMP, 4, 512), id="omp-at-parallel_elements"),
     pytest.param((128, 784, 128), id="mid-128x784->128"),
     pytest.param((2, 50, 1000), id="N_out=1000"),
 ]
@@ -92,8 +99,8 @@ def test_linear_default_activation_is_identity(backend, dtype, activation, make_
 
 @pytest.mark.parametrize("with_bias", [True, False], ids=["bias", "no-bias"])
 @pytest.mark.parametrize("activation", ["identity", "relu", "sigmoid", "exp"])
-@pytest.mark.parametrize("shape", [(4, 2, 3), (16, 16, 17), (256, 8, 128), (512, 4, 512)],
-                         ids=["tiny", "blas", "omp-32768", "omp-262144"])
+@pytest.mark.parametrize("shape", [(4, 2, 3), (_N_GEMM + 1, 16, 16), (256, 8, 128),
+                                   (_N_OMP, 4, 512)], ids=["tiny", "blas", "mid", "omp"])
 def test_linear_out(backend, dtype, shape, activation, with_bias, make_layer):
     X, W, b = make_layer(*shape, dtype)
     b = b if with_bias else None
@@ -434,7 +441,7 @@ ELEMENTWISE_SHAPES = [
     pytest.param((2, 3, 4), id="2x3x4"),
     pytest.param((4097,), id="4097"),
     pytest.param((200, 200), id="200x200"),
-    pytest.param((520, 520), id="520x520-openmp"),
+    pytest.param((int(PARALLEL ** 0.5) + 1,) * 2, id="square-openmp"),
     pytest.param((0,), id="empty"),
     pytest.param((0, 3), id="empty-0x3"),
 ]
@@ -523,9 +530,9 @@ SOFTMAX_SHAPES = [
     pytest.param((4, 2), id="K=2"),
     pytest.param((5, 3), id="5x3"),
     pytest.param((3, 1000), id="K=1000"),
-    pytest.param((300, 128), id="openmp-300x128"),
+    pytest.param((300, 128), id="300x128"),
     pytest.param((40, 1000), id="K=1000-40k"),
-    pytest.param((300, 1000), id="openmp-K=1000"),
+    pytest.param((PARALLEL // 1000 + 1, 1000), id="openmp-K=1000"),
 ]
 
 
@@ -619,7 +626,7 @@ def test_binary_cross_entropy_matches_reference(backend, dtype, N, zshape, reduc
     pytest.param((300, 10), id="300x10"),
     pytest.param((3, 1000), id="K=1000"),
     pytest.param((40, 1000), id="K=1000-40k"),
-    pytest.param((300, 1000), id="openmp-K=1000"),
+    pytest.param((PARALLEL // 1000 + 1, 1000), id="openmp-K=1000"),
 ])
 def test_cross_entropy_matches_reference(backend, dtype, shape, reduction, return_grad, rng,
                                          assert_close):
@@ -880,7 +887,7 @@ LAYER_SHAPES = [
     pytest.param((3, 4, 2), id="tiny"),
     pytest.param((1, 3, 2), id="N=1"),
     pytest.param((5, 1, 3), id="N_in=1"),
-    pytest.param((20, 16, 15), id="blas"),  # N*N_in*N_out = 4800 > 4096: the BLAS path
+    pytest.param((_N_GEMM + 1, 16, 16), id="blas"),  # above small_gemm: the BLAS path
 ]
 
 

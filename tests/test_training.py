@@ -17,7 +17,7 @@ import threadpoolctl
 
 import fastnn
 from fastnn import MLP, History, Linear, Sequential, _kernels
-from helpers import assert_same_weights, blas_threads, weights
+from helpers import assert_same_weights, blas_threads, tuning, weights
 
 OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", lr=0.1),
@@ -443,8 +443,8 @@ def test_same_seed_gives_bit_identical_weights(backend, dtype, opt, rng):
 
 
 def _thread_problem():
-    # large enough that BLAS and OpenMP use their threads: a 1024 x 256 tanh layer is over
-    # the kernels' 262144-element OpenMP threshold
+    # large enough that BLAS and fastnn's threads take part: a 1024 x 256 tanh layer, as
+    # many elements as the tuning table's parallel_elements holds today
     rng = np.random.default_rng(0)
     X = rng.standard_normal((1024, 64))
     y = rng.integers(0, 10, 1024)
@@ -1008,9 +1008,13 @@ def test_huge_sample_weights_name_the_weights_when_training_diverges(backend, rn
 # share; a team whose threads wait long at the barriers disbands for the rest of a stretch.
 # The contract: the weights do not depend on how many threads ran the parts (bit for bit),
 # they agree with the Python loop of the NumPy reference backend, and the choice of threads
-# behaves as documented. Every architecture below has enough work per step to be split
-# (3 * B * sum of N_in * N_out of the layers >= 2**16 multiply-adds).
+# behaves as documented. Sizes that must reach one side of a threshold of the tuning table
+# (fastnn/_tuning.pyx) are computed from its values, which no test asserts. Every
+# architecture below has a step of two parts or more on batches of 32 rows: the first test
+# checks that its two-thread fits ran a team.
 # ---------------------------------------------------------------------------------------
+
+TUNING = tuning()
 
 TEAM_OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", lr=0.05),
@@ -1053,6 +1057,13 @@ def _teams_possible():
     return fastnn.get_num_threads() > 1 and (__import__("os").cpu_count() or 1) > 1
 
 
+def _epoch_work(arch, N):
+    """Multiply-adds of an epoch of N rows through ``arch`` (3 a weight a row: the forward,
+    dU and dW), as the tuning table's team_epoch counts them."""
+    sizes = [arch[0], *arch[1], arch[2]]
+    return 3 * N * sum(k * m for k, m in zip(sizes[:-1], sizes[1:]))
+
+
 def _team_fit(arch, dtype, threads, batch_size, opt, N=401, sample_weight=False, epochs=3,
               backend="cython"):
     n_in, _, n_out, _, output = arch
@@ -1070,22 +1081,23 @@ def _team_fit(arch, dtype, threads, batch_size, opt, N=401, sample_weight=False,
 @pytest.mark.parametrize("opt", list(TEAM_OPTIMIZERS))
 @pytest.mark.parametrize("arch", list(ARCHS))
 def test_one_and_two_threads_give_the_same_bits(trainers, arch, opt, dtype):
-    # N = 401 with batches of 32: the last batch (17 rows) splits unevenly; an epoch is
-    # enough work for the team (> TEAM_STRETCH)
+    # N = 401 with batches of 32: the last batch (17 rows) splits unevenly
     one, h1 = _team_fit(ARCHS[arch], dtype, 1, 32, opt)
     two, h2 = _team_fit(ARCHS[arch], dtype, 2, 32, opt)
-    if _teams_possible():
-        assert trainers[-1].team_stretches + trainers[-1].disbanded >= 1
+    if _teams_possible():  # (else nothing was shared: the test would compare one with one)
+        assert trainers[-1].team_stretches + trainers[-1].disbanded >= 1, \
+            "no team ran: resize the architectures for the tuning table"
     for A, B in zip(weights(one), weights(two)):
         np.testing.assert_array_equal(A, B)
     assert h1.loss == h2.loss
 
 
-@pytest.mark.parametrize("batch_size", [1, 3, 203])
+@pytest.mark.parametrize("batch_size", [1, 2 * TUNING["part_rows"] + 1, 203])
 def test_batches_smaller_than_the_parts_and_the_whole_set(batch_size):
-    # one row per batch (one part), three rows over two parts, everything in one batch
-    arch = (512, (160,), 10, "relu", "softmax")  # B = 1 still has 2**16 multiply-adds
-    N = 41 if batch_size < 203 else 203
+    # one row per batch (one part), 2 part_rows + 1 rows (two parts of unequal rows),
+    # everything in one batch
+    arch = (512, (160,), 10, "relu", "softmax")
+    N = max(41, batch_size + 8) if batch_size < 203 else 203
     one, _ = _team_fit(arch, "float64", 1, batch_size, "momentum", N=N, epochs=2)
     two, _ = _team_fit(arch, "float64", 2, batch_size, "momentum", N=N, epochs=2)
     for A, B in zip(weights(one), weights(two)):
@@ -1145,7 +1157,9 @@ def trainers(monkeypatch):
     yield made
 
 
-@pytest.mark.parametrize("at", [1, 2, 3])  # (team stretches have 4 steps or more)
+# (a team's first stretch times it: probe_steps steps)
+@pytest.mark.parametrize("at", sorted({1, max(1, TUNING["probe_steps"] // 2),
+                                       max(1, TUNING["probe_steps"] - 1)}))
 @pytest.mark.parametrize("arch", ["digits", "deep multilabel"])
 def test_a_team_that_disbands_mid_stretch_gives_the_same_bits(trainers, arch, at):
     # thread 0 finishes the stretch alone after ``at`` steps: every part still runs once
@@ -1161,24 +1175,31 @@ def test_a_team_that_disbands_mid_stretch_gives_the_same_bits(trainers, arch, at
 
 
 def test_a_short_stretch_runs_on_one_thread(trainers):
-    # 3 epochs of 2 batches of a 10-100-1 net: about a million multiply-adds per epoch, too
-    # little to wake a team for
-    X, y = _team_problem("identity", 331, 10, 1, "float32")
+    # 3 epochs of 2 batches of a 10-100-1 net, less work an epoch than the tuning table's
+    # team_epoch: too little to wake a team for
+    arch = (10, (100,), 1)
+    N = max(1, min(331, TUNING["team_epoch"] // _epoch_work(arch, 1) - 1))
+    X, y = _team_problem("identity", N, 10, 1, "float32")
     MLP(10, 100, 1, output="identity", random_state=0).fit(X, y, epochs=3, batch_size=200)
     trainer = trainers[-1]
-    assert trainer.alone_stretches == 3 and trainer.team_stretches == trainer.disbanded == 0
+    assert trainer.alone_stretches >= 1 and trainer.team_stretches == trainer.disbanded == 0
 
 
 def test_a_small_step_runs_on_one_thread(trainers):
-    # 3 * 8 * (4 * 8 + 8 * 3) multiply-adds a step: no team at all
-    X = np.random.default_rng(0).standard_normal((40, 4))
-    y = np.arange(40) % 3
-    MLP(4, 8, 3, random_state=0).fit(X, y, epochs=2, batch_size=8)
+    # a step of fewer rows and units than two parts take (the tuning table's part_rows) is
+    # one part: no team at all, even in an epoch long enough for one (team_epoch)
+    B = TUNING["part_rows"]
+    N = max(40, TUNING["team_epoch"] // _epoch_work((4, (8,), 3), 1) + B)
+    X = np.random.default_rng(0).standard_normal((N, 4))
+    y = np.arange(N) % 3
+    MLP(4, 8, 3, random_state=0).fit(X, y, epochs=2, batch_size=B)
     assert trainers[-1].team_stretches == trainers[-1].disbanded == 0
 
 
 def test_one_thread_allowed_means_no_team(trainers):
-    X, y = _team_problem("softmax", 256, 64, 10, "float32")
+    # an epoch long enough for a team (the tuning table's team_epoch), one thread allowed
+    N = max(256, TUNING["team_epoch"] // _epoch_work(ARCHS["digits"], 1) + 64)
+    X, y = _team_problem("softmax", N, 64, 10, "float32")
     with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
         _team_model(ARCHS["digits"], "float32").fit(X, y, epochs=2, batch_size=32)
     assert trainers[-1].team_stretches == trainers[-1].disbanded == 0
@@ -1207,13 +1228,15 @@ def test_weights_changed_by_a_callback_are_trained_on(arch):
         np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
 
 
-@pytest.mark.parametrize("N, transposed", [(640, True), (384, False)])
+@pytest.mark.parametrize("N, transposed", [(128 * (TUNING["mirror_steps"] + 1), True),
+                                          (128 * max(1, TUNING["mirror_steps"] - 1), False)])
 def test_a_mid_size_first_layer_is_held_transposed_in_long_epochs(trainers, N, transposed):
     # 784 -> 128 on batches of 128: a product too large for BLAS's small-matrix kernels, which
-    # the loop holds as W^T (OpenBLAS packs it faster) when an epoch has 4 steps or more to
-    # pay for the two copies; either way the weights agree with the reference loop and do not
-    # depend on the thread count
-    arch = (784, (128,), 10, "relu", "softmax")
+    # the loop holds as W^T (OpenBLAS packs it faster) when it has at most mirror_weights
+    # weights and an epoch has mirror_steps steps or more (the tuning table's) to pay for the
+    # two copies; either way the weights agree with the reference loop and do not depend on
+    # the thread count
+    arch = (min(784, TUNING["mirror_weights"] // 128), (128,), 10, "relu", "softmax")
     fits = []
     for threads, backend in ((1, "cython"), (2, "cython"), (2, "numpy")):
         model, _ = _team_fit(arch, "float64", threads, 128, "momentum", N=N, epochs=2,
