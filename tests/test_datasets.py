@@ -1,6 +1,5 @@
 """fastnn.datasets: the bundled digits, the stratified split and the notes' toy problems."""
 
-import doctest
 import hashlib
 import subprocess
 import sys
@@ -9,7 +8,6 @@ from importlib import resources
 import numpy as np
 import pytest
 
-import fastnn.datasets
 from fastnn import MLP
 from fastnn.datasets import (load_digits, notes_problem1, notes_problem2, notes_problem3,
                              train_test_split)
@@ -102,11 +100,6 @@ def test_fastnn_never_imports_scikit_learn():
             "bad = [m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(fastnn.datasets, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------------------
