@@ -17,8 +17,9 @@ of a uint8 buffer offset by one byte, read-only, byte-swapped, nested lists) and
 
 and must never modify its input arrays.
 
-Known bugs are pinned by dedicated ``xfail(strict=True)`` tests at the end of the file; the
-property tests skip (``assume``) exactly the inputs that hit them, and count the skips.
+Known bugs are pinned by dedicated ``xfail(strict=True)`` tests (at the end of the file; the
+reference's own in test_reference.py); the property tests skip (``assume``) exactly the inputs
+that hit them, and count the skips.
 
 Budget: ``FASTNN_HYPOTHESIS_EXAMPLES`` examples per test (default 200: ~15 s on 2 cores;
 3000: ~4 min), derandomized and without an example database, so a CI run is deterministic.
@@ -241,7 +242,7 @@ def expect_error(bad, fn, *args, **kwargs):
 
 
 def known_bug(condition):
-    """Skip an input that hits a bug pinned by an xfail test below (and count it)."""
+    """Skip an input that hits a bug pinned by an xfail test (and count it)."""
     if condition:
         COUNTS["known_bug_skips"] += 1
     assume(not condition)
@@ -349,7 +350,8 @@ def ieee_linear_backward(dU, X, W, U, act, need_dX):
 
 def blas_zero_skip(actual_ref, ieee):
     """The reference (through NumPy's BLAS) has a finite value where the IEEE evaluation of
-    the same formula has NaN/inf: see test_reference_linear_propagates_nan_of_zero_inputs."""
+    the same formula has NaN/inf: see test_reference.py::
+    test_reference_linear_propagates_nan_of_zero_inputs."""
     a, e = np.asarray(actual_ref), np.asarray(ieee)
     return bool((np.isnan(a) != np.isnan(e)).any() or (np.isinf(a) != np.isinf(e)).any())
 
@@ -1447,21 +1449,3 @@ def test_zero_d_results_have_the_same_type_on_both_backends():
                                                    lambda: F.sigmoid(Z),
                                                    lambda: F.activation_grad(Z, "tanh"))))
     assert types[0] == types[1], types
-
-
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reference.py): reference.linear computes X.dot(W.T); for a single row NumPy calls "
-    "BLAS gemv, which skips the zero entries of x, so a NaN or inf weight whose input is 0 "
-    "gives 0 instead of NaN (0 * NaN = NaN): the numpy backend's linear / predict / "
-    "linear_backward silently drop a NaN weight, the cython kernels propagate it. Fix: "
-    "evaluate the products without zero-skipping (e.g. np.matmul, or "
-    "(X[:, :, None] * W.T[None]).sum(1)) in reference.linear and reference.linear_backward."))
-@pytest.mark.parametrize("dtype", GOOD_FLOAT)
-def test_reference_linear_propagates_nan_of_zero_inputs(dtype):
-    X = np.array([[0.0]], dtype=dtype)
-    W = np.array([[np.nan], [1.0]], dtype=dtype)
-    expected = np.array([[np.nan, 0.0]], dtype=dtype)
-    for backend in BACKENDS:
-        with fastnn.use_backend(backend), np.errstate(all="ignore"):
-            U = F.linear(X, W)
-        assert np.array_equal(U, expected, equal_nan=True), (backend, U)
