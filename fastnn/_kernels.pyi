@@ -6,6 +6,7 @@ anything outside its fast path): callers pass C-contiguous float32/float64 array
 dtype and matching shapes, labels as intp, sample weights as float64.
 """
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -126,10 +127,11 @@ class _Loop:  # a cdef class: one fit's native state, built from a fastnn.backen
 class EpochRunner(_Loop):
     """Mini-batch epochs in native code over the spec's arrays (updated in place)."""
     def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
-                  guard: bool = False) -> float:
+                  guard: bool = False, progress: Callable[[int], object] | None = None
+                  ) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
         loss, or a non-finite number as soon as one batch diverges (``guard``: the arrays
-        are then put back as they were)."""
+        are then put back as they were); ``progress(samples done)`` after each stretch."""
 
 class Objective(_Loop):
     """The full-batch loss and its gradient (the lbfgs solver's objective)."""

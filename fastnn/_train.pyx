@@ -661,14 +661,17 @@ cdef class _Loop:
 cdef class EpochRunner(_Loop):
     """Mini-batch epochs of one fit in native code: ``run_epoch`` (see the design note)."""
 
-    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True, bint guard=False):
+    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True, bint guard=False,
+                  object progress=None):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
         one batch diverges (the weights then hold that batch's inputs' last update).
         ``reload=False``: the model's arrays are as the previous call left them (nothing
         wrote them since), so a first layer held transposed is not copied in again.
         ``guard``: the arrays are copied first, and put back when the loss or any updated
-        array is not finite (the result is then NaN or the non-finite loss)."""
+        array is not finite (the result is then NaN or the non-finite loss). ``progress``: a
+        callable, called with the samples done so far after each stretch of batches (where
+        the loop checks for Ctrl-C, every few milliseconds of work)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
         cdef double total = 0, part, start_clock
@@ -698,6 +701,8 @@ cdef class EpochRunner(_Loop):
                 if not isfinite(part):
                     break
                 PyErr_CheckSignals()
+                if progress is not None:
+                    progress(stop)
                 start = stop
         finally:
             self._mirror(False)

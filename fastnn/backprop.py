@@ -12,7 +12,8 @@ so this one loop is the NumPy reference and, on the compiled kernels, a check of
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
@@ -89,26 +90,29 @@ class PythonEpochs:
         self.spec.X, self.spec.Y, self.spec.sample_weight = X, Y, sample_weight
 
     def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
-                  guard: bool = False) -> float:
+                  guard: bool = False, progress: Callable[[int], object] | None = None
+                  ) -> float:
         """The steps over the samples in the order ``perm``; the summed (weighted) loss, or a
         non-finite number as soon as a batch's loss is not finite (before its update).
         ``guard``: the arrays a step writes are put back when the loss or any of them is not
-        finite (the result is then NaN or the non-finite loss)."""
+        finite (the result is then NaN or the non-finite loss). ``progress(samples done)``
+        after each batch."""
         if not guard:
-            return self._steps(perm, lr)
+            return self._steps(perm, lr, progress)
         arrays = [A for pair in zip(self.spec.weights, self.spec.biases) for A in pair
                   if A is not None] + [A for states in self.state for s in states
                                        if s is not None for A in s if A is not None]
         saved = [A.copy() for A in arrays]
         with np.errstate(over="ignore", invalid="ignore"):  # (a divergence is the result)
-            total = self._steps(perm, lr)
+            total = self._steps(perm, lr, progress)
         if math.isfinite(total) and all(self.ops.all_finite(A) for A in arrays):
             return total
         for A, copy in zip(arrays, saved):
             A[...] = copy
         return total if not math.isfinite(total) else math.nan
 
-    def _steps(self, perm: NDArray[np.intp], lr: float) -> float:
+    def _steps(self, perm: NDArray[np.intp], lr: float,
+               progress: Callable[[int], object] | None) -> float:
         spec, ops = self.spec, self.ops
         layers = _layers(spec)
         total = 0.0
@@ -127,6 +131,8 @@ class PythonEpochs:
                   backward(ops, layers, outputs, dU), self.state, optimizer=spec.optimizer,
                   lr=lr, momentum=spec.momentum, nesterov=spec.nesterov, beta1=spec.beta1,
                   beta2=spec.beta2, eps=spec.eps, t=self.t, weight_decay=spec.weight_decay)
+            if progress is not None:
+                progress(s + len(rows))
         return total
 
 

@@ -519,7 +519,7 @@ class Sequential:
             sample_weight: ArrayLike | None = None,
             validation_data: tuple[ArrayLike, ArrayLike] | None = None,
             early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
-            verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+            verbose: int | bool = 0, lr_schedule: str | Callable[[int], float] = "constant",
             beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
             warm_start: bool = False,
             callback: Callable[[int, History], bool | None] | None = None) -> History:

@@ -21,12 +21,13 @@ import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
 from . import _validation as _v
-from .backends import TrainSpec, ops
+from ._progress import EpochBar, epoch_line, verbosity
 from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
+from .backends import TrainSpec, ops
 from .layers import check_count, writable
-from .updates import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem
 from .optim import Optimizer
 from .threads import one_blas_thread
+from .updates import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem
 
 __all__ = ["History", "fit", "train_on_batch"]
 
@@ -218,7 +219,7 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         sample_weight: ArrayLike | None = None,
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
-        verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+        verbose: int | bool = 0, lr_schedule: str | Callable[[int], float] = "constant",
         beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, warm_start: bool = False,
         callback: Callable[[int, History], bool | None] | None = None) -> History:
     """Train ``model`` in place by mini-batch gradient descent.
@@ -247,8 +248,11 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         the weights of the best epoch (needs ``validation_data``).
     random_state : int, numpy.random.Generator or None
         Seeds the shuffling: the same seed gives the same weights bit for bit.
-    verbose : bool
-        Print one progress line per epoch.
+    verbose : {0, 1, 2} or bool
+        0 (False): quiet; 1 (True): a line after each epoch with its loss (and validation),
+        the epoch's own time, the time elapsed since the fit started and the epoch's rate; 2:
+        also a progress bar within each epoch (tqdm's where tqdm is installed, else a line
+        rewritten in place on stderr), fed from the native loop's periodic checks.
     lr_schedule : {"constant", "invscaling", "cosine"} or callable(epoch) -> lr
     beta1, beta2, eps : float
         Adam's parameters.
@@ -300,7 +304,7 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
 def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size: int, lr: float,
          optimizer: str, momentum: float, nesterov: bool, weight_decay: float, shuffle: bool,
          sample_weight: ArrayLike | None, validation_data: tuple[ArrayLike, ArrayLike] | None,
-         early_stopping: bool, patience: int, random_state: SeedLike, verbose: bool,
+         early_stopping: bool, patience: int, random_state: SeedLike, verbose: int | bool,
          lr_schedule: str | Callable[[int], float], beta1: float, beta2: float, eps: float,
          warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
     epochs = check_count(epochs, "epochs")
@@ -314,7 +318,7 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
     shuffle = _v.flag(shuffle, "shuffle")
     early_stopping = _v.flag(early_stopping, "early_stopping")
     patience = check_count(patience, "patience")
-    verbose = _v.flag(verbose, "verbose")
+    verbose = verbosity(verbose)
     warm_start = _v.flag(warm_start, "warm_start")
     beta1 = _v.real(beta1, "beta1", 0, 1, high_open=True)
     beta2 = _v.real(beta2, "beta2", 0, 1, high_open=True)
@@ -374,9 +378,11 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                 before_last = (saved, saved_t)
             saved, saved_t = _copy(params, state), opt["t"]
             tick = time.perf_counter()
+            bar = EpochBar(epoch, epochs, N) if verbose == 2 else None
             try:
                 # the model's arrays changed since the last epoch only if a callback ran
-                total = runner.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None)
+                total = runner.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None,
+                                         progress=bar)
                 opt["t"] = runner.t
             except KeyboardInterrupt:
                 _restore(saved, params, state)
@@ -386,6 +392,9 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                     print(f"interrupted in epoch {epoch + 1}: the model keeps the weights of "
                           f"epoch {epoch}", flush=True)
                 raise
+            finally:
+                if bar is not None:
+                    bar.close()
             # a non-finite loss stops the epoch before its update; the epoch's last update is
             # checked on the weights themselves
             if not math.isfinite(total) or not _finite(params):
@@ -415,13 +424,13 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             history.loss.append(total / N)
             history.lr.append(lr_epoch)
             history.seconds.append(seconds)
-            line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}" \
-                if verbose else ""
+            shown = ""  # the validation part of the epoch's line
             if validation_data is not None:
                 val_loss = float(model._loss(model._logits(X_val), Y_val, "mean"))
                 history.val_loss.append(val_loss)
                 history.val_metric.append(_metric(model, X_val, Y_val))
-                line += f"  val_loss {val_loss:.5f}  val_{history.metric} {history.val_metric[-1]:.4f}"
+                shown = (f"  val_loss {val_loss:.5f}  "
+                         f"val_{history.metric} {history.val_metric[-1]:.4f}")
                 if early_stopping:
                     if val_loss < best_loss:
                         best_loss, best, waited = val_loss, (_copy(params, state), opt["t"]), 0
@@ -429,8 +438,8 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                     else:
                         waited += 1
             if verbose:
-                print(f"{line}  {time.perf_counter() - start:.2f}s  "
-                      f"{N / max(seconds, 1e-9):,.0f} samples/s", flush=True)
+                print(epoch_line(epoch, epochs, total / N, seconds,
+                                 time.perf_counter() - start, N, shown), flush=True)
             if early_stopping and waited >= patience:
                 history.stopped_early = True
                 break
