@@ -272,6 +272,21 @@ FNN_CLONES static int fnn_all_finite_##S(const T* restrict x, ptrdiff_t n) {    
 FNN_FINITE(float, f, uint32_t, 0x7f800000u)
 FNN_FINITE(double, d, uint64_t, 0x7ff0000000000000ull)
 
+/* ... and none below 0 (-0.0 is not): an optimizer's second moments */
+#define FNN_FINITE_NONNEG(T, S, U, EXPONENT, SIGN)                                          \
+FNN_CLONES static int fnn_all_finite_nonneg_##S(const T* restrict x, ptrdiff_t n) {          \
+    U bad = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        U u;                                                                                \
+        memcpy(&u, x + i, sizeof u);                                                        \
+        bad |= (U)((u & EXPONENT) == EXPONENT) | (U)((u & SIGN) && (u & ~SIGN));            \
+    }                                                                                       \
+    return !bad;                                                                            \
+}
+
+FNN_FINITE_NONNEG(float, f, uint32_t, 0x7f800000u, 0x80000000u)
+FNN_FINITE_NONNEG(double, d, uint64_t, 0x7ff0000000000000ull, 0x8000000000000000ull)
+
 /* A layer's product before its activation, sample by sample as for one sample (eq. 1a):
  * z_ij = sum_k W_jk x_ik + b_j for the N rows x_i of X (N, K), K >= 1, and the rows
  * j0 <= j < j1 of a row-major W (M, K), into Z (N, M); b may be NULL. With t_k = W_jk x_ik:

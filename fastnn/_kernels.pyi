@@ -85,7 +85,7 @@ def drive_blas_threads(functions: list[tuple[int, int]]) -> None:
 def tuning() -> dict[str, Any]:
     """fastnn's tuning thresholds {name: value} (fastnn._tuning.NOTES says what each trades)."""
 
-def all_finite(a: _FloatArray) -> bool:
+def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 
 def penalized_gradient(

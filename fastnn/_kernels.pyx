@@ -35,6 +35,8 @@ from fastnn._tuning import values as tuning
 cdef extern from "_fastmath.h" nogil:
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
     bint fnn_all_finite_d(const double* x, Py_ssize_t n)
+    bint fnn_all_finite_nonneg_f(const float* x, Py_ssize_t n)
+    bint fnn_all_finite_nonneg_d(const double* x, Py_ssize_t n)
 
 cdef extern from *:
     int FASTNN_CHECKED_BUILD "FASTNN_CHECKED"  # set by setup.py
@@ -44,14 +46,17 @@ cnp.import_array()
 CHECKED = bool(FASTNN_CHECKED_BUILD)  # built with FASTNN_CHECKED=1 (bounds checks on)
 
 
-def all_finite(cnp.ndarray a):
-    """Whether no entry of the C-contiguous float32/float64 array ``a`` is inf or NaN."""
+def all_finite(cnp.ndarray a, bint nonnegative=False):
+    """Whether no entry of the C-contiguous float32/float64 array ``a`` is inf or NaN (and,
+    with ``nonnegative``, none is below 0)."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
     cdef bint ok
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         with nogil:
-            ok = fnn_all_finite_f(<float*>cnp.PyArray_DATA(a), n)
+            ok = (fnn_all_finite_nonneg_f if nonnegative else fnn_all_finite_f)(
+                <float*>cnp.PyArray_DATA(a), n)
     else:
         with nogil:
-            ok = fnn_all_finite_d(<double*>cnp.PyArray_DATA(a), n)
+            ok = (fnn_all_finite_nonneg_d if nonnegative else fnn_all_finite_d)(
+                <double*>cnp.PyArray_DATA(a), n)
     return ok

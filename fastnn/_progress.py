@@ -15,7 +15,7 @@ def verbosity(verbose: object) -> int:
     """``verbose`` as 0, 1 or 2 (False/True are 0/1)."""
     if isinstance(verbose, (bool, np.bool_)):
         return int(verbose)
-    if not isinstance(verbose, numbers.Integral):
+    if type(verbose) is not int and not isinstance(verbose, numbers.Integral):
         raise TypeError(f"verbose must be 0, 1, 2 or a bool, got {verbose!r}")
     level = int(verbose)
     if not 0 <= level <= 2:

@@ -669,7 +669,8 @@ cdef class EpochRunner(_Loop):
         ``reload=False``: the model's arrays are as the previous call left them (nothing
         wrote them since), so a first layer held transposed is not copied in again.
         ``guard``: the arrays are copied first, and put back when the loss or any updated
-        array is not finite (the result is then NaN or the non-finite loss). ``progress``: a
+        array is not finite (the result is then NaN or the non-finite loss), or when an
+        exception (Ctrl-C, one from ``progress``) leaves the epoch. ``progress``: a
         callable, called with the samples done so far after each stretch of batches (where
         the loop checks for Ctrl-C, every few milliseconds of work)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
@@ -704,8 +705,12 @@ cdef class EpochRunner(_Loop):
                 if progress is not None:
                     progress(stop)
                 start = stop
-        finally:
+        except BaseException:
             self._mirror(False)
+            if guard:
+                self._restore_saved()
+            raise
+        self._mirror(False)
         if guard and not (isfinite(total) and self._all_finite()):
             self._restore_saved()
             return total if not isfinite(total) else NAN

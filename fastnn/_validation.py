@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Collection, Iterable
+import os
+from collections.abc import Callable, Collection, Iterable
 from typing import Any, TypeVar
 
 import numpy as np
@@ -80,7 +81,8 @@ def as_float(arr: NDArray[Any], name: str, dtype: DTypeLike, ndims: Collection[i
 def real(value: object, name: str, low: float | None = None, high: float | None = None, *,
           low_open: bool = False, high_open: bool = False) -> float:
     """``value`` as a float: a finite real number (not a bool) in the given bounds."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
+    if type(value) is not float and (  # (the common case first: an ABC check costs 0.2 us)
+            isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real)) \
             or not math.isfinite(value):
         raise TypeError(f"{name} must be a finite number, got {value!r}")
     if low is not None and (value < low or (low_open and value == low)):
@@ -185,6 +187,36 @@ def rng(random_state: SeedLike, name: str = "random_state") -> np.random.Generat
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"{name} must be None, a non-negative int or a numpy.random.Generator, "
                         f"got {random_state!r}") from None
+
+
+_MASK64 = (1 << 64) - 1
+
+
+def seeds(random_state: SeedLike, name: str = "random_state") -> Callable[[], int]:
+    """A stream of 63-bit seeds (one per epoch's shuffle) from ``random_state``: an int seed
+    (or None, drawn from the OS) gives the splitmix64 stream of that seed, the same on any
+    machine and cheap to start (a Generator costs 8 us to seed); a Generator, BitGenerator
+    or SeedSequence gives its own draws."""
+    if random_state is None or (isinstance(random_state, numbers.Integral)
+                                and not isinstance(random_state, (bool, np.bool_))):
+        if random_state is None:
+            seed = int.from_bytes(os.urandom(8), "little")
+        elif random_state < 0:
+            raise ValueError(f"{name} must be None, a non-negative int or a "
+                             f"numpy.random.Generator, got {random_state!r}")
+        else:
+            seed = int(random_state) & _MASK64
+        state = [seed]
+
+        def splitmix64() -> int:
+            x = state[0] = (state[0] + 0x9E3779B97F4A7C15) & _MASK64
+            z = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+            return (z ^ (z >> 31)) >> 1
+
+        return splitmix64
+    generator = rng(random_state, name)
+    return lambda: int(generator.integers(0, 2**63))
 
 
 def finite(arr: _A, name: str) -> _A:

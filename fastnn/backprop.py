@@ -95,21 +95,24 @@ class PythonEpochs:
         """The steps over the samples in the order ``perm``; the summed (weighted) loss, or a
         non-finite number as soon as a batch's loss is not finite (before its update).
         ``guard``: the arrays a step writes are put back when the loss or any of them is not
-        finite (the result is then NaN or the non-finite loss). ``progress(samples done)``
-        after each batch."""
+        finite (the result is then NaN or the non-finite loss) or an exception leaves the
+        epoch. ``progress(samples done)`` after each batch."""
         if not guard:
             return self._steps(perm, lr, progress)
         arrays = [A for pair in zip(self.spec.weights, self.spec.biases) for A in pair
                   if A is not None] + [A for states in self.state for s in states
                                        if s is not None for A in s if A is not None]
         saved = [A.copy() for A in arrays]
-        with np.errstate(over="ignore", invalid="ignore"):  # (a divergence is the result)
-            total = self._steps(perm, lr, progress)
-        if math.isfinite(total) and all(self.ops.all_finite(A) for A in arrays):
-            return total
-        for A, copy in zip(arrays, saved):
-            A[...] = copy
-        return total if not math.isfinite(total) else math.nan
+        total = math.nan  # (so when an exception leaves the epoch: the arrays are put back)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # (a divergence is the result)
+                total = self._steps(perm, lr, progress)
+        finally:
+            diverged = not (math.isfinite(total) and all(self.ops.all_finite(A) for A in arrays))
+            if diverged:
+                for A, copy in zip(arrays, saved):
+                    A[...] = copy
+        return math.nan if diverged and math.isfinite(total) else total
 
     def _steps(self, perm: NDArray[np.intp], lr: float,
                progress: Callable[[int], object] | None) -> float:

@@ -128,6 +128,7 @@ class Sequential:
         self.history_ = None
         self.optimizer_state_ = None
         self._fit_lock = threading.Lock()
+        self._fit_loop: Any = None  # the last fit's native loop (fastnn.training._KeptLoop)
 
     # -- structure ------------------------------------------------------------------------
 
@@ -220,11 +221,13 @@ class Sequential:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_fit_lock"]
+        state.pop("_fit_loop", None)  # (fit's native workspaces: rebuilt by the next fit)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._fit_lock = threading.Lock()
+        self._fit_loop = None
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)

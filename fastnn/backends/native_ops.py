@@ -86,8 +86,8 @@ class NativeOps(Ops):
     def shuffle(self, perm: NDArray[np.intp], seed: int) -> None:
         _kernels.shuffle(perm, seed)
 
-    def all_finite(self, A: FloatArray) -> bool:
-        return bool(_kernels.all_finite(A))
+    def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
+        return bool(_kernels.all_finite(A, nonnegative))
 
     def penalized_gradient(self, grad: FloatArray, theta: FloatArray, n: int, a: float
                            ) -> tuple[NDArray[np.float64], float]:

@@ -139,9 +139,9 @@ class Ops:
         for pos, other in zip(range(n - 1, 0, -1), j.astype(np.intp).tolist()):
             perm[pos], perm[other] = perm[other], perm[pos]
 
-    def all_finite(self, A: FloatArray) -> bool:
-        """Whether no entry of A is NaN or inf."""
-        return bool(np.isfinite(A).all())
+    def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
+        """Whether no entry of A is NaN or inf (and, with ``nonnegative``, none below 0)."""
+        return bool(np.isfinite(A).all()) and not (nonnegative and A.size and A.min() < 0)
 
     def penalized_gradient(self, grad: FloatArray, theta: FloatArray, n: int, a: float
                            ) -> tuple[NDArray[np.float64], float]:
