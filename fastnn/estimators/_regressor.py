@@ -158,7 +158,20 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing the weights and the optimizer state."""
+        if "_model" in self.__dict__ and self._quick_partial_fit(X, y, sample_weight, None):
+            return self
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _quick_targets(self, y, n, classes):
+        # plain finite numbers: (n,) for one output, (n, n_outputs) for several
+        d = self.n_outputs_
+        if (type(y) is not np.ndarray or y.dtype.kind not in "fiu"
+                or y.shape != ((n,) if d == 1 else (n, d))):
+            return None
+        Y = np.require(y.reshape(n, d), self._model.dtype, ["C", "A"])
+        if not np.isfinite(Y).all() or (self.loss == "poisson" and (Y < 0).any()):
+            return None
+        return Y, y
 
     def predict(self, X):
         """Predictions (n_samples,) for one output, (n_samples, n_outputs) otherwise."""
