@@ -159,7 +159,7 @@ def linear(X: FloatArray, W: FloatArray, b: FloatArray | None = None, activation
            [1., 0.],
            [1., 1.]])
     """
-    Z = X.dot(W.T)
+    Z = _product(X, W.T)
     if b is not None:
         Z = Z + b[None, :]  # B repeats b on the N rows (eq. 11)
     U = activate(Z, activation)
@@ -197,10 +197,20 @@ def linear_backward(
     db : ndarray (N_out,)
     """
     dZ = dU * activation_grad(U, activation)
-    dW = dZ.T.dot(X)
+    dW = _product(dZ.T, X)
     db = dZ.sum(axis=0)
-    dX = dZ.dot(W) if need_dX else None
+    dX = _product(dZ, W) if need_dX else None
     return dX, dW, db
+
+
+def _product(A: FloatArray, B: FloatArray) -> FloatArray:
+    """A B, every product a_ik b_kj in its sum: BLAS (which NumPy's dot calls) may skip the
+    terms of a zero a_ik, so a NaN or inf in B under a 0 of A would give 0 where the notes'
+    sum gives NaN (0 * inf = NaN); where B is not finite, the sum is taken term by term."""
+    if np.isfinite(B).all():
+        return A.dot(B)
+    with np.errstate(invalid="ignore"):  # (0 * inf = NaN, as the sum is)
+        return np.einsum("ik,kj->ij", A, B)
 
 
 def softmax(Z: FloatArray) -> FloatArray:
