@@ -22,7 +22,7 @@ from numpy.typing import ArrayLike, NDArray
 
 from . import _validation as _v
 from .backends import TrainSpec, ops
-from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
+from ._typing import FloatArray, Inputs, LayerState, OptState, Params, SeedLike
 from .layers import check_count, writable
 from .updates import OPTIMIZERS, SCHEDULES, learning_rate, new_state, state_problem
 from .optim import Optimizer
@@ -114,7 +114,7 @@ def _sample_weight(sample_weight: ArrayLike | None, N: int) -> NDArray[np.float6
     return sw.astype(np.float64, copy=False)  # (already float64: typed as such)
 
 
-def _metric(model: Sequential, X: FloatArray, Y: NDArray[Any]) -> float:
+def _metric(model: Sequential, X: Inputs, Y: NDArray[Any]) -> float:
     """Accuracy (eq. 4 / eq. 6 decisions) for classifiers, R^2 for regression."""
     Z = model._logits(X)
     targets = model.loss_spec.targets
@@ -191,7 +191,7 @@ def _finite(params: Params) -> bool:
     return all(ops().all_finite(W) and (b is None or ops().all_finite(b)) for W, b in params)
 
 
-def _finite_loss(model: Any, X: FloatArray, Y: NDArray[Any]) -> bool:
+def _finite_loss(model: Any, X: Inputs, Y: NDArray[Any]) -> bool:
     """Whether the model's mean loss on (X, Y) is finite (one forward pass)."""
     with np.errstate(all="ignore"):
         return math.isfinite(float(model._loss(model._logits(X), Y, "mean")))
@@ -227,7 +227,10 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
     ----------
     X, y : array_like
         Inputs (N, n_inputs) and targets: labels 0..K-1 (softmax), 0/1 (sigmoid; (N, d) for
-        d outputs), values (N,) or (N, d) (identity).
+        d outputs), values (N,) or (N, d) (identity). X is read where it lies: a scipy.sparse
+        X as CSR (the first layer adds a row of W^T per non-zero; never densified), a
+        float32/float64 array of another dtype or layout than the model's (float64 for a
+        float32 model, Fortran order, a read-only memmap) converted a batch's rows at a time.
     epochs, batch_size : int
     lr : float
         The step size alpha of eq. 21.
@@ -323,14 +326,16 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
-    X = model._inputs(X)[0]  # finite: NaN in X would look like a divergence
-    N = X.shape[0]
+    # finite: NaN in X would look like a divergence. A sparse X or a dense one of another
+    # dtype or layout is read in place: the loop gathers and converts each batch's rows
+    X_in = model._inputs(X, in_place=True)[0]
+    N = X_in.shape[0]
     Y = model._targets(y, N)
     sw = _sample_weight(sample_weight, N)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
-        X_val = model._inputs(validation_data[0], "X_val")[0]
+        X_val = model._inputs(validation_data[0], "X_val", in_place=True)[0]
         Y_val = model._targets(validation_data[1], X_val.shape[0], "y_val")
     elif early_stopping:
         raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
@@ -350,7 +355,7 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         return backend.epochs(TrainSpec(
             weights=[W for W, _ in params], biases=[b for _, b in params],
             activations=[layer.activation for layer in model.layers], loss=model.loss_spec,
-            X=X, Y=Y, sample_weight=sw, batch_size=batch_size, optimizer=optimizer,
+            X=X_in, Y=Y, sample_weight=sw, batch_size=batch_size, optimizer=optimizer,
             momentum=momentum, nesterov=nesterov, beta1=beta1, beta2=beta2, eps=eps,
             weight_decay=weight_decay, state=state, t=opt["t"]))
 
@@ -396,7 +401,7 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                 kept = "its weights from before that epoch"
                 # the previous epoch may have left finite weights whose loss overflows (the
                 # next epoch's first loss is then the first non-finite one): step back over it
-                if before_last is not None and not _finite_loss(model, X, Y):
+                if before_last is not None and not _finite_loss(model, X_in, Y):
                     _restore(before_last[0], params, state)
                     opt["t"] = before_last[1]
                     history._drop_last()
@@ -469,13 +474,14 @@ def train_on_batch(model: Sequential, X: ArrayLike, y: ArrayLike, optimizer: Opt
         raise RuntimeError("fit or train_on_batch is already running on this model in "
                            "another thread")
     try:
-        X_ = model._inputs(X)[0]
+        X_ = model._inputs(X, in_place=True)[0]
         N = X_.shape[0]
         Y = model._targets(y, N)
         sw = _sample_weight(sample_weight, N)
         backend = ops()
         loop = optimizer._loop
-        if loop is not None and loop.fits(model, optimizer, backend, N, sw is not None):
+        if loop is not None and loop.fits(model, optimizer, backend, N, sw is not None,
+                                          _v.is_sparse(X_)):
             loop.runner.bind(X_, Y, sw)
             loop.runner.t = optimizer.t
         else:
@@ -499,7 +505,7 @@ class _StepLoop:
     shapes only moves the loop's data (``bind``), while the model's arrays, the optimizer's
     state arrays and its hyperparameters are the ones it was built on."""
 
-    def __init__(self, model: Sequential, optimizer: Optimizer, backend: Any, X: FloatArray,
+    def __init__(self, model: Sequential, optimizer: Optimizer, backend: Any, X: Inputs,
                  Y: NDArray[Any], sw: NDArray[np.float64] | None) -> None:
         params = optimizer._params()  # (checks the state against the model's arrays)
         self.raw = optimizer._raw()
@@ -507,6 +513,7 @@ class _StepLoop:
         self.lr: float = self.settings.pop("lr")
         self.backend, self.N, self.weighted, self.loss = backend, X.shape[0], sw is not None, \
             model.loss_spec
+        self.sparse = _v.is_sparse(X)  # (a loop on CSR rows holds no gathered batch)
         self.layers = [(layer.W, layer.b, layer.activation) for layer in model.layers]
         self.state_arrays = _state_arrays(optimizer.state)
         self.runner = backend.epochs(TrainSpec(
@@ -516,11 +523,12 @@ class _StepLoop:
             one_step=True, **self.settings))
 
     def fits(self, model: Sequential, optimizer: Optimizer, backend: Any, N: int,
-             weighted: bool) -> bool:
-        """Whether this loop can take the next batch: the same backend, batch size, loss,
-        model arrays (the very objects, still writeable) and activations, the optimizer's
-        state arrays and rule (a new lr is taken here)."""
+             weighted: bool, sparse: bool) -> bool:
+        """Whether this loop can take the next batch: the same backend, batch size, kind of
+        X (dense or sparse), loss, model arrays (the very objects, still writeable) and
+        activations, the optimizer's state arrays and rule (a new lr is taken here)."""
         if (backend is not self.backend or N != self.N or weighted != self.weighted
+                or sparse != self.sparse
                 or model.loss_spec is not self.loss or len(model.layers) != len(self.layers)):
             return False
         for layer, (W, b, activation) in zip(model.layers, self.layers):
