@@ -130,10 +130,16 @@ def _metric(model: Sequential, X: Inputs, Y: NDArray[Any]) -> float:
     return float(r2.mean())
 
 
-def _copy(params: Params, state: OptState) -> _Saved:
-    return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
-            [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
-              for s in states] for states in state])
+def _copy(params: Params, state: OptState, into: _Saved | None = None) -> _Saved:
+    """A copy of the parameters and optimizer state; ``into``: a copy made earlier of the same
+    arrays (shapes), written over instead of new memory (a new copy of a large model faults
+    in every page, each epoch: 0.35 s of a 2 s epoch at 2^18 x 64 with Adam)."""
+    if into is None:
+        return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
+                [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
+                  for s in states] for states in state])
+    _restore(into, params, state, backwards=True)
+    return into
 
 
 def _layout(model: Sequential) -> tuple[str, list[tuple[tuple[int, ...], bool]]]:
@@ -197,19 +203,28 @@ def _finite_loss(model: Any, X: Inputs, Y: NDArray[Any]) -> bool:
         return math.isfinite(float(model._loss(model._logits(X), Y, "mean")))
 
 
-def _restore(saved: _Saved, params: Params, state: OptState) -> None:
-    """Copy saved values back into the model's own arrays (the native loop holds them)."""
+def _restore(saved: _Saved, params: Params, state: OptState, backwards: bool = False) -> None:
+    """Copy saved values back into the model's own arrays (the native loop holds them);
+    ``backwards``: the model's values into the saved arrays instead."""
+    def put(A: FloatArray, A0: FloatArray) -> None:
+        if backwards:
+            np.copyto(A0, A)
+        else:
+            np.copyto(A, A0)
+
     for (W, b), (W0, b0) in zip(params, saved[0]):
-        W[...] = W0
+        put(W, W0)
         if b is not None:
-            b[...] = b0
+            assert b0 is not None  # saved from the same parameters
+            put(b, b0)
     for states, saved_states in zip(state, saved[1]):
         for s, s0 in zip(states, saved_states):
             if s is not None:
                 assert s0 is not None  # saved from the same state
-                s[0][...] = s0[0]
+                put(s[0], s0[0])
                 if s[1] is not None:
-                    s[1][...] = s0[1]
+                    assert s0[1] is not None
+                    put(s[1], s0[1])
 
 
 def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
@@ -375,9 +390,10 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
             lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
             if shuffle:  # the previous epoch's order, shuffled again (both backends)
                 backend.shuffle(perm, int(rng.integers(0, 2**63)))
+            spare = before_last[0] if before_last is not None else None  # (dropped now)
             if epoch:
                 before_last = (saved, saved_t)
-            saved, saved_t = _copy(params, state), opt["t"]
+            saved, saved_t = _copy(params, state, into=spare), opt["t"]
             tick = time.perf_counter()
             try:
                 # the model's arrays changed since the last epoch only if a callback ran
