@@ -147,6 +147,12 @@ def test_awkward_shapes(backend, dtype):
     assert F.linear(empty, np.ones((3, 6), dtype), b, out=out) is out
 
 
+def test_a_linear_layer_on_csr_rows(backend, dtype):
+    X = make_csr(30, 40, 0.1, dtype, messy=True)
+    layer = Linear(40, 5, "relu", dtype=dtype, random_state=0)
+    np.testing.assert_allclose(layer.forward(X), layer.forward(dense(X)), rtol=1e-5, atol=1e-6)
+
+
 def test_gradients_of_a_sparse_model_match_finite_differences(numerical_gradient, backend):
     X = make_csr(12, 20, 0.15, messy=True)
     y = np.random.default_rng(5).integers(0, 3, 12)
