@@ -6,6 +6,7 @@ models over it) call. The kernels live in one module per job, linked by cimport:
     _parallel    fastnn's threads (the pool of _threads.h)
     _blas        row-major matrix products: BLAS, and fastnn's own float32 product (_gemm.h)
     _layers      activations and the fused linear layer, forward and backward (eq. 10, 13)
+    _inputs      X where it lies: the first layer on CSR rows, dense rows converted as read
     _losses      softmax and the losses with their gradients (eq. 5, 16-20)
     _inference   a network's output in one call
     _train       the native training loop, and the helpers of fit and lbfgs
@@ -25,6 +26,7 @@ import numpy as np
 from fastnn._blas import drive_blas_threads, gemm_path, own_small_products
 from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
+from fastnn._inputs import finite_rows, sparse_linear, sparse_linear_backward
 from fastnn._layers import ACTIVATION_CODES, activate, activation_grad, linear, linear_backward
 from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softmax,
                             squared_error)

@@ -16,9 +16,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import NDArray
 
-from ._typing import FloatArray
+from ._typing import FloatArray, Inputs
 from .updates import apply
 
 if TYPE_CHECKING:
@@ -30,15 +31,16 @@ __all__ = ["PythonEpochs", "PythonObjective", "backward", "forward", "loss_gradi
 Layers = list[tuple[FloatArray, "FloatArray | None", str]]  # (W, b, activation) per layer
 
 
-def forward(ops: Ops, layers: Layers, X: FloatArray) -> list[FloatArray]:
-    """[X, U_1, ..., U_L]: U_l = g_l(U_{l-1} W_l^T + B_l) (eq. 10) for a 2-D batch X."""
+def forward(ops: Ops, layers: Layers, X: Inputs) -> list[Inputs]:
+    """[X, U_1, ..., U_L]: U_l = g_l(U_{l-1} W_l^T + B_l) (eq. 10) for a 2-D batch X (a C
+    array, or CSR rows)."""
     outputs = [X]
     for W, b, activation in layers:
         outputs.append(ops.linear(outputs[-1], W, b, activation))
     return outputs
 
 
-def backward(ops: Ops, layers: Layers, outputs: list[FloatArray], dU: FloatArray
+def backward(ops: Ops, layers: Layers, outputs: list[Inputs], dU: FloatArray
              ) -> list[tuple[FloatArray, FloatArray | None]]:
     """(dW_l, db_l) of every layer (db None without bias) from dU = dL/dU_L: for each layer
     from the last, dZ = dU * g'(Z), dW = dZ^T U_{l-1}, db = sum_i dZ_i, dU_{l-1} = dZ W
@@ -73,6 +75,13 @@ def loss_gradient(ops: Ops, loss: Loss, Z: FloatArray, Y: NDArray[Any],
 
 def _layers(spec: TrainSpec) -> Layers:
     return list(zip(spec.weights, spec.biases, spec.activations))
+
+
+def batch(X: Inputs, rows: NDArray[np.intp], dtype: np.dtype[Any]) -> Inputs:
+    """Rows ``rows`` of X as a step computes on them: CSR rows stay sparse; dense rows (X read
+    in place, of any float dtype and layout) become a C array of the model's ``dtype``."""
+    Xb = X[rows]
+    return Xb if scipy.sparse.issparse(Xb) else np.require(Xb, dtype, ["C", "A"])
 
 
 class PythonEpochs:
@@ -122,7 +131,7 @@ class PythonEpochs:
         B = spec.batch_size
         for s in range(0, len(perm), B):
             rows = perm[s:s + B]
-            outputs = forward(ops, layers, spec.X[rows])
+            outputs = forward(ops, layers, batch(spec.X, rows, spec.weights[0].dtype))
             w = np.ones(len(rows)) if spec.sample_weight is None else spec.sample_weight[rows]
             losses, dU = loss_gradient(ops, spec.loss, outputs[-1], spec.Y[rows],
                                        w / len(rows))  # "mean" over the batch

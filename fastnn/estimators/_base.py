@@ -6,12 +6,12 @@ import math
 import numbers
 
 import numpy as np
-import scipy.sparse
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .. import _validation as _v
 from ..backends import native
 from ..layers import Linear, check_dtype
 from ..network import Sequential
@@ -24,6 +24,12 @@ except ImportError:  # pragma: no cover - a future scikit-learn may move it
     Interval = Options = StrOptions = None
 
 _STOCHASTIC_SOLVERS = STOCHASTIC_SOLVERS
+
+
+def _dtypes(dtype):
+    """validate_data's dtype: float32 and float64 X kept as they are (the model reads either
+    in place), anything else converted to the model's ``dtype``."""
+    return [dtype, np.dtype(np.float64 if dtype == np.float32 else np.float32)]
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
 
@@ -130,7 +136,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # accepted and densified
+        tags.input_tags.sparse = True  # trained on and predicted from as CSR rows
         return tags
 
     # -- what the subclasses provide -----------------------------------------------------
@@ -156,17 +162,22 @@ class _BaseMLP(BaseEstimator):
         return dtype, [int(h) for h in hidden]
 
     def _prepare_X(self, X, dtype, reset):
-        """validate_data on X alone, as a C-contiguous dense array of ``dtype``."""
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=dtype, reset=reset)
-        return self._dense(X, dtype)
+        """validate_data on X alone, as the model reads it (``_model_input``)."""
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=_dtypes(dtype),
+                          reset=reset)
+        return self._model_input(X, dtype)
 
     @staticmethod
-    def _dense(X, dtype):
-        if scipy.sparse.issparse(X):
-            X = X.toarray()
-        # C order, aligned, native byte order: the arrays the native kernels read in place (an
-        # unaligned buffer, as pickle hands a Dask worker, would take the layer-by-layer path
-        # and round some rows differently)
+    def _model_input(X, dtype):
+        """X (validated by scikit-learn) as the model reads it, without a copy where it can:
+        a sparse X as fastnn's CSR rows (never densified); a float32/float64 array, aligned
+        and in native byte order, where it lies (the kernels convert the rows they read);
+        anything else as a C array of ``dtype`` (an unaligned buffer, as pickle hands a Dask
+        worker, or a byte-swapped one: the same values in the layout the kernels read)."""
+        if _v.is_sparse(X):
+            return _v.sparse_rows(X, "X", dtype)
+        if _v.readable_rows(X) is not None:
+            return X
         return np.require(X, dtype, ["C", "A"])
 
     def _check_sample_weight(self, sample_weight, n):
@@ -286,7 +297,7 @@ class _BaseMLP(BaseEstimator):
         if any(a is not b for a, b in zip(self._parameter_values(), quick)):
             return False
         model = self._model
-        X = np.require(X, model.dtype, ["C", "A"])
+        X = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
         if not native().all_finite(X):
             return False
         targets = self._quick_targets(y, X.shape[0], classes)

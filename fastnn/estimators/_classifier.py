@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from .. import functional as F
-from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP
+from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP, _dtypes
 
 __all__ = ["MLPClassifier"]
 
@@ -142,8 +142,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=dtype, reset=reset)
-        X = self._dense(X, dtype)
+                             dtype=_dtypes(dtype), reset=reset)
+        X = self._model_input(X, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if "classes_" not in self.__dict__ or (not self.warm_start and not incremental):

@@ -106,7 +106,8 @@ class Monitor:
                 layer.b[...] = b
 
 
-def validation_arrays(split):
-    """(X_val C-contiguous, Y_val, y_val, sw_val) from _BaseMLP._validation_split's part."""
+def validation_arrays(model, split):
+    """(X_val as ``model`` reads it, Y_val, y_val, sw_val) from _BaseMLP._validation_split's
+    part (X_val: CSR rows, or a dense array)."""
     X_val, Y_val, y_val, sw_val = split
-    return np.ascontiguousarray(X_val), Y_val, y_val, sw_val
+    return model._inputs(X_val, "X_val", in_place=True)[0], Y_val, y_val, sw_val

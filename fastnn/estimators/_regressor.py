@@ -6,7 +6,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import column_or_1d, validate_data
 
-from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP
+from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP, _dtypes
 
 __all__ = ["MLPRegressor"]
 
@@ -119,8 +119,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             y_numeric=True, dtype=dtype, reset=reset)
-        X = self._dense(X, dtype)
+                             y_numeric=True, dtype=_dtypes(dtype), reset=reset)
+        X = self._model_input(X, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and (y < 0).any():

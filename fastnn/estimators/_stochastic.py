@@ -26,7 +26,7 @@ def fit_stochastic(est, X, Y, y_out, sw, incremental, seed=None):
     validation = None
     if est.early_stopping:
         (X, Y, sw), split = est._validation_split(X, Y, y_out, sw)
-        validation = validation_arrays(split)
+        validation = validation_arrays(est._model, split)
     n = X.shape[0]
     batch_size = _batch_size(est.batch_size, n)
     n_batches = -(-n // batch_size)
