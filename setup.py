@@ -42,7 +42,7 @@ directives = {
 
 # The native layer: one extension module per job, linked by cimport (see fastnn/_kernels.pyx);
 # fastnn._testing (hooks for the tests) is built in the checked build only.
-MODULES = ["_tuning", "_parallel", "_blas", "_layers", "_losses", "_inference", "_train",
+MODULES = ["_tuning", "_parallel", "_blas", "_layers", "_inputs", "_losses", "_inference", "_train",
            "_kernels"] + (["_testing"] if CHECKED else [])
 
 extensions = [

@@ -16,7 +16,7 @@ The notes' section 1, problem 2: two hard-threshold units (eq. 2) and a threshol
 array([0, 0, 1, 0, 1])
 """
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ._version import __version__  # (first: threadpoolctl asks it while the imports run)
 
@@ -47,6 +47,10 @@ __all__ = [
     "show_config",
     "use_backend",
 ]
+
+
+if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and IDEs
+    from .estimators import MLPClassifier, MLPRegressor
 
 
 def __getattr__(name: str) -> Any:  # scikit-learn is optional: the estimators load it on first use

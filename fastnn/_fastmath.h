@@ -227,6 +227,22 @@ FNN_CLONES static void fnn_adam_##S(T* restrict P, const T* restrict G, T* restr
 FNN_CLONES static void fnn_add_scaled_##S(T* restrict G, const T* restrict P, T wd,          \
                                           ptrdiff_t n) {                                    \
     for (ptrdiff_t i = 0; i < n; i++) G[i] = G[i] + wd * P[i];                              \
+}                                                                                           \
+/* fnn_adam with g = wd P alone: the step of a parameter whose data gradient is zero (a    \
+ * sparse first layer's row that the batch's non-zeros did not reach); the dense gradient   \
+ * there is 0 + wd P, the same numbers */                                                   \
+FNN_CLONES static void fnn_adam_decay_##S(T* restrict P, T* restrict M, T* restrict V, T wd, \
+                                          T b1, T b2, T lr_t, T eps, ptrdiff_t n) {         \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T g = wd * P[i];                                                                    \
+        M[i] = b1 * M[i] + (1 - b1) * g;                                                    \
+        V[i] = b2 * V[i] + (1 - b2) * g * g;                                                \
+        P[i] = P[i] - lr_t * M[i] / (SQRT(V[i]) + eps);                                     \
+    }                                                                                       \
+}                                                                                           \
+/* y += a x: a non-zero x_ik times a row of W^T (eq. 10a), or times dZ_i (dW^T_k) */         \
+FNN_CLONES static void fnn_axpy_##S(T* restrict y, T a, const T* restrict x, ptrdiff_t n) {  \
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = y[i] + a * x[i];                               \
 }
 
 /* The cheap passes next to the products: bias + ReLU epilogue (eq. 10a), the ReLU mask of
@@ -271,6 +287,21 @@ FNN_CLONES static int fnn_all_finite_##S(const T* restrict x, ptrdiff_t n) {    
 
 FNN_FINITE(float, f, uint32_t, 0x7f800000u)
 FNN_FINITE(double, d, uint64_t, 0x7ff0000000000000ull)
+
+/* ... and none below 0 (-0.0 is not): an optimizer's second moments */
+#define FNN_FINITE_NONNEG(T, S, U, EXPONENT, SIGN)                                          \
+FNN_CLONES static int fnn_all_finite_nonneg_##S(const T* restrict x, ptrdiff_t n) {          \
+    U bad = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        U u;                                                                                \
+        memcpy(&u, x + i, sizeof u);                                                        \
+        bad |= (U)((u & EXPONENT) == EXPONENT) | (U)((u & SIGN) && (u & ~SIGN));            \
+    }                                                                                       \
+    return !bad;                                                                            \
+}
+
+FNN_FINITE_NONNEG(float, f, uint32_t, 0x7f800000u, 0x80000000u)
+FNN_FINITE_NONNEG(double, d, uint64_t, 0x7ff0000000000000ull, 0x8000000000000000ull)
 
 /* A layer's product before its activation, sample by sample as for one sample (eq. 1a):
  * z_ij = sum_k W_jk x_ik + b_j for the N rows x_i of X (N, K), K >= 1, and the rows

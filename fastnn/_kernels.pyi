@@ -1,17 +1,20 @@
 """Type stubs of ``fastnn._kernels``, the entry of the compiled native layer (it gathers what
-Python calls from fastnn._layers, _losses, _inference, _train, _parallel, _blas, _tuning).
+Python calls from fastnn._layers, _inputs, _losses, _inference, _train, _parallel, _blas,
+_tuning).
 
 Nothing in the extension validates its arguments (``linear`` excepted: it returns None for
 anything outside its fast path): callers pass C-contiguous float32/float64 arrays of one
 dtype and matching shapes, labels as intp, sample weights as float64.
 """
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 _FloatArray = NDArray[np.floating[Any]]
+_IntArray = NDArray[np.integer[Any]]
 _Out = TypeVar("_Out", bound=NDArray[np.floating[Any]])
 _LayerState = tuple[_FloatArray, _FloatArray | None] | None
 
@@ -84,8 +87,23 @@ def drive_blas_threads(functions: list[tuple[int, int]]) -> None:
 def tuning() -> dict[str, Any]:
     """fastnn's tuning thresholds {name: value} (fastnn._tuning.NOTES says what each trades)."""
 
-def all_finite(a: _FloatArray) -> bool:
+def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
+
+def finite_rows(X: _FloatArray, single: bool) -> bool:
+    """Whether every entry of the 2-D float32/float64 array X (aligned, native byte order, any
+    strides) is finite, and stays so as float32 when ``single``."""
+
+def sparse_linear(data: _FloatArray, indices: _IntArray, indptr: _IntArray, K: int,
+                  W: _FloatArray, b: _FloatArray | None, code: int,
+                  out: _FloatArray | None) -> _FloatArray:
+    """U = g(X W^T + B) (eq. 10a) for the CSR X (data, indices, indptr) of K columns."""
+
+def sparse_linear_backward(
+    dU: _FloatArray, data: _FloatArray, indices: _IntArray, indptr: _IntArray, K: int,
+    W: _FloatArray, U: _FloatArray, code: int, need_dX: bool
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
+    """(dX or None, dW, db) for U = g(X W^T + b), X the CSR matrix (data, indices, indptr)."""
 
 def penalized_gradient(
     grad: _FloatArray, theta: _FloatArray, n: int, a: float
@@ -126,10 +144,11 @@ class _Loop:  # a cdef class: one fit's native state, built from a fastnn.backen
 class EpochRunner(_Loop):
     """Mini-batch epochs in native code over the spec's arrays (updated in place)."""
     def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
-                  guard: bool = False) -> float:
+                  guard: bool = False, progress: Callable[[int], object] | None = None
+                  ) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
         loss, or a non-finite number as soon as one batch diverges (``guard``: the arrays
-        are then put back as they were)."""
+        are then put back as they were); ``progress(samples done)`` after each stretch."""
 
 class Objective(_Loop):
     """The full-batch loss and its gradient (the lbfgs solver's objective)."""

@@ -6,6 +6,7 @@ models over it) call. The kernels live in one module per job, linked by cimport:
     _parallel    fastnn's threads (the pool of _threads.h)
     _blas        row-major matrix products: BLAS, and fastnn's own float32 product (_gemm.h)
     _layers      activations and the fused linear layer, forward and backward (eq. 10, 13)
+    _inputs      X where it lies: the first layer on CSR rows, dense rows converted as read
     _losses      softmax and the losses with their gradients (eq. 5, 16-20)
     _inference   a network's output in one call
     _train       the native training loop, and the helpers of fit and lbfgs
@@ -25,6 +26,7 @@ import numpy as np
 from fastnn._blas import drive_blas_threads, gemm_path, own_small_products
 from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
+from fastnn._inputs import finite_rows, sparse_linear, sparse_linear_backward
 from fastnn._layers import ACTIVATION_CODES, activate, activation_grad, linear, linear_backward
 from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softmax,
                             squared_error)
@@ -35,6 +37,8 @@ from fastnn._tuning import values as tuning
 cdef extern from "_fastmath.h" nogil:
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
     bint fnn_all_finite_d(const double* x, Py_ssize_t n)
+    bint fnn_all_finite_nonneg_f(const float* x, Py_ssize_t n)
+    bint fnn_all_finite_nonneg_d(const double* x, Py_ssize_t n)
 
 cdef extern from *:
     int FASTNN_CHECKED_BUILD "FASTNN_CHECKED"  # set by setup.py
@@ -44,14 +48,17 @@ cnp.import_array()
 CHECKED = bool(FASTNN_CHECKED_BUILD)  # built with FASTNN_CHECKED=1 (bounds checks on)
 
 
-def all_finite(cnp.ndarray a):
-    """Whether no entry of the C-contiguous float32/float64 array ``a`` is inf or NaN."""
+def all_finite(cnp.ndarray a, bint nonnegative=False):
+    """Whether no entry of the C-contiguous float32/float64 array ``a`` is inf or NaN (and,
+    with ``nonnegative``, none is below 0)."""
     cdef Py_ssize_t n = cnp.PyArray_SIZE(a)
     cdef bint ok
     if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
         with nogil:
-            ok = fnn_all_finite_f(<float*>cnp.PyArray_DATA(a), n)
+            ok = (fnn_all_finite_nonneg_f if nonnegative else fnn_all_finite_f)(
+                <float*>cnp.PyArray_DATA(a), n)
     else:
         with nogil:
-            ok = fnn_all_finite_d(<double*>cnp.PyArray_DATA(a), n)
+            ok = (fnn_all_finite_nonneg_d if nonnegative else fnn_all_finite_d)(
+                <double*>cnp.PyArray_DATA(a), n)
     return ok

@@ -27,6 +27,12 @@ cdef extern from "_fastmath.h" nogil:
                     double lr_t, double eps, Py_ssize_t n)
     void fnn_add_scaled_f(float* G, const float* P, float wd, Py_ssize_t n)
     void fnn_add_scaled_d(double* G, const double* P, double wd, Py_ssize_t n)
+    void fnn_adam_decay_f(float* P, float* M, float* V, float wd, float b1, float b2,
+                          float lr_t, float eps, Py_ssize_t n)
+    void fnn_adam_decay_d(double* P, double* M, double* V, double wd, double b1, double b2,
+                          double lr_t, double eps, Py_ssize_t n)
+    void fnn_axpy_f(float* y, float a, const float* x, Py_ssize_t n)
+    void fnn_axpy_d(double* y, double a, const double* x, Py_ssize_t n)
     void fnn_bias_relu_f(float* U, const float* b, Py_ssize_t n)
     void fnn_bias_relu_d(double* U, const double* b, Py_ssize_t n)
     void fnn_add_f(float* U, const float* b, Py_ssize_t n)
@@ -141,6 +147,14 @@ cdef inline double _sum(const floating* x, Py_ssize_t n) noexcept nogil:
     for i in range(n):
         s += x[i]
     return s
+
+
+cdef inline void _axpy(floating* y, floating a, const floating* x, Py_ssize_t n) noexcept nogil:
+    # y += a x
+    if floating is float:
+        fnn_axpy_f(y, a, x, n)
+    else:
+        fnn_axpy_d(y, a, x, n)
 
 
 cdef inline void _add(floating* U, const floating* b, Py_ssize_t n) noexcept nogil:

@@ -5,6 +5,11 @@ cimport numpy as cnp
 cdef enum:
     MAX_LAYERS = 64
 
+cdef enum:  # how the loop reads X (TrainState.xkind)
+    X_C = 0      # a C-contiguous array of the fit's dtype: rows copied as gathered
+    X_ROWS = 1   # a float32/float64 array of any layout: rows converted as gathered
+    X_CSR = 2    # CSR rows: the first layer reads the batch's non-zeros in place
+
 
 cdef struct TrainState:
     int n_layers
@@ -40,7 +45,19 @@ cdef struct TrainState:
     void* vb[MAX_LAYERS]
     void* U[MAX_LAYERS]             # layer outputs, (B, dims[l+1])
     void* dU[MAX_LAYERS]            # dL/dU, overwritten by dL/dZ
-    void* X                         # the training inputs (N, n_in)
+    void* X                         # the training inputs (N, n_in) (X_C, X_ROWS)
+    int xkind                       # X_C, X_ROWS or X_CSR
+    bint x64                        # (X_ROWS) X is float64
+    Py_ssize_t xs0                  # (X_ROWS) X's strides in elements: rows, columns
+    Py_ssize_t xs1
+    bint idx64                      # (X_CSR) int64 indices and indptr (else int32)
+    void* Xdata                     # (X_CSR) the stored values (the fit's dtype)
+    void* Xind                      # (X_CSR) their columns
+    void* Xptr                      # (X_CSR) row i's values: Xptr[i] .. Xptr[i + 1] - 1
+    bint lazy                       # (X_CSR) the first layer's SGD steps caught up lazily
+    Py_ssize_t* stamp               # (X_CSR) per input k: the step whose dW^T_k gW[0] holds
+    Py_ssize_t* current             # (X_CSR, lazy) per input k: the step W^T_k is current with
+    Py_ssize_t* touched             # (X_CSR) the rows of gW[0] a step wrote, part q's from k0
     void* Y                         # targets: intp labels (CE) or (N, d) values
     void* sw                        # sample weights (N,) in float64, or NULL
     void* Xb                        # the gathered batch (B, n_in)
@@ -83,6 +100,9 @@ cdef class _Loop:
     cdef list updated  # the arrays a step writes: weights, biases, optimizer state
     cdef list saved  # a guarded run_epoch's copies of them, (array, copy) pairs
 
+    cdef _bind_X(self, X)
+    cdef void _start_lazy(self)
+    cdef void _finish_lazy(self, bint single, double lr)
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B)
     cdef void _mirror(self, bint into_loop)
     cdef int _team_size(self)

@@ -19,6 +19,17 @@ lbfgs solver: the shuffle of an epoch and the L2-penalised gradient."""
 # The parts depend on the shapes alone (_parts), never on the machine or on how many threads
 # run them, so any thread count on any machine gives the same weights bit for bit.
 #
+# X is read where it lies (TrainState.xkind): a C array of the fit's dtype has its batch's rows
+# copied, one of another float dtype or layout converted, as the rows phase gathers them; CSR
+# rows (a sparse X) are never gathered: the first layer, held as W^T, adds a row of W^T per
+# non-zero (eq. 10a) and its units phase adds x_ik dZ_i to the rows k of dW^T that the batch
+# reaches (_sparse_units_pass). The update stays the one the dense copy of X would get: Adam
+# steps every row (a row without data gradient has g = wd w, and its moments move it), reading
+# the gradient only where the batch wrote it; SGD (momentum, Nesterov, weight decay) is a
+# linear map (w, v) -> A (w, v) on such a row, so a row is caught up by A^n only when a batch
+# next reads it, n the steps it missed, and every row at the end of run_epoch (lazy: exact,
+# to rounding, at the cost of the batch's rows alone).
+#
 # ``loss_grad`` (the lbfgs solver's objective) is one such step over all N samples with no
 # update. There each block of rows also computes its share of dW and db while its rows are
 # in its core's cache (_partial_grads), and the units phase only adds the shares up in block
@@ -33,10 +44,12 @@ from libc.string cimport memcpy, memset
 
 import numpy as np
 
+from fastnn._inputs cimport csr_forward, csr_grad_t, gather_rows, index_t, readable
 from fastnn._layers cimport (IDENTITY, _ACTIVATION_CODES, grad_db, grad_dW, grad_dWT, grad_dX, linear_forward,
                              linear_forward_t, mul_grad_row, transpose)
 from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, poisson_, squared_error_
-from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_add_f, fnn_add_d, fnn_add_scaled_f,
+from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_adam_decay_f, fnn_adam_decay_d,
+                           fnn_add_f, fnn_add_d, fnn_add_scaled_f,
                            fnn_all_finite_f, fnn_all_finite_d,
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
@@ -68,6 +81,11 @@ cdef enum:
 OPTIMIZER_CODES = {"sgd": OPT_SGD, "adam": OPT_ADAM}
 
 
+cdef inline floating _adam_lr(floating* tag, TrainState* st, double lr, long long t) noexcept nogil:
+    # Adam's step with the bias corrections: lr sqrt(1 - beta2^t) / (1 - beta1^t)
+    return <floating>(lr * sqrt(1 - st.beta2 ** t) / (1 - st.beta1 ** t))
+
+
 cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize_t n,
                   TrainState* st, double lr, double decay, long long t) noexcept nogil:
     # eq. 21 and its variants on one parameter array P with gradient G (the loops are in
@@ -79,7 +97,7 @@ cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize
         else:
             fnn_add_scaled_d(G, P, wd, n)
     if st.optimizer == OPT_ADAM:
-        lr_t = <floating>(lr * sqrt(1 - st.beta2 ** t) / (1 - st.beta1 ** t))
+        lr_t = _adam_lr(P, st, lr, t)  # (P: the dtype)
         if floating is float:
             fnn_adam_f(P, G, M1, M2, <float>st.beta1, <float>st.beta2, lr_t, <float>st.eps, n)
         else:
@@ -110,15 +128,24 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
     cdef floating* dZ
     cdef double* sw = <double*>st.sw
     cdef floating scale
+    cdef int first = 0
     if n <= 0:
         return
-    # gather the batch (the shuffled rows; loss_grad reads X in place)
-    if Xb != X:
+    # gather the batch (the shuffled rows; loss_grad reads X in place), converting the rows
+    # of an X of another dtype or layout; CSR rows: the first layer on their non-zeros
+    if st.xkind == X_CSR:
+        _csr_forward(tag, st, rows, r0, r1)
+        first = 1
+        inp = <floating*>st.U[0] + r0 * st.dims[1]
+    elif st.xkind == X_ROWS:
+        gather_rows(Xb + r0 * n_in, st.X, st.x64, st.xs0, st.xs1, rows, r0, r1, n_in)
+    elif Xb != X:
         for r in range(r0, r1):
             memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
     # forward, eq. 10: U_l = g_l(U_{l-1} W_l^T + B_l)
-    inp = Xb + r0 * n_in
-    for l in range(L):
+    if first == 0:
+        inp = Xb + r0 * n_in
+    for l in range(first, L):
         M = st.dims[l + 1]
         if l == 0 and st.transposed:  # W^T (see Trainer)
             linear_forward_t(inp, <floating*>st.W[l], <floating*>st.b[l],
@@ -164,7 +191,8 @@ cdef void _partial_grads(floating* tag, TrainState* st, int q, int R, Py_ssize_t
     # loss_grad: the share of rows r0..r1 (part q of R) in dW_l = dZ_l^T U_{l-1} (dW^T for a
     # first layer held transposed) and db_l = sum_i dZ_l,i, computed while those rows are in
     # this core's cache; R == 1: straight into the gradient arrays, else into part q's
-    # buffers (_sum_partials adds them up)
+    # buffers (_sum_partials adds them up). The dW^T of CSR rows is formed by features in
+    # the units phase instead (_sparse_grad_part).
     cdef int l
     cdef Py_ssize_t n = r1 - r0, K, M
     cdef floating* inp
@@ -179,7 +207,9 @@ cdef void _partial_grads(floating* tag, TrainState* st, int q, int R, Py_ssize_t
             dW = <floating*>st.gW[l]
         else:
             dW = <floating*>st.pW + q * st.w_at[st.n_layers] + st.w_at[l]
-        if l == 0 and st.transposed:
+        if l == 0 and st.xkind == X_CSR:
+            pass
+        elif l == 0 and st.transposed:
             grad_dWT(dZ, inp, dW, n, K, M, 0, K, 1, 0)
         else:
             grad_dW(dZ, inp, dW, <floating*>NULL, NULL, n, K, M, 0, M)
@@ -199,7 +229,8 @@ cdef void _partial_grads(floating* tag, TrainState* st, int q, int R, Py_ssize_t
 cdef void _sum_partials(floating* tag, TrainState* st, int l, int q, int P,
                         int R) noexcept nogil:
     # block q of P of layer l's gradient entries: the sum of the R parts' shares, in part
-    # order (fixed: the same bits for any number of threads)
+    # order (fixed: the same bits for any number of threads); CSR rows' first layer: its db
+    # (its dW^T has no shares: _sparse_grad_part)
     cdef Py_ssize_t size = st.dims[l] * st.dims[l + 1], M = st.dims[l + 1]
     cdef Py_ssize_t a0 = q * size // P, a1 = (q + 1) * size // P, j0 = q * M // P
     cdef Py_ssize_t j1 = (q + 1) * M // P, j
@@ -207,7 +238,7 @@ cdef void _sum_partials(floating* tag, TrainState* st, int l, int q, int P,
     cdef floating* part
     cdef double sb
     cdef int p
-    for p in range(R):
+    for p in range(R if l > 0 or st.xkind != X_CSR else 0):
         part = <floating*>st.pW + p * st.w_at[st.n_layers] + st.w_at[l]
         if p == 0:
             memcpy(gW + a0, part + a0, (a1 - a0) * sizeof(floating))
@@ -233,6 +264,206 @@ cdef double _batch_loss(floating* tag, TrainState* st, const Py_ssize_t* rows,
     for r in range(B):
         total += (sw[rows[r]] if sw != NULL else 1.0) * losses[r]
     return total
+
+
+# ---------------------------------------------------------------------------------------
+# The first layer on CSR rows (see the design note)
+# ---------------------------------------------------------------------------------------
+
+cdef void _csr_forward(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t r0,
+                       Py_ssize_t r1) noexcept nogil:
+    # eq. 10a for the batch's rows r0..r1 from their non-zeros: u = g(sum_p x_p W^T[k_p] + b)
+    cdef floating* U = <floating*>st.U[0] + r0 * st.dims[1]
+    if st.idx64:
+        csr_forward(<floating*>st.Xdata, <cnp.int64_t*>st.Xind, <cnp.int64_t*>st.Xptr, rows,
+                    r0, r1, <floating*>st.W[0], True, st.dims[0], <floating*>st.b[0], U,
+                    st.dims[1], st.acts[0])
+    else:
+        csr_forward(<floating*>st.Xdata, <cnp.int32_t*>st.Xind, <cnp.int32_t*>st.Xptr, rows,
+                    r0, r1, <floating*>st.W[0], True, st.dims[0], <floating*>st.b[0], U,
+                    st.dims[1], st.acts[0])
+
+
+cdef void _csr_grad(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t n,
+                    Py_ssize_t k0, Py_ssize_t k1, Py_ssize_t* stamp, long long t,
+                    Py_ssize_t* touched, Py_ssize_t* count) noexcept nogil:
+    # rows k0..k1 of dW^T += x_ik dZ_i over the batch's non-zeros (csr_grad_t)
+    if st.idx64:
+        csr_grad_t(<floating*>st.Xdata, <cnp.int64_t*>st.Xind, <cnp.int64_t*>st.Xptr, rows, n,
+                   <floating*>st.dU[0], <floating*>st.gW[0], st.dims[1], k0, k1, stamp, t,
+                   touched, count)
+    else:
+        csr_grad_t(<floating*>st.Xdata, <cnp.int32_t*>st.Xind, <cnp.int32_t*>st.Xptr, rows, n,
+                   <floating*>st.dU[0], <floating*>st.gW[0], st.dims[1], k0, k1, stamp, t,
+                   touched, count)
+
+
+cdef inline bint _decays(TrainState* st) noexcept nogil:
+    # whether an SGD step moves a parameter without data gradient (weight decay, a velocity)
+    return st.weight_decay != 0 or st.mW[0] != NULL
+
+
+cdef void _step_matrix(TrainState* st, double lr, double* A) noexcept nogil:
+    # one SGD step of _update on a parameter whose data gradient is 0 (g = wd w) is linear,
+    # (w, v) -> (A0 w + A1 v, A2 w + A3 v), with a = lr wd:
+    #   plain SGD: w' = w - a w;
+    #   momentum:  v' = mu v - a w,  w' = w + v' = (1 - a) w + mu v;
+    #   Nesterov:  v' = mu v - a w,  w' = w + mu v' - a w = (1 - a (1 + mu)) w + mu^2 v
+    cdef double a = lr * st.weight_decay, mu = st.momentum
+    A[2], A[3] = -a, mu
+    if st.mW[0] == NULL:
+        A[0], A[1], A[2], A[3] = 1 - a, 0, 0, 0
+    elif st.nesterov:
+        A[0], A[1] = 1 - a * (1 + mu), mu * mu
+    else:
+        A[0], A[1] = 1 - a, mu
+
+
+cdef inline void _mul2(const double* A, const double* B, double* C) noexcept nogil:
+    # C = A B, 2 x 2 row-major (C may be A or B)
+    cdef double c0 = A[0] * B[0] + A[1] * B[2], c1 = A[0] * B[1] + A[1] * B[3]
+    cdef double c2 = A[2] * B[0] + A[3] * B[2], c3 = A[2] * B[1] + A[3] * B[3]
+    C[0], C[1], C[2], C[3] = c0, c1, c2, c3
+
+
+cdef void _power(const double* A, Py_ssize_t n, double* P) noexcept nogil:
+    # P = A^n by repeated squaring
+    cdef double S[4]
+    P[0], P[1], P[2], P[3] = 1, 0, 0, 1
+    S[0], S[1], S[2], S[3] = A[0], A[1], A[2], A[3]
+    while n > 0:
+        if n & 1:
+            _mul2(P, S, P)
+        n >>= 1
+        if n:
+            _mul2(S, S, S)
+
+
+cdef void _catch_up(floating* tag, TrainState* st, const double* A, Py_ssize_t k,
+                    long long t, double* P, Py_ssize_t* n_of_P) noexcept nogil:
+    # row k of W^T (and of the velocity) from step current[k] to step t: the n steps it
+    # missed, (w, v) = A^n (w, v); P holds A^n for n = n_of_P (a cache: n repeats often)
+    cdef Py_ssize_t M = st.dims[1], j, n = t - st.current[k]
+    cdef floating* W = <floating*>st.W[0] + k * M
+    cdef floating* V = <floating*>st.mW[0]
+    cdef double w
+    if n <= 0:
+        return
+    if n != n_of_P[0]:
+        _power(A, n, P)
+        n_of_P[0] = n
+    if V == NULL:
+        for j in range(M):
+            W[j] = <floating>(P[0] * W[j])
+    else:
+        V += k * M
+        for j in range(M):
+            w = W[j]
+            W[j] = <floating>(P[0] * w + P[1] * V[j])
+            V[j] = <floating>(P[2] * w + P[3] * V[j])
+    st.current[k] = t
+
+
+cdef void _catch_up_rows(floating* tag, index_t* itag, TrainState* st,
+                         const Py_ssize_t* rows, Py_ssize_t n, Py_ssize_t k0, Py_ssize_t k1,
+                         double lr, long long t) noexcept nogil:
+    # the rows k0..k1 of W^T that the CSR rows ``rows`` read, brought to step t
+    cdef const index_t* ind = <const index_t*>st.Xind
+    cdef const index_t* ptr = <const index_t*>st.Xptr
+    cdef Py_ssize_t r, p, k, n_of_P = 0
+    cdef double A[4]
+    cdef double P[4]
+    _step_matrix(st, lr, A)
+    for r in range(n):
+        for p in range(ptr[rows[r]], ptr[rows[r] + 1]):
+            k = ind[p]
+            if k0 <= k < k1:
+                _catch_up(tag, st, A, k, t, P, &n_of_P)
+
+
+cdef void _lazy_flush(floating* tag, TrainState* st, double lr) noexcept nogil:
+    # every row of W^T brought to step st.t (the end of run_epoch)
+    cdef Py_ssize_t k, n_of_P = 0
+    cdef double A[4]
+    cdef double P[4]
+    if not (st.lazy and _decays(st)):
+        return
+    _step_matrix(st, lr, A)
+    for k in range(st.dims[0]):
+        _catch_up(tag, st, A, k, st.t, P, &n_of_P)
+
+
+cdef void _sparse_units_pass(floating* tag, TrainState* st, const Py_ssize_t* rows,
+                             Py_ssize_t B, int q, int P, double lr, long long t,
+                             const Py_ssize_t* next_rows, Py_ssize_t next_B) noexcept nogil:
+    # part q of P of the first layer's units phase on CSR rows: for the input features k of
+    # block q (rows of W^T), dW^T_k = sum_i x_ik dZ_i where the batch has non-zeros, then
+    # eq. 21 on rows k0..k1 of W^T (see the design note) and on block q of b
+    cdef Py_ssize_t K = st.dims[0], M = st.dims[1], k0 = q * K // P, k1 = (q + 1) * K // P
+    cdef Py_ssize_t j0 = q * M // P, j1 = (q + 1) * M // P, count = 0, i, k, e
+    cdef Py_ssize_t* touched = st.touched + k0
+    cdef floating* W = <floating*>st.W[0]
+    cdef floating* G = <floating*>st.gW[0]
+    cdef floating* mW = <floating*>st.mW[0]
+    cdef floating* vW = <floating*>st.vW[0]
+    cdef floating* mb = <floating*>st.mb[0]
+    cdef floating* vb = <floating*>st.vb[0]
+    cdef floating lr_t
+    _csr_grad(tag, st, rows, B, k0, k1, st.stamp, t, touched, &count)
+    if st.lazy:
+        # SGD. The rows the batch reached are current with step t - 1 (caught up when this
+        # batch was the next one): step t on them
+        for i in range(count):
+            k = touched[i]
+            _update(W + k * M, G + k * M, mW + k * M if mW != NULL else NULL, NULL, M, st, lr,
+                    st.weight_decay, t)
+            st.current[k] = t
+        # the next batch's rows caught up to step t, so that its forward reads them current
+        if next_B > 0 and _decays(st):
+            if st.idx64:
+                _catch_up_rows(tag, <cnp.int64_t*>NULL, st, next_rows, next_B, k0, k1, lr, t)
+            else:
+                _catch_up_rows(tag, <cnp.int32_t*>NULL, st, next_rows, next_B, k0, k1, lr, t)
+    else:
+        # Adam: every row steps (g = wd w where the batch has no non-zero: the dense copy's
+        # gradient there, and the moments keep moving W); G read only where it was written
+        lr_t = _adam_lr(W, st, lr, t)
+        k = k0
+        while k < k1:
+            e = k
+            while e < k1 and st.stamp[e] != t:
+                e += 1
+            if e > k:  # rows k..e-1: no data gradient
+                if floating is float:
+                    fnn_adam_decay_f(W + k * M, mW + k * M, vW + k * M, <float>st.weight_decay,
+                                     <float>st.beta1, <float>st.beta2, lr_t, <float>st.eps,
+                                     (e - k) * M)
+                else:
+                    fnn_adam_decay_d(W + k * M, mW + k * M, vW + k * M, st.weight_decay,
+                                     st.beta1, st.beta2, lr_t, st.eps, (e - k) * M)
+            if e < k1:  # row e: the batch's gradient
+                _update(W + e * M, G + e * M, mW + e * M, vW + e * M, M, st, lr,
+                        st.weight_decay, t)
+                e += 1
+            k = e
+    if st.gb[0] != NULL:
+        grad_db(<floating*>st.dU[0], <floating*>st.gb[0], st.acc + st.acc_at[0], B, M, j0, j1)
+    if st.b[0] != NULL and j1 > j0:
+        _update(<floating*>st.b[0] + j0, <floating*>st.gb[0] + j0,
+                mb + j0 if mb != NULL else NULL, vb + j0 if vb != NULL else NULL,
+                j1 - j0, st, lr, 0.0, t)
+
+
+cdef void _sparse_grad_part(floating* tag, TrainState* st, const Py_ssize_t* rows,
+                            Py_ssize_t B, int q, int P, int R) noexcept nogil:
+    # loss_grad, part q of P of the first layer's gradient on CSR rows: dW^T_k for the input
+    # features k of block q (zero where no row has a non-zero), and block q of db from the
+    # rows parts' shares (R > 1; R == 1: _partial_grads wrote it)
+    cdef Py_ssize_t K = st.dims[0], M = st.dims[1], k0 = q * K // P, k1 = (q + 1) * K // P
+    memset(<floating*>st.gW[0] + k0 * M, 0, (k1 - k0) * M * sizeof(floating))
+    _csr_grad(tag, st, rows, B, k0, k1, NULL, 0, NULL, NULL)
+    if R > 1:
+        _sum_partials(tag, st, 0, q, P, R)
 
 
 cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q, int P,
@@ -303,9 +534,10 @@ cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
 
 
 cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
-                       Py_ssize_t start, Py_ssize_t stop, double lr, int tid, int T,
-                       fnn_barrier* barrier, double* result) noexcept nogil:
-    # thread tid of T: its parts of the steps on the batches of perm[start:stop]. Every thread
+                       Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n, double lr, int tid,
+                       int T, fnn_barrier* barrier, double* result) noexcept nogil:
+    # thread tid of T: its parts of the steps on the batches of perm[start:stop] (of the n of
+    # the epoch: a sparse X's next batch is read ahead). Every thread
     # sums the same losses in the same order, so all stop after the same non-finite batch
     # loss; thread 0 stores the summed loss in result and the step count in st.t (the others
     # read st.t before their first barrier, thread 0 writes it after its last).
@@ -314,7 +546,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     # every thread reads it after that barrier, and thread 0 runs the rest of the stretch
     # alone (all the parts: the same results).
     cdef int L = st.n_layers, l, P, R, q, part, slow = 0
-    cdef Py_ssize_t s = start, B, steps = 0
+    cdef Py_ssize_t s = start, B, steps = 0, next_B
     cdef long sense = 0
     cdef long long t = st.t
     cdef double total = result[0], batch, mark = clock()
@@ -338,12 +570,19 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             break
         t += 1
         # the units phase: the blocks of every layer, numbered across layers, round-robin
+        next_B = min(st.B, n - s - B) if s + B < n else 0
         part = 0
         for l in range(L - 1, -1, -1):
             P = st.unit_parts[l]
             for q in range(P):
                 if part % T == tid:
-                    if not st.grad_only:
+                    if l == 0 and st.xkind == X_CSR:
+                        if not st.grad_only:
+                            _sparse_units_pass(tag, st, perm + s, B, q, P, lr, t,
+                                               perm + s + B, next_B)
+                        else:
+                            _sparse_grad_part(tag, st, perm + s, B, q, P, R)
+                    elif not st.grad_only:
                         _units_pass(tag, st, B, l, q, P, lr, t)
                     elif R > 1:
                         _sum_partials(tag, st, l, q, P, R)
@@ -367,6 +606,7 @@ cdef struct StepsJob:  # the steps on the batches of perm[start:stop], for their
     const Py_ssize_t* perm
     Py_ssize_t start
     Py_ssize_t stop
+    Py_ssize_t n  # the epoch's length (perm[:n])
     double lr
     bint single  # float32
     fnn_barrier barrier
@@ -383,21 +623,23 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
         while clock() < until:
             pass
     if job.single:
-        _train_steps(<float*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
-                     &job.barrier, &job.total)
+        _train_steps(<float*>NULL, job.st, job.perm, job.start, job.stop, job.n, job.lr, tid,
+                     T, &job.barrier, &job.total)
     else:
-        _train_steps(<double*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
-                     &job.barrier, &job.total)
+        _train_steps(<double*>NULL, job.st, job.perm, job.start, job.stop, job.n, job.lr, tid,
+                     T, &job.barrier, &job.total)
 
 
 cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
-                           Py_ssize_t start, Py_ssize_t stop, double lr, double total,
-                           int threads, double delay=0) noexcept nogil:
-    # the steps on the batches of perm[start:stop], on up to ``threads`` of fastnn's threads;
-    # returns ``total`` plus their summed (weighted) losses, one batch at a time (the same
-    # sum however an epoch is cut into stretches), non-finite after a diverging batch
+                           Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n, double lr,
+                           double total, int threads, double delay=0) noexcept nogil:
+    # the steps on the batches of perm[start:stop] (of an epoch's n), on up to ``threads`` of
+    # fastnn's threads; returns ``total`` plus their summed (weighted) losses, one batch at a
+    # time (the same sum however an epoch is cut into stretches), non-finite after a
+    # diverging batch
     cdef StepsJob job
     job.st, job.perm, job.start, job.stop, job.lr = st, perm, start, stop, lr
+    job.n = n
     job.single, job.total, job.delay = single, total, delay
     fnn_barrier_init(&job.barrier)
     st.disband = False
@@ -410,8 +652,10 @@ cdef class _Loop:
     (fastnn.backends.TrainSpec): the model's arrays, the loss, the optimizer and its state,
     the data. Every array in it is C-contiguous, of one float dtype (labels: intp; sample
     weights: float64) and is kept alive here; the weights are the model's own arrays,
-    updated in place. ``grad_weights``/``grad_biases`` (the objective's): arrays of W's and
-    b's shapes for the gradient (e.g. views into one flat buffer); with
+    updated in place. X may also be a float32/float64 array of any layout (aligned, native
+    byte order: converted as gathered) or CSR rows of the fit's dtype (the first layer then
+    held as W^T); see the design note. ``grad_weights``/``grad_biases`` (the objective's):
+    arrays of W's and b's shapes for the gradient (e.g. views into one flat buffer); with
     ``first_transposed`` the first of weights and grad_weights are W^T (n_in, width)."""
 
     def __cinit__(self, spec):
@@ -422,7 +666,8 @@ cdef class _Loop:
         cdef int optimizer = OPTIMIZER_CODES[spec.optimizer]
         cdef list state1 = list(spec.state[0]) or [None] * len(W)
         cdef list state2 = list(spec.state[1]) or [None] * len(W)
-        cdef cnp.ndarray X = spec.X, Y = spec.Y
+        X = spec.X
+        cdef cnp.ndarray Y = spec.Y
         sample_weight = spec.sample_weight
         cdef Py_ssize_t batch_size = spec.batch_size
         cdef double momentum = spec.momentum, beta1 = spec.beta1, beta2 = spec.beta2
@@ -435,22 +680,26 @@ cdef class _Loop:
         cdef TrainState* st = &self.st
         if L > MAX_LAYERS:
             raise ValueError(f"at most {MAX_LAYERS} layers are supported, got {L}")
-        self.typenum = cnp.PyArray_TYPE(X)
+        self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>W[0])
+        dtype = W[0].dtype
         self.N = X.shape[0]
-        dtype = X.dtype
         B = min(batch_size, self.N)
         st.n_layers, st.loss, st.optimizer, st.loss_scale = L, loss, optimizer, loss_scale
         st.nesterov, st.momentum, st.beta1, st.beta2 = nesterov, momentum, beta1, beta2
         st.eps, st.weight_decay, st.t, st.B = eps, weight_decay, t, B
         st.dims[0] = X.shape[1]
         keep = [X, Y, sample_weight]
+        self.keep = keep
+        self._bind_X(X)
+        cdef bint sparse = st.xkind == X_CSR
         self.weights = list(W)
         units = weights = 0
         for l in range(L):
             st.dims[l + 1] = W[l].shape[1 if l == 0 and first_transposed else 0]
             st.acc_at[l], st.w_at[l] = units, weights
             units += st.dims[l + 1]
-            weights += W[l].size
+            if not (sparse and l == 0):  # (CSR rows: no parts' shares of dW^T, see loss_grad)
+                weights += W[l].size
             st.acts[l] = acts[l]
             gWl = np.zeros_like(W[l]) if gW is None else gW[l]
             U, dU = np.empty((B, st.dims[l + 1]), dtype), np.empty((B, st.dims[l + 1]), dtype)
@@ -479,7 +728,14 @@ cdef class _Loop:
         # the parts of a step, by the shapes alone (see _tuning.parts): the rows phase's, a power of
         # two of blocks of the batch's rows, and per layer the units phase's
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
-        self.work_per_row = 3 * sum(work) / B
+        # CSR rows: the first layer's products cost their non-zeros, its update (Adam, every
+        # row) K M, or (SGD, lazy) the rows the batch reaches
+        st.lazy = sparse and optimizer == OPT_SGD and gW is None
+        update0 = work[0]
+        if sparse:
+            work[0] = max(1, X.nnz * B // self.N) * st.dims[1]
+            update0 = work[0] if st.lazy or gW is not None else st.dims[0] * st.dims[1]
+        self.work_per_row = (3 * sum(work) + update0 - work[0]) / B
         st.row_work = 2 * sum(work) / B  # forward and dU, about two thirds of a step
         R = parts(tune, B * st.row_work, B)
         # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
@@ -494,15 +750,16 @@ cdef class _Loop:
         # (a loop that takes one batch per call, train_on_batch's, would copy in and out on
         # every step: 7 us of a 15 us step at 32 x 64->100)
         self.one_step = spec.one_step
-        st.transposed = first_transposed or gW is None and not self.one_step and (
+        # (CSR rows: always, W^T is what a non-zero reads)
+        st.transposed = first_transposed or sparse or gW is None and not self.one_step and (
             work[0] // R <= tune.blas_small
             or (st.dims[0] * st.dims[1] <= tune.mirror_weights
                 and (self.N + B - 1) // B >= tune.mirror_steps))
         self.max_parts = R
         for l in range(L):
             # the first layer held transposed splits its inputs (rows of W^T), others units
-            st.unit_parts[l] = parts(tune, work[l], st.dims[l] if l == 0 and st.transposed
-                                      else st.dims[l + 1])
+            st.unit_parts[l] = parts(tune, update0 if l == 0 else work[l],
+                                     st.dims[l] if l == 0 and st.transposed else st.dims[l + 1])
             self.max_parts = max(self.max_parts, st.unit_parts[l])
         st.team = self.max_parts > 1
         st.grad_only, st.norm = False, 0
@@ -517,27 +774,88 @@ cdef class _Loop:
         self.updated = [A for pair in zip(W, b) for A in pair if A is not None] + [
             A for states in (state1, state2) for s in states if s is not None
             for A in s if A is not None]
-        self.chunk = max(tune.signal_batches, int(tune.signal_work / (3 * sum(work) + 1)))
-        Xb = np.empty((B, X.shape[1]), dtype)
+        self.chunk = max(tune.signal_batches, int(tune.signal_work / (B * self.work_per_row + 1)))
+        # the gathered batch (CSR rows: none, the first layer reads their non-zeros)
+        Xb = None if sparse else np.empty((B, X.shape[1]), dtype)
         losses = np.empty(B, dtype)
         scratch = np.empty((tune.max_parts, st.dims[L]), dtype)
         acc = np.empty(units, np.float64)
         st.acc_at[L], st.w_at[L] = units, weights
         st.pW, st.pb = NULL, NULL
         keep += [Xb, losses, scratch, acc]
-        st.X = cnp.PyArray_DATA(X)
         st.Y = cnp.PyArray_DATA(Y)
         st.sw = cnp.PyArray_DATA(<cnp.ndarray>sample_weight) if sample_weight is not None else NULL
-        st.Xb = cnp.PyArray_DATA(Xb)
+        st.Xb = cnp.PyArray_DATA(Xb) if Xb is not None else NULL
         st.scratch = cnp.PyArray_DATA(scratch)
         st.losses = cnp.PyArray_DATA(losses)
         st.acc = <double*>cnp.PyArray_DATA(acc)
-        self.keep = keep
+        st.stamp = st.current = st.touched = NULL
+        if sparse:  # per input feature: the stamps, (lazy) the steps, a step's rows
+            rows_of = np.empty((3 if st.lazy else 2, st.dims[0]), np.intp)
+            keep.append(rows_of)
+            st.stamp = <Py_ssize_t*>cnp.PyArray_DATA(rows_of)
+            st.touched = st.stamp + st.dims[0]
+            if st.lazy:
+                st.current = st.touched + st.dims[0]
 
         self.team_stretches = self.alone_stretches = self.disbanded = 0
         self.team_speed = self.alone_speed = 0
         self.since_probe, self.hold, self.probing = 0, tune.hold_steps, False
         st.disband_at = -1
+
+    cdef _bind_X(self, X):
+        # how the loop reads X (TrainState.xkind) and where
+        cdef TrainState* st = &self.st
+        cdef cnp.ndarray a, data, indices, indptr
+        cdef Py_ssize_t size
+        if isinstance(X, np.ndarray):
+            a = <cnp.ndarray>X
+            if not readable(a) or a.shape[1] != st.dims[0]:
+                raise ValueError("X must be a 2-D float32 or float64 array with the loop's "
+                                 "columns, aligned, in native byte order")
+            size = cnp.PyArray_ITEMSIZE(a)
+            st.x64 = cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT64
+            st.xs0, st.xs1 = a.strides[0] // size, a.strides[1] // size
+            # a C array of the fit's dtype has its rows copied, any other converted
+            st.xkind = X_C if cnp.PyArray_TYPE(a) == self.typenum and st.xs1 == 1 \
+                and st.xs0 == st.dims[0] else X_ROWS
+            st.X = cnp.PyArray_DATA(a)
+            st.Xdata = st.Xind = st.Xptr = NULL
+        else:  # CSR rows (fastnn._validation.sparse_rows)
+            data, indices, indptr = X.data, X.indices, X.indptr
+            if (cnp.PyArray_TYPE(data) != self.typenum or X.shape[1] != st.dims[0]
+                    or indices.dtype != indptr.dtype
+                    or indices.dtype not in (np.int32, np.int64)
+                    or not (data.flags.c_contiguous and indices.flags.c_contiguous
+                            and indptr.flags.c_contiguous)):
+                raise ValueError("X must be CSR rows of the fit's dtype (see "
+                                 "fastnn._validation.sparse_rows)")
+            st.xkind = X_CSR
+            st.idx64 = indices.dtype == np.int64
+            st.Xdata, st.Xind = cnp.PyArray_DATA(data), cnp.PyArray_DATA(indices)
+            st.Xptr, st.X = cnp.PyArray_DATA(indptr), NULL
+            X = (X, data, indices, indptr)  # (the arrays the pointers are into, kept alive)
+        self.keep[0] = X
+
+    cdef void _start_lazy(self):
+        # CSR rows, before an epoch: no row of gW[0] stamped, (lazy) every row of W^T
+        # current (run_epoch ends with them all caught up)
+        cdef TrainState* st = &self.st
+        cdef Py_ssize_t k
+        if st.xkind != X_CSR:
+            return
+        for k in range(st.dims[0]):
+            st.stamp[k] = -1
+            if st.current != NULL:
+                st.current[k] = st.t
+
+    cdef void _finish_lazy(self, bint single, double lr):
+        # CSR rows, after an epoch (or an exception leaving it): the rows of W^T a lazy
+        # update left behind, caught up (see _sparse_units_pass)
+        if single:
+            _lazy_flush(<float*>NULL, &self.st, lr)
+        else:
+            _lazy_flush(<double*>NULL, &self.st, lr)
 
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B):
         # B = A^T (both C-contiguous, of the fit's dtype)
@@ -571,21 +889,22 @@ cdef class _Loop:
     def t(self, long long value):
         self.st.t = value
 
-    def bind(self, cnp.ndarray X, cnp.ndarray Y, sample_weight):
+    def bind(self, X, cnp.ndarray Y, sample_weight):
         """Go on with new data of the same shapes (train_on_batch: one batch after another
-        through one loop and its workspaces): X, Y and sample_weight (float64 or None) as the
-        spec's were, of the same shapes and dtypes; the caller has checked their values."""
-        old_X, old_Y, old_sw = self.keep[0], self.keep[1], self.keep[2]
-        if (cnp.PyArray_TYPE(X) != self.typenum or X.shape[0] != self.N or X.ndim != 2
-                or X.shape[1] != old_X.shape[1] or not X.flags.c_contiguous
-                or not X.flags.aligned or Y.dtype != old_Y.dtype or (<object>Y).shape != old_Y.shape
+        through one loop and its workspaces): X (a dense array, or CSR rows if the loop was
+        built on CSR rows), Y and sample_weight (float64 or None) as the spec's were, of the
+        same shapes and dtypes; the caller has checked their values."""
+        old_Y, old_sw = self.keep[1], self.keep[2]
+        if (X.shape[0] != self.N or len(X.shape) != 2
+                or isinstance(X, np.ndarray) != (self.st.xkind != X_CSR)
+                or Y.dtype != old_Y.dtype or (<object>Y).shape != old_Y.shape
                 or not Y.flags.c_contiguous or (sample_weight is None) != (old_sw is None)
                 or (sample_weight is not None and (sample_weight.dtype != np.float64
                                                    or sample_weight.shape != (self.N,)
                                                    or not sample_weight.flags.c_contiguous))):
             raise ValueError("bind needs data of the shapes and dtypes the loop was built for")
-        self.keep[0], self.keep[1], self.keep[2] = X, Y, sample_weight
-        self.st.X = cnp.PyArray_DATA(X)
+        self._bind_X(X)
+        self.keep[1], self.keep[2] = Y, sample_weight
         self.st.Y = cnp.PyArray_DATA(Y)
         self.st.sw = cnp.PyArray_DATA(<cnp.ndarray>sample_weight) \
             if sample_weight is not None else NULL
@@ -661,14 +980,18 @@ cdef class _Loop:
 cdef class EpochRunner(_Loop):
     """Mini-batch epochs of one fit in native code: ``run_epoch`` (see the design note)."""
 
-    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True, bint guard=False):
+    def run_epoch(self, cnp.ndarray perm, double lr, bint reload=True, bint guard=False,
+                  object progress=None):
         """Train on the samples in the order ``perm`` (intp, a permutation of 0..N-1) in
         mini-batches; return the summed (weighted) loss, or a non-finite number as soon as
         one batch diverges (the weights then hold that batch's inputs' last update).
         ``reload=False``: the model's arrays are as the previous call left them (nothing
         wrote them since), so a first layer held transposed is not copied in again.
         ``guard``: the arrays are copied first, and put back when the loss or any updated
-        array is not finite (the result is then NaN or the non-finite loss)."""
+        array is not finite (the result is then NaN or the non-finite loss), or when an
+        exception (Ctrl-C, one from ``progress``) leaves the epoch. ``progress``: a
+        callable, called with the samples done so far after each stretch of batches (where
+        the loop checks for Ctrl-C, every few milliseconds of work)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
         cdef double total = 0, part, start_clock
@@ -678,6 +1001,7 @@ cdef class EpochRunner(_Loop):
             self._save()
         if reload:
             self._mirror(True)
+        self._start_lazy()
         try:
             while start < n:
                 steps = self.chunk
@@ -691,16 +1015,25 @@ cdef class EpochRunner(_Loop):
                     threads = 1
                 start_clock = clock()
                 with nogil:
-                    part = _train_batches(&self.st, single, p, start, stop, lr, total, threads)
+                    part = _train_batches(&self.st, single, p, start, stop, n, lr, total,
+                                          threads)
                 self._after(threads, (stop - start + self.st.B - 1) // self.st.B,
                             clock() - start_clock)
                 total = part
                 if not isfinite(part):
                     break
                 PyErr_CheckSignals()
+                if progress is not None:
+                    progress(stop)
                 start = stop
-        finally:
+        except BaseException:
+            self._finish_lazy(single, lr)
             self._mirror(False)
+            if guard:
+                self._restore_saved()
+            raise
+        self._finish_lazy(single, lr)
+        self._mirror(False)
         if guard and not (isfinite(total) and self._all_finite()):
             self._restore_saved()
             return total if not isfinite(total) else NAN
@@ -742,6 +1075,9 @@ cdef class Objective(_Loop):
         cdef double delay = self.partner_delay, start_clock
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
+        if self.st.xkind == X_ROWS:
+            raise ValueError("loss_grad reads X in place: a C array of the fit's dtype, or CSR "
+                             "rows")
         if self.all_rows is None:
             self._prepare_loss_grad()
         rows = <Py_ssize_t*>cnp.PyArray_DATA(self.all_rows)
@@ -754,8 +1090,8 @@ cdef class Objective(_Loop):
         start_clock = clock()
         try:
             with nogil:
-                total = _train_batches(&self.st, single, rows, 0, self.N, 0.0, 0.0, threads,
-                                       delay)
+                total = _train_batches(&self.st, single, rows, 0, self.N, self.N, 0.0, 0.0,
+                                       threads, delay)
             self._after(threads, 1, clock() - start_clock)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t

@@ -19,6 +19,7 @@ cdef struct Tuning:
     Py_ssize_t mirror_steps
     Py_ssize_t signal_batches
     double signal_work
+    double sparse_transpose
 
 cdef Tuning* tuned() noexcept nogil
 

@@ -29,6 +29,7 @@ T.mirror_weights = 1 << 17
 T.mirror_steps = 4
 T.signal_batches = 32
 T.signal_work = 2.0 ** 31
+T.sparse_transpose = 0.25
 
 #: what each threshold trades (one line each)
 NOTES = {
@@ -62,6 +63,10 @@ NOTES = {
     "mirror_steps": "... when an epoch has at least this many steps",
     "signal_batches": "batches between two checks for Ctrl-C (at least)",
     "signal_work": "... or about this much work (multiply-adds, ~10 ms)",
+    "sparse_transpose": "non-zeros of a sparse X per input (nnz / N_in) from which F.linear "
+                        "and linear_backward copy W to W^T (a row a non-zero, read in order) "
+                        "instead of reading W's columns in place (N_out scattered reads a "
+                        "non-zero)",
 }
 
 

@@ -12,12 +12,14 @@ so this one loop is the NumPy reference and, on the compiled kernels, a check of
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Any, cast
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import NDArray
 
-from ._typing import FloatArray
+from ._typing import FloatArray, Inputs
 from .updates import apply
 
 if TYPE_CHECKING:
@@ -29,15 +31,16 @@ __all__ = ["PythonEpochs", "PythonObjective", "backward", "forward", "loss_gradi
 Layers = list[tuple[FloatArray, "FloatArray | None", str]]  # (W, b, activation) per layer
 
 
-def forward(ops: Ops, layers: Layers, X: FloatArray) -> list[FloatArray]:
-    """[X, U_1, ..., U_L]: U_l = g_l(U_{l-1} W_l^T + B_l) (eq. 10) for a 2-D batch X."""
+def forward(ops: Ops, layers: Layers, X: Inputs) -> list[Inputs]:
+    """[X, U_1, ..., U_L]: U_l = g_l(U_{l-1} W_l^T + B_l) (eq. 10) for a 2-D batch X (a C
+    array, or CSR rows)."""
     outputs = [X]
     for W, b, activation in layers:
         outputs.append(ops.linear(outputs[-1], W, b, activation))
     return outputs
 
 
-def backward(ops: Ops, layers: Layers, outputs: list[FloatArray], dU: FloatArray
+def backward(ops: Ops, layers: Layers, outputs: list[Inputs], dU: FloatArray
              ) -> list[tuple[FloatArray, FloatArray | None]]:
     """(dW_l, db_l) of every layer (db None without bias) from dU = dL/dU_L: for each layer
     from the last, dZ = dU * g'(Z), dW = dZ^T U_{l-1}, db = sum_i dZ_i, dU_{l-1} = dZ W
@@ -74,6 +77,13 @@ def _layers(spec: TrainSpec) -> Layers:
     return list(zip(spec.weights, spec.biases, spec.activations))
 
 
+def batch(X: Inputs, rows: NDArray[np.intp], dtype: np.dtype[Any]) -> Inputs:
+    """Rows ``rows`` of X as a step computes on them: CSR rows stay sparse; dense rows (X read
+    in place, of any float dtype and layout) become a C array of the model's ``dtype``."""
+    Xb = X[rows]
+    return Xb if scipy.sparse.issparse(Xb) else np.require(Xb, dtype, ["C", "A"])
+
+
 class PythonEpochs:
     """The NumPy backend's ``Ops.epochs``: mini-batch steps batch by batch in Python."""
 
@@ -89,33 +99,39 @@ class PythonEpochs:
         self.spec.X, self.spec.Y, self.spec.sample_weight = X, Y, sample_weight
 
     def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
-                  guard: bool = False) -> float:
+                  guard: bool = False, progress: Callable[[int], object] | None = None
+                  ) -> float:
         """The steps over the samples in the order ``perm``; the summed (weighted) loss, or a
         non-finite number as soon as a batch's loss is not finite (before its update).
         ``guard``: the arrays a step writes are put back when the loss or any of them is not
-        finite (the result is then NaN or the non-finite loss)."""
+        finite (the result is then NaN or the non-finite loss) or an exception leaves the
+        epoch. ``progress(samples done)`` after each batch."""
         if not guard:
-            return self._steps(perm, lr)
+            return self._steps(perm, lr, progress)
         arrays = [A for pair in zip(self.spec.weights, self.spec.biases) for A in pair
                   if A is not None] + [A for states in self.state for s in states
                                        if s is not None for A in s if A is not None]
         saved = [A.copy() for A in arrays]
-        with np.errstate(over="ignore", invalid="ignore"):  # (a divergence is the result)
-            total = self._steps(perm, lr)
-        if math.isfinite(total) and all(self.ops.all_finite(A) for A in arrays):
-            return total
-        for A, copy in zip(arrays, saved):
-            A[...] = copy
-        return total if not math.isfinite(total) else math.nan
+        total = math.nan  # (so when an exception leaves the epoch: the arrays are put back)
+        try:
+            with np.errstate(over="ignore", invalid="ignore"):  # (a divergence is the result)
+                total = self._steps(perm, lr, progress)
+        finally:
+            diverged = not (math.isfinite(total) and all(self.ops.all_finite(A) for A in arrays))
+            if diverged:
+                for A, copy in zip(arrays, saved):
+                    A[...] = copy
+        return math.nan if diverged and math.isfinite(total) else total
 
-    def _steps(self, perm: NDArray[np.intp], lr: float) -> float:
+    def _steps(self, perm: NDArray[np.intp], lr: float,
+               progress: Callable[[int], object] | None) -> float:
         spec, ops = self.spec, self.ops
         layers = _layers(spec)
         total = 0.0
         B = spec.batch_size
         for s in range(0, len(perm), B):
             rows = perm[s:s + B]
-            outputs = forward(ops, layers, spec.X[rows])
+            outputs = forward(ops, layers, batch(spec.X, rows, spec.weights[0].dtype))
             w = np.ones(len(rows)) if spec.sample_weight is None else spec.sample_weight[rows]
             losses, dU = loss_gradient(ops, spec.loss, outputs[-1], spec.Y[rows],
                                        w / len(rows))  # "mean" over the batch
@@ -127,6 +143,8 @@ class PythonEpochs:
                   backward(ops, layers, outputs, dU), self.state, optimizer=spec.optimizer,
                   lr=lr, momentum=spec.momentum, nesterov=spec.nesterov, beta1=spec.beta1,
                   beta2=spec.beta2, eps=spec.eps, t=self.t, weight_decay=spec.weight_decay)
+            if progress is not None:
+                progress(s + len(rows))
         return total
 
 

@@ -12,7 +12,9 @@ mixed float32/float64 arguments compute in float64.
 
 Inputs and copies: every array argument may be any array-like (an ndarray, nested lists, a
 scalar, a ``memoryview`` or other buffer, any object with ``__array__`` such as a CPU
-torch tensor); it is converted with ``numpy.asarray``. An ndarray that is C-contiguous,
+torch tensor); it is converted with ``numpy.asarray``. The layer input X of ``linear`` and
+``linear_backward`` may also be a scipy.sparse matrix or array (CSR is read in place; other
+formats are converted to CSR once); it is never densified. An ndarray that is C-contiguous,
 aligned, in native byte order and of the computing dtype is read in place, without a copy;
 anything else (lists, int or bool arrays, the other float dtype, Fortran order, strided
 views) is copied once into such an array. Labels are copied into an intp (class labels) or
@@ -31,7 +33,7 @@ from numpy.typing import ArrayLike, NDArray
 from . import _validation as _v
 from . import losses as _losses
 from .backends import BACKENDS, get_backend, ops, set_backend, use_backend
-from ._typing import FloatArray, Loss
+from ._typing import FloatArray, Inputs, Loss
 
 __all__ = [
     "BACKENDS",
@@ -63,8 +65,9 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
 
     Parameters
     ----------
-    X : array_like, shape (N, N_in) or (N_in,)
-        Inputs, one sample per row.
+    X : array_like or scipy.sparse matrix, shape (N, N_in) or (N_in,)
+        Inputs, one sample per row. A sparse X (finite values) is read in place as CSR:
+        each stored x_ik adds x_ik W[:, k] to z_i.
     W : array_like, shape (N_out, N_in)
         Weights, W[j, k] connects input k to unit j.
     b : array_like, shape (N_out,), optional
@@ -99,11 +102,18 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
     U = ops().linear_fast(X, W, b, activation, out)
     if U is not None:
         return U
-    (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"), optional=("b",))
-    X = _v.as_float(X, "X", dtype, (1, 2))
+    Xv: Inputs  # X validated: a C array, or CSR rows
+    sparse = _v.is_sparse(X)
+    if sparse:
+        (W, b), dtype = _v.real_arrays((W, "W"), (b, "b"), optional=("b",))
+        Xv = _v.sparse_rows(X, "X", _v.sparse_float_dtype(X, "X", dtype))
+        dtype = Xv.dtype
+    else:
+        (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"), optional=("b",))
+        Xv = _v.as_float(X, "X", dtype, (1, 2))
     W = _v.as_float(W, "W", dtype, (2,))
-    single = X.ndim == 1
-    X2 = X.reshape(1, -1) if single else X
+    single = Xv.ndim == 1
+    X2 = Xv.reshape(1, -1) if single else Xv
     N, K = X2.shape
     M = W.shape[0]
     _v.expect_shape(W, "W", (M, K), f"(N_out, N_in) with N_in = {K} from X")
@@ -113,7 +123,8 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
     activation = _v.activation(activation)
     out2: FloatArray | None = None
     if out is not None:
-        out = _v.out_array(out, (M,) if single else (N, M), dtype, (X, W, b))
+        out = _v.out_array(out, (M,) if single else (N, M), dtype,
+                           (Xv.data if sparse else Xv, W, b))
         out2 = out.view(np.ndarray).reshape(N, M) if out.flags.aligned else None  # (memmap: a plain view)
     U = ops().linear(X2, W, b, activation, out2)
     if out is not None:
@@ -135,8 +146,9 @@ def linear_backward(
     ----------
     dU : array_like, shape (N, N_out) or (N_out,)
         dL/dU, the gradient of the loss with respect to the layer's output.
-    X : array_like, shape (N, N_in) or (N_in,)
-        The layer's input in the forward pass.
+    X : array_like or scipy.sparse matrix, shape (N, N_in) or (N_in,)
+        The layer's input in the forward pass. A sparse X (finite values) is read in place
+        as CSR: dW = dZ^T X reaches only the columns of X's stored values.
     W : array_like, shape (N_out, N_in)
         The layer's weights.
     U : array_like, shape (N, N_out) or (N_out,)
@@ -149,6 +161,7 @@ def linear_backward(
     Returns
     -------
     dX : ndarray of X's shape, or None when ``need_dX`` is False
+        Dense (dZ W) for a sparse X too.
     dW : ndarray, shape (N_out, N_in)
     db : ndarray, shape (N_out,)
 
@@ -168,14 +181,20 @@ def linear_backward(
     >>> dW, db, dX  # dW = g'(z) x, db = g'(z), dX = g'(z) W
     (array([[0.5]]), array([0.25]), array([[0.]]))
     """
-    (dU, X, W, U), dtype = _v.real_arrays((dU, "dU"), (X, "X"), (W, "W"), (U, "U"))
-    X = _v.as_float(X, "X", dtype, (1, 2))
-    single = X.ndim == 1
+    Xv: Inputs  # X validated: a C array, or CSR rows
+    if _v.is_sparse(X):
+        (dU, W, U), dtype = _v.real_arrays((dU, "dU"), (W, "W"), (U, "U"))
+        Xv = _v.sparse_rows(X, "X", _v.sparse_float_dtype(X, "X", dtype))
+        dtype = Xv.dtype
+    else:
+        (dU, X, W, U), dtype = _v.real_arrays((dU, "dU"), (X, "X"), (W, "W"), (U, "U"))
+        Xv = _v.as_float(X, "X", dtype, (1, 2))
+    single = Xv.ndim == 1
     dims = (1,) if single else (2,)
     W = _v.as_float(W, "W", dtype, (2,))
     dU = _v.as_float(dU, "dU", dtype, dims)
     U = _v.as_float(U, "U", dtype, dims)
-    X2 = X.reshape(1, -1) if single else X
+    X2 = Xv.reshape(1, -1) if single else Xv
     N, K = X2.shape
     M = W.shape[0]
     _v.expect_shape(W, "W", (M, K), f"(N_out, N_in) with N_in = {K} from X")

@@ -20,7 +20,7 @@ from . import _validation as _v
 from . import backprop, serialization
 from . import functional as F
 from . import losses as _losses
-from ._typing import FloatArray, Loss, Params, SeedLike
+from ._typing import FloatArray, Inputs, Loss, Params, SeedLike
 from .backends import ops
 from .layers import Linear, check_count, check_dtype, writable
 from .optim import Optimizer
@@ -128,6 +128,7 @@ class Sequential:
         self.history_ = None
         self.optimizer_state_ = None
         self._fit_lock = threading.Lock()
+        self._fit_loop: Any = None  # the last fit's native loop (fastnn.training._KeptLoop)
 
     # -- structure ------------------------------------------------------------------------
 
@@ -220,11 +221,13 @@ class Sequential:
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_fit_lock"]
+        state.pop("_fit_loop", None)  # (fit's native workspaces: rebuilt by the next fit)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._fit_lock = threading.Lock()
+        self._fit_loop = None
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
@@ -232,12 +235,23 @@ class Sequential:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _inputs(self, X: ArrayLike, name: str = "X") -> tuple[FloatArray, bool]:
-        """X as a finite C-contiguous 2-D array of the model's dtype and whether it was one
-        sample: what every method taking X (fit, predict, loss, ...) computes on."""
+    def _inputs(self, X: ArrayLike, name: str = "X", in_place: bool = False
+                ) -> tuple[Inputs, bool]:
+        """X as what every method taking X (fit, predict, loss, ...) computes on, and whether
+        it was one sample: a finite C-contiguous 2-D array of the model's dtype, or a sparse
+        X's CSR rows (``_validation.sparse_rows``: read in place, never densified). With
+        ``in_place`` (fit and the predictions), a dense float32/float64 X of another dtype or
+        layout (``_validation.readable_rows``: float64 for a float32 model, Fortran order, a
+        read-only memmap) is also kept as it lies, its rows converted as they are read."""
         if type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype and X.shape[0] \
                 and X.shape[1] == self.n_inputs and X.flags.c_contiguous and X.flags.aligned:
             return _v.finite(X, name), False  # the common case, checked cheaply
+        if _v.is_sparse(X):
+            return _v.sparse_rows(X, name, self.dtype, self.n_inputs), False
+        if in_place:
+            A = _v.readable_rows(X)
+            if A is not None and A.shape[0] and A.shape[1] == self.n_inputs:
+                return _v.finite_rows(A, name, self.dtype), False
         (given,), _ = _v.real_arrays((X, name))
         with np.errstate(over="ignore"):  # an overflow to inf is reported below, by name
             arr = _v.as_float(given, name, self.dtype, (1, 2))
@@ -292,14 +306,26 @@ class Sequential:
 
     # -- forward --------------------------------------------------------------------------
 
-    def _logits(self, X: FloatArray) -> FloatArray:
-        Z = ops().network(X, self.layers, "identity")  # in one call where the backend can
+    def _logits(self, X: Inputs) -> FloatArray:
+        """The last layer's output z^O on validated inputs (``_inputs``)."""
+        return self._outputs(X, "identity")
+
+    def _outputs(self, X: Inputs, output: str) -> FloatArray:
+        """g_out(z^O) (the output map ``output``) on validated inputs (``_inputs``)."""
+        layers: list[Linear] = self.layers
+        if _v.is_sparse(X):  # the first layer on the non-zeros (eq. 10a), then dense
+            first = layers[0]
+            X = ops().linear(X, first.W, first.b, first.activation)
+            layers = layers[1:]
+            if not layers:
+                return ops().output_map(X, output)
+        Z = ops().network(X, layers, output)  # in one call where the backend can
         if Z is not None:
             return Z
-        U = X
-        for layer in self.layers:
+        U = np.require(X, self.dtype, ["C", "A"])  # (an array read in place: converted)
+        for layer in layers:
             U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
-        return U
+        return ops().output_map(U, output)
 
     def forward(self, X: ArrayLike) -> Trace:
         """The forward pass with every intermediate value (eq. 1 / eq. 10).
@@ -351,7 +377,7 @@ class Sequential:
         >>> net.decision_function([[2.0], [4.0]])
         array([-0.5,  1.5])
         """
-        X, single = self._inputs(X)
+        X, single = self._inputs(X, in_place=True)
         return self._shape_out(self._logits(X), single)
 
     def predict_proba(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
@@ -376,11 +402,8 @@ class Sequential:
         array([[0.5       , 0.5       ],
                [0.73105858, 0.26894142]])
         """
-        X, single = self._inputs(X)
-        P = ops().network(X, self.layers, self.output)  # with the output map, in one call
-        if P is None:
-            P = self._output_map(self._logits(X))
-        return self._shape_out(P, single)
+        X, single = self._inputs(X, in_place=True)
+        return self._shape_out(self._outputs(X, self.output), single)
 
     def predict(self, X: ArrayLike) -> NDArray[Any] | np.generic:
         """Hard decisions: z^O >= 0 for sigmoid (eq. 4), argmax_k z_k^O for softmax (eq. 6),
@@ -404,7 +427,7 @@ class Sequential:
         >>> net.predict([[1.0, 0.0], [0.0, 2.0]])  # y_hat = x_1 - x_2
         array([ 1., -2.])
         """
-        X, single = self._inputs(X)
+        X, single = self._inputs(X, in_place=True)
         Z = self._logits(X)
         if self.output == "softmax":
             pred: NDArray[np.intp] = Z.argmax(axis=1)
@@ -438,9 +461,9 @@ class Sequential:
         >>> float(net.loss([[0.0, 0.0]], [1]))  # eq. 18: ln(e^0 + e^0) - 0
         0.6931471805599453
         """
-        X, single = self._inputs(X)
-        y = self._targets(y, X.shape[0], single=single)
-        loss = self._loss(self._logits(X), y, reduction)
+        X_in, single = self._inputs(X, in_place=True)
+        y = self._targets(y, X_in.shape[0], single=single)
+        loss = self._loss(self._logits(X_in), y, reduction)
         return loss.reshape(()) if single and reduction == "none" else loss
 
     @overload
@@ -501,11 +524,11 @@ class Sequential:
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum' for gradients, got {reduction!r}")
-        X, single = self._inputs(X)
-        y = self._targets(y, X.shape[0], single=single)
+        X_in, single = self._inputs(X)
+        y = self._targets(y, X_in.shape[0], single=single)
         layers = self._layer_arrays()
-        outputs = backprop.forward(ops(), layers, X)
-        N = X.shape[0]
+        outputs = backprop.forward(ops(), layers, X_in)
+        N = X_in.shape[0]
         _, dU = backprop.loss_gradient(  # L -> the last layer's output
             ops(), self.loss_spec, outputs[-1], y,
             np.full(N, 1.0 / N) if reduction == "mean" else None)
@@ -519,7 +542,7 @@ class Sequential:
             sample_weight: ArrayLike | None = None,
             validation_data: tuple[ArrayLike, ArrayLike] | None = None,
             early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
-            verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+            verbose: int | bool = 0, lr_schedule: str | Callable[[int], float] = "constant",
             beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
             warm_start: bool = False,
             callback: Callable[[int, History], bool | None] | None = None) -> History:

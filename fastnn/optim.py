@@ -80,7 +80,8 @@ class Optimizer:
     t: int
     state: OptState
     _momentum: float
-    _loop: Any  # train_on_batch's loop (fastnn.training._StepLoop), or None
+    _loop: Any  # train_on_batch's loop (fastnn.training._KeptLoop), or None
+    _settings_of: tuple[tuple[Any, ...], dict[str, Any]] | None  # (_raw(), _settings())
 
     def __init__(self, model: Sequential, lr: float, weight_decay: float,
                  momentum: float = 0.0) -> None:
@@ -93,7 +94,7 @@ class Optimizer:
         self._momentum = momentum
         self.t = 0
         self.state = new_state(model._trainable_parameters(), self.name, momentum)
-        self._loop = None
+        self._loop = self._settings_of = None
 
     @property
     def momentum(self) -> float:
@@ -220,7 +221,7 @@ class Optimizer:
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_loop"] = None  # (native workspaces: rebuilt by the next step)
+        state["_loop"] = state["_settings_of"] = None  # (native workspaces: rebuilt)
         return state
 
     def __repr__(self) -> str:

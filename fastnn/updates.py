@@ -18,7 +18,7 @@ import numpy as np
 from ._typing import FloatArray, LayerState, OptState, Params
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "apply", "learning_rate", "new_state", "state_problem",
-           "update"]
+           "update", "values_problem"]
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("constant", "invscaling", "cosine")
@@ -112,12 +112,44 @@ def state_problem(state: object, params: Params, optimizer: str, momentum: float
                     got = (f"{A.dtype} {A.shape}" if isinstance(A, np.ndarray)
                            else type(A).__name__)
                     return f"{what} must be a {P.dtype} array of shape {P.shape}, got {got}"
-                if not np.isfinite(A).all() or (k == 1 and (A < 0).any()):
-                    return f"{what} holds " + ("NaN or inf" if not np.isfinite(A).all()
-                                               else "negative values")
+                bad = _bad_values(A, k == 1)
+                if bad:
+                    return f"{what} holds {bad}"
                 if any(np.may_share_memory(A, B) for B in seen):
                     return f"{what} shares memory with a weight or another state array"
                 seen.append(A)
+    return None
+
+
+def _bad_values(A: FloatArray, second: bool) -> str:
+    """What is wrong with a state array's values ("" if nothing): every moment is finite,
+    Adam's second moments (``second``) are >= 0."""
+    if not np.isfinite(A).all():
+        return "NaN or inf"
+    return "negative values" if second and (A < 0).any() else ""
+
+
+def values_problem(state: OptState, all_finite: Callable[[FloatArray, bool], bool]
+                   ) -> str | None:
+    """Why the values of ``state`` (of the layout ``state_problem`` accepts, C-contiguous
+    arrays) cannot be continued, or None: ``state_problem``'s checks of the values alone, by
+    ``all_finite(A, nonnegative)`` (a backend's, one pass an array)."""
+    for k, states in enumerate(state):
+        for s in states:
+            for A in s or ():
+                if A is not None and not all_finite(A, k == 1):
+                    return _describe_bad_values(state)
+    return None
+
+
+def _describe_bad_values(state: OptState) -> str | None:
+    """(values_problem found a bad array) which one, and what is wrong, in words."""
+    for k, states in enumerate(state):
+        for l, s in enumerate(states):
+            for part, A in zip(("W", "b"), s or ()):
+                bad = "" if A is None else _bad_values(A, k == 1)
+                if bad:
+                    return f"the {('first', 'second')[k]} moment of layer {l}'s {part} holds {bad}"
     return None
 
 

@@ -171,6 +171,23 @@ def test_grid_search_on_dask_backend_equals_local(client, bounded, digits):
 
 # -- prediction over dask collections, the model shipped to each worker once ------------------
 
+class _ByValue:
+    """A function of this module that travels by value inside a Dask graph too. ``by_value``
+    makes cloudpickle carry the module's functions by value, but distributed pickles a graph
+    with plain pickle first, which names a function nested in it by its module; the workers
+    cannot import the test module (only an editable install of the repository lets them), so
+    a task holding such a name kills the worker that unpickles it."""
+
+    def __init__(self, fn):
+        self.fn = fn
+
+    def __call__(self, *args, **kwargs):
+        return self.fn(*args, **kwargs)
+
+    def __reduce__(self):
+        return cloudpickle.loads, (cloudpickle.dumps(self.fn),)
+
+
 def _proba_frame(part, model):
     """A dask.dataframe partition -> its class probabilities, a frame on the same index."""
     return pd.DataFrame(model.predict_proba(part), index=part.index, columns=model.classes_)
@@ -310,7 +327,7 @@ def test_predict_dask_dataframe_equals_local(client, bounded, by_value, fitted):
     rows = ddf.map_partitions(len).compute().tolist()
     client.run(_count_unpickled)
     model = client.scatter(est, broadcast=True)
-    labels = ddf.map_partitions(_predict_series, model,
+    labels = ddf.map_partitions(_ByValue(_predict_series), model,
                                 meta=pd.Series([], dtype=est.predict(df.iloc[:1]).dtype))
     got = bounded(labels.compute)
     assert got.index.equals(df.index)
@@ -319,7 +336,7 @@ def test_predict_dask_dataframe_equals_local(client, bounded, by_value, fitted):
     if hasattr(est, "predict_proba"):
         dtype = est.predict_proba(df.iloc[:1]).dtype  # float64: a frame has no one dtype
         meta = pd.DataFrame({c: np.array([], dtype) for c in est.classes_})
-        proba = bounded(ddf.map_partitions(_proba_frame, model, meta=meta).compute)
+        proba = bounded(ddf.map_partitions(_ByValue(_proba_frame), model, meta=meta).compute)
         assert proba.index.equals(df.index) and list(proba.columns) == list(est.classes_)
         np.testing.assert_array_equal(proba.to_numpy(),
                                       _blockwise(est.predict_proba, df, rows))

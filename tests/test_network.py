@@ -685,8 +685,9 @@ def test_non_finite_X_in_the_models_own_dtype_is_refused(backend):
 def test_sparse_input_names_what_was_passed():
     sparse = pytest.importorskip("scipy.sparse")
     net = MLP(3, 4, 2, random_state=0)
-    with pytest.raises(TypeError, match="scipy.sparse csr_matrix of shape"):
-        net.predict(sparse.csr_matrix(np.ones((2, 3))))
+    with pytest.raises(TypeError, match="y must be a dense array, got a scipy.sparse "
+                                        "csr_matrix of shape"):  # (X may be sparse, y not)
+        net.loss(np.ones((2, 3)), sparse.csr_matrix(np.ones((2, 1))))
 
 
 # ---------------------------------------------------------------------------------------

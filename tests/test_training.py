@@ -11,6 +11,8 @@ then the native loop's step split among fastnn's threads, and the loop's shuffle
 import math
 import threading
 
+import sys
+
 import numpy as np
 import pytest
 import threadpoolctl
@@ -656,6 +658,56 @@ def test_verbose_prints_one_line_per_epoch(backend, capsys, rng):
         assert "val_loss" in line
     model.fit(X, y, epochs=2)
     assert capsys.readouterr().out == ""  # quiet by default
+
+
+def test_verbose_line_labels_the_epoch_time_and_the_elapsed_time(capsys, rng):
+    X, y, _ = _problem("softmax", rng, N=30)
+    history = MLP(4, 3, 3, random_state=0).fit(X, y, epochs=2, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    elapsed = []
+    for line, seconds in zip(lines, history.seconds):
+        fields = line.split()
+        epoch_time = float(fields[fields.index("epoch_time") + 1].rstrip("s"))
+        elapsed.append(float(fields[fields.index("elapsed") + 1].rstrip("s")))
+        assert abs(epoch_time - seconds) <= 0.0005 + 1e-9  # the epoch's own time, to 3 places
+    assert elapsed[1] >= elapsed[0]
+
+
+@pytest.mark.parametrize("tqdm", ["plain", "tqdm"])
+def test_verbose_2_shows_a_bar_within_each_epoch(backend, capsys, monkeypatch, rng, tqdm):
+    """The bar is fed from the loop's periodic checks (the native loop's stretches, the NumPy
+    loop's batches): a line rewritten in place on stderr, or tqdm's where installed; the
+    epoch lines on stdout are verbose=1's."""
+    if tqdm == "plain":
+        monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # (import fails: not installed)
+    else:
+        pytest.importorskip("tqdm")
+    from fastnn import _progress
+
+    seen = []
+    real_call = _progress.EpochBar.__call__
+    monkeypatch.setattr(_progress.EpochBar, "__call__",
+                        lambda self, done: (seen.append(done), real_call(self, done)))
+    X, y, _ = _problem("softmax", rng, N=300)
+    MLP(4, 3, 3, random_state=0).fit(X, y, epochs=2, batch_size=10, verbose=2)
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 2 and "epoch_time" in captured.out
+    # per epoch: rising to all 300 samples (the NumPy loop reports each of its 30 batches;
+    # the native loop each stretch of batches, ~10 ms of work, here the whole epoch)
+    assert seen.count(300) == 2 and seen[-1] == 300
+    first = seen[:seen.index(300) + 1]
+    assert first == sorted(first) and (len(first) == 30 if backend == "numpy" else True)
+    assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err
+    if tqdm == "plain":
+        assert "300/300 samples" in captured.err and "\r" in captured.err
+
+
+def test_verbose_is_0_1_2_or_a_bool(rng):
+    X, y, _ = _problem("softmax", rng, N=10)
+    with pytest.raises(ValueError, match="verbose must be 0, 1 or 2"):
+        MLP(4, 3, 3).fit(X, y, epochs=1, verbose=3)
+    with pytest.raises(TypeError, match="verbose must be 0, 1, 2 or a bool"):
+        MLP(4, 3, 3).fit(X, y, epochs=1, verbose=1.5)
 
 
 @pytest.mark.parametrize("opt", ["adam", "momentum"])

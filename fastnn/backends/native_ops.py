@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import NDArray
 
 try:
@@ -17,7 +18,7 @@ except ImportError as exc:  # a source checkout without a build, or a broken ins
         "`pip install .` and import it from anywhere but a source checkout's root (whose "
         "fastnn/ folder has no compiled modules), or build in place with "
         "`python setup.py build_ext --inplace`") from exc
-from .._typing import FloatArray
+from .._typing import FloatArray, Inputs
 from ..losses import BCE, CE, POISSON, SE, Loss
 from .ops import Ops, TrainSpec
 
@@ -38,16 +39,22 @@ class NativeOps(Ops):
     def linear_fast(self, X: Any, W: Any, b: Any, activation: Any, out: Any) -> FloatArray | None:
         return _kernels.linear(X, W, b, activation, out)
 
-    def linear(self, X: FloatArray, W: FloatArray, b: FloatArray | None, activation: str,
+    def linear(self, X: Inputs, W: FloatArray, b: FloatArray | None, activation: str,
                out: FloatArray | None = None) -> FloatArray:
+        if scipy.sparse.issparse(X):  # CSR rows: a row of W^T (or column of W) a non-zero
+            return _kernels.sparse_linear(X.data, X.indices, X.indptr, X.shape[1], W, b,
+                                          _ACT[activation], out)
         U = _kernels.linear(X, W, b, activation, out)
         if U is None:  # cannot happen: the callers' checks cover every case it refuses
             raise RuntimeError("fastnn internal error: validated arguments refused by the kernel")
         return U
 
-    def linear_backward(self, dU: FloatArray, X: FloatArray, W: FloatArray, U: FloatArray,
+    def linear_backward(self, dU: FloatArray, X: Inputs, W: FloatArray, U: FloatArray,
                         activation: str, need_dX: bool
                         ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
+        if scipy.sparse.issparse(X):
+            return _kernels.sparse_linear_backward(dU, X.data, X.indices, X.indptr, X.shape[1],
+                                                   W, U, _ACT[activation], need_dX)
         return _kernels.linear_backward(dU, X, W, U, _ACT[activation], need_dX)
 
     def activate(self, Z: FloatArray, activation: str) -> FloatArray:
@@ -86,8 +93,11 @@ class NativeOps(Ops):
     def shuffle(self, perm: NDArray[np.intp], seed: int) -> None:
         _kernels.shuffle(perm, seed)
 
-    def all_finite(self, A: FloatArray) -> bool:
-        return bool(_kernels.all_finite(A))
+    def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
+        return bool(_kernels.all_finite(A, nonnegative))
+
+    def finite_rows(self, X: FloatArray, single: bool) -> bool:
+        return bool(_kernels.finite_rows(X, single))
 
     def penalized_gradient(self, grad: FloatArray, theta: FloatArray, n: int, a: float
                            ) -> tuple[NDArray[np.float64], float]:

@@ -9,7 +9,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .. import reference
-from .._typing import FloatArray, OptState
+from .._typing import FloatArray, Inputs, OptState
 from ..backprop import PythonEpochs, PythonObjective
 from ..losses import Loss
 
@@ -24,14 +24,17 @@ class TrainSpec:
 
     The arrays are as the native loop writes them: exact ndarrays of one float dtype (the
     model's), C-contiguous and aligned; labels intp, targets of the model's dtype, sample
-    weights float64 (N,) or None.
+    weights float64 (N,) or None. X, which is only read, may also be a float32/float64 array
+    of any layout (``_validation.readable_rows``: its rows are converted to the model's dtype
+    as a batch gathers them) or CSR rows of the model's dtype (``_validation.sparse_rows``:
+    the first layer then reads the batch's non-zeros in place).
     """
 
     weights: list[FloatArray]              #: each layer's W (n_out, n_in), updated in place
     biases: list[FloatArray | None]        #: each layer's b, or None
     activations: list[str]                 #: each layer's g
     loss: Loss                             #: from fastnn.losses
-    X: FloatArray                          #: the inputs (N, n_in)
+    X: Inputs                              #: the inputs (N, n_in)
     Y: NDArray[Any]                        #: the targets as the loss takes them
     sample_weight: NDArray[np.float64] | None = None
     batch_size: int = 32                   #: (the objective: all N rows)
@@ -62,15 +65,16 @@ class Ops:
         """A compiled fast path that checks its own arguments, or None (then validate)."""
         return None
 
-    def linear(self, X: FloatArray, W: FloatArray, b: FloatArray | None, activation: str,
+    def linear(self, X: Inputs, W: FloatArray, b: FloatArray | None, activation: str,
                out: FloatArray | None = None) -> FloatArray:
-        """U = g(X W^T + B) (eq. 10a) for a 2-D batch."""
+        """U = g(X W^T + B) (eq. 10a) for a 2-D batch: a C array or CSR rows of W's dtype."""
         return reference.linear(X, W, b, activation, out=out)
 
-    def linear_backward(self, dU: FloatArray, X: FloatArray, W: FloatArray, U: FloatArray,
+    def linear_backward(self, dU: FloatArray, X: Inputs, W: FloatArray, U: FloatArray,
                         activation: str, need_dX: bool
                         ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
-        """(dX or None, dW, db) through U = g(X W^T + b) (eq. 13, section 3)."""
+        """(dX or None, dW, db) through U = g(X W^T + b) (eq. 13, section 3); X a C array or
+        CSR rows (dX = dZ W is dense either way)."""
         return reference.linear_backward(dU, X, W, U, activation, need_dX=need_dX)
 
     def activate(self, Z: FloatArray, activation: str) -> FloatArray:
@@ -95,7 +99,8 @@ class Ops:
         return self.activate(Z, output)
 
     def network(self, X: FloatArray, layers: Any, output: str) -> FloatArray | None:
-        """g_out(... g_1(X W_1^T + B_1) ...) in one call, or None (then layer by layer)."""
+        """g_out(... g_1(X W_1^T + B_1) ...) in one call, or None (then layer by layer). X
+        dense, a C array of the layers' dtype or (``_validation.readable_rows``) another."""
         return None
 
     # -- losses --------------------------------------------------------------------------
@@ -139,9 +144,18 @@ class Ops:
         for pos, other in zip(range(n - 1, 0, -1), j.astype(np.intp).tolist()):
             perm[pos], perm[other] = perm[other], perm[pos]
 
-    def all_finite(self, A: FloatArray) -> bool:
-        """Whether no entry of A is NaN or inf."""
-        return bool(np.isfinite(A).all())
+    def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
+        """Whether no entry of A is NaN or inf (and, with ``nonnegative``, none below 0)."""
+        return bool(np.isfinite(A).all()) and not (nonnegative and A.size and A.min() < 0)
+
+    def finite_rows(self, X: FloatArray, single: bool) -> bool:
+        """Whether every entry of the 2-D float array X (any layout) is finite, and stays so
+        as float32 when ``single``; a block of rows at a time (no copy of X)."""
+        dtype = np.float32 if single else X.dtype
+        step = max(1, (1 << 16) // max(1, X.shape[1]))
+        with np.errstate(over="ignore"):
+            return all(bool(np.isfinite(X[i:i + step].astype(dtype, copy=False)).all())
+                       for i in range(0, X.shape[0], step))
 
     def penalized_gradient(self, grad: FloatArray, theta: FloatArray, n: int, a: float
                            ) -> tuple[NDArray[np.float64], float]:

@@ -28,6 +28,11 @@ What is added: ``dtype`` (float32 by default: the weights and all training arith
 come back in the input's float dtype, float64 unless X is float32, as scikit-learn does),
 ``class_weight`` for the classifier, ``validation_loss_curve_`` with early stopping.
 
+Inputs are read as they are held: a sparse X (CSR; CSC and COO converted once) is trained on and
+predicted from as CSR rows, never densified, as scikit-learn does; a float32 or float64 X is read
+in place whatever ``dtype`` is (Fortran order and read-only memmaps too), each batch's rows
+converted as the native loop gathers them, so a float64 X of a float32 model is not copied.
+
 What differs from scikit-learn, on purpose or by construction (each also in the docstrings):
 
 * early stopping watches the *validation loss* (not the accuracy / R^2, which is coarse and
@@ -47,7 +52,6 @@ What differs from scikit-learn, on purpose or by construction (each also in the 
 * shuffling draws from a NumPy Generator seeded from ``random_state``: the same seed gives the same
   model bit for bit, but not scikit-learn's shuffles; the initial weights and the early-stopping
   split are drawn exactly as scikit-learn draws them;
-* sparse X is accepted and densified (the native loop works on dense rows);
 * lbfgs on a multi-output squared error minimises the objective whose gradient scikit-learn
   computes (half the squared error summed over the outputs); scikit-learn hands L-BFGS the mean
   over the outputs as the function value, which does not match that gradient. ``loss_`` is

@@ -1,16 +1,18 @@
 """What MLPClassifier and MLPRegressor share: the parameters and their validation, the fastnn
 model and the fitted attributes over it, the input checks, the dispatch to the solvers."""
 
+import functools
 import math
 import numbers
 
 import numpy as np
-import scipy.sparse
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
+from .. import _validation as _v
+from ..backends import native
 from ..layers import Linear, check_dtype
 from ..network import Sequential
 from ._lbfgs import fit_lbfgs
@@ -22,6 +24,12 @@ except ImportError:  # pragma: no cover - a future scikit-learn may move it
     Interval = Options = StrOptions = None
 
 _STOCHASTIC_SOLVERS = STOCHASTIC_SOLVERS
+
+
+def _dtypes(dtype):
+    """validate_data's dtype: float32 and float64 X kept as they are (the model reads either
+    in place), anything else converted to the model's ``dtype``."""
+    return [dtype, np.dtype(np.float64 if dtype == np.float32 else np.float32)]
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
 
@@ -56,6 +64,13 @@ def _constraints():
         "max_fun": [Interval(Integral, 1, None, closed="left")],
         "dtype": "no_validation",  # checked by fastnn.layers.check_dtype: float32 or float64
     }
+
+
+@functools.lru_cache(maxsize=64)
+def _first_draw(seed):
+    """The first ``randint(2**31 - 1)`` of ``RandomState(seed)`` (fit_stochastic's shuffle
+    seed in a partial_fit after the first)."""
+    return int(check_random_state(seed).randint(np.iinfo(np.int32).max))
 
 
 class _BaseMLP(BaseEstimator):
@@ -121,7 +136,7 @@ class _BaseMLP(BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = True  # accepted and densified
+        tags.input_tags.sparse = True  # trained on and predicted from as CSR rows
         return tags
 
     # -- what the subclasses provide -----------------------------------------------------
@@ -147,17 +162,22 @@ class _BaseMLP(BaseEstimator):
         return dtype, [int(h) for h in hidden]
 
     def _prepare_X(self, X, dtype, reset):
-        """validate_data on X alone, as a C-contiguous dense array of ``dtype``."""
-        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=dtype, reset=reset)
-        return self._dense(X, dtype)
+        """validate_data on X alone, as the model reads it (``_model_input``)."""
+        X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=_dtypes(dtype),
+                          reset=reset)
+        return self._model_input(X, dtype)
 
     @staticmethod
-    def _dense(X, dtype):
-        if scipy.sparse.issparse(X):
-            X = X.toarray()
-        # C order, aligned, native byte order: the arrays the native kernels read in place (an
-        # unaligned buffer, as pickle hands a Dask worker, would take the layer-by-layer path
-        # and round some rows differently)
+    def _model_input(X, dtype):
+        """X (validated by scikit-learn) as the model reads it, without a copy where it can:
+        a sparse X as fastnn's CSR rows (never densified); a float32/float64 array, aligned
+        and in native byte order, where it lies (the kernels convert the rows they read);
+        anything else as a C array of ``dtype`` (an unaligned buffer, as pickle hands a Dask
+        worker, or a byte-swapped one: the same values in the layout the kernels read)."""
+        if _v.is_sparse(X):
+            return _v.sparse_rows(X, "X", dtype)
+        if _v.readable_rows(X) is not None:
+            return X
         return np.require(X, dtype, ["C", "A"])
 
     def _check_sample_weight(self, sample_weight, n):
@@ -241,15 +261,76 @@ class _BaseMLP(BaseEstimator):
             self._initialize(layer_units, dtype)
         else:
             self._check_warm_model(layer_units, dtype)
+        self.__dict__.pop("_quick", None)
         if self.solver in _STOCHASTIC_SOLVERS:
             fit_stochastic(self, X, Y, y_out, sw, incremental)
         else:
             fit_lbfgs(self, X, Y, sw)
-        if not all(np.isfinite(p).all() for layer in self._model.layers
+        self._check_weights()
+        if (self.solver in _STOCHASTIC_SOLVERS and not self.early_stopping
+                and "feature_names_in_" not in self.__dict__ and self._quick_allowed()):
+            self._quick = self._parameter_values()  # what the next partial_fit may skip
+        return self
+
+    def _check_weights(self):
+        # (the model's arrays are C-contiguous after a fit: one native pass each)
+        if not all(native().all_finite(p) for layer in self._model.layers
                    for p in layer.parameters()):
             raise ValueError("Solver produced non-finite parameter weights. The input data may"
                              " contain large values and need to be preprocessed.")
-        return self
+
+    # -- partial_fit's quick path ----------------------------------------------------------
+
+    def _quick_partial_fit(self, X, y, sample_weight, classes):
+        """``partial_fit`` without scikit-learn's input and parameter checks, for the common
+        case after a call that made them all: the estimator's parameters are the very objects
+        that call checked (``set_params`` replaces them), no sample weights, X a float ndarray
+        of the fitted width (no feature names), y plain targets the quick check below accepts
+        (``_quick_targets``). The training is the full path's, to the bit (the same epoch,
+        the same shuffle seed). Returns False, having done nothing, when it cannot: the full
+        path then runs (and raises the errors)."""
+        quick = self.__dict__.get("_quick")
+        if (quick is None or sample_weight is not None or type(X) is not np.ndarray
+                or X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != self.n_features_in_
+                or X.dtype.kind != "f" or X.dtype.itemsize < 4):
+            return False
+        if any(a is not b for a, b in zip(self._parameter_values(), quick)):
+            return False
+        model = self._model
+        X = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
+        if not native().all_finite(X):
+            return False
+        targets = self._quick_targets(y, X.shape[0], classes)
+        if targets is None:
+            return False
+        Y, y_out = targets
+        fit_stochastic(self, X, Y, y_out, None, True, seed=self._incremental_seed())
+        self._check_weights()
+        return True
+
+    def _parameter_values(self):
+        names = type(self).__dict__.get("_parameter_names")
+        if names is None:
+            names = type(self)._parameter_names = tuple(self._get_param_names())
+        return tuple(getattr(self, name) for name in names)
+
+    def _incremental_seed(self):
+        """The shuffle seed the full path draws in a partial_fit after the first: the first
+        draw of ``check_random_state(random_state)`` (for an int seed, the same every call:
+        remembered rather than seeding a new RandomState each time)."""
+        rs = self.random_state
+        if isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)):
+            return _first_draw(int(rs))
+        self._random_state = check_random_state(rs)
+        return int(self._random_state.randint(np.iinfo(np.int32).max))
+
+    def _quick_allowed(self):
+        """(subclasses) Whether the quick path may follow this fit."""
+        return True
+
+    def _quick_targets(self, y, n, classes):
+        """(subclasses) (Y, y_out) as ``_validate_input`` makes them, or None."""
+        return None
 
     def _check_warm_model(self, layer_units, dtype):
         model = self._model
@@ -278,9 +359,8 @@ class _BaseMLP(BaseEstimator):
 
     def _l2(self):
         """sum ||W||^2 over the layers (the L2 penalty's sum; inf once the weights overflow)."""
-        with np.errstate(over="ignore", invalid="ignore"):
-            return float(sum(np.dot(w, w) for w in (layer.W.ravel()
-                                                     for layer in self._model.layers)))
+        # (BLAS's dot: an overflow gives inf without NumPy's floating-point warnings)
+        return float(sum(np.dot(W, W) for W in [layer.W.ravel() for layer in self._model.layers]))
 
     def _validation_split(self, X, Y, y_out, sw):
         """scikit-learn's early-stopping split (same random_state draws), stratified for

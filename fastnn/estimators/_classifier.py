@@ -10,7 +10,7 @@ from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from .. import functional as F
-from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP
+from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP, _dtypes
 
 __all__ = ["MLPClassifier"]
 
@@ -142,8 +142,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             dtype=dtype, reset=reset)
-        X = self._dense(X, dtype)
+                             dtype=_dtypes(dtype), reset=reset)
+        X = self._model_input(X, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if "classes_" not in self.__dict__ or (not self.warm_start and not incremental):
@@ -248,11 +248,39 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             else:
                 self._label_binarizer.fit(classes)
             self.classes_ = self._label_binarizer.classes_
+        elif self._quick_partial_fit(X, y, sample_weight, classes):
+            return self
         elif classes is not None:
             if not np.array_equal(self.classes_, unique_labels(classes)):
                 raise ValueError(f"`classes={classes!r}` is not the same as on last call to "
                                  f"partial_fit, was: {self.classes_!r}")
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _quick_allowed(self):
+        return self.class_weight is None and self._label_binarizer.y_type_ in (
+            "binary", "multiclass")
+
+    def _quick_targets(self, y, n, classes):
+        # labels of a plain 1-D ndarray, each one of classes_ (and ``classes``, if passed,
+        # the same as classes_): the 0..K-1 indices (multiclass) or the 0/1 column (binary)
+        if type(y) is not np.ndarray or y.shape != (n,) or y.dtype.kind not in "iufUSb":
+            return None
+        if classes is not None and classes is not self.__dict__.get("_quick_classes"):
+            given = np.asarray(classes)
+            if given.ndim != 1 or not np.array_equal(self.classes_, np.unique(given)):
+                return None
+            self._quick_classes = classes  # (the same object next time: not compared again)
+        K = len(self.classes_)
+        try:
+            idx = np.searchsorted(self.classes_, y)
+            idx[idx == K] = 0
+            if not (self.classes_[idx] == y).all():
+                return None
+        except (TypeError, ValueError):  # labels not comparable with classes_
+            return None
+        if self._label_binarizer.y_type_ == "multiclass":
+            return np.ascontiguousarray(idx, dtype=np.intp), y
+        return np.ascontiguousarray(idx.reshape(n, 1), dtype=self._model.dtype), y
 
     def predict(self, X):
         """Class labels (of ``classes_``), or a label indicator matrix for multi-label."""

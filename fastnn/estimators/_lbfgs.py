@@ -9,6 +9,7 @@ import numpy as np
 import scipy.optimize
 from sklearn.exceptions import ConvergenceWarning
 
+from .. import _validation as _v
 from ..backends import TrainSpec, ops
 from ..threads import one_blas_thread
 
@@ -39,6 +40,8 @@ def fit_lbfgs(est, X, Y, sw):
     model = est._model
     layers = model.layers
     N = X.shape[0]
+    if not _v.is_sparse(X):  # (the objective reads all N rows in place: one C copy here)
+        X = np.require(X, model.dtype, ["C", "A"])
     sw_sum = float(N if sw is None else sw.sum())
     if not sw_sum > 0:
         raise ValueError("sample_weight must not be all zero")

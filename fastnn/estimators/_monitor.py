@@ -22,12 +22,14 @@ class Monitor:
         The model's mean loss per sample times this is scikit-learn's reported data loss.
     l2_scale : float
         The L2 term reported: l2_scale * sum ||W||^2 on the weights an epoch starts from.
+    epochs : int
+        The epochs the fit runs at most.
     validation : (X_val, Y_val, y_val, sw_val) or None
         The early-stopping split.
     """
 
-    def __init__(self, est, *, n, report_scale, l2_scale, validation=None):
-        self.est, self.n = est, n
+    def __init__(self, est, *, n, report_scale, l2_scale, epochs, validation=None):
+        self.est, self.n, self.epochs = est, n, epochs
         self.report_scale, self.l2_scale = report_scale, l2_scale
         self.validation = validation
         self.schedule = est.learning_rate if est.solver == "sgd" else "constant"
@@ -42,7 +44,8 @@ class Monitor:
         # the L2 term on the weights the epoch started from (scikit-learn adds it batch by
         # batch on the weights before each update: the same for a single full batch)
         est.loss_ = history.loss[-1] * self.report_scale + self.l2_scale * self.l2_start
-        self.l2_start = est._l2()
+        if epoch + 1 < self.epochs:  # (the weights the next epoch starts from)
+            self.l2_start = est._l2()
         est.loss_curve_.append(est.loss_)
         self._print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
         if self.validation is not None:
@@ -103,7 +106,8 @@ class Monitor:
                 layer.b[...] = b
 
 
-def validation_arrays(split):
-    """(X_val C-contiguous, Y_val, y_val, sw_val) from _BaseMLP._validation_split's part."""
+def validation_arrays(model, split):
+    """(X_val as ``model`` reads it, Y_val, y_val, sw_val) from _BaseMLP._validation_split's
+    part (X_val: CSR rows, or a dense array)."""
     X_val, Y_val, y_val, sw_val = split
-    return np.ascontiguousarray(X_val), Y_val, y_val, sw_val
+    return model._inputs(X_val, "X_val", in_place=True)[0], Y_val, y_val, sw_val

@@ -6,7 +6,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.metaestimators import available_if
 from sklearn.utils.validation import column_or_1d, validate_data
 
-from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP
+from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP, _dtypes
 
 __all__ = ["MLPRegressor"]
 
@@ -119,8 +119,8 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def _validate_input(self, X, y, incremental, reset, dtype):
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
-                             y_numeric=True, dtype=dtype, reset=reset)
-        X = self._dense(X, dtype)
+                             y_numeric=True, dtype=_dtypes(dtype), reset=reset)
+        X = self._model_input(X, dtype)
         if y.ndim == 2 and y.shape[1] == 1:
             y = column_or_1d(y, warn=True)
         if self.loss == "poisson" and (y < 0).any():
@@ -158,7 +158,20 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     @available_if(lambda est: est._check_solver())
     def partial_fit(self, X, y, sample_weight=None):
         """One epoch over (X, y), continuing the weights and the optimizer state."""
+        if "_model" in self.__dict__ and self._quick_partial_fit(X, y, sample_weight, None):
+            return self
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
+
+    def _quick_targets(self, y, n, classes):
+        # plain finite numbers: (n,) for one output, (n, n_outputs) for several
+        d = self.n_outputs_
+        if (type(y) is not np.ndarray or y.dtype.kind not in "fiu"
+                or y.shape != ((n,) if d == 1 else (n, d))):
+            return None
+        Y = np.require(y.reshape(n, d), self._model.dtype, ["C", "A"])
+        if not np.isfinite(Y).all() or (self.loss == "poisson" and (Y < 0).any()):
+            return None
+        return Y, y
 
     def predict(self, X):
         """Predictions (n_samples,) for one output, (n_samples, n_outputs) otherwise."""

@@ -6,14 +6,17 @@ import warnings
 import numpy as np
 from sklearn.exceptions import ConvergenceWarning
 
+from ..training import fit_validated
 from ._monitor import Monitor, validation_arrays
 
 STOCHASTIC_SOLVERS = ("sgd", "adam")
+_BELOW_ONE = float(np.nextafter(1.0, 0.0))  # (scikit-learn allows momentum 1; fastnn < 1)
 
 
-def fit_stochastic(est, X, Y, y_out, sw, incremental):
+def fit_stochastic(est, X, Y, y_out, sw, incremental, seed=None):
     """Train ``est._model`` on (X, Y) with sample weights ``sw``: max_iter epochs (fit), or
-    one (partial_fit: ``incremental``, continuing the optimizer state)."""
+    one (partial_fit: ``incremental``, continuing the optimizer state). ``seed``: the
+    shuffle's, when the caller drew it (else the next draw of ``est._random_state``)."""
     if est.early_stopping and incremental:
         raise ValueError("partial_fit does not support early_stopping=True")
     est._init_stochastic_attributes()
@@ -23,7 +26,7 @@ def fit_stochastic(est, X, Y, y_out, sw, incremental):
     validation = None
     if est.early_stopping:
         (X, Y, sw), split = est._validation_split(X, Y, y_out, sw)
-        validation = validation_arrays(split)
+        validation = validation_arrays(est._model, split)
     n = X.shape[0]
     batch_size = _batch_size(est.batch_size, n)
     n_batches = -(-n // batch_size)
@@ -34,21 +37,25 @@ def fit_stochastic(est, X, Y, y_out, sw, incremental):
             raise ValueError("sample_weight must not be all zero on the training samples")
         sw = sw / mean_w
     solver = est.solver
-    momentum = min(float(est.momentum), float(np.nextafter(1.0, 0.0))) if solver == "sgd" else 0.0
+    momentum = min(float(est.momentum), _BELOW_ONE) if solver == "sgd" else 0.0
     monitor = Monitor(est, n=n, report_scale=est._report_scale(est._model.n_outputs),
                       l2_scale=0.5 * est.alpha * n_batches / (n * mean_w),
+                      epochs=1 if incremental else int(est.max_iter),
                       validation=validation)
     est.n_iter_ = 0
     try:
-        est._model.fit(
-            X, Y, epochs=1 if incremental else int(est.max_iter), batch_size=batch_size,
-            lr=float(est.learning_rate_init), optimizer=solver, momentum=momentum,
-            nesterov=bool(est.nesterovs_momentum) and momentum > 0,
+        # (X, Y, sw and the parameters are checked: scikit-learn's checks ran on them, or
+        # the estimator's quick partial_fit path repeats a checked call)
+        fit_validated(
+            est._model, X, Y, sw, validation=None,
+            epochs=1 if incremental else int(est.max_iter), batch_size=batch_size, lr=float(est.learning_rate_init), optimizer=solver,
+            momentum=momentum, nesterov=bool(est.nesterovs_momentum) and momentum > 0,
             # scikit-learn's L2 penalty 0.5 alpha ||W||^2 / n on a batch of the data
-            weight_decay=est.alpha / (batch_size * mean_w),
-            shuffle=bool(est.shuffle), sample_weight=sw,
-            random_state=int(est._random_state.randint(np.iinfo(np.int32).max)),
-            lr_schedule=(lambda epoch: est._lr) if solver == "sgd" else "constant",
+            weight_decay=float(est.alpha) / (batch_size * mean_w),
+            shuffle=bool(est.shuffle), early_stopping=False, patience=1,
+            random_state=(int(est._random_state.randint(np.iinfo(np.int32).max))
+                          if seed is None else seed),
+            verbose=0, lr_schedule=(lambda epoch: est._lr) if solver == "sgd" else "constant",
             beta1=float(est.beta_1), beta2=float(est.beta_2), eps=float(est.epsilon),
             warm_start=warm_optimizer, callback=monitor)
     except KeyboardInterrupt:

@@ -563,8 +563,8 @@ class _InterruptingTrainer:
     def t(self):
         return self._inner.t
 
-    def run_epoch(self, perm, lr, reload=True):
-        total = self._inner.run_epoch(perm, lr, reload)
+    def run_epoch(self, perm, lr, reload=True, **kwargs):
+        total = self._inner.run_epoch(perm, lr, reload, **kwargs)
         self._epoch += 1
         if self._epoch == self.at + 1:
             raise KeyboardInterrupt
