@@ -22,6 +22,9 @@ Workloads (float32 throughout, the MLPs relu hidden layers and a softmax output)
 * ``partial_fit``: ``partial_fit`` of a 16-row batch per call, ``MLPClassifier`` and
   ``MLPRegressor`` (64-128-10 and 64-128-1, adam, scikit-learn's defaults), fastnn's
   estimators against scikit-learn's;
+* ``estimators``: fastnn's ``MLPClassifier`` / ``MLPRegressor`` against scikit-learn's,
+  fit for fit with the same parameters (every epoch run: tol 0): digits with sgd, adam and
+  lbfgs, and the diabetes regression (adam, alpha 1, 200 epochs), with the test score;
 * ``digits``: the full fit on the bundled digits (64-128-10, 30 epochs, batch 32, SGD lr 0.1,
   momentum 0.9), with the test accuracy; JAX runs each epoch as one jitted ``lax.scan``;
 * ``inference``: ``predict_proba`` of a trained 784-256-10 MLP at batch 1, 32 and 4096;
@@ -65,6 +68,18 @@ DIGITS_FIT = {"epochs": 30, "batch_size": 32, "lr": 0.1, "momentum": 0.9}
 DIGITS_FLOOR = {"fastnn": 0.96, "reference": 0.96}
 PEER_DIGITS_FLOOR = 0.95
 PARTIAL_FIT_BATCH = 16
+ESTIMATOR_FITS = {  # name: (estimator, data, parameters of both contenders, score floor)
+    "digits sgd": ("classifier", "digits", {"hidden_layer_sizes": [128], "solver": "sgd",
+                                            "batch_size": 32, "max_iter": 30,
+                                            "learning_rate_init": 0.1}, 0.95),
+    "digits adam": ("classifier", "digits", {"hidden_layer_sizes": [128], "solver": "adam",
+                                             "batch_size": 32, "max_iter": 30}, 0.95),
+    "digits lbfgs": ("classifier", "digits", {"hidden_layer_sizes": [128],
+                                              "solver": "lbfgs", "max_iter": 100}, 0.95),
+    "diabetes adam": ("regressor", "diabetes", {"hidden_layer_sizes": [100],
+                                                "solver": "adam", "alpha": 1.0,
+                                                "max_iter": 200}, 0.2),
+}
 GUEST = {"steps": 200, "batch_size": 32, "lr": 0.1, "momentum": 0.9}
 SPARSE = {"rows": 20_000, "test_rows": 5_000, "columns": 2 ** 18, "nonzeros": 120,
           "classes": 8, "hidden": 64, "max_iter": 3, "batch_size": 200}
@@ -89,7 +104,8 @@ class Case:
     and times are reported per unit; ``flops`` counts one unit's floating-point operations
     (0: no GFLOP/s). ``check`` says how a contender's outputs are checked before it is
     timed: "close" to the base contender's (``rtol``, ``atol``), "accuracy" (the share of
-    ``outputs["pred"] == y_test`` at least ``floor[name]``), or "none". A ``single_shot``
+    ``outputs["pred"] == y_test`` at least ``floor[name]``), "score" (``outputs["score"]``,
+    the estimator's test score, at least ``floor[name]``), or "none". A ``single_shot``
     case times one call per round with no calibration and no warm-up (a fit of minutes)
     and takes its outputs after timing.
     """
@@ -202,6 +218,26 @@ def partial_fit_arrays(estimator: str) -> dict[str, np.ndarray]:
         return {"X": X, "y": y_train}
     target = (y_train - y_train.mean()) / y_train.std()
     return {"X": X, "y": target.astype(np.float64)}
+
+
+@functools.lru_cache(maxsize=1)
+def estimator_arrays(data: str) -> dict[str, np.ndarray]:
+    """A training and a test split as users hold them (float64): the digits scaled to
+    [0, 1], or scikit-learn's diabetes data with X and y standardised."""
+    if data == "digits":
+        X_train, X_test, y_train, y_test = digits_split()
+        return {"X": X_train.astype(np.float64), "y": y_train,
+                "X_test": X_test.astype(np.float64), "y_test": y_test}
+    from sklearn.datasets import load_diabetes
+
+    from fastnn.datasets import train_test_split
+
+    X, y = load_diabetes(return_X_y=True)
+    X = (X - X.mean(axis=0)) / X.std(axis=0)
+    y = (y - y.mean()) / y.std()
+    X_train, X_test, y_train, y_test = train_test_split(X, y, test_size=0.25, random_state=0,
+                                                        stratify=False)
+    return {"X": X_train, "y": y_train, "X_test": X_test, "y_test": y_test}
 
 
 @functools.lru_cache(maxsize=1)
@@ -368,6 +404,12 @@ def cases() -> list[Case]:
                         ("fastnn", "sklearn"), _builder(partial_fit_arrays, estimator),
                         params={"estimator": estimator, "hidden": 128,
                                 "batch_size": PARTIAL_FIT_BATCH}, rtol=1e-3, atol=1e-4))
+    for name, (estimator, data, settings, floor) in ESTIMATOR_FITS.items():
+        out.append(Case(f"estimators/{name}", "estimators",
+                        f"MLP{estimator.capitalize()} {name}", ("fastnn", "sklearn"),
+                        _builder(estimator_arrays, data),
+                        params={"estimator": estimator, "settings": settings},
+                        check="score", floor=dict.fromkeys(("fastnn", "sklearn"), floor)))
     peer_floor = dict.fromkeys(("torch", "jax", "sklearn"), PEER_DIGITS_FLOOR)
     out.append(Case("digits/64-128-10", "digits", "digits 64-128-10, 30 epochs, batch 32",
                     MODEL_PEERS, _builder(digits_arrays), params=dict(DIGITS_FIT),
@@ -393,7 +435,7 @@ def cases() -> list[Case]:
 
 
 WORKLOADS = ("peak", "forward", "loss", "backward", "train", "fit_cost", "partial_fit",
-             "digits", "inference", "guest", "sparse")
+             "estimators", "digits", "inference", "guest", "sparse")
 TITLES = {
     "peak": "GEMM peak: X @ W.T, float32, 2048 x 2048 x 2048 (the best contender is the "
             "machine's peak)",
@@ -406,6 +448,8 @@ TITLES = {
                 "included)",
     "partial_fit": "partial_fit of a 16-row batch per call (adam, scikit-learn's defaults; "
                    "float64 input)",
+    "estimators": "estimator fits, fastnn's against scikit-learn's, same parameters, every "
+                  "epoch run (tol 0); float64 input, fastnn's default float32 model",
     "digits": "full fit on digits: 64-128-10, 30 epochs, batch 32, SGD lr 0.1, momentum 0.9",
     "inference": "inference: predict_proba of a trained 784-256-10 MLP",
     "guest": "fastnn as a guest: a PyTorch loop alone and after `import fastnn` and a fit "

@@ -3,7 +3,7 @@ same calls on the NumPy reference: ``fastnn.reference`` for the kernels, the "nu
 backend for the models, NumPy's own ``X @ W.T`` for the GEMM peak).
 
 Loaded by ``worker.py`` in a worker that imports fastnn; see ``cases.py`` for the
-workloads. The estimator workloads (``partial_fit``, ``sparse``) are fastnn's only, and
+workloads. The estimator workloads (``partial_fit``, ``estimators``, ``sparse``) are fastnn's only, and
 use the same tasks as scikit-learn's (``peer_sklearn.py``) with fastnn's estimators.
 """
 
@@ -127,6 +127,9 @@ def setup(name: str, workload: str, params: dict[str, Any], arrays: Arrays,
     if workload == "partial_fit":
         return peer_sklearn.PartialFit(fastnn.MLPClassifier, fastnn.MLPRegressor, params,
                                        arrays)
+    if workload == "estimators":
+        return peer_sklearn.EstimatorFit(fastnn.MLPClassifier, fastnn.MLPRegressor, params,
+                                         arrays)
     if workload == "sparse":
         return peer_sklearn.SparseFit(fastnn.MLPClassifier, params, arrays)
     return None

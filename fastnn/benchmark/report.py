@@ -175,10 +175,11 @@ def section(results: Sequence[CaseResult], peak: float | None) -> str:
 def _extras(workload: str, results: Sequence[CaseResult]) -> list[str]:
     lines = []
     for r in results:
-        acc = {n: o.info["accuracy"] for n, o in r.outcomes.items() if "accuracy" in o.info}
-        if acc:
-            lines.append(f"test accuracy ({r.case.label}): "
-                         + ", ".join(f"{n} {a:.4f}" for n, a in acc.items()))
+        for key in ("accuracy", "score"):
+            values = {n: o.info[key] for n, o in r.outcomes.items() if key in o.info}
+            if values:
+                lines.append(f"test {key} ({r.case.label}): "
+                             + ", ".join(f"{n} {a:.4f}" for n, a in values.items()))
         memory = {n: o.info["peak_rss_above_start_bytes_per_round"]
                   for n, o in r.outcomes.items()
                   if o.ok and "peak_rss_above_start_bytes_per_round" in o.info}

@@ -510,12 +510,13 @@ class CaseRun:
             if reply is None:
                 continue
             got = load_outputs(reply)
-            if case.check == "accuracy":
-                acc = accuracy(got, self.arrays)
-                self.outcomes[name].info["accuracy"] = acc
-                floor = case.floor.get(name, 0.0)
-                if acc < floor:
-                    self.fail(name, f"error: test accuracy {acc:.4f} below {floor:g}")
+            if case.check in ("accuracy", "score"):
+                key = case.check
+                value = accuracy(got, self.arrays) if key == "accuracy" else float(got["score"])
+                self.outcomes[name].info[key] = value
+                floor = case.floor.get(name, -np.inf)
+                if value < floor:
+                    self.fail(name, f"error: test {key} {value:.4f} below {floor:g}")
             elif name == case.base:
                 want = got
             elif want is None:
