@@ -40,6 +40,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON to PATH")
     p.add_argument("--samples", type=int, help="rounds per case at most (>= 3)")
     p.add_argument("--target-ms", type=float, help="duration of one sample, ms")
+    p.add_argument("--wait-quiet", type=float, metavar="S", default=0.0,
+                   help="before each round, wait up to S seconds until other processes use "
+                        "less than 10%% of the CPUs (a shared machine's quiet moments)")
     p.add_argument("--list", action="store_true", help="list the cases and goals, and exit")
     args = p.parse_args(list(argv))
     if args.samples is not None and args.samples < 3:
@@ -65,6 +68,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
         s.min_samples = min(s.min_samples, s.samples)
     if args.target_ms is not None:
         s.target = args.target_ms / 1e3
+    s.wait_quiet = args.wait_quiet
     return s
 
 

@@ -268,6 +268,13 @@ def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None
             if r.other_cpu is not None and r.other_cpu > BUSY]
     if busy:
         p(f"* other processes used more than {BUSY:.0%} of the CPUs during: " + "; ".join(busy))
+    waits = [r.quiet for r in results if r.quiet]
+    if waits:
+        started = sum(q["quiet_rounds"] for q in waits)
+        total = sum(q["rounds"] for q in waits)
+        p(f"--wait-quiet {settings.wait_quiet:g}: {started} of {total} rounds started with "
+          f"other processes below 10% of the CPUs; {sum(q['waited_s'] for q in waits):.0f} s "
+          "spent waiting")
     if other_cpu is not None:
         p(f"other processes used {100 * other_cpu:.1f}% of the CPUs during the run")
     p(f"{elapsed:.0f} s")
@@ -283,7 +290,7 @@ def case_dict(r: CaseResult, peak: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": c.id, "workload": c.workload, "label": c.label,
                            "base": c.base, "steps_per_call": c.steps,
                            "flops_per_step": c.flops, "rounds": r.rounds,
-                           "other_cpu": r.other_cpu, "contenders": {}}
+                           "other_cpu": r.other_cpu, "quiet": r.quiet, "contenders": {}}
     for name, o in r.outcomes.items():
         entry: dict[str, Any] = {"status": o.status if o.ok or o.status != "ok"
                                  else "error: no samples", "info": o.info}
@@ -309,7 +316,8 @@ def payload(results: Sequence[CaseResult], peak: float | None, verdicts: Sequenc
             "mode": "same-process" if same_process else "process per contender",
             "settings": {"samples": settings.samples, "min_samples": settings.min_samples,
                          "target_s": settings.target, "budget_s": settings.budget,
-                         "single_shot_rounds": settings.single_shot_rounds},
+                         "single_shot_rounds": settings.single_shot_rounds,
+                         "wait_quiet_s": settings.wait_quiet},
             "environment": env,
             "contenders": {name: c.title for name, c in CONTENDERS.items()},
             "peak_gflops": peak,

@@ -147,8 +147,9 @@ class CpuMeter:
     the busy time of all CPUs (/proc/stat) minus the CPU time of ``pids`` (this process
     and the workers; /proc/PID/stat), over wall time x CPUs. None where not readable."""
 
-    def __init__(self, pids: Callable[[], Iterable[int]]) -> None:
+    def __init__(self, pids: Callable[[], Iterable[int]], min_wall: float = 0.5) -> None:
         self.pids = pids
+        self.min_wall = min_wall
         self.start = self._snap()
 
     def _snap(self) -> tuple[float, float, float] | None:
@@ -167,11 +168,26 @@ class CpuMeter:
 
     def others(self) -> float | None:
         end = self._snap()
-        if self.start is None or end is None or end[0] - self.start[0] < 0.5:
+        if self.start is None or end is None or end[0] - self.start[0] < self.min_wall:
             return None
         wall = end[0] - self.start[0]
         other = (end[1] - self.start[1]) - (end[2] - self.start[2])
         return min(1.0, max(0.0, other / (wall * (os.cpu_count() or 1))))
+
+
+def wait_quiet(pids: Callable[[], Iterable[int]], limit: float, share: float = 0.10,
+               window: float = 0.25) -> tuple[float, bool]:
+    """Wait, at most ``limit`` seconds, until other processes use less than ``share`` of
+    the CPUs over a ``window``; returns (seconds waited, whether it was quiet)."""
+    start = time.perf_counter()
+    while True:
+        meter = CpuMeter(pids, min_wall=window / 2)
+        time.sleep(window)
+        others = meter.others()
+        if others is None or others < share:
+            return time.perf_counter() - start, True
+        if time.perf_counter() - start >= limit:
+            return time.perf_counter() - start, False
 
 
 # ---------------------------------------------------------------------------------------
@@ -343,6 +359,7 @@ class CaseResult:
     outcomes: dict[str, Outcome]
     rounds: int = 0
     other_cpu: float | None = None
+    quiet: dict[str, float] | None = None  # with --wait-quiet: rounds started quiet, waits
 
     def ok(self, name: str) -> bool:
         return name in self.outcomes and self.outcomes[name].ok
@@ -383,6 +400,7 @@ class Settings:
     target: float = 0.010  # seconds of one sample
     budget: float = 8.0  # seconds of timing per case, at most (then fewer rounds)
     single_shot_rounds: int = 1  # rounds of a single-shot case (a fit of minutes)
+    wait_quiet: float = 0.0  # seconds a round may wait for other processes to go quiet
 
 
 # ---------------------------------------------------------------------------------------
@@ -449,6 +467,7 @@ class CaseRun:
         self.outcomes = {name: Outcome() for name in case.contenders}
         self.workers: dict[str, Worker] = {}
         self.arrays: dict[str, np.ndarray] = {}
+        self.quiet = {"rounds": 0, "quiet_rounds": 0, "waited_s": 0.0}  # --wait-quiet
 
     def fail(self, name: str, status: str) -> None:
         self.outcomes[name].status = status
@@ -493,7 +512,8 @@ class CaseRun:
         meter = CpuMeter(self.pool.pids)
         single = self.case.single_shot
         rounds = self.time_single_shot() if single else self.time_rounds()
-        result = CaseResult(self.case, self.outcomes, rounds, meter.others())
+        result = CaseResult(self.case, self.outcomes, rounds, meter.others(),
+                            self.quiet if self.quiet["rounds"] else None)
         if single:
             self.check()  # the accuracy of the timed fits
         return result
@@ -554,6 +574,11 @@ class CaseRun:
         names = list(plans)
         previous: int | None = os.getpid()  # the parent built the inputs: let it go quiet
         for r in range(rounds + 1):  # round 0 is the warm-up
+            if s.wait_quiet > 0:
+                waited, quiet = wait_quiet(self.pool.pids, s.wait_quiet)
+                self.quiet["waited_s"] += waited
+                self.quiet["quiet_rounds"] += quiet
+                self.quiet["rounds"] += 1
             order = names[r % len(names):] + names[:r % len(names)]
             for name in order:
                 if name not in self.workers or (r == 0 and per_call[name] >= 0.1):
