@@ -5,7 +5,8 @@ and scikit-learn, measured as users run them: each contender in a worker process
 own, started with the environment the command was started with (the harness sets no thread
 or spin variable anywhere), the rounds alternated between the workers so that load from
 elsewhere hits all of them, medians, the spread of the samples, ratios of medians, and the
-verdicts of the goals.
+verdicts of the goals. On a shared machine, ``--wait-quiet S`` waits for other processes
+to go quiet before each round and takes again a round during which tasks waited for a CPU.
 
 Modules, one job each:
 
@@ -25,6 +26,14 @@ Peers are optional (``pip install "fastnn[bench]"``); a missing one is reported 
 "n/a (not installed)".
 """
 
-from .cli import main
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m fastnn bench [options]`` (``fastnn.benchmark.cli``)."""
+    from .cli import main as cli_main  # not at import: a worker imports only what it uses
+
+    return cli_main(argv)
+
 
 __all__ = ["main"]

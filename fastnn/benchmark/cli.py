@@ -42,7 +42,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--target-ms", type=float, help="duration of one sample, ms")
     p.add_argument("--wait-quiet", type=float, metavar="S", default=0.0,
                    help="before each round, wait up to S seconds until other processes use "
-                        "less than 10%% of the CPUs (a shared machine's quiet moments)")
+                        "less than 10%% of the CPUs, and take a round again (up to 3 times) "
+                        "when tasks waited for a CPU during more than 10%% of it (a shared "
+                        "machine)")
     p.add_argument("--list", action="store_true", help="list the cases and goals, and exit")
     args = p.parse_args(list(argv))
     if args.samples is not None and args.samples < 3:

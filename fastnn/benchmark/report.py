@@ -134,6 +134,13 @@ def text_table(rows: Sequence[Sequence[str]], left: Sequence[int] = (0,)) -> str
     return "\n".join(lines)
 
 
+def busy(r: CaseResult) -> bool:
+    """Other processes took more than ``BUSY`` of the CPUs during the case, or more than a
+    quarter of its rounds stalled (tasks waited for a CPU during more than 10% of them)."""
+    stalled = bool(r.load and r.load["rounds"] and r.load["stalled"] > r.load["rounds"] / 4)
+    return stalled or (r.other_cpu is not None and r.other_cpu > BUSY)
+
+
 def _cell(result: CaseResult, name: str, notes: list[str]) -> str:
     outcome = result.outcomes[name]
     if not outcome.ok:
@@ -158,8 +165,7 @@ def section(results: Sequence[CaseResult], peak: float | None) -> str:
     rows = [head]
     notes: list[str] = []
     for r in results:
-        busy = r.other_cpu is not None and r.other_cpu > BUSY
-        row = [r.case.label + (" *" if busy else "")]
+        row = [r.case.label + (" *" if busy(r) else "")]
         row += [_cell(r, n, notes) if n in r.outcomes else "" for n in columns]
         spreads = [o.spread for o in r.outcomes.values() if o.ok]
         row.append(f"{100 * max(spreads):.0f}%" if spreads and r.rounds > 1 else "")
@@ -264,17 +270,21 @@ def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None
     if noisy:
         p(f"note: {len(noisy)} contender-cases had samples spread (IQR/median) above "
           f"{NOISY:.0%}; the widest: " + "; ".join(text for _, text in noisy[:5]))
-    busy = [f"{r.case.label} {100 * r.other_cpu:.0f}%" for r in results
-            if r.other_cpu is not None and r.other_cpu > BUSY]
-    if busy:
-        p(f"* other processes used more than {BUSY:.0%} of the CPUs during: " + "; ".join(busy))
-    waits = [r.quiet for r in results if r.quiet]
-    if waits:
-        started = sum(q["quiet_rounds"] for q in waits)
-        total = sum(q["rounds"] for q in waits)
-        p(f"--wait-quiet {settings.wait_quiet:g}: {started} of {total} rounds started with "
-          f"other processes below 10% of the CPUs; {sum(q['waited_s'] for q in waits):.0f} s "
-          "spent waiting")
+    marked = [f"{r.case.workload} {r.case.label}" for r in results if busy(r)]
+    if marked:
+        p(f"* {len(marked)} cases ran on a busy machine (other processes above {BUSY:.0%} of "
+          "the CPUs, or more than a quarter of the rounds stalled); their times are suspect: "
+          + "; ".join(marked))
+    loads = [r.load for r in results if r.load and r.load["rounds"]]
+    if loads:
+        total = {k: sum(load[k] for load in loads) for k in loads[0]}
+        line = (f"{total['stalled']:.0f} of {total['rounds']:.0f} timed rounds stalled (runnable "
+                "tasks waited for a CPU during more than 10% of the round: Linux's CPU pressure)")
+        if settings.wait_quiet > 0:
+            line += (f"; --wait-quiet {settings.wait_quiet:g}: {total['retaken']:.0f} stalled "
+                     f"rounds taken again, {total['waited_s']:.0f} s spent waiting for other "
+                     "processes to go below 10% of the CPUs")
+        p(line)
     if other_cpu is not None:
         p(f"other processes used {100 * other_cpu:.1f}% of the CPUs during the run")
     p(f"{elapsed:.0f} s")
@@ -290,7 +300,7 @@ def case_dict(r: CaseResult, peak: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": c.id, "workload": c.workload, "label": c.label,
                            "base": c.base, "steps_per_call": c.steps,
                            "flops_per_step": c.flops, "rounds": r.rounds,
-                           "other_cpu": r.other_cpu, "quiet": r.quiet, "contenders": {}}
+                           "other_cpu": r.other_cpu, "load": r.load, "contenders": {}}
     for name, o in r.outcomes.items():
         entry: dict[str, Any] = {"status": o.status if o.ok or o.status != "ok"
                                  else "error: no samples", "info": o.info}

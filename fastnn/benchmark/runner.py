@@ -7,8 +7,13 @@ unrecorded warm-up round, then rounds in which each contender takes one sample i
 order rotating from round to round). Before each sample the parent waits until the previous
 worker's threads have gone quiet (its CPU time stops growing, at most ``SETTLE_MAX``
 seconds): an idle BLAS or OpenMP pool spins for up to ~0.1 s after a call, and it must not
-run on the cores during another contender's sample. Load from elsewhere hits every
-contender alike, which is what makes the ratios of medians fair on a shared machine.
+run on the cores during another contender's sample. Load from elsewhere then falls on every
+contender's rounds alike, but the contenders do not suffer from it alike: on 2 cores, one
+busy core makes a library whose 2 threads meet at barriers (OpenMP, OpenBLAS) wait a
+scheduler slice at each, 100x and more, while a single-threaded call barely notices. So each
+round measures Linux's CPU pressure (the time some runnable task waited for a CPU) and is
+counted as stalled when that exceeds ``BUSY_ROUND`` of it; with ``wait_quiet`` a round
+first waits for other processes to go quiet, and a stalled round is taken again.
 
 Workers start with the environment this process was started with (``user_environment``):
 nothing is added, in particular no thread or spin variable, and not what ``import fastnn``
@@ -41,6 +46,9 @@ from .worker import HERE, Handler, error_text, load_module
 NOT_INSTALLED = "n/a (not installed)"
 SETTLE_MAX = 0.25  # seconds a worker's threads may take to go quiet
 QUIET = 0.05  # ... quiet: using less than this share of one core
+BUSY_ROUND = 0.10  # a round is stalled when runnable tasks waited for a CPU this share of it
+MAX_RETRIES = 5  # with --wait-quiet, a stalled round is taken again up to this many times,
+WAIT_BUDGET = 12  # while the case has waited less than this many times the --wait-quiet
 
 
 @dataclass(frozen=True)
@@ -173,6 +181,16 @@ class CpuMeter:
         wall = end[0] - self.start[0]
         other = (end[1] - self.start[1]) - (end[2] - self.start[2])
         return min(1.0, max(0.0, other / (wall * (os.cpu_count() or 1))))
+
+
+def cpu_stall() -> float | None:
+    """Seconds, since boot, during which some runnable task waited for a CPU (Linux's
+    pressure stall information, microseconds; None where /proc/pressure/cpu is missing)."""
+    try:
+        with open("/proc/pressure/cpu") as fh:
+            return int(fh.readline().rsplit("total=", 1)[1]) / 1e6
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def wait_quiet(pids: Callable[[], Iterable[int]], limit: float, share: float = 0.10,
@@ -359,7 +377,7 @@ class CaseResult:
     outcomes: dict[str, Outcome]
     rounds: int = 0
     other_cpu: float | None = None
-    quiet: dict[str, float] | None = None  # with --wait-quiet: rounds started quiet, waits
+    load: dict[str, float] | None = None  # stalled and retaken rounds (CaseRun.load)
 
     def ok(self, name: str) -> bool:
         return name in self.outcomes and self.outcomes[name].ok
@@ -467,7 +485,11 @@ class CaseRun:
         self.outcomes = {name: Outcome() for name in case.contenders}
         self.workers: dict[str, Worker] = {}
         self.arrays: dict[str, np.ndarray] = {}
-        self.quiet = {"rounds": 0, "quiet_rounds": 0, "waited_s": 0.0}  # --wait-quiet
+        self.previous: int | None = None  # the worker that took the last sample
+        # rounds recorded, of which stalled (tasks waited for a CPU > BUSY_ROUND of the
+        # round), rounds taken again and the wait for quiet (--wait-quiet)
+        self.load = {"rounds": 0, "stalled": 0, "retaken": 0, "quiet_starts": 0,
+                     "waited_s": 0.0}
 
     def fail(self, name: str, status: str) -> None:
         self.outcomes[name].status = status
@@ -512,8 +534,7 @@ class CaseRun:
         meter = CpuMeter(self.pool.pids)
         single = self.case.single_shot
         rounds = self.time_single_shot() if single else self.time_rounds()
-        result = CaseResult(self.case, self.outcomes, rounds, meter.others(),
-                            self.quiet if self.quiet["rounds"] else None)
+        result = CaseResult(self.case, self.outcomes, rounds, meter.others(), self.load)
         if single:
             self.check()  # the accuracy of the timed fits
         return result
@@ -572,34 +593,57 @@ class CaseRun:
         per_round = sum(c * k * per_call[n] for n, (c, k) in plans.items())
         rounds = max(s.min_samples, min(s.samples, int(s.budget / per_round)))
         names = list(plans)
-        previous: int | None = os.getpid()  # the parent built the inputs: let it go quiet
-        for r in range(rounds + 1):  # round 0 is the warm-up
-            if s.wait_quiet > 0:
+        self.previous = os.getpid()  # the parent built the inputs: let it go quiet
+        r = retries = 0
+        while r <= rounds:  # round 0 is the warm-up
+            if s.wait_quiet > 0 and self.load["waited_s"] < WAIT_BUDGET * s.wait_quiet:
                 waited, quiet = wait_quiet(self.pool.pids, s.wait_quiet)
-                self.quiet["waited_s"] += waited
-                self.quiet["quiet_rounds"] += quiet
-                self.quiet["rounds"] += 1
+                self.load["waited_s"] += waited
+                self.load["quiet_starts"] += quiet
             order = names[r % len(names):] + names[:r % len(names)]
-            for name in order:
-                if name not in self.workers or (r == 0 and per_call[name] >= 0.1):
-                    continue  # failed, or warmed by its calibration already
-                calls, chunks = plans[name]
-                t = self.sample(name, calls, chunks, previous)
-                previous = self.workers[name].pid if name in self.workers else None
-                if t is not None and r:
+            taken, busy = self.round(order, plans, warm_up=r == 0, per_call=per_call)
+            stalled = busy is not None and busy > BUSY_ROUND
+            if r and stalled and s.wait_quiet > 0 and retries < MAX_RETRIES \
+                    and self.load["waited_s"] < WAIT_BUDGET * s.wait_quiet:
+                retries += 1  # tasks waited for the CPUs meanwhile: take the round again
+                self.load["retaken"] += 1
+                continue
+            if r:
+                self.load["rounds"] += 1
+                self.load["stalled"] += stalled
+                for name, t in taken.items():
                     self.outcomes[name].samples.append(t / self.case.steps)
+            r += 1
+            retries = 0
         return rounds
+
+    def round(self, order: list[str], plans: Mapping[str, tuple[int, int]], warm_up: bool,
+              per_call: Mapping[str, float]) -> tuple[dict[str, float], float | None]:
+        """One sample of each contender in ``order``; returns them (seconds per call) and
+        the share of the round during which some runnable task waited for a CPU (or, where
+        that is not measured, the share of the CPUs other processes used)."""
+        meter = CpuMeter(self.pool.pids, min_wall=0.1)
+        stall, start = cpu_stall(), time.perf_counter()
+        taken = {}
+        for name in order:
+            if name not in self.workers or (warm_up and per_call[name] >= 0.1):
+                continue  # failed, or warmed by its calibration already
+            t = self.sample(name, *plans[name], self.previous)
+            self.previous = self.workers[name].pid if name in self.workers else None
+            if t is not None:
+                taken[name] = t
+        if stall is None:
+            return taken, meter.others()
+        return taken, ((cpu_stall() or stall) - stall) / (time.perf_counter() - start)
 
     def time_single_shot(self) -> int:
         names = list(self.workers)
-        previous: int | None = os.getpid()
+        self.previous = os.getpid()
         for r in range(self.settings.single_shot_rounds):
-            for name in names[r % len(names):] + names[:r % len(names)]:
-                if name in self.workers:
-                    t = self.sample(name, 1, 1, previous)
-                    previous = self.workers[name].pid if name in self.workers else None
-                    if t is not None:
-                        self.outcomes[name].samples.append(t)
+            order = names[r % len(names):] + names[:r % len(names)]
+            taken, _ = self.round(order, {n: (1, 1) for n in names}, False, {})
+            for name, t in taken.items():
+                self.outcomes[name].samples.append(t)
         return self.settings.single_shot_rounds
 
 
