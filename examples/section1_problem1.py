@@ -1,11 +1,14 @@
-"""Section 1, problem 1 of the notes: a 1-2-1 network of hard-threshold units on a scalar x.
+"""Section 1, problem 1 of the notes: a 1-2-1 network of hard-threshold units on a scalar x
+========================================================================================
 
 W^H = [1, 1]^T, b^H = [-1, -3], W^O = [-1, 2], b^O = 0.5, hard threshold activation (eq. 2)
 and threshold output (eq. 4). The script prints the notes' answers (a)-(e) as formulas, a
 table of z^H, u^H, z^O and y_hat over a grid of x computed by fastnn, checks the table
 against the formulas, and draws the hidden units (figure ``section1_problem1.png``).
 
-    python examples/section1_problem1.py [--out DIR] [--no-plot]
+Run it from the repository's folder::
+
+    python examples/section1_problem1.py [--out DIR] [--no-plot] [--show]
 """
 
 import argparse
@@ -18,9 +21,11 @@ from fastnn.datasets import notes_problem1
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="folder for the figures (default: .)")
     parser.add_argument("--no-plot", action="store_true", help="print only; no matplotlib")
+    parser.add_argument("--show", action="store_true",
+                        help="also show the figures (matplotlib's plt.show)")
     return parser.parse_args(argv)
 
 
@@ -60,11 +65,11 @@ def main(argv=None):
           f"{'PASS' if ok else 'FAIL'}")
 
     if not args.no_plot:
-        from matplotlib.figure import Figure
+        import matplotlib.pyplot as plt
 
         from fastnn.plot import hidden_units
 
-        fig = Figure(figsize=(10, 4), layout="constrained")
+        fig = plt.figure(figsize=(10, 4), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         hidden_units(net, (-1, 5), ax=ax1)
         ax1.set_title(r"hidden units: $z_j^H$ (dashed), $u_j^H = g(z_j^H)$ (solid)")
@@ -79,8 +84,16 @@ def main(argv=None):
         path = os.path.join(args.out, "section1_problem1.png")
         fig.savefig(path, dpi=100)
         print(f"saved {path}")
+        if args.show:
+            plt.show()
+        else:
+            plt.close(fig)
     return {"x": x, "z_H": zH, "u_H": uH, "z_O": zO, "y_hat": y_hat, "ok": ok}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line, prints what this page shows below and,
+# unless ``--no-plot``, draws the figure and saves it in ``--out``.
 
 if __name__ == "__main__":
     main()

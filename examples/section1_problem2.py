@@ -1,4 +1,5 @@
-"""Section 1, problem 2 of the notes: a 1-2-1 threshold network that fits four points.
+"""Section 1, problem 2 of the notes: a 1-2-1 threshold network that fits four points
+==================================================================================
 
 Data x = [0, 1, 3, 5], y = [0, 0, 1, 0]; the notes' network has units 1{x >= 2}, 1{x >= 4}
 (W^H = [1, 1]^T, b^H = [-2, -4]) and z^O = u_1 - 2 u_2 - 0.5 (W^O = [1, -2], b^O = -0.5).
@@ -11,7 +12,9 @@ row's label reads z_i2 = x - 2 but is z_i2 = x - 4; the fourth reads u_i1 = g(z_
 u_i2 = g(z_i2); the fifth reads z^O = u_i1 - 2 u_i1 - 0.5 but is z^O = u_i1 - 2 u_i2 - 0.5;
 and the test column's z_i2 at x = 3.5 is 3.5 - 4 = -0.5, not 0.5 (its u_i2 = 0 is right).
 
-    python examples/section1_problem2.py [--out DIR] [--no-plot]
+Run it from the repository's folder::
+
+    python examples/section1_problem2.py [--out DIR] [--no-plot] [--show]
 """
 
 import argparse
@@ -24,9 +27,11 @@ from fastnn.datasets import notes_problem2
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="folder for the figures (default: .)")
     parser.add_argument("--no-plot", action="store_true", help="print only; no matplotlib")
+    parser.add_argument("--show", action="store_true",
+                        help="also show the figures (matplotlib's plt.show)")
     return parser.parse_args(argv)
 
 
@@ -76,11 +81,11 @@ def main(argv=None):
     print("      (the notes print 0.5); the table above follows the math")
 
     if not args.no_plot:
-        from matplotlib.figure import Figure
+        import matplotlib.pyplot as plt
 
         from fastnn.plot import hidden_units
 
-        fig = Figure(figsize=(10, 4), layout="constrained")
+        fig = plt.figure(figsize=(10, 4), layout="constrained")
         ax1, ax2 = fig.subplots(1, 2)
         hidden_units(net, (-1, 6), ax=ax1)
         ax1.set_title(r"hidden units: $z_j^H$ (dashed), $u_j^H$ (solid)")
@@ -97,8 +102,16 @@ def main(argv=None):
         path = os.path.join(args.out, "section1_problem2.png")
         fig.savefig(path, dpi=100)
         print(f"saved {path}")
+        if args.show:
+            plt.show()
+        else:
+            plt.close(fig)
     return {"x": x, "z_H": zH, "u_H": uH, "z_O": zO, "y_hat": y_hat, "fits": fits}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line, prints what this page shows below and,
+# unless ``--no-plot``, draws the figure and saves it in ``--out``.
 
 if __name__ == "__main__":
     main()

@@ -1,4 +1,5 @@
-"""Section 1, problem 3 of the notes: a 2-3-1 threshold network whose y_hat = 1 on a triangle.
+"""Section 1, problem 3 of the notes: a 2-3-1 threshold network whose y_hat = 1 on a triangle
+==========================================================================================
 
 W^H = [[1, 0], [0, 1], [1, 1]], b^H = [0, 0, -1], W^O = [1, 1, -1], b^O = -1.5, hard
 threshold units (eq. 2) and threshold output (eq. 4). The notes find y_hat = 1 exactly on the
@@ -6,7 +7,9 @@ region (12): x1 >= 0, x2 >= 0, x1 + x2 < 1. The script prints the formulas, chec
 with fastnn on a grid of the plane that contains the region's edges (float32 and float64),
 and draws the decision region with the triangle (figure ``section1_problem3.png``).
 
-    python examples/section1_problem3.py [--out DIR] [--no-plot]
+Run it from the repository's folder::
+
+    python examples/section1_problem3.py [--out DIR] [--no-plot] [--show]
 """
 
 import argparse
@@ -19,9 +22,11 @@ from fastnn.datasets import notes_problem3
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="folder for the figures (default: .)")
     parser.add_argument("--no-plot", action="store_true", help="print only; no matplotlib")
+    parser.add_argument("--show", action="store_true",
+                        help="also show the figures (matplotlib's plt.show)")
     return parser.parse_args(argv)
 
 
@@ -68,11 +73,11 @@ def main(argv=None):
         print(f"{a:6.2f} {b:6.2f} {u[0]:4.0f} {u[1]:4.0f} {u[2]:4.0f} {z:6.2f} {yh:6d}")
 
     if not args.no_plot:
-        from matplotlib.figure import Figure
+        import matplotlib.pyplot as plt
 
         from fastnn.plot import decision_region
 
-        fig = Figure(figsize=(5.5, 5), layout="constrained")
+        fig = plt.figure(figsize=(5.5, 5), layout="constrained")
         ax = fig.add_subplot()
         decision_region(net, (-1, 2), (-1, 2), ax=ax, resolution=301,
                         region=[(0, 0), (1, 0), (0, 1)])
@@ -82,8 +87,16 @@ def main(argv=None):
         path = os.path.join(args.out, "section1_problem3.png")
         fig.savefig(path, dpi=100)
         print(f"saved {path}")
+        if args.show:
+            plt.show()
+        else:
+            plt.close(fig)
     return {"ok": ok, "n_inside": int(inside.sum()), "n_points": len(X)}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line, prints what this page shows below and,
+# unless ``--no-plot``, draws the figure and saves it in ``--out``.
 
 if __name__ == "__main__":
     main()

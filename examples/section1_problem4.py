@@ -1,11 +1,15 @@
-"""Section 1, problem 4 of the notes: architecture choices for three problems, built with MLP.
+"""Section 1, problem 4 of the notes: architecture choices for three problems, built with MLP
+==========================================================================================
 
-(a) 20 x 20 grey-scale images of the letters 'a'-'z': N_i = 400, N_o = 26, softmax (eq. 5);
-(b) 120 speech features (MFCCs), male or female: N_i = 120, N_o = 1, sigmoid (eq. 3);
-(c) a stock price from the last five days' averages: N_i = 5, N_o = 1, identity (eq. 7).
+* (a) 20 x 20 grey-scale images of the letters 'a'-'z': N_i = 400, N_o = 26, softmax (eq. 5);
+* (b) 120 speech features (MFCCs), male or female: N_i = 120, N_o = 1, sigmoid (eq. 3);
+* (c) a stock price from the last five days' averages: N_i = 5, N_o = 1, identity (eq. 7).
+
 N_h and g_act are free in all three: the script picks a width and an activation for each,
 builds the networks with ``fastnn.MLP``, prints their layer shapes, output maps and losses,
 and runs each on a random batch to show the output shapes.
+
+Run it from the repository's folder::
 
     python examples/section1_problem4.py [--out DIR] [--no-plot]   (no figure)
 """
@@ -18,9 +22,10 @@ from fastnn import MLP
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="unused: this problem has no figure")
     parser.add_argument("--no-plot", action="store_true", help="unused: this problem has no figure")
+    parser.add_argument("--show", action="store_true", help="unused: this problem has no figure")
     return parser.parse_args(argv)
 
 
@@ -56,6 +61,9 @@ def main(argv=None):
         shapes[name[:3]] = [(layer.W.shape, layer.b.shape) for layer in net.layers]
     return shapes
 
+
+# %%
+# Run as a script, ``main()`` reads the command line and prints what this page shows below.
 
 if __name__ == "__main__":
     main()

@@ -1,15 +1,20 @@
-"""Section 1, problem 5 of the notes: the batch layer computations in NumPy, vs fastnn.functional.
+"""Section 1, problem 5 of the notes: the batch layer computations in NumPy, vs fastnn.functional
+==============================================================================================
 
 The notes' solution writes, for a batch X (N, N_i) without for-loops:
-(a) the hidden layer (eq. 10a) with sigmoid units,  Zh = X.dot(WH.T) + bh[None, :],
-    Uh = 1/(1+np.exp(-Zh));
-(b) a binary output layer (eq. 10b, sigmoid output eq. 3) with a weight vector Wo (N_h,) and a
-    scalar bo,  Zo = Uh.dot(Wo) + bo,  Uo = 1/(1+np.exp(-Zo));
-(c) a K-class output layer (eq. 10b, softmax eq. 5),  Zo = Uh.dot(Wo.T) + bo[None,:],
-    expZo = np.exp(Zo),  Uo = expZo / np.sum(expZo,axis=1)[:,None].
+
+* (a) the hidden layer (eq. 10a) with sigmoid units, ``Zh = X.dot(WH.T) + bh[None, :]``,
+  ``Uh = 1/(1+np.exp(-Zh))``;
+* (b) a binary output layer (eq. 10b, sigmoid output eq. 3) with a weight vector Wo (N_h,)
+  and a scalar bo, ``Zo = Uh.dot(Wo) + bo``, ``Uo = 1/(1+np.exp(-Zo))``;
+* (c) a K-class output layer (eq. 10b, softmax eq. 5), ``Zo = Uh.dot(Wo.T) + bo[None,:]``,
+  ``expZo = np.exp(Zo)``, ``Uo = expZo / np.sum(expZo,axis=1)[:,None]``.
+
 The script runs these snippets and fastnn.functional's ``linear`` / ``sigmoid`` / ``softmax``
 on the same random batch, in float64 and float32, on the compiled kernels and on the NumPy
 reference backend, and prints the largest differences.
+
+Run it from the repository's folder::
 
     python examples/section1_problem5.py [--out DIR] [--no-plot]   (no figure)
 """
@@ -25,9 +30,10 @@ TOLERANCE = {"float64": 1e-12, "float32": 1e-5}
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="unused: this problem has no figure")
     parser.add_argument("--no-plot", action="store_true", help="unused: this problem has no figure")
+    parser.add_argument("--show", action="store_true", help="unused: this problem has no figure")
     return parser.parse_args(argv)
 
 
@@ -86,6 +92,9 @@ def main(argv=None):
           f"(tolerance {TOLERANCE['float64']:g} / {TOLERANCE['float32']:g})")
     return {"max_error": worst, "ok": ok}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line and prints what this page shows below.
 
 if __name__ == "__main__":
     main()

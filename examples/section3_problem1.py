@@ -1,4 +1,5 @@
-"""Section 3, problem 1 of the notes: backpropagation for a ReLU network with softmax outputs.
+"""Section 3, problem 1 of the notes: backpropagation for a ReLU network with softmax outputs
+==========================================================================================
 
 The notes derive, for K-class classification with the categorical cross-entropy (eq. 18) and
 ReLU hidden units, the gradients of L = sum_i g_loss(z_i^O, y_i) (eq. 16) step by step:
@@ -14,6 +15,8 @@ the math). The script evaluates these equations in NumPy, fastnn's ``gradients``
 ``reduction="sum"``, the notes' L) and central finite differences of ``loss``, on a small
 random MLP in float64, on both backends, and prints the largest differences.
 
+Run it from the repository's folder::
+
     python examples/section3_problem1.py [--out DIR] [--no-plot]   (no figure)
 """
 
@@ -28,9 +31,10 @@ EPS = 1e-6  # the finite-difference step
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="unused: this problem has no figure")
     parser.add_argument("--no-plot", action="store_true", help="unused: this problem has no figure")
+    parser.add_argument("--show", action="store_true", help="unused: this problem has no figure")
     return parser.parse_args(argv)
 
 
@@ -109,6 +113,9 @@ def main(argv=None):
           f"{'PASS' if ok else 'FAIL'}")
     return {"max_error_fd": worst_fd, "max_error_notes": worst_notes, "ok": ok}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line and prints what this page shows below.
 
 if __name__ == "__main__":
     main()

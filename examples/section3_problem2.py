@@ -1,4 +1,5 @@
-"""Section 3, problem 2 of the notes: the model y_hat_i = alpha^T exp(W x_i + b), squared loss.
+"""Section 3, problem 2 of the notes: the model y_hat_i = alpha^T exp(W x_i + b), squared loss
+===========================================================================================
 
 The notes' computation graph is z_i = W x_i + b, u_i = exp(z_i), y_hat_i = alpha^T u_i,
 L = sum_i (y_i - y_hat_i)^2, and backpropagation gives
@@ -12,6 +13,8 @@ L = sum_i (y_i - y_hat_i)^2, and backpropagation gives
 is ``Sequential([Linear(d, M, "exp"), Linear(M, 1, bias=False)], loss="squared_error")``:
 the second layer's W is alpha^T. The script compares fastnn's ``gradients(...,
 reduction="sum")`` with these formulas and with central finite differences, in float64.
+
+Run it from the repository's folder::
 
     python examples/section3_problem2.py [--out DIR] [--no-plot]   (no figure)
 """
@@ -27,9 +30,10 @@ EPS = 1e-6  # the finite-difference step
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="unused: this problem has no figure")
     parser.add_argument("--no-plot", action="store_true", help="unused: this problem has no figure")
+    parser.add_argument("--show", action="store_true", help="unused: this problem has no figure")
     return parser.parse_args(argv)
 
 
@@ -96,6 +100,9 @@ def main(argv=None):
           f"(eps = {EPS:g}) {worst['fd']:.2e}: {'PASS' if ok else 'FAIL'}")
     return {"max_error_notes": worst["notes"], "max_error_fd": worst["fd"], "ok": ok}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line and prints what this page shows below.
 
 if __name__ == "__main__":
     main()

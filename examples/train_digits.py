@@ -1,4 +1,5 @@
-"""Train the notes' one-hidden-layer network on the bundled 8x8 handwritten digits.
+"""Train the notes' one-hidden-layer network on the bundled 8x8 handwritten digits
+===============================================================================
 
 Beyond the notes' worked problems: their K-class network (section 1: N_i = 64 pixels, a ReLU
 hidden layer of N_h = 128 units, N_o = K = 10 softmax outputs, eq. 5) trained as section 3
@@ -8,7 +9,9 @@ images), pixel values 0..16 scaled by 1/16, with a fixed stratified 25% test spl
 prints the per-epoch progress, the test accuracy and the fit time, and saves the learning
 curve (figure ``train_digits.png``).
 
-    python examples/train_digits.py [--out DIR] [--no-plot]
+Run it from the repository's folder::
+
+    python examples/train_digits.py [--out DIR] [--no-plot] [--show]
 """
 
 import argparse
@@ -22,9 +25,11 @@ from fastnn.datasets import load_digits, train_test_split
 
 
 def parse_args(argv, doc):
-    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser = argparse.ArgumentParser(description=doc.split("\n", 1)[0])
     parser.add_argument("--out", default=".", help="folder for the figures (default: .)")
     parser.add_argument("--no-plot", action="store_true", help="print only; no matplotlib")
+    parser.add_argument("--show", action="store_true",
+                        help="also show the figures (matplotlib's plt.show)")
     return parser.parse_args(argv)
 
 
@@ -48,19 +53,27 @@ def main(argv=None):
           f"({sum(history.seconds):.3f} s in the training epochs themselves)")
 
     if not args.no_plot:
-        from matplotlib.figure import Figure
+        import matplotlib.pyplot as plt
 
         from fastnn.plot import learning_curve
 
-        fig = Figure(figsize=(7, 4.5), layout="constrained")
+        fig = plt.figure(figsize=(7, 4.5), layout="constrained")
         ax = learning_curve(history, ax=fig.add_subplot())
         ax.set_title(f"MLP(64, 128, 10) on digits: test accuracy {accuracy:.3f}")
         os.makedirs(args.out, exist_ok=True)
         path = os.path.join(args.out, "train_digits.png")
         fig.savefig(path, dpi=100)
         print(f"saved {path}")
+        if args.show:
+            plt.show()
+        else:
+            plt.close(fig)
     return {"accuracy": accuracy, "seconds": seconds, "history": history}
 
+
+# %%
+# Run as a script, ``main()`` reads the command line, prints what this page shows below and,
+# unless ``--no-plot``, draws the figure and saves it in ``--out``.
 
 if __name__ == "__main__":
     main()

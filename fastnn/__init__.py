@@ -16,52 +16,19 @@ The notes' section 1, problem 2: two hard-threshold units (eq. 2) and a threshol
 array([0, 0, 1, 0, 1])
 """
 
-import os
-import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from ._version import __version__  # (first: threadpoolctl asks it while the imports run)
 
-def _compiled(folder: str) -> bool:
-    return any(name.startswith("_kernels.") and name.endswith((".so", ".pyd"))
-               for name in os.listdir(folder))
+from . import functional, reference
+from . import functional as F
+from .config import show_config
+from .functional import get_backend, set_backend, use_backend
+from .layers import Linear
+from .network import MLP, Sequential, Trace, load
+from .threads import get_num_threads, set_num_threads
+from .training import History
 
-
-def _installed_copy(here: str) -> str | None:
-    """Where an installed fastnn lies when this one is a source checkout without its compiled
-    extension (``python -m fastnn`` run in the repository folder finds the folder first)."""
-    if _compiled(here):
-        return None
-    for entry in sys.path:
-        candidate = os.path.join(os.path.abspath(entry or os.curdir), "fastnn")
-        if os.path.abspath(candidate) != here and os.path.isfile(
-                os.path.join(candidate, "__init__.py")) and _compiled(candidate):
-            return candidate
-    raise ImportError(
-        f"fastnn's compiled extension is not built in {here} and no installed fastnn was "
-        "found: run `pip install .` (then use fastnn from anywhere, this folder included), "
-        "or build in place with `python setup.py build_ext --inplace`")
-
-
-_installed = _installed_copy(os.path.dirname(os.path.abspath(__file__)))
-if _installed is not None:  # import every submodule from the installed copy instead
-    __path__[:] = [_installed]
-    __file__ = os.path.join(_installed, "__init__.py")
-
-# OpenMP threads that spin after a parallel pass steal the core from the BLAS threads of the
-# next matrix product; fastnn's parallel passes are large enough to pay for a wake-up instead.
-# Set before the extension loads OpenMP; a value the user set wins.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-from . import functional, reference  # noqa: E402
-from . import functional as F  # noqa: E402
-from .config import show_config  # noqa: E402
-from .functional import get_backend, set_backend, use_backend  # noqa: E402
-from .layers import Linear  # noqa: E402
-from .network import MLP, Sequential, Trace  # noqa: E402
-from .serialization import load  # noqa: E402
-from .training import History  # noqa: E402
-
-__version__ = "0.1.0"
 
 __all__ = [
     "F",
@@ -72,12 +39,18 @@ __all__ = [
     "Trace",
     "functional",
     "get_backend",
+    "get_num_threads",
     "load",
     "reference",
     "set_backend",
+    "set_num_threads",
     "show_config",
     "use_backend",
 ]
+
+
+if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and IDEs
+    from .estimators import MLPClassifier, MLPRegressor
 
 
 def __getattr__(name: str) -> Any:  # scikit-learn is optional: the estimators load it on first use

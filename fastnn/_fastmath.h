@@ -88,7 +88,9 @@ static inline double fnn_exp(double x) {
  * (-ffp-contract=off) and sums in a fixed order of 8 float64 lanes. */
 #if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__) && defined(__linux__) \
     && !defined(FNN_NO_CLONES)  /* (tests build single instruction sets with it) */
-#define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#define FNN_CLONES __attribute__((target_clones("avx512f", "avx2", "default"), unused))
+#elif defined(__GNUC__) || defined(__clang__)
+#define FNN_CLONES __attribute__((unused))  /* each kernel module uses some of the loops */
 #else
 #define FNN_CLONES
 #endif
@@ -225,6 +227,22 @@ FNN_CLONES static void fnn_adam_##S(T* restrict P, const T* restrict G, T* restr
 FNN_CLONES static void fnn_add_scaled_##S(T* restrict G, const T* restrict P, T wd,          \
                                           ptrdiff_t n) {                                    \
     for (ptrdiff_t i = 0; i < n; i++) G[i] = G[i] + wd * P[i];                              \
+}                                                                                           \
+/* fnn_adam with g = wd P alone: the step of a parameter whose data gradient is zero (a    \
+ * sparse first layer's row that the batch's non-zeros did not reach); the dense gradient   \
+ * there is 0 + wd P, the same numbers */                                                   \
+FNN_CLONES static void fnn_adam_decay_##S(T* restrict P, T* restrict M, T* restrict V, T wd, \
+                                          T b1, T b2, T lr_t, T eps, ptrdiff_t n) {         \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T g = wd * P[i];                                                                    \
+        M[i] = b1 * M[i] + (1 - b1) * g;                                                    \
+        V[i] = b2 * V[i] + (1 - b2) * g * g;                                                \
+        P[i] = P[i] - lr_t * M[i] / (SQRT(V[i]) + eps);                                     \
+    }                                                                                       \
+}                                                                                           \
+/* y += a x: a non-zero x_ik times a row of W^T (eq. 10a), or times dZ_i (dW^T_k) */         \
+FNN_CLONES static void fnn_axpy_##S(T* restrict y, T a, const T* restrict x, ptrdiff_t n) {  \
+    for (ptrdiff_t i = 0; i < n; i++) y[i] = y[i] + a * x[i];                               \
 }
 
 /* The cheap passes next to the products: bias + ReLU epilogue (eq. 10a), the ReLU mask of
@@ -270,6 +288,21 @@ FNN_CLONES static int fnn_all_finite_##S(const T* restrict x, ptrdiff_t n) {    
 FNN_FINITE(float, f, uint32_t, 0x7f800000u)
 FNN_FINITE(double, d, uint64_t, 0x7ff0000000000000ull)
 
+/* ... and none below 0 (-0.0 is not): an optimizer's second moments */
+#define FNN_FINITE_NONNEG(T, S, U, EXPONENT, SIGN)                                          \
+FNN_CLONES static int fnn_all_finite_nonneg_##S(const T* restrict x, ptrdiff_t n) {          \
+    U bad = 0;                                                                              \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        U u;                                                                                \
+        memcpy(&u, x + i, sizeof u);                                                        \
+        bad |= (U)((u & EXPONENT) == EXPONENT) | (U)((u & SIGN) && (u & ~SIGN));            \
+    }                                                                                       \
+    return !bad;                                                                            \
+}
+
+FNN_FINITE_NONNEG(float, f, uint32_t, 0x7f800000u, 0x80000000u)
+FNN_FINITE_NONNEG(double, d, uint64_t, 0x7ff0000000000000ull, 0x8000000000000000ull)
+
 /* A layer's product before its activation, sample by sample as for one sample (eq. 1a):
  * z_ij = sum_k W_jk x_ik + b_j for the N rows x_i of X (N, K), K >= 1, and the rows
  * j0 <= j < j1 of a row-major W (M, K), into Z (N, M); b may be NULL. With t_k = W_jk x_ik:
@@ -299,15 +332,53 @@ static inline T fnn_dot_##S(const T* restrict w, const T* restrict x, ptrdiff_t 
     for (; k < K; k++) s += w[k] * x[k];  /* the last K mod L terms, in order */            \
     return s;                                                                               \
 }                                                                                           \
+__attribute__((always_inline)) static inline void fnn_dot4_##S(                             \
+        const T* restrict w, const T* restrict x, ptrdiff_t K,                              \
+                                T* restrict out) {                                          \
+    /* fnn_dot of four consecutive rows w, w + K, w + 2K, w + 3K with x: four independent  \
+     * chains of sums (one alone waits on each add's latency), each in fnn_dot's order */  \
+    T a0[L] = {0}, a1[L] = {0}, a2[L] = {0}, a3[L] = {0};                                   \
+    const T *w0 = w, *w1 = w + K, *w2 = w + 2 * K, *w3 = w + 3 * K;                         \
+    ptrdiff_t k = 0;                                                                        \
+    for (; k + L <= K; k += L)                                                              \
+        for (int l = 0; l < L; l++) {                                                       \
+            T xv = x[k + l];                                                                \
+            a0[l] += w0[k + l] * xv; a1[l] += w1[k + l] * xv;                               \
+            a2[l] += w2[k + l] * xv; a3[l] += w3[k + l] * xv;                               \
+        }                                                                                   \
+    if (L == 16)                                                                            \
+        for (int l = 0; l < 8; l++) {                                                       \
+            a0[l] = a0[l] + a0[l + 8]; a1[l] = a1[l] + a1[l + 8];                           \
+            a2[l] = a2[l] + a2[l + 8]; a3[l] = a3[l] + a3[l + 8];                           \
+        }                                                                                   \
+    for (int l = 0; l < 4; l++) {                                                           \
+        a0[l] = a0[l] + a0[l + 4]; a1[l] = a1[l] + a1[l + 4];                               \
+        a2[l] = a2[l] + a2[l + 4]; a3[l] = a3[l] + a3[l + 4];                               \
+    }                                                                                       \
+    T s0 = (a0[0] + a0[2]) + (a0[1] + a0[3]), s1 = (a1[0] + a1[2]) + (a1[1] + a1[3]);       \
+    T s2 = (a2[0] + a2[2]) + (a2[1] + a2[3]), s3 = (a3[0] + a3[2]) + (a3[1] + a3[3]);       \
+    for (; k < K; k++) {  /* the last K mod L terms, in order */                            \
+        s0 += w0[k] * x[k]; s1 += w1[k] * x[k]; s2 += w2[k] * x[k]; s3 += w3[k] * x[k];     \
+    }                                                                                       \
+    out[0] = s0; out[1] = s1; out[2] = s2; out[3] = s3;                                     \
+}                                                                                           \
 FNN_CLONES static void fnn_gemv_lanes_##S(const T* restrict W, const T* restrict X,         \
                                           const T* restrict b, T* restrict Z, ptrdiff_t N,  \
                                           ptrdiff_t M, ptrdiff_t j0, ptrdiff_t j1,          \
                                           ptrdiff_t K) {                                    \
-    for (ptrdiff_t i = 0; i < N; i++)  /* K >= L */                                         \
-        for (ptrdiff_t j = j0; j < j1; j++) {                                               \
-            T s = fnn_dot_##S(W + j * K, X + i * K, K);                                     \
-            Z[i * M + j] = b ? s + b[j] : s;                                                \
+    T s[4];                                                                                 \
+    for (ptrdiff_t i = 0; i < N; i++) {  /* K >= L */                                       \
+        ptrdiff_t j = j0;                                                                   \
+        for (; j + 4 <= j1; j += 4) {                                                       \
+            fnn_dot4_##S(W + j * K, X + i * K, K, s);                                       \
+            for (int r = 0; r < 4; r++)                                                     \
+                Z[i * M + j + r] = b ? s[r] + b[j + r] : s[r];                              \
         }                                                                                   \
+        for (; j < j1; j++) {                                                               \
+            T d = fnn_dot_##S(W + j * K, X + i * K, K);                                     \
+            Z[i * M + j] = b ? d + b[j] : d;                                                \
+        }                                                                                   \
+    }                                                                                       \
 }                                                                                           \
 static inline void fnn_gemv_##S(const T* restrict W, const T* restrict X,                   \
                                 const T* restrict b, T* restrict Z, ptrdiff_t N,            \

@@ -180,6 +180,130 @@ __attribute__((target("avx2,fma"))) static void fnn_sgemm_avx2(
     }
 }
 
+/* ---- C = A B^T, both operands read along rows (the layer's X W^T with W as stored) ----
+ *
+ * Each entry of C is a dot product of a row of A and a row of B (W's rows are the units'
+ * weight vectors): register tiles of MR rows of A by NR rows of B accumulate MR x NR vectors
+ * of partial sums along k with fused multiply-adds (the last k mod V_W entries masked), then
+ * each vector is summed across its lanes. Every entry sums its products in the same order
+ * wherever its tile sits: the result does not depend on m, n or how C is cut into parts.
+ * W needs no copy or packing, so a model's weights serve its products as they are stored. */
+#define FNN_NT_ACC(R, S) V_T c##R##S = V_ZERO();
+#define FNN_NT_FMA(R, S) c##R##S = V_FMADD(a##R, b##S, c##R##S);
+#define FNN_NT_LOADA(R) V_T a##R = V_LOADU(A + (R) * lda + p);
+#define FNN_NT_LOADB(S) V_T b##S = V_LOADU(B + (S) * ldb + p);
+#define FNN_NT_LOADA_TAIL(R) V_T a##R = V_LOADK(A + (R) * lda + p, mk);
+#define FNN_NT_LOADB_TAIL(S) V_T b##S = V_LOADK(B + (S) * ldb + p, mk);
+#define FNN_NT_STORE(R, S) C[(R) * ldc + (S)] = V_HSUM(c##R##S);
+
+#define FNN_NT_TILE(NAME, TARGET, ROWS, COLS, FOR_PAIRS, MASK, MASKOF)                      \
+__attribute__((target(TARGET))) static inline void NAME(                                   \
+        ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,          \
+        float* C, ptrdiff_t ldc) {                                                          \
+    FOR_PAIRS(FNN_NT_ACC)                                                                   \
+    ptrdiff_t p = 0;                                                                        \
+    for (; p + V_W <= k; p += V_W) {                                                        \
+        ROWS(FNN_NT_LOADA) COLS(FNN_NT_LOADB) FOR_PAIRS(FNN_NT_FMA)                         \
+    }                                                                                       \
+    if (p < k) { /* the last k mod V_W entries: the other lanes load zeros */               \
+        MASK mk = MASKOF(k - p);                                                            \
+        ROWS(FNN_NT_LOADA_TAIL) COLS(FNN_NT_LOADB_TAIL) FOR_PAIRS(FNN_NT_FMA)               \
+    }                                                                                       \
+    FOR_PAIRS(FNN_NT_STORE)                                                                 \
+}
+
+#define FNN_R1(X) X(0)
+#define FNN_R4(X) X(0) X(1) X(2) X(3)
+#define FNN_C1(X) X(0)
+#define FNN_C2(X) X(0) X(1)
+#define FNN_C4(X) X(0) X(1) X(2) X(3)
+#define FNN_P11(X) X(0, 0)
+#define FNN_P12(X) X(0, 0) X(0, 1)
+#define FNN_P14(X) X(0, 0) X(0, 1) X(0, 2) X(0, 3)
+#define FNN_P41(X) X(0, 0) X(1, 0) X(2, 0) X(3, 0)
+#define FNN_P42(X) FNN_P41(X) X(0, 1) X(1, 1) X(2, 1) X(3, 1)
+#define FNN_P44(X) FNN_P42(X) X(0, 2) X(1, 2) X(2, 2) X(3, 2) X(0, 3) X(1, 3) X(2, 3) X(3, 3)
+
+/* AVX-512: 16 floats a vector, tiles of 4 x 4 */
+#define V_T __m512
+#define V_W 16
+#define V_ZERO _mm512_setzero_ps
+#define V_FMADD _mm512_fmadd_ps
+#define V_LOADU _mm512_loadu_ps
+#define V_LOADK(ptr, m) _mm512_maskz_loadu_ps(m, ptr)
+#define V_HSUM _mm512_reduce_add_ps
+#define FNN_MASK512(n) ((__mmask16)((n) >= 16 ? 0xFFFFu : (1u << (n)) - 1))
+FNN_NT_TILE(fnn_nt512_44, "avx512f", FNN_R4, FNN_C4, FNN_P44, __mmask16, FNN_MASK512)
+FNN_NT_TILE(fnn_nt512_41, "avx512f", FNN_R4, FNN_C1, FNN_P41, __mmask16, FNN_MASK512)
+FNN_NT_TILE(fnn_nt512_14, "avx512f", FNN_R1, FNN_C4, FNN_P14, __mmask16, FNN_MASK512)
+FNN_NT_TILE(fnn_nt512_11, "avx512f", FNN_R1, FNN_C1, FNN_P11, __mmask16, FNN_MASK512)
+#undef V_T
+#undef V_W
+#undef V_ZERO
+#undef V_FMADD
+#undef V_LOADU
+#undef V_LOADK
+#undef V_HSUM
+
+/* AVX2 with FMA: 8 floats a vector, tiles of 4 x 2 */
+__attribute__((target("avx2,fma"))) static inline float fnn_hsum256(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+__attribute__((target("avx2,fma"))) static inline __m256i fnn_mask256(ptrdiff_t n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+#define V_T __m256
+#define V_W 8
+#define V_ZERO _mm256_setzero_ps
+#define V_FMADD _mm256_fmadd_ps
+#define V_LOADU _mm256_loadu_ps
+#define V_LOADK(ptr, m) _mm256_maskload_ps(ptr, m)
+#define V_HSUM fnn_hsum256
+FNN_NT_TILE(fnn_nt256_42, "avx2,fma", FNN_R4, FNN_C2, FNN_P42, __m256i, fnn_mask256)
+FNN_NT_TILE(fnn_nt256_41, "avx2,fma", FNN_R4, FNN_C1, FNN_P41, __m256i, fnn_mask256)
+FNN_NT_TILE(fnn_nt256_12, "avx2,fma", FNN_R1, FNN_C2, FNN_P12, __m256i, fnn_mask256)
+FNN_NT_TILE(fnn_nt256_11, "avx2,fma", FNN_R1, FNN_C1, FNN_P11, __m256i, fnn_mask256)
+#undef V_T
+#undef V_W
+#undef V_ZERO
+#undef V_FMADD
+#undef V_LOADU
+#undef V_LOADK
+#undef V_HSUM
+
+/* C (m x n, row stride ldc) = A (m x k) B^T, B (n x k) row-major: tiles of MR x NR, then the
+ * rows and columns left */
+#define FNN_NT_BODY(MR, NR, TILE, TILE_R1, TILE_1C, TILE_11)                                \
+    ptrdiff_t i = 0, j;                                                                     \
+    for (; i + MR <= m; i += MR) {                                                          \
+        for (j = 0; j + NR <= n; j += NR)                                                   \
+            TILE(k, A + i * lda, lda, B + j * ldb, ldb, C + i * ldc + j, ldc);              \
+        for (; j < n; j++)                                                                  \
+            TILE_R1(k, A + i * lda, lda, B + j * ldb, ldb, C + i * ldc + j, ldc);           \
+    }                                                                                       \
+    for (; i < m; i++) {                                                                    \
+        for (j = 0; j + NR <= n; j += NR)                                                   \
+            TILE_1C(k, A + i * lda, lda, B + j * ldb, ldb, C + i * ldc + j, ldc);           \
+        for (; j < n; j++)                                                                  \
+            TILE_11(k, A + i * lda, lda, B + j * ldb, ldb, C + i * ldc + j, ldc);           \
+    }
+
+__attribute__((target("avx512f"))) static void fnn_sgemm_nt_avx512(
+        ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B,
+        ptrdiff_t ldb, float* C, ptrdiff_t ldc) {
+    FNN_NT_BODY(4, 4, fnn_nt512_44, fnn_nt512_41, fnn_nt512_14, fnn_nt512_11)
+}
+
+__attribute__((target("avx2,fma"))) static void fnn_sgemm_nt_avx2(
+        ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B,
+        ptrdiff_t ldb, float* C, ptrdiff_t ldc) {
+    FNN_NT_BODY(4, 2, fnn_nt256_42, fnn_nt256_41, fnn_nt256_12, fnn_nt256_11)
+}
+
 static int fnn_sgemm_cpu = -1;  /* 2: AVX-512, 1: AVX2 + FMA, 0: neither (set once) */
 static int fnn_sgemm_isa = -1;  /* the path in use: the CPU's, or lower (tests) */
 
@@ -211,6 +335,17 @@ static inline int fnn_sgemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha,
     }
 }
 
+/* C = A B^T by fastnn's product (see above); returns 0 where the CPU lacks it */
+static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* A,
+                               ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
+                               ptrdiff_t ldc) {
+    switch (fnn_sgemm_level()) {
+    case 2: fnn_sgemm_nt_avx512(m, n, k, A, lda, B, ldb, C, ldc); return 1;
+    case 1: fnn_sgemm_nt_avx2(m, n, k, A, lda, B, ldb, C, ldc); return 1;
+    default: return 0;
+    }
+}
+
 #else
 #define FNN_HAVE_GEMM 0
 static inline int fnn_sgemm_level(void) { return 0; }
@@ -221,6 +356,12 @@ static inline int fnn_sgemm(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha,
                             ptrdiff_t ldp) {
     (void)m; (void)n; (void)k; (void)alpha; (void)A; (void)sai; (void)sap; (void)B;
     (void)ldb; (void)beta; (void)C; (void)ldc; (void)P; (void)ldp;
+    return 0;
+}
+static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* A,
+                               ptrdiff_t lda, const float* B, ptrdiff_t ldb, float* C,
+                               ptrdiff_t ldc) {
+    (void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
     return 0;
 }
 #endif

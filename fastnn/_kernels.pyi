@@ -1,16 +1,20 @@
-"""Type stubs of the compiled extension ``fastnn._kernels`` (``_kernels.pyx`` + ``_train.pxi``).
+"""Type stubs of ``fastnn._kernels``, the entry of the compiled native layer (it gathers what
+Python calls from fastnn._layers, _inputs, _losses, _inference, _train, _parallel, _blas,
+_tuning).
 
 Nothing in the extension validates its arguments (``linear`` excepted: it returns None for
 anything outside its fast path): callers pass C-contiguous float32/float64 arrays of one
 dtype and matching shapes, labels as intp, sample weights as float64.
 """
 
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import numpy as np
 from numpy.typing import NDArray
 
 _FloatArray = NDArray[np.floating[Any]]
+_IntArray = NDArray[np.integer[Any]]
 _Out = TypeVar("_Out", bound=NDArray[np.floating[Any]])
 _LayerState = tuple[_FloatArray, _FloatArray | None] | None
 
@@ -20,10 +24,6 @@ LOSS_CODES: dict[str, int]
 OPTIMIZER_CODES: dict[str, int]
 OUTPUT_CODES: dict[str, int]
 CHECKED: bool  # built with FASTNN_CHECKED=1 (Cython's bounds checks on)
-SPLIT_GEMV_SIZE: int  # one sample's layer splits W's rows among threads from M * K = this
-
-def _workers_spin(environ: Any) -> bool:
-    """Whether libgomp's idle threads spin before they sleep (GOMP_SPINCOUNT, OMP_WAIT_POLICY)."""
 
 def linear(X: object, W: object, b: object, activation: object, out: object) -> _FloatArray | None:
     """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None
@@ -59,25 +59,51 @@ def binary_cross_entropy(
 ) -> float:
     """Per-sample eq. 17 losses into ``losses``, scale * gradient into dz; the float64 sum."""
 
+def poisson(Z: _FloatArray, Y: _FloatArray, losses: _FloatArray, dZ: _FloatArray | None,
+            scale: float) -> float:
+    """Half the Poisson deviance (log link) per sample into ``losses``, e^z - y times scale
+    into dZ unless None; the float64 sum."""
+
 def squared_error(
     Z: _FloatArray, Y: _FloatArray, losses: _FloatArray, dZ: _FloatArray | None, scale: float
 ) -> float:
     """Per-sample eq. 20 losses into ``losses``, scale * gradient into dZ; the float64 sum."""
 
-def gemm_path(level: int | None = None) -> int:
-    """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS); (tests)
-    ``level`` selects that path or the CPU's best below it."""
+def gemm_path() -> int:
+    """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS)."""
 
 def own_small_products(flag: bool | None = None) -> bool:
     """Whether fastnn's own float32 product also takes the small products (up to 2^20
     multiply-adds); ``flag`` sets it (once, at import)."""
 
-def _own_gemm(A: NDArray[np.float32], B: NDArray[np.float32], C: NDArray[np.float32],
-              alpha: float, beta: float, transpose_a: bool = False,
-              P: NDArray[np.float32] | None = None) -> bool: ...
+def hold_blas() -> None:
+    """BLAS on one thread until the matching release_blas() (counted: the last restores)."""
 
-def all_finite(a: _FloatArray) -> bool:
+def release_blas() -> None: ...
+
+def drive_blas_threads(functions: list[tuple[int, int]]) -> None:
+    """The (get, set) thread-count C functions of the BLAS libraries, by address."""
+
+def tuning() -> dict[str, Any]:
+    """fastnn's tuning thresholds {name: value} (fastnn._tuning.NOTES says what each trades)."""
+
+def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
+
+def finite_rows(X: _FloatArray, single: bool) -> bool:
+    """Whether every entry of the 2-D float32/float64 array X (aligned, native byte order, any
+    strides) is finite, and stays so as float32 when ``single``."""
+
+def sparse_linear(data: _FloatArray, indices: _IntArray, indptr: _IntArray, K: int,
+                  W: _FloatArray, b: _FloatArray | None, code: int,
+                  out: _FloatArray | None) -> _FloatArray:
+    """U = g(X W^T + B) (eq. 10a) for the CSR X (data, indices, indptr) of K columns."""
+
+def sparse_linear_backward(
+    dU: _FloatArray, data: _FloatArray, indices: _IntArray, indptr: _IntArray, K: int,
+    W: _FloatArray, U: _FloatArray, code: int, need_dX: bool
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
+    """(dX or None, dW, db) for U = g(X W^T + b), X the CSR matrix (data, indices, indptr)."""
 
 def penalized_gradient(
     grad: _FloatArray, theta: _FloatArray, n: int, a: float
@@ -87,61 +113,45 @@ def penalized_gradient(
 def shuffle(perm: NDArray[np.intp], seed: int) -> None:
     """Shuffle ``perm`` in place (Fisher-Yates on the splitmix64 stream of ``seed``)."""
 
-def openmp_max_threads() -> int:
-    """The number of threads an OpenMP parallel region would use now (1 without OpenMP)."""
+def num_threads() -> int:
+    """The number of threads fastnn's parallel work may use."""
 
-def team_held_for() -> tuple[float, float]:
-    """(seconds for which fits still run on one thread, the next hold's length)."""
+def set_num_threads(n: int) -> None:
+    """Let fastnn's parallel work use at most n threads (1..64)."""
 
-def release_team() -> None:
-    """Forget that one thread was faster than a team (tests)."""
+def pool_info() -> dict[str, int]:
+    """(Tests) {"workers": threads started in this process, "forks": forks since load}."""
 
-class Trainer:  # a cdef class (not subclassable together with another extension type)
-    """One fit's native state: the model's own weights (updated in place), the optimizer
-    state and every workspace, allocated once; ``run_epoch`` trains a whole epoch in C,
-    ``loss_grad`` evaluates the full-batch loss and gradient (L-BFGS)."""
-
-    def __new__(
-        cls,
-        W: list[_FloatArray],
-        b: list[_FloatArray | None],
-        acts: list[int],
-        loss: int,
-        optimizer: int,
-        state1: list[_LayerState],
-        state2: list[_LayerState],
-        X: _FloatArray,
-        Y: NDArray[Any],
-        sample_weight: _FloatArray | None,  # float64
-        batch_size: int,
-        momentum: float = 0.0,
-        nesterov: bool = False,
-        beta1: float = 0.9,
-        beta2: float = 0.999,
-        eps: float = 1e-8,
-        weight_decay: float = 0.0,
-        t: int = 0,
-        gW: list[_FloatArray] | None = None,
-        gb: list[_FloatArray | None] | None = None,
-        first_transposed: bool = False,  # W[0], gW[0] given as W^T (n_in, width)
-    ) -> Trainer: ...
-    team_stretches: int  # (run_epoch's stretches; loss_grad's calls, one step each)
+class _Loop:  # a cdef class: one fit's native state, built from a fastnn.backends.TrainSpec
+    def __init__(self, spec: Any) -> None: ...
+    team_stretches: int  # (stretches on the team; the objective's calls, one step each)
     alone_stretches: int
     disbanded: int
-    partner_delay: float  # (tests) seconds loss_grad's partner threads start late
     team_speed: float
     alone_speed: float
-    probe: int
     @property
     def t(self) -> int:
         """Optimizer steps taken (Adam's bias correction uses it)."""
+    @t.setter
+    def t(self, value: int) -> None: ...
+    def bind(self, X: NDArray[Any], Y: NDArray[Any],
+             sample_weight: NDArray[np.float64] | None) -> None:
+        """Go on with new data of the shapes and dtypes the loop was built for."""
     @property
     def transposed(self) -> bool:
         """(Tests, diagnostics) whether the first layer is held transposed in an epoch."""
-    def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True) -> float:
+
+class EpochRunner(_Loop):
+    """Mini-batch epochs in native code over the spec's arrays (updated in place)."""
+    def run_epoch(self, perm: NDArray[np.intp], lr: float, reload: bool = True,
+                  guard: bool = False, progress: Callable[[int], object] | None = None
+                  ) -> float:
         """Train on the samples in the order ``perm`` in mini-batches; the summed (weighted)
-        loss, or a non-finite number as soon as one batch diverges."""
-    def _disband_after(self, steps: int) -> None: ...
+        loss, or a non-finite number as soon as one batch diverges (``guard``: the arrays
+        are then put back as they were); ``progress(samples done)`` after each stretch."""
+
+class Objective(_Loop):
+    """The full-batch loss and its gradient (the lbfgs solver's objective)."""
     def loss_grad(self, norm: float) -> float:
         """Forward, loss and backward over all N samples (batch_size >= N), no update: the
         gradient of sum_i w_i loss_i / norm into the gradient arrays; sum_i w_i loss_i."""

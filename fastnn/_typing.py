@@ -14,11 +14,14 @@ from typing import Any, Optional, Tuple, Union
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["ArrayLike", "FloatArray", "IntArray", "LayerState", "Loss", "OptState", "Params",
-           "SeedLike"]
+__all__ = ["ArrayLike", "FloatArray", "Inputs", "IntArray", "LayerState", "Loss", "OptState",
+           "Params", "SeedLike"]
 
 #: an ndarray of float32 or float64
 FloatArray = NDArray[np.floating[Any]]
+#: a layer's validated input X: a FloatArray, or (the first layer's) a scipy.sparse CSR matrix
+#: checked by fastnn._validation.sparse_rows (scipy is not typed: Any)
+Inputs = Any
 #: an ndarray of integers (class labels, sample indices)
 IntArray = NDArray[np.integer[Any]]
 #: a reduced loss (a NumPy scalar of the computing dtype) or the per-sample losses ("none")

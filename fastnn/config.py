@@ -1,4 +1,4 @@
-"""``show_config()``: the versions, BLAS, OpenMP and thread settings fastnn runs with."""
+"""``show_config()``: the versions, BLAS and thread settings fastnn runs with."""
 
 from __future__ import annotations
 
@@ -9,32 +9,33 @@ from typing import Any, TextIO
 
 __all__ = ["config", "show_config"]
 
-_ENV = ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-        "FASTNN_BACKEND")
+_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE", "FASTNN_BACKEND")
 
 
 def config() -> dict[str, Any]:
-    """The settings as a dict: versions, backend, OpenMP threads, BLAS libraries (through
+    """The settings as a dict: versions, backend, fastnn's threads, BLAS libraries (through
     threadpoolctl when it is installed) and the environment variables that steer threads.
 
     Returns
     -------
     dict
         Keys "fastnn", "python", "platform", "numpy", "scipy", "backend", "kernels",
-        "openmp_max_threads", "cpu_count", "environment" (a dict) and "threadpools" (a list
+        "threads", "cpu_count", "environment" (a dict) and "threadpools" (a list
         of dicts, or a note when threadpoolctl is missing).
 
     Examples
     --------
     >>> from fastnn.config import config
     >>> info = config()
-    >>> info["backend"], info["openmp_max_threads"] >= 1
+    >>> info["backend"], info["threads"] >= 1
     ('cython', True)
     """
     import numpy
     import scipy
 
-    from . import __version__, _kernels, functional
+    from . import functional, threads
+    from ._version import __version__
+    from .backends.native_ops import kernels as _kernels
 
     info = {
         "fastnn": __version__,
@@ -44,7 +45,8 @@ def config() -> dict[str, Any]:
         "scipy": scipy.__version__,
         "backend": functional.get_backend(),
         "kernels": _kernels.__file__,
-        "openmp_max_threads": _kernels.openmp_max_threads(),
+        # fastnn's own threads (fastnn.threads): set_num_threads, threadpoolctl, OMP_NUM_THREADS
+        "threads": threads.get_num_threads(),
         # fastnn's own float32 product (_gemm.h) in the kernels, and which products it takes
         "own_gemm": "none (BLAS does every product)" if not _kernels.gemm_path() else
         {2: "AVX-512", 1: "AVX2+FMA"}[_kernels.gemm_path()]

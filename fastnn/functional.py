@@ -1,9 +1,9 @@
 """The validated functional API: the notes' layer, activation and loss computations.
 
-Each function checks its arguments once (``fastnn._validation``) and runs the compiled
-kernel (``fastnn._kernels``), or the NumPy reference (``fastnn.reference``) when the
-backend is "numpy": ``set_backend("numpy")``, ``use_backend("numpy")`` or the environment
-variable ``FASTNN_BACKEND=numpy`` at import.
+Each function checks its arguments once (``fastnn._validation``) and runs on the backend in
+use (``fastnn.backends``): the compiled kernels ("cython", the default), or the NumPy
+reference (``fastnn.reference``) on the "numpy" backend: ``set_backend("numpy")``,
+``use_backend("numpy")`` or the environment variable ``FASTNN_BACKEND=numpy`` at import.
 
 Conventions (``shared/DESIGN.md``): ``W`` has shape (N_out, N_in), ``b`` (N_out,), a batch
 ``X`` one sample per row, (N, N_in). A single sample ``x`` of shape (N_in,) gives 1-D
@@ -12,7 +12,9 @@ mixed float32/float64 arguments compute in float64.
 
 Inputs and copies: every array argument may be any array-like (an ndarray, nested lists, a
 scalar, a ``memoryview`` or other buffer, any object with ``__array__`` such as a CPU
-torch tensor); it is converted with ``numpy.asarray``. An ndarray that is C-contiguous,
+torch tensor); it is converted with ``numpy.asarray``. The layer input X of ``linear`` and
+``linear_backward`` may also be a scipy.sparse matrix or array (CSR is read in place; other
+formats are converted to CSR once); it is never densified. An ndarray that is C-contiguous,
 aligned, in native byte order and of the computing dtype is read in place, without a copy;
 anything else (lists, int or bool arrays, the other float dtype, Fortran order, strided
 views) is copied once into such an array. Labels are copied into an intp (class labels) or
@@ -23,20 +25,18 @@ writes into ``out`` when given.
 
 from __future__ import annotations
 
-import contextlib
-import os
-from collections.abc import Callable, Iterator
 from typing import Any, Literal, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-from . import _kernels
 from . import _validation as _v
-from . import reference
-from ._typing import FloatArray, Loss
+from . import losses as _losses
+from .backends import BACKENDS, get_backend, ops, set_backend, use_backend
+from ._typing import FloatArray, Inputs, Loss
 
 __all__ = [
+    "BACKENDS",
     "activate",
     "activation_grad",
     "binary_cross_entropy",
@@ -45,118 +45,13 @@ __all__ = [
     "linear",
     "linear_backward",
     "log_softmax",
+    "loss",
     "set_backend",
     "sigmoid",
     "softmax",
     "squared_error",
     "use_backend",
 ]
-
-BACKENDS = ("cython", "numpy")
-_ACT = _kernels.ACTIVATION_CODES
-
-# OpenBLAS cores with small-matrix kernels (no packing below ~2^20 multiply-adds, x86-64)
-_SMALL_KERNEL_CORES = {"skylakex", "cooperlake", "sapphirerapids"}
-
-
-def _blas_lacks_small_kernels() -> bool:
-    """Whether a loaded OpenBLAS runs a core without small-matrix kernels (e.g. Haswell, Zen:
-    the AVX2 ones), so that fastnn's own float32 product should take the small products of
-    the kernels too. Other BLAS libraries (MKL, BLIS, Accelerate) keep them."""
-    from threadpoolctl import ThreadpoolController
-
-    try:
-        libs = ThreadpoolController().select(internal_api="openblas").lib_controllers
-    except Exception:  # a library threadpoolctl cannot read: keep BLAS's small products
-        return False
-    return any(str(getattr(lib, "architecture", "")).lower() not in _SMALL_KERNEL_CORES
-               for lib in libs)
-
-
-# decided once, before any kernel runs: the choice changes the rounding of small products
-_kernels.own_small_products(_blas_lacks_small_kernels())
-
-
-def _check_backend(name: object) -> str:
-    if name not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {name!r}")
-    return name
-
-
-_backend = _check_backend(os.environ.get("FASTNN_BACKEND", "cython"))
-
-
-def set_backend(name: str) -> None:
-    """Choose the backend every function of ``fastnn.functional`` (and fit) runs on.
-
-    Parameters
-    ----------
-    name : {"cython", "numpy"}
-        "cython": the compiled kernels (the default); "numpy": ``fastnn.reference``, the
-        notes' formulas in plain NumPy. The environment variable ``FASTNN_BACKEND`` sets the
-        backend at import.
-
-    Raises
-    ------
-    ValueError
-        ``name`` is not a backend.
-
-    See Also
-    --------
-    use_backend : the same for a ``with`` block.
-
-    Examples
-    --------
-    >>> import fastnn
-    >>> fastnn.set_backend("numpy"); fastnn.get_backend()
-    'numpy'
-    >>> fastnn.set_backend("cython")
-    """
-    global _backend
-    _backend = _check_backend(name)
-
-
-def get_backend() -> str:
-    """The backend in use.
-
-    Returns
-    -------
-    {"cython", "numpy"}
-
-    Examples
-    --------
-    >>> import fastnn
-    >>> fastnn.get_backend()
-    'cython'
-    """
-    return _backend
-
-
-@contextlib.contextmanager
-def use_backend(name: str) -> Iterator[None]:
-    """Context manager: run the enclosed code on backend ``name``, then restore the previous one.
-
-    Parameters
-    ----------
-    name : {"cython", "numpy"}
-
-    Examples
-    --------
-    Compare the compiled kernel with the reference (eq. 10a):
-
-    >>> import numpy as np, fastnn
-    >>> X, W = np.ones((2, 3)), np.full((4, 3), 0.5)
-    >>> with fastnn.use_backend("numpy"):
-    ...     U_ref = fastnn.F.linear(X, W, activation="tanh")
-    >>> bool(np.allclose(fastnn.F.linear(X, W, activation="tanh"), U_ref)), fastnn.get_backend()
-    (True, 'cython')
-    """
-    previous = get_backend()
-    set_backend(name)
-    try:
-        yield
-    finally:
-        set_backend(previous)
 
 
 # ---------------------------------------------------------------------------------------
@@ -170,8 +65,9 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
 
     Parameters
     ----------
-    X : array_like, shape (N, N_in) or (N_in,)
-        Inputs, one sample per row.
+    X : array_like or scipy.sparse matrix, shape (N, N_in) or (N_in,)
+        Inputs, one sample per row. A sparse X (finite values) is read in place as CSR:
+        each stored x_ik adds x_ik W[:, k] to z_i.
     W : array_like, shape (N_out, N_in)
         Weights, W[j, k] connects input k to unit j.
     b : array_like, shape (N_out,), optional
@@ -203,15 +99,21 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
            [1., 0.],
            [1., 1.]])
     """
-    if _backend == "cython":
-        U = _kernels.linear(X, W, b, activation, out)
-        if U is not None:
-            return U
-    (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"), optional=("b",))
-    X = _v.as_float(X, "X", dtype, (1, 2))
+    U = ops().linear_fast(X, W, b, activation, out)
+    if U is not None:
+        return U
+    Xv: Inputs  # X validated: a C array, or CSR rows
+    sparse = _v.is_sparse(X)
+    if sparse:
+        (W, b), dtype = _v.real_arrays((W, "W"), (b, "b"), optional=("b",))
+        Xv = _v.sparse_rows(X, "X", _v.sparse_float_dtype(X, "X", dtype))
+        dtype = Xv.dtype
+    else:
+        (X, W, b), dtype = _v.real_arrays((X, "X"), (W, "W"), (b, "b"), optional=("b",))
+        Xv = _v.as_float(X, "X", dtype, (1, 2))
     W = _v.as_float(W, "W", dtype, (2,))
-    single = X.ndim == 1
-    X2 = X.reshape(1, -1) if single else X
+    single = Xv.ndim == 1
+    X2 = Xv.reshape(1, -1) if single else Xv
     N, K = X2.shape
     M = W.shape[0]
     _v.expect_shape(W, "W", (M, K), f"(N_out, N_in) with N_in = {K} from X")
@@ -221,14 +123,10 @@ def linear(X: ArrayLike, W: ArrayLike, b: ArrayLike | None = None, activation: s
     activation = _v.activation(activation)
     out2: FloatArray | None = None
     if out is not None:
-        out = _v.out_array(out, (M,) if single else (N, M), dtype, (X, W, b))
+        out = _v.out_array(out, (M,) if single else (N, M), dtype,
+                           (Xv.data if sparse else Xv, W, b))
         out2 = out.view(np.ndarray).reshape(N, M) if out.flags.aligned else None  # (memmap: a plain view)
-    if _backend == "cython":
-        U = _kernels.linear(X2, W, b, activation, out2)
-        if U is None:  # cannot happen: the checks above cover every case the kernel refuses
-            raise RuntimeError("fastnn internal error: validated arguments refused by the kernel")
-    else:
-        U = reference.linear(X2, W, b, activation, out=out2)
+    U = ops().linear(X2, W, b, activation, out2)
     if out is not None:
         if out2 is None:  # a non-aligned buffer: filled from an aligned result
             out[...] = U.reshape(out.shape)
@@ -248,8 +146,9 @@ def linear_backward(
     ----------
     dU : array_like, shape (N, N_out) or (N_out,)
         dL/dU, the gradient of the loss with respect to the layer's output.
-    X : array_like, shape (N, N_in) or (N_in,)
-        The layer's input in the forward pass.
+    X : array_like or scipy.sparse matrix, shape (N, N_in) or (N_in,)
+        The layer's input in the forward pass. A sparse X (finite values) is read in place
+        as CSR: dW = dZ^T X reaches only the columns of X's stored values.
     W : array_like, shape (N_out, N_in)
         The layer's weights.
     U : array_like, shape (N, N_out) or (N_out,)
@@ -262,6 +161,7 @@ def linear_backward(
     Returns
     -------
     dX : ndarray of X's shape, or None when ``need_dX`` is False
+        Dense (dZ W) for a sparse X too.
     dW : ndarray, shape (N_out, N_in)
     db : ndarray, shape (N_out,)
 
@@ -281,14 +181,20 @@ def linear_backward(
     >>> dW, db, dX  # dW = g'(z) x, db = g'(z), dX = g'(z) W
     (array([[0.5]]), array([0.25]), array([[0.]]))
     """
-    (dU, X, W, U), dtype = _v.real_arrays((dU, "dU"), (X, "X"), (W, "W"), (U, "U"))
-    X = _v.as_float(X, "X", dtype, (1, 2))
-    single = X.ndim == 1
+    Xv: Inputs  # X validated: a C array, or CSR rows
+    if _v.is_sparse(X):
+        (dU, W, U), dtype = _v.real_arrays((dU, "dU"), (W, "W"), (U, "U"))
+        Xv = _v.sparse_rows(X, "X", _v.sparse_float_dtype(X, "X", dtype))
+        dtype = Xv.dtype
+    else:
+        (dU, X, W, U), dtype = _v.real_arrays((dU, "dU"), (X, "X"), (W, "W"), (U, "U"))
+        Xv = _v.as_float(X, "X", dtype, (1, 2))
+    single = Xv.ndim == 1
     dims = (1,) if single else (2,)
     W = _v.as_float(W, "W", dtype, (2,))
     dU = _v.as_float(dU, "dU", dtype, dims)
     U = _v.as_float(U, "U", dtype, dims)
-    X2 = X.reshape(1, -1) if single else X
+    X2 = Xv.reshape(1, -1) if single else Xv
     N, K = X2.shape
     M = W.shape[0]
     _v.expect_shape(W, "W", (M, K), f"(N_out, N_in) with N_in = {K} from X")
@@ -298,10 +204,7 @@ def linear_backward(
     activation = _v.activation(activation)
     need_dX = _v.flag(need_dX, "need_dX")
     dU2, U2 = dU.reshape(N, M), U.reshape(N, M)
-    if _backend == "cython":
-        dX, dW, db = _kernels.linear_backward(dU2, X2, W, U2, _ACT[activation], need_dX)
-    else:
-        dX, dW, db = reference.linear_backward(dU2, X2, W, U2, activation, need_dX=need_dX)
+    dX, dW, db = ops().linear_backward(dU2, X2, W, U2, activation, need_dX)
     if dX is not None and single:
         dX = dX.reshape(K)
     return dX, dW, db
@@ -340,9 +243,7 @@ def activate(Z: ArrayLike, activation: str) -> FloatArray:
     """
     Z = _elementwise(Z, "Z")
     activation = _v.activation(activation)
-    if _backend == "cython":
-        return _kernels.activate(Z, _ACT[activation], np.empty_like(Z))
-    return np.asarray(reference.activate(Z, activation))  # 0-d stays a 0-d array
+    return ops().activate(Z, activation)  # (0-d stays a 0-d array)
 
 
 def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
@@ -369,9 +270,7 @@ def activation_grad(U: ArrayLike, activation: str) -> FloatArray:
     """
     U = _elementwise(U, "U")
     activation = _v.activation(activation)
-    if _backend == "cython":
-        return _kernels.activation_grad(U, _ACT[activation], np.empty_like(U))
-    return np.asarray(reference.activation_grad(U, activation))
+    return ops().activation_grad(U, activation)
 
 
 def sigmoid(Z: ArrayLike) -> FloatArray:
@@ -425,9 +324,7 @@ def softmax(Z: ArrayLike) -> FloatArray:
     array([0.5, 0.5])
     """
     Z, Z2 = _rows(Z, "Z")
-    if _backend == "cython":
-        return _kernels.softmax(Z2, False, np.empty_like(Z2)).reshape(Z.shape)
-    return reference.softmax(Z)
+    return ops().softmax(Z2).reshape(Z.shape)
 
 
 def log_softmax(Z: ArrayLike) -> FloatArray:
@@ -450,9 +347,7 @@ def log_softmax(Z: ArrayLike) -> FloatArray:
     array([-0.69314718, -0.69314718])
     """
     Z, Z2 = _rows(Z, "Z")
-    if _backend == "cython":
-        return _kernels.softmax(Z2, True, np.empty_like(Z2)).reshape(Z.shape)
-    return reference.log_softmax(Z)
+    return ops().softmax(Z2, log=True).reshape(Z.shape)
 
 
 # ---------------------------------------------------------------------------------------
@@ -460,26 +355,14 @@ def log_softmax(Z: ArrayLike) -> FloatArray:
 # ---------------------------------------------------------------------------------------
 
 
-def _loss(kernel: Callable[[FloatArray, NDArray[Any], FloatArray, FloatArray | None, float], float],
-          ref: Callable[..., Any], Z: FloatArray, y: NDArray[Any], reduction: object,
-          return_grad: object, shape: tuple[int, ...], single: bool
-          ) -> Loss | tuple[Loss, FloatArray]:
-    """Run a loss on validated (Z, y); shape the gradient as the caller's Z (``shape``) and,
-    for a ``single`` sample, its "none" loss as a 0-d array."""
+def _loss(name: str, Z: FloatArray, y: NDArray[Any], reduction: object, return_grad: object,
+          shape: tuple[int, ...], single: bool) -> Loss | tuple[Loss, FloatArray]:
+    """Run a loss of the registry on validated (Z, y); shape the gradient as the caller's Z
+    (``shape``) and, for a ``single`` sample, its "none" loss as a 0-d array."""
     reduction = _v.reduction(reduction)
     return_grad = _v.flag(return_grad, "return_grad")
-    N = Z.shape[0]
-    if _backend == "cython":
-        losses = np.empty(N, dtype=Z.dtype)
-        dZ = np.empty_like(Z) if return_grad else None
-        total = kernel(Z, y, losses, dZ, 1.0 / N if reduction == "mean" else 1.0)
-        if reduction == "none":
-            loss: Loss = losses
-        else:
-            loss = Z.dtype.type(total / N if reduction == "mean" else total)
-    else:
-        result = ref(Z, y, reduction=reduction, return_grad=return_grad)
-        loss, dZ = result if return_grad else (result, None)
+    result = ops().loss(_losses.get(name), Z, y, reduction, return_grad)
+    loss, dZ = result if return_grad else (result, None)
     if reduction == "none" and single:
         loss = loss.reshape(())
     return (loss, cast(FloatArray, dZ).reshape(shape)) if return_grad else loss
@@ -525,8 +408,7 @@ def binary_cross_entropy(z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
         raise ValueError(f"z must have shape (N,) or (N, 1) (one logit per sample), got {z.shape}")
     z = _v.as_float(z, "z", dtype, (0, 1, 2)).reshape(-1)
     y = _v.binary_labels(y, "y", z.shape[0], dtype)
-    return _loss(_kernels.binary_cross_entropy, reference.binary_cross_entropy,
-                 z, y, reduction, return_grad, shape, len(shape) == 0)
+    return _loss("binary_cross_entropy", z, y, reduction, return_grad, shape, len(shape) == 0)
 
 
 @overload
@@ -569,8 +451,7 @@ def cross_entropy(Z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
     Z = _v.as_float(Z, "Z", dtype, (1, 2))
     Z2 = Z.reshape(1, -1) if Z.ndim == 1 else Z
     y = _v.class_labels(y, "y", *Z2.shape)
-    return _loss(_kernels.cross_entropy, reference.cross_entropy,
-                 Z2, y, reduction, return_grad, shape, len(shape) == 1)
+    return _loss("cross_entropy", Z2, y, reduction, return_grad, shape, len(shape) == 1)
 
 
 @overload
@@ -607,8 +488,57 @@ def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
     >>> float(F.squared_error([[1.0, 2.0]], [[0.0, 0.0]]))
     5.0
     """
-    (Z, Y), dtype = _v.real_arrays((Z, "Z"), (Y, "Y"))
+    return _values_loss("squared_error", Z, Y, "Y", reduction, return_grad)
+
+
+def _values_loss(name: str, Z: ArrayLike, Y: ArrayLike, y_name: str, reduction: object,
+                 return_grad: object) -> Loss | tuple[Loss, FloatArray]:
+    """A loss on targets of Z's shape (values, or counts >= 0), validated."""
+    (Z, Y), dtype = _v.real_arrays((Z, "Z"), (Y, y_name))
     Z = _v.as_float(Z, "Z", dtype, (1, 2))
-    Y = _v.targets(Y, "Y", Z.shape, dtype)
-    return _loss(_kernels.squared_error, reference.squared_error,
-                 Z, Y, reduction, return_grad, Z.shape, False)
+    Y = _v.targets(Y, y_name, Z.shape, dtype)
+    if _losses.get(name).targets == "counts" and (Y < 0).any():
+        raise ValueError(f"{y_name} must hold counts >= 0 for the Poisson loss, found "
+                         "negative values")
+    return _loss(name, Z, Y, reduction, return_grad, Z.shape, False)
+
+
+def loss(name: str, Z: ArrayLike, y: ArrayLike, *, reduction: str = "mean",
+         return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
+    """Any loss of the registry (``fastnn.losses``) on logits Z, with its gradient.
+
+    Parameters
+    ----------
+    name : {"binary_cross_entropy", "cross_entropy", "squared_error", "half_squared_error", "poisson"}
+        The loss: the notes' three (eq. 17, 18, 20; also the functions of those names),
+        half the squared error (scikit-learn's regression objective, gradient z - y) and half
+        the Poisson deviance with the log link (counts y >= 0, prediction e^z, gradient
+        e^z - y).
+    Z : array_like
+        Logits: (N,) or (N, 1) for binary cross-entropy, (N, K) or (K,) for cross-entropy,
+        (N, d) or (N,) for the others.
+    y : array_like
+        Targets as the loss takes them: 0/1 labels, class labels 0..K-1, values of Z's
+        shape, counts >= 0 of Z's shape.
+    reduction : {"mean", "sum", "none"}
+    return_grad : bool
+        Also return dL/dZ, of Z's shape.
+
+    Returns
+    -------
+    loss : scalar of Z's dtype, or ndarray (N,) for reduction="none"
+    dZ : ndarray, only when ``return_grad``
+
+    Examples
+    --------
+    >>> import numpy as np, fastnn.functional as F
+    >>> loss, dZ = F.loss("poisson", [[0.0]], [[1.0]], return_grad=True)  # mu = 1 = y
+    >>> float(loss), dZ
+    (0.0, array([[0.]]))
+    """
+    spec = _losses.get(name)
+    if spec.targets == "binary":
+        return binary_cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
+    if spec.targets == "classes":
+        return cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
+    return _values_loss(name, Z, y, "y", reduction, return_grad)

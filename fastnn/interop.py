@@ -11,13 +11,20 @@ other. The output map (sigmoid, softmax) has no weights and is not part of the d
 ``to_onnx`` writes the forward pass (eq. 10) as an ONNX graph: one ``Gemm`` per layer
 (``transB=1``: Z = X W^T + b), the activation as its ONNX operator, and the output map.
 It needs the ``onnx`` package, an optional extra: ``pip install "fastnn[onnx]"``.
+
+Both also take a fitted ``fastnn.MLPClassifier`` / ``MLPRegressor`` (its ``model_``); the ONNX
+graph of an estimator gives what ``predict`` and ``predict_proba`` give (class labels of
+``classes_``, (N, 2) probabilities for a binary classifier), and a fitted scikit-learn
+``Pipeline`` ending in one is exported with the steps before it converted by skl2onnx.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
-from collections.abc import Mapping, Sequence
+import sys
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 import numpy as np
@@ -36,7 +43,7 @@ _KEY = re.compile(r"(0|[1-9][0-9]*)\.(weight|bias)")
 _MIN_OPSET = 13  # Softmax over the last axis (its semantics before 13 differ), GreaterOrEqual
 
 
-def to_state_dict(model: Sequential) -> dict[str, FloatArray]:
+def to_state_dict(model: object) -> dict[str, FloatArray]:
     """The model's weights as a PyTorch ``state_dict`` of NumPy arrays (copies).
 
     Layer l's ``W`` (shape (n_out, n_in), the notes' W of eq. 10, which is also the layout of
@@ -46,13 +53,18 @@ def to_state_dict(model: Sequential) -> dict[str, FloatArray]:
 
     Parameters
     ----------
-    model : fastnn.Sequential
-        Any model (an ``MLP`` included).
+    model : fastnn.Sequential or a fitted fastnn.MLPClassifier / MLPRegressor
+        Any model (an ``MLP`` included), or an estimator, whose ``model_`` is exported.
 
     Returns
     -------
     dict of str to ndarray
         Copies of the weights, in the model's dtype; changing them does not change the model.
+
+    Raises
+    ------
+    TypeError
+        ``model`` is none of these, or an estimator that is not fitted.
 
     See Also
     --------
@@ -71,14 +83,42 @@ def to_state_dict(model: Sequential) -> dict[str, FloatArray]:
     torch.nn.ReLU(), torch.nn.Linear(8, 6), torch.nn.ReLU(), torch.nn.Linear(6, 3))``, then
     ``net.load_state_dict({k: torch.from_numpy(v) for k, v in state.items()})``.
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a fastnn Sequential or MLP, got {type(model).__name__}")
     state: dict[str, FloatArray] = {}
-    for l, layer in enumerate(model.layers):
+    for l, layer in enumerate(_model_of(model).layers):
         state[f"{2 * l}.weight"] = layer.W.copy()
         if layer.b is not None:
             state[f"{2 * l}.bias"] = layer.b.copy()
     return state
+
+
+def _estimator_kind(obj: object) -> str | None:
+    """"classifier" or "regressor" for a fastnn estimator, fitted or not; None otherwise (an
+    object of fastnn.estimators' classes exists only once that module is imported)."""
+    estimators = sys.modules.get("fastnn.estimators")
+    if estimators is None:
+        return None
+    if isinstance(obj, estimators.MLPClassifier):
+        return "classifier"
+    if isinstance(obj, estimators.MLPRegressor):
+        return "regressor"
+    return None
+
+
+def _model_of(obj: object, pipeline: bool = False) -> Sequential:
+    """The fastnn model of ``obj``: a Sequential itself, or a fitted estimator's ``model_``."""
+    if isinstance(obj, Sequential):
+        return obj
+    if _estimator_kind(obj) is not None:
+        try:
+            model = getattr(obj, "model_")
+        except (AttributeError, ValueError):  # sklearn's NotFittedError is both
+            raise TypeError(f"model is an unfitted {type(obj).__name__}: fit it before "
+                            "exporting it") from None
+        if isinstance(model, Sequential):
+            return model
+    also = ", or a fitted scikit-learn Pipeline ending in one" if pipeline else ""
+    raise TypeError(f"model must be a fastnn Sequential or MLP, or a fitted fastnn "
+                    f"MLPClassifier or MLPRegressor{also}; got {type(obj).__name__}")
 
 
 def _state_array(state: Mapping[str, ArrayLike], key: str) -> NDArray[Any]:
@@ -212,7 +252,7 @@ def from_state_dict(state: Mapping[str, ArrayLike], activation: str | Sequence[s
     return Sequential(layers, LOSS_OF_OUTPUT[output])
 
 
-def to_onnx(model: Sequential, path: str | os.PathLike[str] | None = None, *,
+def to_onnx(model: object, path: str | os.PathLike[str] | None = None, *,
             opset: int = 17) -> onnx.ModelProto:
     """The model's forward pass as an ONNX graph (and, with ``path``, written to that file).
 
@@ -220,16 +260,30 @@ def to_onnx(model: Sequential, path: str | os.PathLike[str] | None = None, *,
     float64; N is a free dimension) and computes eq. 10 layer by layer: ``Gemm`` with
     ``transB=1`` (Z = X W^T + b, W as stored, (n_out, n_in)), then the layer's activation:
     ``Relu``, ``Sigmoid``, ``Tanh``, ``Exp``, nothing for "identity", and for "step" (eq. 2,
-    which has no ONNX operator) ``GreaterOrEqual(Z, 0)`` cast back to the float type. Its
-    outputs are ``"logits"``, the last layer's output (what ``decision_function`` gives), and,
-    for a sigmoid or softmax model, ``"probabilities"`` = ``Sigmoid`` / ``Softmax`` (last
-    axis) of the logits (``predict_proba``, eq. 3 / eq. 5). An identity model (eq. 7) has only
-    ``"logits"``, which are its predictions. Both outputs are 2-D, (N, n_outputs), also for
-    one output. The initializers are named as in ``to_state_dict``.
+    which has no ONNX operator) ``GreaterOrEqual(Z, 0)`` cast back to the float type. The
+    initializers are named as in ``to_state_dict``.
+
+    A model's outputs are ``"logits"``, the last layer's output (what ``decision_function``
+    gives), and, for a sigmoid or softmax model, ``"probabilities"`` = ``Sigmoid`` /
+    ``Softmax`` (last axis) of the logits (``predict_proba``, eq. 3 / eq. 5). An identity
+    model (eq. 7) has only ``"logits"``, which are its predictions. Both outputs are 2-D,
+    (N, n_outputs), also for one output.
+
+    A fitted estimator's outputs are what its ``predict`` and ``predict_proba`` give:
+    a classifier's ``"label"``, of ``classes_``'s dtype (strings as ONNX strings; the class
+    of the largest logit, or of the logit's sign for a binary one: ``Gather`` on a constant
+    of ``classes_``), shape (N,), or the 0/1 int64 indicators (N, n_labels) of a multi-label
+    one; and ``"probabilities"``, (N, n_classes): (N, 2) for a binary classifier, (1 - p, p).
+    A regressor's ``"predictions"``, (N,) for one output, (N, n_outputs) otherwise (``Exp``
+    of the logits for the Poisson loss). These are in the model's dtype, as X must be.
+
+    A fitted scikit-learn ``Pipeline`` ending in a fastnn estimator is exported as one graph:
+    the steps before it converted by skl2onnx (``pip install "fastnn[onnx]"``), which must
+    have skl2onnx converters, in the estimator's dtype; then the estimator's graph.
 
     Parameters
     ----------
-    model : fastnn.Sequential
+    model : fastnn.Sequential, fitted MLPClassifier / MLPRegressor, or Pipeline ending in one
     path : str or os.PathLike, optional
         Where to save the model (``onnx.save``).
     opset : int, default 17
@@ -242,8 +296,12 @@ def to_onnx(model: Sequential, path: str | os.PathLike[str] | None = None, *,
 
     Raises
     ------
+    TypeError
+        ``model`` is none of these, an unfitted estimator, or a Pipeline whose other steps
+        skl2onnx cannot convert.
     ImportError
-        The ``onnx`` package is not installed (``pip install "fastnn[onnx]"``).
+        The ``onnx`` package is not installed (``pip install "fastnn[onnx]"``), or skl2onnx
+        for a Pipeline.
 
     Examples
     --------
@@ -255,27 +313,62 @@ def to_onnx(model: Sequential, path: str | os.PathLike[str] | None = None, *,
 
     Run by onnxruntime (not run here): ``session = onnxruntime.InferenceSession(
     proto.SerializeToString())``, then ``logits, probabilities = session.run(None,
-    {"X": X})``.
+    {"X": X})``; for a classifier, ``label, probabilities = session.run(None, {"X": X})``.
     """
-    if not isinstance(model, Sequential):
-        raise TypeError(f"model must be a fastnn Sequential or MLP, got {type(model).__name__}")
     if isinstance(opset, bool) or not isinstance(opset, int) or opset < _MIN_OPSET:
         raise ValueError(f"opset must be an integer >= {_MIN_OPSET}, got {opset!r}")
+    steps = _pipeline_steps(model)
+    estimator = steps[-1] if steps else model
+    fastnn_model = _model_of(estimator, pipeline=True)
     try:
         import onnx
-        from onnx import helper, numpy_helper
     except ImportError as exc:
         raise ImportError('fastnn.interop.to_onnx needs the onnx package, which is not '
                           'installed: pip install "fastnn[onnx]"') from exc
-    from . import __version__
+    if _estimator_kind(estimator) is None:
+        proto = _graph(fastnn_model, _model_outputs, opset)
+    else:
+        proto = _graph(fastnn_model, functools.partial(_estimator_outputs, estimator), opset)
+        if steps is not None and len(steps) > 1:
+            proto = _after_steps(steps[:-1], proto, fastnn_model.dtype, opset)
+    onnx.checker.check_model(proto)
+    if path is not None:
+        onnx.save(proto, os.fspath(path))
+    return proto
+
+
+def _pipeline_steps(obj: object) -> list[Any] | None:
+    """A fitted scikit-learn Pipeline's steps (passthrough ones left out), the last a fastnn
+    estimator; None if ``obj`` is no Pipeline."""
+    pipeline = sys.modules.get("sklearn.pipeline")
+    if pipeline is None or not isinstance(obj, pipeline.Pipeline):
+        return None
+    steps = [step for _, step in obj.steps if step is not None and step != "passthrough"]
+    if not steps or _estimator_kind(steps[-1]) is None:
+        raise TypeError("a Pipeline must end in a fastnn MLPClassifier or MLPRegressor to be "
+                        f"exported by fastnn, got {type(steps[-1]).__name__ if steps else None}"
+                        " (scikit-learn's own estimators: skl2onnx.to_onnx)")
+    return steps
+
+
+_Outputs = tuple[list[Any], list[Any], list[Any]]  # ONNX nodes, initializers, graph outputs
+
+
+def _graph(model: Sequential, outputs: Callable[[Sequential, int], _Outputs], opset: int
+           ) -> onnx.ModelProto:
+    """The ONNX model of eq. 10 from ``"X"`` to ``"logits"``, then ``outputs(model, elem)``:
+    the nodes, initializers and outputs that turn the logits into the graph's outputs."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    from ._version import __version__
 
     elem = onnx.TensorProto.FLOAT if model.dtype == np.float32 else onnx.TensorProto.DOUBLE
     simple = {"relu": "Relu", "sigmoid": "Sigmoid", "tanh": "Tanh", "exp": "Exp"}
     nodes: list[Any] = []
-    initializers = []
+    initializers = [numpy_helper.from_array(np.zeros((), model.dtype), "zero"),
+                    numpy_helper.from_array(np.ones((), model.dtype), "one")]
     U = "X"
-    if any(layer.activation == "step" for layer in model.layers):
-        initializers.append(numpy_helper.from_array(np.zeros((), model.dtype), "zero"))
     for l, layer in enumerate(model.layers):
         names = [U, f"{2 * l}.weight"]
         initializers.append(numpy_helper.from_array(layer.W, names[1]))
@@ -294,6 +387,27 @@ def to_onnx(model: Sequential, path: str | os.PathLike[str] | None = None, *,
             nodes.append(helper.make_node("Cast", [f"ge{l}"], [U], name=f"cast{l}", to=elem))
         elif Z != U:  # identity on a hidden layer: the next layer reads Z
             U = Z
+    out_nodes, out_initializers, out_values = outputs(model, elem)
+    initializers += out_initializers
+    used = {name for node in nodes + out_nodes for name in node.input}
+    graph = helper.make_graph(
+        nodes + out_nodes, "fastnn",
+        [helper.make_tensor_value_info("X", elem, ["N", model.n_inputs])], out_values,
+        initializer=[t for t in initializers if t.name in used],
+        doc_string=f"fastnn {type(model).__name__}: {model!r}")
+    opsets = [helper.make_opsetid("", opset)]
+    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
+                              producer_version=__version__)
+    # the oldest IR version that has this opset, for the widest range of runtimes
+    proto.ir_version = helper.find_min_ir_version_for(opsets)
+    return proto
+
+
+def _model_outputs(model: Sequential, elem: int) -> _Outputs:
+    """A model's outputs: the logits, and the output map of them (eq. 3 / eq. 5)."""
+    from onnx import helper
+
+    nodes = []
     outputs = [helper.make_tensor_value_info("logits", elem, ["N", model.n_outputs])]
     if model.output == "softmax":  # eq. 5
         nodes.append(helper.make_node("Softmax", ["logits"], ["probabilities"], name="output",
@@ -303,16 +417,102 @@ def to_onnx(model: Sequential, path: str | os.PathLike[str] | None = None, *,
     if model.output != "identity":
         outputs.append(helper.make_tensor_value_info("probabilities", elem,
                                                      ["N", model.n_outputs]))
-    graph = helper.make_graph(
-        nodes, "fastnn", [helper.make_tensor_value_info("X", elem, ["N", model.n_inputs])],
-        outputs, initializer=initializers,
-        doc_string=f"fastnn {type(model).__name__}: {model!r}")
-    opsets = [helper.make_opsetid("", opset)]
-    proto = helper.make_model(graph, opset_imports=opsets, producer_name="fastnn",
-                              producer_version=__version__)
-    # the oldest IR version that has this opset, for the widest range of runtimes
-    proto.ir_version = helper.find_min_ir_version_for(opsets)
-    onnx.checker.check_model(proto)
-    if path is not None:
-        onnx.save(proto, os.fspath(path))
-    return proto
+    return nodes, [], outputs
+
+
+def _estimator_outputs(est: Any, model: Sequential, elem: int) -> _Outputs:
+    """A fitted estimator's outputs from the logits, as its ``predict`` / ``predict_proba``
+    compute them, read from its public fitted attributes (``classes_``,
+    ``out_activation_``, ``n_outputs_``)."""
+    from onnx import helper, numpy_helper
+    from onnx import TensorProto as T
+
+    n = est.n_outputs_
+    node = helper.make_node
+    initializers = [numpy_helper.from_array(np.array([1], np.int64), "axis1")]
+    if _estimator_kind(est) == "regressor":
+        nodes, Y = [], "logits"
+        if est.out_activation_ == "exp":  # the Poisson loss's log link
+            nodes, Y = [node("Exp", ["logits"], ["exp_logits"], name="exp")], "exp_logits"
+        if n == 1:
+            nodes.append(node("Squeeze", [Y, "axis1"], ["predictions"], name="predictions"))
+        else:
+            nodes.append(node("Identity", [Y], ["predictions"], name="predictions"))
+        shape = ["N"] if n == 1 else ["N", n]
+        return nodes, initializers, [helper.make_tensor_value_info("predictions", elem,
+                                                                   shape)]
+    classes = np.asarray(est.classes_)
+    if est.out_activation_ == "softmax":  # multiclass (eq. 5): the class of the largest logit
+        nodes = [node("Softmax", ["logits"], ["probabilities"], name="softmax", axis=-1),
+                 node("ArgMax", ["logits"], ["index"], name="argmax", axis=1, keepdims=0)]
+        n_proba = n
+    elif n == 1:  # binary (eq. 3): classes_[z > 0], probabilities (1 - p, p)
+        nodes = [node("Sigmoid", ["logits"], ["p"], name="sigmoid"),
+                 node("Sub", ["one", "p"], ["q"], name="one_minus_p"),
+                 node("Concat", ["q", "p"], ["probabilities"], name="proba", axis=1),
+                 node("Greater", ["logits", "zero"], ["positive"], name="positive"),
+                 node("Cast", ["positive"], ["index2d"], name="cast", to=T.INT64),
+                 node("Squeeze", ["index2d", "axis1"], ["index"], name="index")]
+        if len(classes) == 1:  # fitted on one class: predict gives it for every row
+            classes = np.repeat(classes, 2)
+        n_proba = 2
+    else:  # multi-label: 0/1 indicators of z > 0, as LabelBinarizer gives them back
+        nodes = [node("Sigmoid", ["logits"], ["probabilities"], name="sigmoid"),
+                 node("Greater", ["logits", "zero"], ["positive"], name="positive"),
+                 node("Cast", ["positive"], ["label"], name="label", to=T.INT64)]
+        return nodes, initializers, [
+            helper.make_tensor_value_info("label", T.INT64, ["N", n]),
+            helper.make_tensor_value_info("probabilities", elem, ["N", n])]
+    table = numpy_helper.from_array(classes, "classes")
+    nodes.append(node("Gather", ["classes", "index"], ["label"], name="label", axis=0))
+    return nodes, initializers + [table], [
+        helper.make_tensor_value_info("label", table.data_type, ["N"]),
+        helper.make_tensor_value_info("probabilities", elem, ["N", n_proba])]
+
+
+def _after_steps(steps: list[Any], proto: onnx.ModelProto, dtype: np.dtype[Any], opset: int
+                 ) -> onnx.ModelProto:
+    """``proto`` (which reads ``"X"``) after the scikit-learn ``steps`` converted by skl2onnx
+    in ``dtype``: one graph from the Pipeline's ``"X"``."""
+    import onnx
+    from onnx import helper
+
+    try:
+        from skl2onnx import convert_sklearn
+        from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+        from sklearn.pipeline import Pipeline
+    except ImportError as exc:
+        raise ImportError('exporting a Pipeline needs skl2onnx for the steps before the '
+                          'estimator: pip install "fastnn[onnx]"') from exc
+    tensor = FloatTensorType if dtype == np.float32 else DoubleTensorType
+    n_features = getattr(steps[0], "n_features_in_", None)
+    try:
+        before = convert_sklearn(Pipeline([(f"step{i}", s) for i, s in enumerate(steps)]),
+                                 initial_types=[("X", tensor([None, n_features]))],
+                                 target_opset=opset)
+    except RuntimeError as exc:  # skl2onnx's MissingShapeCalculator, MissingConverter
+        raise TypeError(f"the Pipeline's steps before the estimator could not be converted to "
+                        f"ONNX by skl2onnx: {exc}") from exc
+    out = before.graph.output
+    elem = proto.graph.input[0].type.tensor_type.elem_type
+    if len(out) != 1 or out[0].type.tensor_type.elem_type != elem:
+        raise TypeError(f"the Pipeline's steps before the estimator give {len(out)} outputs "
+                        f"of types {[o.type.tensor_type.elem_type for o in out]}: the estimator "
+                        f"takes one of its dtype {dtype}")
+    before = onnx.compose.add_prefix(before, "pre_", rename_inputs=False)
+    # skl2onnx declares for each domain the newest operator version it used (<= opset), so
+    # declaring opset itself changes no operator's meaning; merge_models wants one per domain
+    versions = {o.domain: o.version for o in before.opset_import}
+    versions[""] = opset
+    opsets = [helper.make_opsetid(domain, version) for domain, version in versions.items()]
+    for model in (before, proto):
+        del model.opset_import[:]
+        model.opset_import.extend(opsets)
+        model.ir_version = helper.find_min_ir_version_for(opsets)
+    merged = onnx.compose.merge_models(before, proto, io_map=[(before.graph.output[0].name, "X")],
+                                       producer_name="fastnn",
+                                       producer_version=proto.producer_version)
+    del merged.opset_import[:]
+    merged.opset_import.extend(opsets)
+    merged.graph.doc_string = f"{before.graph.doc_string}\n{proto.graph.doc_string}".strip()
+    return merged

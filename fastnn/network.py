@@ -11,38 +11,30 @@ from __future__ import annotations
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, cast, overload
+from typing import Any, Literal, TypeVar, cast, overload
 
 import numpy as np
 from numpy.typing import ArrayLike, DTypeLike, NDArray
 
-from . import _kernels
 from . import _validation as _v
+from . import backprop, serialization
 from . import functional as F
-from ._typing import FloatArray, Loss, Params, SeedLike
-from .layers import Linear, aligned_copy, check_count, check_dtype
-
-if TYPE_CHECKING:
-    from .training import History
+from . import losses as _losses
+from ._typing import FloatArray, Inputs, Loss, Params, SeedLike
+from .backends import ops
+from .layers import Linear, check_count, check_dtype, writable
+from .optim import Optimizer
+from .training import History, fit, train_on_batch
 
 __all__ = ["MLP", "Sequential", "Trace"]
 
-LOSSES = ("binary_cross_entropy", "cross_entropy", "squared_error")
-OUTPUT_OF_LOSS = {"binary_cross_entropy": "sigmoid", "cross_entropy": "softmax",
-                  "squared_error": "identity"}
-LOSS_OF_OUTPUT = {output: loss for loss, output in OUTPUT_OF_LOSS.items()}
+LOSSES = tuple(_losses.LOSSES)  #: the losses a model may have (fastnn.losses)
+OUTPUT_OF_LOSS = {name: loss.output for name, loss in _losses.LOSSES.items()}
+#: the loss the notes pair with each output map (eq. 17, 18, 20; e^z: Poisson's)
+LOSS_OF_OUTPUT = {output: _losses.loss_of_output(output)
+                  for output in dict.fromkeys(OUTPUT_OF_LOSS.values())}
 
 _MLP = TypeVar("_MLP", bound="MLP")
-
-
-def _writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
-    """``A`` itself if a native loop may write it in place, else a C-ordered copy of ``dtype``
-    (on a cache line boundary, see ``layers.aligned_copy``)."""
-    flags = A.flags
-    if type(A) is np.ndarray and A.dtype == dtype and flags.c_contiguous and flags.aligned \
-            and flags.writeable:
-        return A
-    return aligned_copy(A, dtype)
 
 
 class Trace:
@@ -106,6 +98,7 @@ class Sequential:
     (1,)
     """
 
+    _file_kind = "Sequential"  # (the model file's "kind")
     layers: list[Linear]
     loss_name: str
     history_: History | None
@@ -121,21 +114,33 @@ class Sequential:
                     f"layers[{l}] takes {layers[l].n_in} inputs but layers[{l - 1}] gives "
                     f"{layers[l - 1].n_out} outputs"
                 )
+        for l, layer in enumerate(layers):
+            if any(layer is other for other in layers[:l]):
+                first = next(k for k, other in enumerate(layers) if other is layer)
+                raise ValueError(
+                    f"layers[{l}] is the same Linear as layers[{first}]: shared (tied) weights "
+                    "are not supported; use copy.deepcopy(layer) for a layer of its own")
         if len({layer.dtype for layer in layers}) != 1:
             raise ValueError("all layers must have the same dtype")
-        if loss not in LOSSES:
-            raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        _losses.get(loss)  # a loss of the registry, or a ValueError naming them
         self.layers = layers
         self.loss_name = loss
         self.history_ = None
         self.optimizer_state_ = None
         self._fit_lock = threading.Lock()
+        self._fit_loop: Any = None  # the last fit's native loop (fastnn.training._KeptLoop)
 
     # -- structure ------------------------------------------------------------------------
 
     @property
+    def loss_spec(self) -> _losses.Loss:
+        """The model's loss: its entry of the registry (fastnn.losses)."""
+        return _losses.get(self.loss_name)
+
+    @property
     def output(self) -> str:
-        """The output map g_out: "sigmoid" (eq. 3), "softmax" (eq. 5) or "identity" (eq. 7)."""
+        """The output map g_out: "sigmoid" (eq. 3), "softmax" (eq. 5), "identity" (eq. 7), or
+        "exp" (the Poisson loss's mean e^z)."""
         return OUTPUT_OF_LOSS[self.loss_name]
 
     @property
@@ -163,13 +168,9 @@ class Sequential:
         """
         return [(layer.W, layer.b) for layer in self.layers]
 
-    def _trainable_parameters(self) -> Params:
-        """The layers' arrays as the native training loop writes them: exact ndarrays of the
-        model's dtype, C-contiguous, aligned, writeable, shapes chained. Arrays that are not
-        (a read-only array from a Dask worker or np.load(mmap_mode="r"), a float64 W set into
-        a float32 model, a Fortran-ordered W) are replaced by such copies; shapes that do not
-        chain raise a ValueError naming the layer."""
-        dtype = self.dtype
+    def _check_layers(self) -> None:
+        """Every layer's activation known, its W a non-empty 2-D array, shapes chained and
+        each b one per unit (a ValueError naming the layer otherwise)."""
         for l, layer in enumerate(self.layers):
             _v.activation(layer.activation, f"layers[{l}].activation")
             W, b = layer.W, layer.b
@@ -179,22 +180,54 @@ class Sequential:
             if l and W.shape[1] != self.layers[l - 1].W.shape[0]:
                 raise ValueError(f"layers[{l}].W takes {W.shape[1]} inputs but layers[{l - 1}] "
                                  f"gives {self.layers[l - 1].W.shape[0]} outputs")
-            layer.W = _writable(W, dtype)
-            if b is not None:
-                if not isinstance(b, np.ndarray) or b.shape != (W.shape[0],):
-                    raise ValueError(f"layers[{l}].b must have shape ({W.shape[0]},), got "
-                                     f"{getattr(b, 'shape', type(b).__name__)}")
-                layer.b = _writable(b, dtype)
+            if b is not None and (not isinstance(b, np.ndarray) or b.shape != (W.shape[0],)):
+                raise ValueError(f"layers[{l}].b must have shape ({W.shape[0]},), got "
+                                 f"{getattr(b, 'shape', type(b).__name__)}")
+
+    def _layer_arrays(self) -> backprop.Layers:
+        """(W, b, activation) per layer as the backends compute on them: the model's dtype,
+        C-contiguous (copies where the layer's arrays are not); the model is unchanged."""
+        self._check_layers()
+        dtype = self.dtype
+        return [(np.require(layer.W, dtype, ["C", "A"]),
+                 None if layer.b is None else np.require(layer.b, dtype, ["C", "A"]),
+                 layer.activation) for layer in self.layers]
+
+    def _trainable_parameters(self) -> Params:
+        """The layers' arrays as the native training loop writes them: exact ndarrays of the
+        model's dtype, C-contiguous, aligned, writeable, shapes chained. Arrays that are not
+        (a read-only array from a Dask worker or np.load(mmap_mode="r"), a float64 W set into
+        a float32 model, a Fortran-ordered W) are replaced by such copies; shapes that do not
+        chain raise a ValueError naming the layer, and so do arrays shared between layers."""
+        self._check_layers()
+        dtype = self.dtype
+        arrays: list[tuple[str, np.ndarray]] = []  # (name, array) seen so far
+        for l, layer in enumerate(self.layers):
+            for name in ("W", "b"):
+                A = getattr(layer, name)
+                for other, B in arrays:
+                    if isinstance(A, np.ndarray) and np.may_share_memory(A, B):
+                        raise ValueError(
+                            f"layers[{l}].{name} shares memory with {other}: shared (tied) "
+                            "weights are not supported (training would update them once per "
+                            "use); give each layer arrays of its own (e.g. W.copy())")
+                if isinstance(A, np.ndarray):
+                    arrays.append((f"layers[{l}].{name}", A))
+            layer.W = writable(layer.W, dtype)
+            if layer.b is not None:
+                layer.b = writable(layer.b, dtype)
         return self.parameters()
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         del state["_fit_lock"]
+        state.pop("_fit_loop", None)  # (fit's native workspaces: rebuilt by the next fit)
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
         self._fit_lock = threading.Lock()
+        self._fit_loop = None
 
     def __repr__(self) -> str:
         inner = ",\n  ".join(repr(layer) for layer in self.layers)
@@ -202,31 +235,56 @@ class Sequential:
 
     # -- inputs ---------------------------------------------------------------------------
 
-    def _inputs(self, X: ArrayLike, name: str = "X") -> tuple[FloatArray, bool]:
-        """X as a C-contiguous 2-D array of the model's dtype and whether it was one sample."""
+    def _inputs(self, X: ArrayLike, name: str = "X", in_place: bool = False
+                ) -> tuple[Inputs, bool]:
+        """X as what every method taking X (fit, predict, loss, ...) computes on, and whether
+        it was one sample: a finite C-contiguous 2-D array of the model's dtype, or a sparse
+        X's CSR rows (``_validation.sparse_rows``: read in place, never densified). With
+        ``in_place`` (fit and the predictions), a dense float32/float64 X of another dtype or
+        layout (``_validation.readable_rows``: float64 for a float32 model, Fortran order, a
+        read-only memmap) is also kept as it lies, its rows converted as they are read."""
         if type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype and X.shape[0] \
                 and X.shape[1] == self.n_inputs and X.flags.c_contiguous and X.flags.aligned:
-            return X, False  # already what the kernels take (the common case, checked cheaply)
-        (arr,), _ = _v.real_arrays((X, name))
-        arr = _v.as_float(arr, name, self.dtype, (1, 2))
+            return _v.finite(X, name), False  # the common case, checked cheaply
+        if _v.is_sparse(X):
+            return _v.sparse_rows(X, name, self.dtype, self.n_inputs), False
+        if in_place:
+            A = _v.readable_rows(X)
+            if A is not None and A.shape[0] and A.shape[1] == self.n_inputs:
+                return _v.finite_rows(A, name, self.dtype), False
+        (given,), _ = _v.real_arrays((X, name))
+        with np.errstate(over="ignore"):  # an overflow to inf is reported below, by name
+            arr = _v.as_float(given, name, self.dtype, (1, 2))
         single = arr.ndim == 1
-        arr = arr.reshape(1, -1) if single else arr
-        if arr.shape[1] != self.n_inputs:
+        if arr.shape[-1] != self.n_inputs:
+            if single:
+                raise ValueError(
+                    f"{name} must have {self.n_inputs} features (columns): got a 1-D array of "
+                    f"shape {arr.shape}, which is read as one sample; pass {name}.reshape(-1, 1) "
+                    f"for {arr.shape[0]} samples of one feature")
             raise ValueError(
-                f"{name} must have {self.n_inputs} features (columns), got shape {arr.shape}"
-            )
-        return arr, single
+                f"{name} must have {self.n_inputs} features (columns), got shape {arr.shape}")
+        arr = arr.reshape(1, -1) if single else arr
+        try:
+            return _v.finite(arr, name), single
+        except ValueError:
+            if given.dtype.kind == "f" and given.dtype.itemsize > self.dtype.itemsize \
+                    and bool(np.isfinite(given).all()):  # finite until converted
+                raise ValueError(f"{name} holds values too large for the model's {self.dtype} "
+                                 f"(|x| > {np.finfo(self.dtype).max:.3g})") from None
+            raise
 
     def _targets(self, y: ArrayLike, N: int, name: str = "y", single: bool = False
                  ) -> NDArray[Any]:
         """Validated targets for N samples, as the loss kernels take them; ``single``: the
         inputs were one 1-D sample, whose target may come without the batch axis."""
-        if single and self.loss_name == "squared_error":
+        targets = self.loss_spec.targets
+        if single and targets in ("values", "counts"):
             (arr,), _ = _v.real_arrays((y, name))
             y = arr.reshape(1, -1) if arr.size == self.n_outputs and arr.ndim <= 1 else arr
-        if self.loss_name == "cross_entropy":
+        if targets == "classes":
             return _v.class_labels(y, name, N, self.n_outputs)
-        if self.loss_name == "binary_cross_entropy":
+        if targets == "binary":
             d = self.n_outputs
             if d == 1:  # labels (N,) or (N, 1)
                 return _v.binary_labels(y, name, N, self.dtype).reshape(N, 1)
@@ -234,7 +292,11 @@ class Sequential:
             y = y.reshape(1, d) if N == 1 and y.shape == (d,) else y  # one sample's labels
             _v.expect_shape(y, name, (N, d), "(N, n_outputs): one 0/1 label per output")
             return _v.binary_labels(y.reshape(-1), name, N * d, self.dtype).reshape(N, d)
-        return _v.targets(y, name, (N, self.n_outputs), self.dtype)
+        Y = _v.targets(y, name, (N, self.n_outputs), self.dtype)
+        if targets == "counts" and (Y < 0).any():
+            raise ValueError(f"{name} must hold counts >= 0 for the Poisson loss, found "
+                             "negative values")
+        return Y
 
     def _shape_out(self, A: NDArray[Any], single: bool) -> NDArray[Any] | Any:
         """(N, 1) results of a one-output model as (N,); a single sample without its batch axis."""
@@ -244,15 +306,26 @@ class Sequential:
 
     # -- forward --------------------------------------------------------------------------
 
-    def _logits(self, X: FloatArray) -> FloatArray:
-        if F._backend == "cython":  # all layers in one compiled call when they allow it
-            Z = _kernels.network(X, self.layers, "identity")
-            if Z is not None:
-                return Z
-        U = X
-        for layer in self.layers:
+    def _logits(self, X: Inputs) -> FloatArray:
+        """The last layer's output z^O on validated inputs (``_inputs``)."""
+        return self._outputs(X, "identity")
+
+    def _outputs(self, X: Inputs, output: str) -> FloatArray:
+        """g_out(z^O) (the output map ``output``) on validated inputs (``_inputs``)."""
+        layers: list[Linear] = self.layers
+        if _v.is_sparse(X):  # the first layer on the non-zeros (eq. 10a), then dense
+            first = layers[0]
+            X = ops().linear(X, first.W, first.b, first.activation)
+            layers = layers[1:]
+            if not layers:
+                return ops().output_map(X, output)
+        Z = ops().network(X, layers, output)  # in one call where the backend can
+        if Z is not None:
+            return Z
+        U = np.require(X, self.dtype, ["C", "A"])  # (an array read in place: converted)
+        for layer in layers:
             U = F.linear(U, layer.W, layer.b, layer.activation)  # eq. 10, fused
-        return U
+        return ops().output_map(U, output)
 
     def forward(self, X: ArrayLike) -> Trace:
         """The forward pass with every intermediate value (eq. 1 / eq. 10).
@@ -281,13 +354,8 @@ class Sequential:
         return Trace(zs, us)
 
     def _output_map(self, Z: FloatArray) -> FloatArray:
-        if self.output == "sigmoid":
-            return F.sigmoid(Z)  # eq. 3
-        if self.output == "softmax":  # eq. 5; Z is the model's own (N, K) output
-            if F.get_backend() == "cython":
-                return _kernels.softmax(Z, False, np.empty_like(Z))
-            return F.softmax(Z)
-        return Z  # eq. 7
+        # eq. 3, 5 or 7 (or e^z) on the model's own (N, d) output
+        return ops().output_map(Z, self.output)
 
     def decision_function(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
         """The logits z^O: the last layer's output, before the output map (eq. 1b / eq. 10b).
@@ -309,11 +377,7 @@ class Sequential:
         >>> net.decision_function([[2.0], [4.0]])
         array([-0.5,  1.5])
         """
-        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
-            Z = _kernels.network(X, self.layers, "identity")
-            if Z is not None:
-                return self._shape_out(Z, False)
-        X, single = self._inputs(X)
+        X, single = self._inputs(X, in_place=True)
         return self._shape_out(self._logits(X), single)
 
     def predict_proba(self, X: ArrayLike) -> FloatArray | np.floating[Any]:
@@ -338,13 +402,8 @@ class Sequential:
         array([[0.5       , 0.5       ],
                [0.73105858, 0.26894142]])
         """
-        if F._backend == "cython":  # the common case (X a 2-D batch as the layers take it)
-            output = OUTPUT_OF_LOSS[self.loss_name]
-            P = _kernels.network(X, self.layers, output)
-            if P is not None:
-                return P if output == "softmax" else self._shape_out(P, False)
-        X, single = self._inputs(X)
-        return self._shape_out(self._output_map(self._logits(X)), single)
+        X, single = self._inputs(X, in_place=True)
+        return self._shape_out(self._outputs(X, self.output), single)
 
     def predict(self, X: ArrayLike) -> NDArray[Any] | np.generic:
         """Hard decisions: z^O >= 0 for sigmoid (eq. 4), argmax_k z_k^O for softmax (eq. 6),
@@ -368,14 +427,14 @@ class Sequential:
         >>> net.predict([[1.0, 0.0], [0.0, 2.0]])  # y_hat = x_1 - x_2
         array([ 1., -2.])
         """
-        X, single = self._inputs(X)
+        X, single = self._inputs(X, in_place=True)
         Z = self._logits(X)
         if self.output == "softmax":
             pred: NDArray[np.intp] = Z.argmax(axis=1)
             return pred[0] if single else pred
         if self.output == "sigmoid":
             return self._shape_out((Z >= 0).astype(np.int64), single)
-        return self._shape_out(Z, single)
+        return self._shape_out(self._output_map(Z), single)  # eq. 7 (or the mean e^z)
 
     # -- loss and gradients ---------------------------------------------------------------
 
@@ -402,9 +461,9 @@ class Sequential:
         >>> float(net.loss([[0.0, 0.0]], [1]))  # eq. 18: ln(e^0 + e^0) - 0
         0.6931471805599453
         """
-        X, single = self._inputs(X)
-        y = self._targets(y, X.shape[0], single=single)
-        loss = self._loss(self._logits(X), y, reduction)
+        X_in, single = self._inputs(X, in_place=True)
+        y = self._targets(y, X_in.shape[0], single=single)
+        loss = self._loss(self._logits(X_in), y, reduction)
         return loss.reshape(()) if single and reduction == "none" else loss
 
     @overload
@@ -417,24 +476,22 @@ class Sequential:
               return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
         """The loss (and dL/dZ) on the last layer's output Z (N, d) with validated targets."""
         reduction = _v.reduction(reduction)
-        if self.loss_name == "cross_entropy":
-            return F.cross_entropy(Z, y, reduction=reduction, return_grad=return_grad)
-        if self.loss_name == "squared_error":
-            return F.squared_error(Z, y, reduction=reduction, return_grad=return_grad)
+        loss = self.loss_spec
+        if loss.targets != "binary":
+            result: Any = ops().loss(loss, Z, y, reduction, return_grad)
+            return cast("Loss | tuple[Loss, FloatArray]", result)
         # eq. 17 on each of the d sigmoid outputs (d > 1: multi-label), summed per sample
-        N, d = Z.shape
-        res: Any = F.binary_cross_entropy(Z.reshape(-1), y.reshape(-1), reduction="none",
-                                          return_grad=return_grad)
-        dZ: Any  # dL/dZ, None without return_grad
-        losses, dZ = res if return_grad else (res, None)
-        losses = losses.reshape(N, d).sum(axis=1, dtype=np.float64)
+        N = Z.shape[0]
+        losses, dZ = backprop.loss_gradient(ops(), loss, Z, y, None) if return_grad \
+            else (ops().loss(loss, Z.reshape(-1), y.reshape(-1), "none", False).reshape(N, -1)
+                  .sum(axis=1, dtype=np.float64).astype(Z.dtype), None)
         if reduction == "none":
-            loss = losses.astype(Z.dtype)
+            result = losses
         else:
-            loss = Z.dtype.type(losses.sum() / (N if reduction == "mean" else 1))
+            result = Z.dtype.type(losses.sum(dtype=np.float64) / (N if reduction == "mean" else 1))
             if return_grad and reduction == "mean":
                 dZ = dZ / Z.dtype.type(N)
-        return (loss, cast(FloatArray, dZ).reshape(N, d)) if return_grad else loss
+        return (result, cast(FloatArray, dZ)) if return_grad else result
 
     def gradients(self, X: ArrayLike, y: ArrayLike, reduction: str = "mean"
                   ) -> list[tuple[FloatArray, FloatArray | None]]:
@@ -467,23 +524,15 @@ class Sequential:
         """
         if reduction not in ("mean", "sum"):
             raise ValueError(f"reduction must be 'mean' or 'sum' for gradients, got {reduction!r}")
-        X, single = self._inputs(X)
-        y = self._targets(y, X.shape[0], single=single)
-        inputs, outputs = [], []
-        U = X
-        for layer in self.layers:
-            inputs.append(U)
-            U = F.linear(U, layer.W, layer.b, layer.activation)
-            outputs.append(U)
-        dU: Any  # dL/dU of the layer below; None once the first layer is done
-        _, dU = self._loss(U, y, reduction, return_grad=True)  # L -> last layer's output
-        grads = []
-        for l in range(len(self.layers) - 1, -1, -1):
-            layer = self.layers[l]
-            dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
-                                           need_dX=l > 0)
-            grads.append((dW, db if layer.b is not None else None))
-        return grads[::-1]
+        X_in, single = self._inputs(X)
+        y = self._targets(y, X_in.shape[0], single=single)
+        layers = self._layer_arrays()
+        outputs = backprop.forward(ops(), layers, X_in)
+        N = X_in.shape[0]
+        _, dU = backprop.loss_gradient(  # L -> the last layer's output
+            ops(), self.loss_spec, outputs[-1], y,
+            np.full(N, 1.0 / N) if reduction == "mean" else None)
+        return backprop.backward(ops(), layers, outputs, dU)
 
     # -- training and persistence ---------------------------------------------------------
 
@@ -493,7 +542,7 @@ class Sequential:
             sample_weight: ArrayLike | None = None,
             validation_data: tuple[ArrayLike, ArrayLike] | None = None,
             early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
-            verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+            verbose: int | bool = 0, lr_schedule: str | Callable[[int], float] = "constant",
             beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8,
             warm_start: bool = False,
             callback: Callable[[int, History], bool | None] | None = None) -> History:
@@ -516,8 +565,6 @@ class Sequential:
         >>> history.epochs, history.loss[-1] < history.loss[0]
         (5, True)
         """
-        from .training import fit
-
         return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                    momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
                    shuffle=shuffle, sample_weight=sample_weight, validation_data=validation_data,
@@ -525,9 +572,50 @@ class Sequential:
                    verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
                    warm_start=warm_start, callback=callback)
 
+    def train_on_batch(self, X: ArrayLike, y: ArrayLike, optimizer: Optimizer, *,
+                       sample_weight: ArrayLike | None = None) -> float:
+        """One training step on the batch (X, y), for a loop of your own: forward, loss,
+        backward and the update of ``optimizer`` in one native call (the step ``fit`` takes).
+
+        Parameters
+        ----------
+        X, y : array_like
+            The batch, as for ``fit``: every row of it is one step's batch.
+        optimizer : fastnn.optim.SGD or fastnn.optim.Adam
+            Made for this model; it holds the update's state and step count. Its ``lr`` (and
+            other hyperparameters) may change between steps.
+        sample_weight : array_like (N,), optional
+
+        Returns
+        -------
+        float
+            The batch's mean loss before the update (sum_i w_i g_loss_i / N).
+
+        Raises
+        ------
+        FloatingPointError
+            The loss or the updated weights are not finite: the model and the optimizer keep
+            their values from before the step.
+
+        Examples
+        --------
+        >>> import numpy as np
+        >>> from fastnn import MLP
+        >>> from fastnn.optim import Adam
+        >>> X, y = np.random.default_rng(0).random((64, 2)), np.arange(64) % 2
+        >>> net = MLP(2, 8, 2, random_state=0)
+        >>> opt = Adam(net, lr=0.01)
+        >>> losses = [net.train_on_batch(X[i:i + 16], y[i:i + 16], opt)
+        ...           for epoch in range(5) for i in range(0, 64, 16)]
+        >>> opt.t
+        20
+        """
+        return train_on_batch(self, X, y, optimizer, sample_weight=sample_weight)
+
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the model (architecture, dtype, weights, optimizer state) to a .npz file,
-        atomically: a temporary file in the same folder, then a rename.
+        atomically: a temporary file in the same folder, then a rename (through a symlink, to
+        its target; an existing file's mode is kept). See ``fastnn.serialization.save``.
 
         Parameters
         ----------
@@ -545,9 +633,20 @@ class Sequential:
           Linear(8, 3, 'identity', dtype='float32')
         ], loss='cross_entropy')
         """
-        from .serialization import save
+        serialization.save(self, path)
 
-        save(self, path)
+
+def _loss_for(output: object, loss: str | None) -> str:
+    """The loss of a model with output map ``output``: the one the notes pair with it, or
+    ``loss`` when it has that output map."""
+    if output not in LOSS_OF_OUTPUT:
+        raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+    if loss is None:
+        return LOSS_OF_OUTPUT[output]
+    if _losses.get(loss).output != output:
+        raise ValueError(f"loss {loss!r} goes with the {_losses.get(loss).output!r} output, "
+                         f"not {output!r}")
+    return loss
 
 
 class MLP(Sequential):
@@ -563,8 +662,11 @@ class MLP(Sequential):
         N_o: 1 for binary classification (sigmoid), K for K classes (softmax), d for regression.
     activation : {"relu", "sigmoid", "tanh", "step", "identity", "exp"}
         g_act of the hidden layers.
-    output : {"softmax", "sigmoid", "identity"}
-        g_out, which fixes the loss (eq. 18, 17, 20).
+    output : {"softmax", "sigmoid", "identity", "exp"}
+        g_out, which fixes the loss the notes pair with it (eq. 18, 17, 20; e^z: Poisson).
+    loss : str, optional
+        Another loss of fastnn.losses with the same output map: "half_squared_error" for
+        the identity output (scikit-learn's regression objective).
     dtype : {"float32", "float64"}
     random_state : int or None
         Seeds the weight initialisation.
@@ -577,18 +679,18 @@ class MLP(Sequential):
     [(128, 64), (10, 128)]
     """
 
+    _file_kind = "MLP"
     activation: str
 
     def __init__(self, n_inputs: int, hidden: int | Sequence[int], n_outputs: int, *,
-                 activation: str = "relu", output: str = "softmax", dtype: DTypeLike = "float32",
-                 random_state: SeedLike = None) -> None:
+                 activation: str = "relu", output: str = "softmax", loss: str | None = None,
+                 dtype: DTypeLike = "float32", random_state: SeedLike = None) -> None:
         n_inputs = check_count(n_inputs, "n_inputs")
         n_outputs = check_count(n_outputs, "n_outputs")
         hidden = (list(hidden) if isinstance(hidden, (list, tuple, np.ndarray))
                   else [cast(int, hidden)])  # an int (else check_count says what is wrong)
         hidden = [check_count(h, "hidden") for h in hidden]
-        if output not in LOSS_OF_OUTPUT:
-            raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+        loss = _loss_for(output, loss)
         activation = _v.activation(activation)
         dtype = check_dtype(dtype)
         rng = _v.rng(random_state)
@@ -596,12 +698,13 @@ class MLP(Sequential):
         acts = [activation] * len(hidden) + ["identity"]
         layers = [Linear(widths[l], widths[l + 1], acts[l], dtype=dtype, random_state=rng)
                   for l in range(len(acts))]
-        super().__init__(layers, LOSS_OF_OUTPUT[output])
+        super().__init__(layers, loss)
         self.activation = activation
 
     @classmethod
     def from_weights(cls: type[_MLP], weights: Iterable[tuple[ArrayLike, ArrayLike | None]],
-                     activation: str = "relu", output: str = "softmax") -> _MLP:
+                     activation: str = "relu", output: str = "softmax",
+                     loss: str | None = None) -> _MLP:
         """The network with exactly these weights (copied), as the notes build them by hand.
 
         Parameters
@@ -611,8 +714,10 @@ class MLP(Sequential):
             notes (a 1-D W is a single unit's row, a scalar b its bias); b may be None.
         activation : {"relu", "sigmoid", "tanh", "step", "identity", "exp"}
             g_act of the hidden layers.
-        output : {"softmax", "sigmoid", "identity"}
-            g_out, which fixes the loss (eq. 18, 17, 20).
+        output : {"softmax", "sigmoid", "identity", "exp"}
+            g_out, which fixes the loss (eq. 18, 17, 20; e^z: Poisson).
+        loss : str, optional
+            Another loss of fastnn.losses with that output map (see MLP).
 
         Returns
         -------
@@ -632,13 +737,55 @@ class MLP(Sequential):
         weights = list(weights)
         if not weights or not all(isinstance(p, (tuple, list)) and len(p) == 2 for p in weights):
             raise TypeError("weights must be a non-empty list of (W, b) pairs")
-        if output not in LOSS_OF_OUTPUT:
-            raise ValueError(f"output must be one of {tuple(LOSS_OF_OUTPUT)}, got {output!r}")
+        loss = _loss_for(output, loss)
         arrays = [np.asarray(a) for pair in weights for a in pair if a is not None]
         dtype = np.float32 if all(a.dtype == np.float32 for a in arrays) else np.float64
         acts = [_v.activation(activation)] * (len(weights) - 1) + ["identity"]
         layers = [Linear.from_arrays(W, b, act, dtype=dtype) for (W, b), act in zip(weights, acts)]
         net = cls.__new__(cls)
-        Sequential.__init__(net, layers, LOSS_OF_OUTPUT[output])
+        Sequential.__init__(net, layers, loss)
         net.activation = activation
         return net
+
+
+def load(path: str | os.PathLike[str]) -> Sequential:
+    """Read a model written by ``save`` (architecture, dtype, weights, optimizer state).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+
+    Returns
+    -------
+    MLP or Sequential
+        The kind of model that was saved, with its optimizer state (for ``warm_start``).
+
+    Raises
+    ------
+    ValueError
+        The file is not a fastnn model, is truncated, or holds members a model does not
+        have, arrays of the wrong shape or dtype, or an incomplete optimizer state (it is
+        read member by member, each header checked before its data; nothing is unpickled).
+    FileNotFoundError
+        There is no such file.
+
+    Examples
+    --------
+    >>> import numpy as np, fastnn
+    >>> net = fastnn.MLP(4, 8, 3, random_state=0)
+    >>> net.save("model.npz")
+    >>> same = fastnn.load("model.npz")
+    >>> X = np.ones((2, 4), np.float32)
+    >>> bool((same.predict_proba(X) == net.predict_proba(X)).all())
+    True
+    """
+    kind, loss, layers, optimizer_state = serialization.read(path)
+    model: Sequential
+    if kind == "MLP":
+        model = MLP.__new__(MLP)
+        Sequential.__init__(model, layers, loss)
+        model.activation = layers[0].activation if len(layers) > 1 else "relu"
+    else:
+        model = Sequential(layers, loss)
+    model.optimizer_state_ = optimizer_state
+    return model

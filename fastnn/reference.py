@@ -3,7 +3,9 @@
 This module is the correctness oracle for ``fastnn._kernels`` and the "numpy" backend of
 ``fastnn.functional``. It has the same signatures as ``fastnn.functional`` but trusts its
 arguments: ``functional`` validates them first. Batched arguments are 2-D (one sample per
-row); ``functional`` turns a single 1-D sample into a batch of one and back.
+row); ``functional`` turns a single 1-D sample into a batch of one and back. A layer's input
+X may be a scipy.sparse matrix (CSR rows, checked by fastnn._validation.sparse_rows): its
+products are then scipy's, which never densify X.
 
 Equation numbers refer to ``shared/seed/neural-network-notes.md``.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 from typing import Any, Literal, cast, overload
 
 import numpy as np
+import scipy.sparse
 from numpy.typing import ArrayLike
 
 from ._typing import FloatArray, Loss
@@ -23,9 +26,11 @@ __all__ = [
     "activation_grad",
     "binary_cross_entropy",
     "cross_entropy",
+    "half_squared_error",
     "linear",
     "linear_backward",
     "log_softmax",
+    "poisson",
     "sigmoid",
     "softmax",
     "squared_error",
@@ -44,7 +49,7 @@ def sigmoid(Z: ArrayLike) -> FloatArray:
     Returns
     -------
     ndarray of Z's shape and dtype
-        e^-|z| is never larger than 1, so neither branch overflows.
+        ``e^-|z|`` is never larger than 1, so neither branch overflows.
 
     Examples
     --------
@@ -133,7 +138,7 @@ def linear(X: FloatArray, W: FloatArray, b: FloatArray | None = None, activation
 
     Parameters
     ----------
-    X : ndarray, shape (N, N_in)
+    X : ndarray or scipy.sparse matrix, shape (N, N_in)
     W : ndarray, shape (N_out, N_in)
     b : ndarray, shape (N_out,), optional
     activation : {"identity", "step", "sigmoid", "relu", "tanh", "exp"}
@@ -157,7 +162,8 @@ def linear(X: FloatArray, W: FloatArray, b: FloatArray | None = None, activation
            [1., 0.],
            [1., 1.]])
     """
-    Z = X.dot(W.T)
+    # a sparse X: scipy's product, z_i = sum over row i's stored x_ik of x_ik W^T[k]
+    Z = X @ W.T if scipy.sparse.issparse(X) else _product(X, W.T)
     if b is not None:
         Z = Z + b[None, :]  # B repeats b on the N rows (eq. 11)
     U = activate(Z, activation)
@@ -179,7 +185,7 @@ def linear_backward(
     ----------
     dU : ndarray, shape (N, N_out)
         dL/dU.
-    X : ndarray, shape (N, N_in)
+    X : ndarray or scipy.sparse matrix, shape (N, N_in)
         The layer's input.
     W : ndarray, shape (N_out, N_in)
     U : ndarray, shape (N, N_out)
@@ -195,10 +201,21 @@ def linear_backward(
     db : ndarray (N_out,)
     """
     dZ = dU * activation_grad(U, activation)
-    dW = dZ.T.dot(X)
+    # a sparse X: dW^T = X^T dZ by scipy, which adds x_ik dZ_i to the rows k of X's columns
+    dW = np.ascontiguousarray((X.T @ dZ).T) if scipy.sparse.issparse(X) else _product(dZ.T, X)
     db = dZ.sum(axis=0)
-    dX = dZ.dot(W) if need_dX else None
+    dX = _product(dZ, W) if need_dX else None
     return dX, dW, db
+
+
+def _product(A: FloatArray, B: FloatArray) -> FloatArray:
+    """A B, every product a_ik b_kj in its sum: BLAS (which NumPy's dot calls) may skip the
+    terms of a zero a_ik, so a NaN or inf in B under a 0 of A would give 0 where the notes'
+    sum gives NaN (0 * inf = NaN); where B is not finite, the sum is taken term by term."""
+    if np.isfinite(B).all():
+        return A.dot(B)
+    with np.errstate(invalid="ignore"):  # (0 * inf = NaN, as the sum is)
+        return np.einsum("ik,kj->ij", A, B)
 
 
 def softmax(Z: FloatArray) -> FloatArray:
@@ -384,4 +401,38 @@ def squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
     diff = Z - Y
     losses = (diff * diff).reshape(Z.shape[0], -1).sum(axis=1)
     dZ = 2 * diff if return_grad else None
+    return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
+
+
+def half_squared_error(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
+                       return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
+    """g_loss(z, y) = ||z - y||^2 / 2 (half of eq. 20, scikit-learn's regression objective);
+    dg/dz = z - y.
+
+    Parameters and returns as ``squared_error``.
+    """
+    Z = np.asarray(Z)
+    Y = np.asarray(Y, dtype=Z.dtype)
+    diff = Z - Y
+    losses = 0.5 * (diff * diff).reshape(Z.shape[0], -1).sum(axis=1)
+    dZ = diff if return_grad else None
+    return _reduce(losses, dZ, reduction, return_grad, Z.dtype)
+
+
+def poisson(Z: ArrayLike, Y: ArrayLike, *, reduction: str = "mean",
+            return_grad: bool = False) -> Loss | tuple[Loss, FloatArray]:
+    """Half the Poisson deviance of counts y >= 0 with the log link, on the logits z (the
+    prediction is mu = e^z): g_loss(z, y) = sum_k (y_k ln(y_k / mu_k) - y_k + mu_k), with
+    0 ln 0 = 0; dg/dz = mu - y.
+
+    Parameters and returns as ``squared_error`` (Y: counts of Z's shape).
+    """
+    Z = np.asarray(Z)
+    Y = np.asarray(Y, dtype=Z.dtype)
+    with np.errstate(over="ignore"):
+        mu = np.exp(Z)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ylogy = np.where(Y > 0, Y * np.log(np.where(Y > 0, Y, 1)), 0)
+    losses = (ylogy - Y * Z - Y + mu).reshape(Z.shape[0], -1).sum(axis=1)
+    dZ = mu - Y if return_grad else None
     return _reduce(losses, dZ, reduction, return_grad, Z.dtype)

@@ -1,35 +1,42 @@
 """``fit``: mini-batch training of a ``Sequential`` (eq. 21 and its variants).
 
-On the "cython" backend every epoch runs in native code (``_kernels.Trainer``: shuffle order
-given, gather, forward, loss, backward, update, with workspaces allocated once per fit). On
-the "numpy" backend the same algorithm runs batch by batch in Python on ``fastnn.reference``,
-which is what the native loop is measured against.
+The epochs run on the backend (``fastnn.backends``, ``Ops.epochs``): on the "cython" backend
+each epoch runs in native code (gather, forward, loss, backward, update, with workspaces
+allocated once per fit); on the "numpy" backend the same steps run batch by batch in Python
+on ``fastnn.reference`` (fastnn.backprop), which is what the native loop is measured against.
+This module keeps what lies around the epochs: the arguments, the optimizer state a warm
+start continues, the schedule, validation, early stopping, divergence and callbacks.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import math
 import numbers
-import threading
 import time
-from collections.abc import Callable, Iterator
+import warnings
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
-from threadpoolctl import ThreadpoolController
 
-from . import _kernels
 from . import _validation as _v
-from . import functional as F
-from ._typing import FloatArray, LayerState, OptState, Params, SeedLike
-from .layers import check_count
-from .network import _writable
-from .optim import OPTIMIZERS, SCHEDULES, learning_rate, new_state, update
+from ._progress import EpochBar, epoch_line, verbosity
+from ._typing import FloatArray, Inputs, LayerState, OptState, Params, SeedLike
+from .backends import TrainSpec, ops
+from .layers import check_count, writable
+from .optim import Optimizer
+from .threads import one_blas_thread
+from .updates import (
+    OPTIMIZERS,
+    SCHEDULES,
+    learning_rate,
+    new_state,
+    state_problem,
+    values_problem,
+)
 
-__all__ = ["History", "fit"]
+__all__ = ["History", "fit", "fit_validated", "train_on_batch"]
 
 if TYPE_CHECKING:
     from .network import Sequential
@@ -104,74 +111,7 @@ class History:
         return f"History({self.epochs} epoch{'' if self.epochs == 1 else 's'}{last})"
 
 
-_blas_lock = threading.Lock()
-_blas_users = 0
-_blas_saved: list[tuple[Callable[[int], Any], int | None]] = []  # (set_threads, count before)
-
-
-@contextlib.contextmanager
-def _single_threaded_blas() -> Iterator[None]:
-    """BLAS on one thread while any fit runs: OpenBLAS splits a product differently for
-    different thread counts, which changes the last bits of the weights; with one BLAS thread
-    (and the native loop's fixed parts of each step, shared by OpenMP threads) the same
-    random_state gives the same weights for any thread setting. Fits in several threads share
-    the setting: the first in pins BLAS, the last out restores it. The libraries' own
-    set_num_threads is called, which works from any thread."""
-    global _blas_users
-    with _blas_lock:
-        if _blas_users == 0:
-            _blas_saved[:] = [(setter, lib.get_num_threads()) for lib, setter in _blas_libs()]
-            for set_threads, _ in _blas_saved:
-                set_threads(1)
-        _blas_users += 1
-    try:
-        yield
-    finally:
-        with _blas_lock:
-            _blas_users -= 1
-            if _blas_users == 0:
-                for set_threads, threads in _blas_saved:
-                    if threads is not None:
-                        set_threads(threads)
-                _blas_saved.clear()
-
-
-@functools.lru_cache(maxsize=1)
-def _blas_libs() -> tuple[tuple[Any, Callable[[int], Any]], ...]:
-    """(controller, set-threads function) of each BLAS library loaded, found once per process:
-    threadpoolctl's scan of the loaded libraries takes milliseconds."""
-    libs = ThreadpoolController().select(user_api="blas").lib_controllers
-    return tuple((lib, _thread_setter(lib)) for lib in libs)
-
-
-def _thread_setter(lib: Any) -> Any:  # (threadpoolctl's LibController) -> set_threads(n)
-    """The library's own set-threads function. For a pthreads OpenBLAS this is its C symbol
-    itself: threadpoolctl lets only one 'controlling' Python thread change OpenBLAS, and a
-    fit must pin it from whatever thread it runs in (the count above keeps fits in several
-    threads from undoing each other)."""
-    if lib.internal_api == "openblas" and getattr(lib, "threading_layer", None) != "openmp":
-        for prefix in ("", "scipy_"):
-            for suffix in ("", "64_", "_64"):
-                func = getattr(lib.dynlib, f"{prefix}openblas_set_num_threads{suffix}", None)
-                if func is not None:
-                    return func
-    return lib.set_num_threads
-
-
-def _real(value: object, name: str, low: float | None = None, high: float | None = None, *,
-          low_open: bool = False, high_open: bool = False) -> float:
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real) \
-            or not math.isfinite(value):
-        raise TypeError(f"{name} must be a finite number, got {value!r}")
-    if low is not None and (value < low or (low_open and value == low)):
-        raise ValueError(f"{name} must be {'>' if low_open else '>='} {low}, got {value}")
-    # (typeshed's numbers.Real has no __gt__; ints, floats and NumPy scalars all compare)
-    if high is not None and (value > high or (high_open and value == high)):  # type: ignore[operator]
-        raise ValueError(f"{name} must be {'<' if high_open else '<='} {high}, got {value}")
-    return float(value)
-
-
-def _sample_weight(sample_weight: ArrayLike | None, N: int) -> FloatArray | None:
+def _sample_weight(sample_weight: ArrayLike | None, N: int) -> NDArray[np.float64] | None:
     if sample_weight is None:
         return None
     (sw,), _ = _v.real_arrays((sample_weight, "sample_weight"))
@@ -179,16 +119,18 @@ def _sample_weight(sample_weight: ArrayLike | None, N: int) -> FloatArray | None
     _v.expect_shape(sw, "sample_weight", (N,), "(one weight per sample)")
     if not np.isfinite(sw).all() or (sw < 0).any():
         raise ValueError("sample_weight must be finite and >= 0")
-    return sw
+    return sw.astype(np.float64, copy=False)  # (already float64: typed as such)
 
 
-def _metric(model: Sequential, X: FloatArray, Y: NDArray[Any]) -> float:
+def _metric(model: Sequential, X: Inputs, Y: NDArray[Any]) -> float:
     """Accuracy (eq. 4 / eq. 6 decisions) for classifiers, R^2 for regression."""
     Z = model._logits(X)
-    if model.loss_name == "cross_entropy":
+    targets = model.loss_spec.targets
+    if targets == "classes":
         return float((Z.argmax(axis=1) == Y).mean())
-    if model.loss_name == "binary_cross_entropy":
+    if targets == "binary":
         return float(((Z >= 0) == (Y == 1)).all(axis=1).mean())
+    Z = model._output_map(Z)  # the predictions (e^z for the Poisson loss)
     ss_res = ((Y - Z) ** 2).sum(axis=0, dtype=np.float64)
     ss_tot = ((Y - Y.mean(axis=0)) ** 2).sum(axis=0, dtype=np.float64)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -196,87 +138,107 @@ def _metric(model: Sequential, X: FloatArray, Y: NDArray[Any]) -> float:
     return float(r2.mean())
 
 
-def _copy(params: Params, state: OptState) -> _Saved:
-    return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
-            [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
-              for s in states] for states in state])
+def _copy(params: Params, state: OptState, into: _Saved | None = None) -> _Saved:
+    """A copy of the parameters and optimizer state; ``into``: a copy made earlier of the same
+    arrays (shapes), written over instead of new memory (a new copy of a large model faults
+    in every page, each epoch: 0.35 s of a 2 s epoch at 2^18 x 64 with Adam)."""
+    if into is None:
+        return ([(W.copy(), None if b is None else b.copy()) for W, b in params],
+                [[None if s is None else (s[0].copy(), None if s[1] is None else s[1].copy())
+                  for s in states] for states in state])
+    _restore(into, params, state, backwards=True)
+    return into
 
 
-def _state_fits(state: Any, params: Params) -> bool:
-    """Whether a previous fit's optimizer state has the shapes and dtypes of ``params``."""
-    if len(state) != 2 or any(len(states) != len(params) for states in state):
-        return False
-    for states in state:
-        for s, (W, b) in zip(states, params):
-            if s is None:
-                continue
-            if s[0].shape != W.shape or s[0].dtype != W.dtype or (s[1] is None) != (b is None):
-                return False
-            if b is not None and (s[1].shape != b.shape or s[1].dtype != b.dtype):
-                return False
-    return True
+def _layout(model: Sequential) -> tuple[str, list[tuple[tuple[int, ...], bool]]]:
+    """What a fit's workspaces and optimizer state are built for: the loss and, per layer, W's
+    shape and whether it has a bias."""
+    return model.loss_name, [(tuple(layer.W.shape), layer.b is None) for layer in model.layers]
+
+
+def _callback_parameters(model: Sequential, layout: tuple[Any, ...]) -> Params:
+    """The model's trainable arrays after a fit's callback ran (which may have replaced arrays
+    or changed activations, but not the architecture)."""
+    try:
+        params = model._trainable_parameters()
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"the callback changed the model so that fit cannot go on: {exc}"
+                        ) from None
+    if _layout(model) != layout:
+        raise ValueError(
+            f"the callback changed the model's architecture during fit (loss and per layer "
+            f"(W's shape, no bias): {layout} -> {_layout(model)}); a callback may change "
+            "weights and activations, not the shapes, the biases or the loss")
+    return params
+
+
+def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
+                 checked: list[Any] | None = None) -> tuple[OptState, int]:
+    """The optimizer state a fit starts from and its step count: ``previous`` (a model's
+    ``optimizer_state_``, for a warm start) when it is a complete state of this optimizer for
+    ``params`` (``optim.state_problem``), else a new one. A previous state of the same
+    optimizer that cannot be continued (the architecture changed, or it is incomplete or
+    damaged) gives a warning: the native loop must never read a missing moment. ``checked``:
+    state arrays known to fit ``params`` (the kept loop's), not checked again."""
+    if previous is None:
+        return new_state(params, optimizer, momentum), 0
+    if not isinstance(previous, dict) or not {"optimizer", "momentum", "t", "state"} <= set(
+            previous):
+        problem: str | None = "optimizer_state_ is not a dict of a fit's state"
+    elif previous["optimizer"] != optimizer or previous["momentum"] != momentum:
+        return new_state(params, optimizer, momentum), 0  # another optimizer: a new start
+    elif isinstance(previous["t"], (bool, np.bool_)) or not isinstance(
+            previous["t"], numbers.Integral) or previous["t"] < 0:
+        problem = f"its step count t must be an integer >= 0, got {previous['t']!r}"
+    elif checked is not None and _same_arrays(previous["state"], checked):
+        # the kept loop's own arrays (C-contiguous, writeable): their values, one native pass
+        problem = values_problem(previous["state"], ops().all_finite)
+        if problem is None:
+            return previous["state"], int(previous["t"])
+    else:
+        problem = state_problem(previous["state"], params, optimizer, momentum)
+    if problem is not None:
+        warnings.warn(f"warm_start: the previous optimizer state cannot be continued "
+                      f"({problem}); starting from a new {optimizer} state",
+                      RuntimeWarning, stacklevel=4)
+        return new_state(params, optimizer, momentum), 0
+    return [[None if s is None else (writable(s[0], s[0].dtype),
+                                     None if s[1] is None else writable(s[1], s[1].dtype))
+             for s in states] for states in previous["state"]], int(previous["t"])
 
 
 def _finite(params: Params) -> bool:
-    # the model's own arrays: C-contiguous float32/float64 (see _trainable_parameters)
-    return all(_kernels.all_finite(W) and (b is None or _kernels.all_finite(b))
-               for W, b in params)
+    return all(ops().all_finite(W) and (b is None or ops().all_finite(b)) for W, b in params)
 
 
-def _finite_loss(model: Any, X: FloatArray, Y: NDArray[Any]) -> bool:
+def _finite_loss(model: Any, X: Inputs, Y: NDArray[Any]) -> bool:
     """Whether the model's mean loss on (X, Y) is finite (one forward pass)."""
     with np.errstate(all="ignore"):
         return math.isfinite(float(model._loss(model._logits(X), Y, "mean")))
 
 
-def _restore(saved: _Saved, params: Params, state: OptState) -> None:
-    """Copy saved values back into the model's own arrays (the native loop holds them)."""
+def _restore(saved: _Saved, params: Params, state: OptState, backwards: bool = False) -> None:
+    """Copy saved values back into the model's own arrays (the native loop holds them);
+    ``backwards``: the model's values into the saved arrays instead."""
+    def put(A: FloatArray, A0: FloatArray) -> None:
+        if backwards:
+            np.copyto(A0, A)
+        else:
+            np.copyto(A, A0)
+
     for (W, b), (W0, b0) in zip(params, saved[0]):
-        W[...] = W0
+        put(W, W0)
         if b is not None:
-            b[...] = b0
+            assert b0 is not None  # saved from the same parameters
+            put(b, b0)
     for states, saved_states in zip(state, saved[1]):
         for s, s0 in zip(states, saved_states):
             if s is not None:
                 assert s0 is not None  # saved from the same state
-                s[0][...] = s0[0]
+                put(s[0], s0[0])
                 if s[1] is not None:
-                    s[1][...] = s0[1]
-
-
-def _python_epoch(model: Sequential, X: FloatArray, Y: NDArray[Any],
-                  sw: FloatArray | None, perm: NDArray[np.intp], batch_size: int,
-                  lr: float, state: OptState, opt: dict[str, Any]) -> float:
-    """One epoch batch by batch in Python (the "numpy" backend): the native loop's reference."""
-    total = 0.0
-    N = len(perm)
-    dU: Any  # dL/dU of the layer below; None once the first layer is done
-    for s in range(0, N, batch_size):
-        rows = perm[s:s + batch_size]
-        inputs, outputs, U = [], [], X[rows]
-        for layer in model.layers:  # eq. 10
-            inputs.append(U)
-            U = F.linear(U, layer.W, layer.b, layer.activation)
-            outputs.append(U)
-        losses, dU = model._loss(U, Y[rows], "none", return_grad=True)
-        w = np.ones(len(rows)) if sw is None else sw[rows]
-        total += float((w * losses).sum())
-        if not math.isfinite(total):
-            return total
-        dU = dU * (w / len(rows)).astype(X.dtype)[:, None]  # "mean" over the batch
-        opt["t"] += 1
-        for l in range(len(model.layers) - 1, -1, -1):  # section 3: backpropagation
-            layer = model.layers[l]
-            dU, dW, db = F.linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
-                                           need_dX=l > 0)
-            grads = [(layer.W, dW, 0), (layer.b, db, 1)] if layer.b is not None else [(layer.W, dW, 0)]
-            for P, G, k in grads:
-                M1 = state[0][l][k] if state[0][l] is not None else None  # type: ignore[index]
-                M2 = state[1][l][k] if state[1][l] is not None else None  # type: ignore[index]
-                update(P, G, M1, M2, optimizer=opt["optimizer"], lr=lr, momentum=opt["momentum"],
-                       nesterov=opt["nesterov"], beta1=opt["beta1"], beta2=opt["beta2"],
-                       eps=opt["eps"], t=opt["t"], decay=opt["weight_decay"] if k == 0 else 0.0)
-    return total
+                    assert s0[1] is not None
+                    put(s[1], s0[1])
 
 
 def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
@@ -285,7 +247,7 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         sample_weight: ArrayLike | None = None,
         validation_data: tuple[ArrayLike, ArrayLike] | None = None,
         early_stopping: bool = False, patience: int = 10, random_state: SeedLike = None,
-        verbose: bool = False, lr_schedule: str | Callable[[int], float] = "constant",
+        verbose: int | bool = 0, lr_schedule: str | Callable[[int], float] = "constant",
         beta1: float = 0.9, beta2: float = 0.999, eps: float = 1e-8, warm_start: bool = False,
         callback: Callable[[int, History], bool | None] | None = None) -> History:
     """Train ``model`` in place by mini-batch gradient descent.
@@ -294,7 +256,10 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
     ----------
     X, y : array_like
         Inputs (N, n_inputs) and targets: labels 0..K-1 (softmax), 0/1 (sigmoid; (N, d) for
-        d outputs), values (N,) or (N, d) (identity).
+        d outputs), values (N,) or (N, d) (identity). X is read where it lies: a scipy.sparse
+        X as CSR (the first layer adds a row of W^T per non-zero; never densified), a
+        float32/float64 array of another dtype or layout than the model's (float64 for a
+        float32 model, Fortran order, a read-only memmap) converted a batch's rows at a time.
     epochs, batch_size : int
     lr : float
         The step size alpha of eq. 21.
@@ -314,8 +279,11 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         the weights of the best epoch (needs ``validation_data``).
     random_state : int, numpy.random.Generator or None
         Seeds the shuffling: the same seed gives the same weights bit for bit.
-    verbose : bool
-        Print one progress line per epoch.
+    verbose : {0, 1, 2} or bool
+        0 (False): quiet; 1 (True): a line after each epoch with its loss (and validation),
+        the epoch's own time, the time elapsed since the fit started and the epoch's rate; 2:
+        also a progress bar within each epoch (tqdm's where tqdm is installed, else a line
+        rewritten in place on stderr), fed from the native loop's periodic checks.
     lr_schedule : {"constant", "invscaling", "cosine"} or callable(epoch) -> lr
     beta1, beta2, eps : float
         Adam's parameters.
@@ -355,7 +323,7 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         raise RuntimeError("fit is already running on this model in another thread; "
                            "train separate models, or wait for that fit to end")
     try:
-        with _single_threaded_blas():
+        with one_blas_thread():
             return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
                         weight_decay, shuffle, sample_weight, validation_data, early_stopping,
                         patience, random_state, verbose, lr_schedule, beta1, beta2, eps,
@@ -367,67 +335,109 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
 def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size: int, lr: float,
          optimizer: str, momentum: float, nesterov: bool, weight_decay: float, shuffle: bool,
          sample_weight: ArrayLike | None, validation_data: tuple[ArrayLike, ArrayLike] | None,
-         early_stopping: bool, patience: int, random_state: SeedLike, verbose: bool,
+         early_stopping: bool, patience: int, random_state: SeedLike, verbose: int | bool,
          lr_schedule: str | Callable[[int], float], beta1: float, beta2: float, eps: float,
          warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
     epochs = check_count(epochs, "epochs")
     batch_size = check_count(batch_size, "batch_size")
-    lr = _real(lr, "lr", 0, low_open=True)
+    lr = _v.real(lr, "lr", 0, low_open=True)
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
-    momentum = _real(momentum, "momentum", 0, 1, high_open=True)
+    momentum = _v.real(momentum, "momentum", 0, 1, high_open=True)
     nesterov = _v.flag(nesterov, "nesterov")
-    weight_decay = _real(weight_decay, "weight_decay", 0)
+    weight_decay = _v.real(weight_decay, "weight_decay", 0)
     shuffle = _v.flag(shuffle, "shuffle")
     early_stopping = _v.flag(early_stopping, "early_stopping")
     patience = check_count(patience, "patience")
-    verbose = _v.flag(verbose, "verbose")
+    verbose = verbosity(verbose)
     warm_start = _v.flag(warm_start, "warm_start")
-    beta1 = _real(beta1, "beta1", 0, 1, high_open=True)
-    beta2 = _real(beta2, "beta2", 0, 1, high_open=True)
-    eps = _real(eps, "eps", 0, low_open=True)
+    beta1 = _v.real(beta1, "beta1", 0, 1, high_open=True)
+    beta2 = _v.real(beta2, "beta2", 0, 1, high_open=True)
+    eps = _v.real(eps, "eps", 0, low_open=True)
     if not callable(lr_schedule) and lr_schedule not in SCHEDULES:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
-    X = _v.finite(model._inputs(X)[0], "X")  # NaN in X would look like a divergence
-    N = X.shape[0]
+    # finite: NaN in X would look like a divergence. A sparse X or a dense one of another
+    # dtype or layout is read in place: the loop gathers and converts each batch's rows
+    X_in = model._inputs(X, in_place=True)[0]
+    N = X_in.shape[0]
     Y = model._targets(y, N)
     sw = _sample_weight(sample_weight, N)
     if validation_data is not None:
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
             raise TypeError("validation_data must be a pair (X_val, y_val)")
-        X_val = _v.finite(model._inputs(validation_data[0], "X_val")[0], "X_val")
+        X_val = model._inputs(validation_data[0], "X_val", in_place=True)[0]
         Y_val = model._targets(validation_data[1], X_val.shape[0], "y_val")
     elif early_stopping:
         raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
+    return _train(
+        model, X_in, Y, sw, None if validation_data is None else (X_val, Y_val), epochs=epochs,
+        batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
+        nesterov=nesterov, weight_decay=weight_decay, shuffle=shuffle,
+        early_stopping=early_stopping, patience=patience, random_state=random_state,
+        verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
+        warm_start=warm_start, callback=callback)
+
+
+def fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
+                  sw: NDArray[np.float64] | None, **kwargs: Any) -> History:
+    """``fit`` on arguments already validated as ``fit`` validates them (X and Y as
+    ``model._inputs`` and ``model._targets`` return them, sample weights float64 (N,), every
+    keyword given, in range: fit's keywords less sample_weight, validation_data as
+    ``validation=(X_val, Y_val)`` or None), for fastnn's own callers that checked them (the
+    estimators: scikit-learn's checks ran, or a partial_fit repeats a checked call)."""
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("fit is already running on this model in another thread; "
+                           "train separate models, or wait for that fit to end")
+    try:
+        with one_blas_thread():
+            return _train(model, X, Y, sw, **kwargs)
+    finally:
+        model._fit_lock.release()
+
+
+def _train(model: Sequential, X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64] | None,
+           validation: tuple[Inputs, NDArray[Any]] | None, *, epochs: int,
+           batch_size: int, lr: float, optimizer: str, momentum: float, nesterov: bool,
+           weight_decay: float, shuffle: bool, early_stopping: bool, patience: int,
+           random_state: SeedLike, verbose: int, lr_schedule: str | Callable[[int], float],
+           beta1: float, beta2: float, eps: float, warm_start: bool,
+           callback: Callable[[int, History], bool | None] | None) -> History:
+    """fit's epochs, on validated arguments."""
+    N = X.shape[0]
     batch_size = min(batch_size, N)
+    if validation is not None:
+        X_val, Y_val = validation
 
-    params = model._trainable_parameters()
-    previous = model.optimizer_state_
-    state: OptState
-    if warm_start and previous is not None and previous["optimizer"] == optimizer \
-            and previous["momentum"] == momentum and _state_fits(previous["state"], params):
-        state = [[None if s is None else (_writable(s[0], s[0].dtype),
-                                          None if s[1] is None else _writable(s[1], s[1].dtype))
-                  for s in states] for states in previous["state"]]
-        t0 = previous["t"]
-    else:  # a new state (also when the architecture changed since the last fit)
-        state, t0 = new_state(params, optimizer, momentum), 0
-    opt = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov, "beta1": beta1,
-           "beta2": beta2, "eps": eps, "weight_decay": weight_decay, "t": t0, "state": state}
+    # the loop of the model's last fit goes on when this one has its shapes and arrays (an
+    # estimator's partial_fit calls fit once per batch of data)
+    last_loop: _KeptLoop | None = model._fit_loop
+    reuse = last_loop is not None and last_loop.holds(model)
+    params = model.parameters() if reuse else model._trainable_parameters()
+    state, t0 = _start_state(model.optimizer_state_ if warm_start else None, params, optimizer,
+                             momentum,
+                             last_loop.state_arrays if reuse and last_loop is not None else None)
+    settings = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov,
+                "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
+    opt: dict[str, Any] = {**settings, "t": t0, "state": state}
     model.optimizer_state_ = opt
-    rng = _v.rng(random_state)
-    native = F.get_backend() == "cython"
-    if native:
-        trainer = _kernels.Trainer(
-            [W for W, _ in params], [b for _, b in params],
-            [_kernels.ACTIVATION_CODES[layer.activation] for layer in model.layers],
-            _kernels.LOSS_CODES[model.loss_name], _kernels.OPTIMIZER_CODES[optimizer],
-            state[0], state[1], X, Y, sw, batch_size, momentum=momentum, nesterov=nesterov,
-            beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay, t=t0)
+    next_seed = _v.seeds(random_state)
+    backend = ops()
 
-    history = History("accuracy" if model.output != "identity" else "r2")
+    def epochs_runner() -> Any:  # the backend's epochs over the model's arrays as they are now
+        model._fit_loop = None
+        loop = model._fit_loop = _KeptLoop(model, params, state, opt["t"], X, Y, sw,
+                                           batch_size, settings, False)
+        return loop.runner
+
+    runner = None if not reuse or last_loop is None else last_loop.take(
+        model, state, t0, X, Y, sw, batch_size, settings, False, held=True)
+    if runner is None:
+        runner = epochs_runner()
+    layout = _layout(model)
+
+    history = History("accuracy" if model.loss_spec.targets in ("classes", "binary") else "r2")
     best_loss, best, waited = math.inf, None, 0
     # the state before this epoch (saved) and before the last finished one (before_last)
     saved: _Saved
@@ -439,33 +449,42 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         for epoch in range(epochs):
             lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
             if shuffle:  # the previous epoch's order, shuffled again (both backends)
-                _kernels.shuffle(perm, int(rng.integers(0, 2**63)))
+                backend.shuffle(perm, next_seed())
+            spare = before_last[0] if before_last is not None else None  # (dropped now)
             if epoch:
                 before_last = (saved, saved_t)
-            saved, saved_t = _copy(params, state), opt["t"]
+            # what a divergence or Ctrl-C puts back: a copy here, or (a fit of one epoch,
+            # with no epoch before to step back over: an estimator's partial_fit) the loop's
+            # own copy, taken in C (guard)
+            saved, saved_t = (_copy(params, state, into=spare) if epochs > 1 else ([], [])), opt["t"]
             tick = time.perf_counter()
+            bar = EpochBar(epoch, epochs, N) if verbose == 2 else None
             try:
-                if native:
-                    # the model's arrays changed since the last epoch only if a callback ran
-                    total = trainer.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None)
-                    opt["t"] = trainer.t
-                else:
-                    total = _python_epoch(model, X, Y, sw, perm, batch_size, lr_epoch, state, opt)
+                # the model's arrays changed since the last epoch only if a callback ran
+                total = runner.run_epoch(perm, lr_epoch, epoch == 0 or callback is not None,
+                                         guard=epochs == 1, progress=bar)
+                opt["t"] = runner.t
             except KeyboardInterrupt:
-                _restore(saved, params, state)
+                if epochs > 1:
+                    _restore(saved, params, state)
                 opt["t"] = saved_t
                 model.history_ = history
                 if verbose:
                     print(f"interrupted in epoch {epoch + 1}: the model keeps the weights of "
                           f"epoch {epoch}", flush=True)
                 raise
+            finally:
+                if bar is not None:
+                    bar.close()
             # a non-finite loss stops the epoch before its update; the epoch's last update is
             # checked on the weights themselves
-            if not math.isfinite(total) or not _finite(params):
-                _restore(saved, params, state)
+            if not math.isfinite(total) or (epochs > 1 and not _finite(params)):
+                if epochs > 1:
+                    _restore(saved, params, state)
                 opt["t"] = saved_t
-                what = f"the loss became {total}" if not math.isfinite(total) \
-                    else "the weights became infinite or NaN"
+                what = ("the weights became infinite or NaN" if math.isfinite(total)
+                        else f"the loss became {total}" if epochs > 1 or not math.isnan(total)
+                        else "the loss or the updated weights became NaN or infinite")
                 kept = "its weights from before that epoch"
                 # the previous epoch may have left finite weights whose loss overflows (the
                 # next epoch's first loss is then the first non-finite one): step back over it
@@ -476,20 +495,25 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                     kept = (f"its weights from before epoch {epoch} (after which the loss of "
                             f"the training data was no longer finite)")
                 model.history_ = history
+                hint = "try a smaller lr"
+                if sw is not None and float(sw.mean()) > 2:  # weights scale every step
+                    hint += (f"; sample_weight multiplies each sample's loss and gradient, and "
+                             f"its mean here is {float(sw.mean()):.3g}: divide it by its mean "
+                             f"for steps of the size lr gives with weights 1")
                 raise FloatingPointError(
                     f"training diverged in epoch {epoch + 1} of {epochs}: {what}; the model keeps "
-                    f"{kept} (try a smaller lr)")
+                    f"{kept} ({hint})")
             seconds = time.perf_counter() - tick
             history.loss.append(total / N)
             history.lr.append(lr_epoch)
             history.seconds.append(seconds)
-            line = f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {total / N:.5f}" \
-                if verbose else ""
-            if validation_data is not None:
+            shown = ""  # the validation part of the epoch's line
+            if validation is not None:
                 val_loss = float(model._loss(model._logits(X_val), Y_val, "mean"))
                 history.val_loss.append(val_loss)
                 history.val_metric.append(_metric(model, X_val, Y_val))
-                line += f"  val_loss {val_loss:.5f}  val_{history.metric} {history.val_metric[-1]:.4f}"
+                shown = (f"  val_loss {val_loss:.5f}  "
+                         f"val_{history.metric} {history.val_metric[-1]:.4f}")
                 if early_stopping:
                     if val_loss < best_loss:
                         best_loss, best, waited = val_loss, (_copy(params, state), opt["t"]), 0
@@ -497,13 +521,21 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
                     else:
                         waited += 1
             if verbose:
-                print(f"{line}  {time.perf_counter() - start:.2f}s  "
-                      f"{N / max(seconds, 1e-9):,.0f} samples/s", flush=True)
+                print(epoch_line(epoch, epochs, total / N, seconds,
+                                 time.perf_counter() - start, N, shown), flush=True)
             if early_stopping and waited >= patience:
                 history.stopped_early = True
                 break
-            if callback is not None and callback(epoch, history):
-                break
+            if callback is not None:
+                if callback(epoch, history) or epoch + 1 == epochs:
+                    break
+                # the callback may have replaced arrays or changed activations: the loop then
+                # goes on with the model as the callback left it, as the numpy backend does
+                held = params, [layer.activation for layer in model.layers]
+                params = _callback_parameters(model, layout)
+                if (any(A is not B for p, q in zip(params, held[0]) for A, B in zip(p, q))
+                        or held[1] != [layer.activation for layer in model.layers]):
+                    runner = epochs_runner()
     finally:
         model.history_ = history
     if early_stopping and best is not None:
@@ -511,3 +543,129 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         opt["t"] = best[1]
     model.history_ = history
     return history
+
+
+def train_on_batch(model: Sequential, X: ArrayLike, y: ArrayLike, optimizer: Optimizer, *,
+                   sample_weight: ArrayLike | None = None) -> float:
+    """One training step on the batch (X, y): forward, loss, backward and ``optimizer``'s
+    update, in one native call on the "cython" backend (the step ``fit`` takes); returns the
+    batch's mean loss before the update (sum_i w_i g_loss_i / N). See
+    ``Sequential.train_on_batch``."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastnn.optim optimizer (SGD, Adam), got "
+                        f"{type(optimizer).__name__}")
+    if optimizer.model is not model:
+        raise ValueError("optimizer was made for another model: make one with this model, "
+                         "e.g. fastnn.optim.SGD(model, lr=...)")
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("fit or train_on_batch is already running on this model in "
+                           "another thread")
+    try:
+        X_ = model._inputs(X, in_place=True)[0]
+        N = X_.shape[0]
+        Y = model._targets(y, N)
+        sw = _sample_weight(sample_weight, N)
+        raw = optimizer._raw()
+        if optimizer._settings_of is None or any(  # an attribute was set since: check it
+                a is not b for a, b in zip(raw, optimizer._settings_of[0])):
+            optimizer._settings_of = raw, optimizer._settings()
+        settings = dict(optimizer._settings_of[1])
+        lr = settings.pop("lr")
+        loop = optimizer._loop
+        runner = None if loop is None else loop.take(model, optimizer.state, optimizer.t, X_,
+                                                     Y, sw, N, settings, True)
+        if runner is None:
+            optimizer._loop = None
+            params = optimizer._params()  # (checks the state against the model's arrays)
+            loop = optimizer._loop = _KeptLoop(model, params, optimizer.state, optimizer.t,
+                                               X_, Y, sw, N, settings, True)
+            runner = loop.runner
+        with one_blas_thread():
+            total = runner.run_epoch(_rows(N), lr, guard=True)  # (NaN: diverged)
+        if not math.isfinite(total):
+            raise FloatingPointError(
+                "the step diverged: the batch's loss or the updated weights are not finite "
+                f"(lr {lr}); the model and the optimizer keep their values from before it")
+        optimizer.t = runner.t
+        return float(total / N)
+    finally:
+        model._fit_lock.release()
+
+
+class _KeptLoop:
+    """A backend's training loop over a model's arrays (its workspaces allocated once), kept
+    between calls that train the model again with data of the same shapes: ``fit`` called
+    again (an estimator's partial_fit) and train_on_batch's steps. ``take`` hands it over for
+    the new data (only the data pointers move: ``bind``) when the model's arrays, the
+    optimizer state's arrays, the rule and the shapes are the very ones it was built on."""
+
+    def __init__(self, model: Sequential, params: Params, state: OptState, t: int,
+                 X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64] | None,
+                 batch_size: int, settings: dict[str, Any], one_step: bool) -> None:
+        self.backend = ops()
+        # (a loop on CSR rows holds no gathered batch: it binds only CSR rows)
+        self.key = (X.shape[0], _v.is_sparse(X), batch_size, sw is not None, model.loss_spec,
+                    one_step, sorted(settings.items()))
+        self.layers = [(layer.W, layer.b, layer.activation) for layer in model.layers]
+        self.state_arrays = _state_arrays(state)
+        self.runner = self.backend.epochs(TrainSpec(
+            weights=[W for W, _ in params], biases=[b for _, b in params],
+            activations=[a for _, _, a in self.layers], loss=model.loss_spec, X=X, Y=Y,
+            sample_weight=sw, batch_size=batch_size, state=state, t=t, one_step=one_step,
+            **settings))
+
+    def holds(self, model: Sequential) -> bool:
+        """Whether it was built on the model's arrays as they are now (the same objects, still
+        writeable) and activations: what ``_trainable_parameters`` would check."""
+        if len(model.layers) != len(self.layers):
+            return False
+        for layer, (W, b, activation) in zip(model.layers, self.layers):
+            if (layer.W is not W or layer.b is not b or layer.activation != activation
+                    or not W.flags.writeable or (b is not None and not b.flags.writeable)):
+                return False
+        return True
+
+    def take(self, model: Sequential, state: OptState, t: int, X: Inputs,
+             Y: NDArray[Any], sw: NDArray[np.float64] | None, batch_size: int,
+             settings: dict[str, Any], one_step: bool, held: bool = False) -> Any:
+        """The runner, bound to (X, Y, sw) at step t, if it fits this call; else None.
+        ``held``: the caller found ``holds(model)`` true already."""
+        if (self.backend is not ops() or model.loss_spec is not self.key[4]
+                or (X.shape[0], _v.is_sparse(X), batch_size, sw is not None, model.loss_spec,
+                    one_step, sorted(settings.items())) != self.key or not (held or self.holds(model))):
+            return None
+        arrays = _state_arrays(state)
+        if len(arrays) != len(self.state_arrays) or any(
+                A is not B for A, B in zip(arrays, self.state_arrays)):
+            return None
+        self.runner.bind(X, Y, sw)
+        self.runner.t = t
+        return self.runner
+
+
+def _state_arrays(state: OptState) -> list[Any]:
+    return [A for states in state for s in states if s is not None for A in s]
+
+
+def _same_arrays(state: Any, arrays: list[Any]) -> bool:
+    """Whether ``state`` (a model's optimizer_state_["state"], as a user may have left it)
+    holds exactly these array objects, in this order."""
+    try:
+        found = _state_arrays(state)
+    except TypeError:
+        return False
+    return len(found) == len(arrays) and all(A is B for A, B in zip(found, arrays))
+
+
+_ROWS: dict[int, NDArray[np.intp]] = {}
+
+
+def _rows(N: int) -> NDArray[np.intp]:
+    """0..N-1 (a batch's rows in order), kept for the few batch sizes a loop uses."""
+    rows = _ROWS.get(N)
+    if rows is None:
+        if len(_ROWS) > 8:
+            _ROWS.clear()
+        rows = _ROWS[N] = np.arange(N, dtype=np.intp)
+        rows.flags.writeable = False
+    return rows

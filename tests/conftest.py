@@ -31,7 +31,7 @@ def pytest_report_header(config):
     return [
         f"fastnn {fastnn.__version__} from {fastnn.__file__}",
         f"fastnn backend: {fastnn.get_backend()} (compiled kernels: {_kernels.__file__}), "
-        f"OpenMP threads: {_kernels.openmp_max_threads()}, numpy {np.__version__}",
+        f"threads: {fastnn.get_num_threads()}, numpy {np.__version__}",
     ]
 
 

@@ -203,7 +203,7 @@ def test_wrong_shapes_are_refused(saved, tmp_path, field, value, words):
 
 @pytest.mark.parametrize("field,dtype", [
     ("W0", np.float64), ("W0", np.float16), ("W0", np.int32), ("W0", np.bool_),
-    ("W0", np.complex64), ("W0", ">f4"), ("b0", np.float64), ("W1", np.int64),
+    ("W0", np.complex64), ("W0", ">f8"), ("b0", np.float64), ("W1", np.int64),
     ("opt0_W0", np.float64), ("opt1_b1", np.float16), ("opt_hyper", np.float32),
     ("n_layers", np.float64), ("format", np.float64), ("dtype", "S7"), ("activation0", "S4"),
     ("loss", np.int64),
@@ -216,6 +216,16 @@ def test_wrong_dtypes_are_refused(saved, tmp_path, field, dtype):
         value = np.zeros(arrays[field].shape, dtype)
     bad = write_npz(tmp_path / "bad.npz", dict(arrays, **{field: value}))
     refused(bad)
+
+
+def test_the_other_byte_order_is_read_by_value(saved, tmp_path):
+    # (a file from a machine of the other byte order: the same numbers)
+    _, _, arrays = saved
+    swapped = {k: v.astype(v.dtype.newbyteorder()) if v.dtype.kind == "f" else v
+               for k, v in arrays.items()}
+    model = fastnn.load(write_npz(tmp_path / "swapped.npz", swapped))
+    np.testing.assert_array_equal(model.layers[0].W, arrays["W0"])
+    assert model.layers[0].W.dtype.isnative
 
 
 def test_text_fields_with_unknown_values_are_refused(saved, tmp_path):
@@ -301,7 +311,8 @@ def test_fuzzed_files_are_refused_or_load_a_valid_model(saved, tmp_path):
 # ---------------------------------------------------------------------------------------
 
 def leftovers(folder):
-    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".fastnn-"))
+    """save's temporary files (.{target}.fastnn-{host}-{pid}-{random}.tmp)."""
+    return sorted(p.name for p in folder.iterdir() if ".fastnn-" in p.name)
 
 
 @pytest.fixture
@@ -345,13 +356,16 @@ def test_saving_into_a_read_only_folder(old_file):
 
 
 def test_saving_when_the_temporary_file_cannot_be_created(old_file, monkeypatch):
-    """The read-only folder, simulated (works as root too): mkstemp raises EACCES."""
+    """The read-only folder, simulated (works as root too): creating a file raises EACCES."""
     path, data, old, new = old_file
+    real_open = os.open
 
-    def refuse(*args, **kwargs):
-        raise PermissionError(errno.EACCES, "Permission denied (simulated)")
+    def refuse(file, flags, *args, **kwargs):
+        if flags & os.O_CREAT:
+            raise PermissionError(errno.EACCES, "Permission denied (simulated)")
+        return real_open(file, flags, *args, **kwargs)
 
-    monkeypatch.setattr(serialization.tempfile, "mkstemp", refuse)
+    monkeypatch.setattr(serialization.os, "open", refuse)
     with pytest.raises(PermissionError):
         new.save(path)
     COUNTS["saves_failed"] += 1
@@ -542,7 +556,7 @@ def test_ctrl_c_in_the_callback_keeps_the_finished_epoch(backend):
 
 
 class _InterruptingTrainer:
-    """Wraps the native Trainer: its ``run_epoch`` for the epoch ``at`` runs the whole native
+    """Wraps the native EpochRunner: its ``run_epoch`` for the epoch ``at`` runs the whole native
     epoch (the weights move) and then raises KeyboardInterrupt, as a Ctrl-C noticed at the
     end of the native loop would."""
 
@@ -556,15 +570,15 @@ class _InterruptingTrainer:
     def t(self):
         return self._inner.t
 
-    def run_epoch(self, perm, lr, reload=True):
-        total = self._inner.run_epoch(perm, lr, reload)
+    def run_epoch(self, perm, lr, reload=True, **kwargs):
+        total = self._inner.run_epoch(perm, lr, reload, **kwargs)
         self._epoch += 1
         if self._epoch == self.at + 1:
             raise KeyboardInterrupt
         return total
 
 
-_REAL_TRAINER = fastnn._kernels.Trainer
+_REAL_TRAINER = fastnn._kernels.EpochRunner
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -573,9 +587,9 @@ def test_ctrl_c_inside_an_epoch_restores_the_epoch_start(backend, monkeypatch, o
     back to the end of epoch 1 (weights, optimizer state, step count). Native loop: a wrapped
     Trainer; Python loop (numpy backend): the 5th optimizer update of the epoch raises."""
     if backend == "cython":
-        monkeypatch.setattr(fastnn._kernels, "Trainer", _InterruptingTrainer)
+        monkeypatch.setattr(fastnn._kernels, "EpochRunner", _InterruptingTrainer)
     else:
-        import fastnn.training as training
+        import fastnn.updates as training  # (the numpy backend's steps update through it)
         real_update, calls = training.update, {"n": 0}
         n_params = 4  # W and b of two layers
         batches = len(range(0, 96, 16))

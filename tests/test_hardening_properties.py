@@ -1115,10 +1115,17 @@ def model_cases(draw):
 
 
 def spec_model_X(s, model, X):
+    """A model's inputs: 1-D or 2-D real numbers, n_inputs columns, finite once in the
+    model's dtype (every method taking X refuses NaN and inf, as fit does)."""
     Xa = s.ndim(s.real(X, "X"), "X", (1, 2))
     if Xa is not None and Xa.shape[-1] != model.n_inputs:
         s.bad.add("X")
         return None
+    if Xa is not None:
+        with np.errstate(all="ignore"):
+            if not np.isfinite(Xa.astype(model.dtype)).all():
+                s.bad.add("X")
+                return None
     return Xa
 
 
@@ -1478,19 +1485,18 @@ def test_zero_d_results_have_the_same_type_on_both_backends():
     assert types[0] == types[1], types
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG (reference.py): reference.linear computes X.dot(W.T); for a single row NumPy calls "
-    "BLAS gemv, which skips the zero entries of x, so a NaN or inf weight whose input is 0 "
-    "gives 0 instead of NaN (0 * NaN = NaN): the numpy backend's linear / predict / "
-    "linear_backward silently drop a NaN weight, the cython kernels propagate it. Fix: "
-    "evaluate the products without zero-skipping (e.g. np.matmul, or "
-    "(X[:, :, None] * W.T[None]).sum(1)) in reference.linear and reference.linear_backward."))
 @pytest.mark.parametrize("dtype", GOOD_FLOAT)
 def test_reference_linear_propagates_nan_of_zero_inputs(dtype):
+    """A NaN or inf weight under a 0 input gives NaN (0 * NaN = NaN) on both backends: BLAS's
+    zero-skipping product must not drop it (reference._product sums term by term then)."""
     X = np.array([[0.0]], dtype=dtype)
     W = np.array([[np.nan], [1.0]], dtype=dtype)
     expected = np.array([[np.nan, 0.0]], dtype=dtype)
     for backend in BACKENDS:
         with fastnn.use_backend(backend), np.errstate(all="ignore"):
             U = F.linear(X, W)
+            # dX = dZ W = 0 * inf + 1 * 1 = NaN (a zero-skipping product says 1)
+            dX, _, _ = F.linear_backward(np.array([[0.0, 1.0]], dtype), X, np.array(
+                [[np.inf], [1.0]], dtype), np.zeros((1, 2), dtype), "identity")
         assert np.array_equal(U, expected, equal_nan=True), (backend, U)
+        assert np.isnan(dX[0, 0]), (backend, dX)

@@ -31,7 +31,7 @@ from fastnn import functional as F
 from fastnn import reference as R
 
 ACTIVATIONS = R.ACTIVATIONS
-SPLIT = _kernels.SPLIT_GEMV_SIZE  # M * K from which one sample's layer uses the threads
+SPLIT = _kernels.tuning()["split_gemv"]  # M * K from which one sample's layer uses the threads
 K_SPLIT = 1000
 M_SPLIT = (SPLIT // K_SPLIT + 40) | 1  # odd, and M * K above the split size
 
@@ -170,12 +170,10 @@ def test_one_sample_same_bits_for_one_and_two_threads(dtype, activation):
 
 
 CHILD = textwrap.dedent("""
-    import hashlib, sys
+    import hashlib
     import numpy as np
     import fastnn
-    from fastnn import _kernels, functional as F
-    assert _kernels.SPLIT_GEMV_SIZE == 1 << 17, _kernels.SPLIT_GEMV_SIZE  # spinning threads
-    assert _kernels.openmp_max_threads() == int(sys.argv[1])
+    from fastnn import functional as F
     h = hashlib.sha256()
     for dtype in ("float32", "float64"):
         net = fastnn.MLP(784, 256, 10, dtype=dtype, random_state=0)
@@ -184,34 +182,27 @@ CHILD = textwrap.dedent("""
             h.update(net.predict_proba(x).tobytes())
             h.update(net.decision_function(x).tobytes())
         rng = np.random.default_rng(2)
-        for M, K in [(161, 1000), (1024, 129), (33, 4000)]:
+        for M, K in [(161, 1000), (1024, 129), (33, 4000), (2048, 2100)]:
             W = rng.standard_normal((M, K)).astype(dtype)
             h.update(F.linear(rng.standard_normal(K).astype(dtype), W, None, "exp").tobytes())
-    print(h.hexdigest())
+    print(fastnn.get_num_threads(), h.hexdigest())
 """)
 
 
-def test_one_sample_same_bits_with_spinning_threads():
-    """With GOMP_SPINCOUNT set (as the benchmark runs), the 784 x 256 layer splits on 2
-    threads: the bits of 1 thread."""
-    digests = []
-    for threads in ("1", "2"):
-        env = dict(os.environ, GOMP_SPINCOUNT="10000", OMP_NUM_THREADS=threads)
-        proc = subprocess.run([sys.executable, "-c", CHILD, threads], capture_output=True,
+def test_one_sample_same_bits_for_any_omp_num_threads():
+    """fastnn takes its thread count from OMP_NUM_THREADS when it loads: one sample's layers
+    and small batches give the same bits on 1, 2 and 3 threads."""
+    digests = set()
+    for threads in ("1", "2", "3"):
+        env = dict(os.environ, OMP_NUM_THREADS=threads)
+        proc = subprocess.run([sys.executable, "-c", CHILD], capture_output=True,
                               text=True, env=env, timeout=300)
         assert proc.returncode == 0, proc.stderr[-3000:]
-        digests.append(proc.stdout.strip())
-    assert digests[0] == digests[1]
+        count, digest = proc.stdout.split()
+        assert count == threads
+        digests.add(digest)
+    assert len(digests) == 1
 
-
-def test_workers_spin_follows_libgomp_settings():
-    spin = _kernels._workers_spin
-    assert not spin({"OMP_WAIT_POLICY": "PASSIVE"})
-    assert not spin({"OMP_WAIT_POLICY": "passive", "GOMP_SPINCOUNT": "0"})
-    assert spin({"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": "10000"})
-    assert spin({"OMP_WAIT_POLICY": "ACTIVE"})
-    assert spin({})  # libgomp's default: a spin of 300000
-    assert SPLIT == ((1 << 17) if spin(os.environ) else (1 << 22))
 
 
 C_DRIVER = r"""
@@ -310,18 +301,30 @@ MODELS = [
 
 @pytest.mark.parametrize("N", [1, 2, 32, 300])
 @pytest.mark.parametrize("spec", MODELS)
-def test_models_one_call_equals_layer_by_layer(dtype, spec, N):
+def test_models_one_call_equals_layer_by_layer(dtype, spec, N, assert_close):
+    # A batch of one part (fastnn._tuning.parts) gives layer by layer's bits; a larger one is
+    # cut into parts of rows, which the one call takes through every layer and F.linear takes
+    # layer by layer, each layer's parts by its own work: the products then round alike only
+    # where the parts coincide.
     model = fastnn.MLP(**spec, dtype=dtype, random_state=0)
     X = np.random.default_rng(N).standard_normal((N, model.n_inputs)).astype(dtype)
     output = model.output
     P = layer_by_layer(model, X, output)
     Z = layer_by_layer(model, X, "identity")
     squeeze = model.n_outputs == 1 and output != "softmax"
-    assert same_bits(model.predict_proba(X), P[:, 0] if squeeze else P)
-    assert same_bits(model.decision_function(X), Z[:, 0] if squeeze else Z)
-    if output == "softmax":
+    tuning = _kernels.tuning()
+    work = N * sum(layer.W.size for layer in model.layers)
+    if N < 2 * tuning["part_rows"] or work < 2 * tuning["part_work"]:  # one part
+        same = same_bits
+    else:
+        def same(a, b):
+            assert_close(a, b, np.dtype(dtype), scale=10.0)
+            return True
+    assert same(model.predict_proba(X), P[:, 0] if squeeze else P)
+    assert same(model.decision_function(X), Z[:, 0] if squeeze else Z)
+    if output == "softmax" and same is same_bits:
         assert same_bits(model.predict(X), Z.argmax(axis=1))
-    assert same_bits(model.forward(X).u[-1], P)
+    assert same(model.forward(X).u[-1], P)
 
 
 def test_models_one_call_with_layers_without_bias(dtype):

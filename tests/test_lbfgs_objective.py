@@ -13,10 +13,8 @@ network, one with two hidden layers, and one whose products are split across thr
 (N * n_in * n_hidden >= 2^21 multiply-adds).
 """
 
-import gc
 import os
 import signal
-import time
 import types
 import warnings
 
@@ -27,6 +25,8 @@ import scipy.optimize
 pytest.importorskip("sklearn")
 
 import fastnn  # noqa: E402
+import fastnn.losses  # noqa: E402
+from fastnn.backends import TrainSpec  # noqa: E402
 from fastnn import _kernels, reference  # noqa: E402
 from fastnn.estimators import MLPClassifier, MLPRegressor  # noqa: E402
 
@@ -97,11 +97,10 @@ def _reference_loss_grad(Ws, bs, acts, kind, X, Y, sw, norm):
 def _trainer(Ws, bs, acts, kind, X, Y, sw, gWs, gbs, first_transposed=False):
     """A loss_grad Trainer over all of X; with ``first_transposed`` it gets W^T (n_in, width)
     and a gradient array of that shape for the first layer (the estimators' layout)."""
-    L = len(Ws)
-    return _kernels.Trainer(Ws, bs, [_kernels.ACTIVATION_CODES[a] for a in acts],
-                            _kernels.LOSS_CODES[LOSSES[kind]], _kernels.OPTIMIZER_CODES["sgd"],
-                            [None] * L, [None] * L, X, Y, sw, X.shape[0], gW=gWs, gb=gbs,
-                            first_transposed=first_transposed)
+    return _kernels.Objective(TrainSpec(
+        weights=Ws, biases=bs, activations=acts, loss=fastnn.losses.get(LOSSES[kind]), X=X,
+        Y=Y, sample_weight=sw, batch_size=X.shape[0], grad_weights=gWs, grad_biases=gbs,
+        first_transposed=first_transposed))
 
 
 @pytest.mark.parametrize("layout", ["W", "first W^T"])
@@ -176,8 +175,10 @@ def test_trainer_loss_grad_same_bits_for_any_thread_count(kind, net, rng):
 def test_trainer_loss_grad_needs_the_whole_set_in_one_batch():
     X = np.zeros((5, 2))
     W, b = [np.zeros((3, 2))], [np.zeros(3)]
-    trainer = _kernels.Trainer(W, b, [0], _kernels.LOSS_CODES["squared_error"], 0, [None],
-                               [None], X, np.zeros((5, 3)), None, 4)
+    trainer = _kernels.Objective(TrainSpec(
+        weights=W, biases=b, activations=["identity"], loss=fastnn.losses.get("squared_error"),
+        X=X, Y=np.zeros((5, 3)), batch_size=4, grad_weights=[np.zeros((3, 2))],
+        grad_biases=[np.zeros(3)]))
     with pytest.raises(ValueError, match="batch_size >= N"):
         trainer.loss_grad(5.0)
 
@@ -280,7 +281,7 @@ def test_lbfgs_evaluates_each_point_once(rng, monkeypatch):
     estimator evaluates the network once for both (loss_grad calls == scipy's nfev)."""
     X, y = _data(rng, "multiclass", 120, 5)
     calls, results = [0], []
-    real_trainer, real_minimize = _kernels.Trainer, scipy.optimize.minimize
+    real_trainer, real_minimize = _kernels.Objective, scipy.optimize.minimize
 
     class Counting:
         def __init__(self, *args, **kwargs):
@@ -294,7 +295,7 @@ def test_lbfgs_evaluates_each_point_once(rng, monkeypatch):
         results.append(real_minimize(*args, **kwargs))
         return results[-1]
 
-    monkeypatch.setattr(_kernels, "Trainer", Counting)
+    monkeypatch.setattr(_kernels, "Objective", Counting)
     monkeypatch.setattr(scipy.optimize, "minimize", minimize)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -318,17 +319,8 @@ def test_penalized_gradient(n, dtype, rng):
     assert _kernels.penalized_gradient(grad, theta, 19, 0.3)[1] == np.inf
 
 
-def _quiet_team():
-    """No threads of earlier work still spinning (a Trainer's partner spins 2 ms after a call,
-    OpenBLAS's threads ~0.1 s after a product): they would take the cores this test's team
-    times. And no hold from an earlier slow team."""
-    gc.collect()
-    time.sleep(0.15)
-    _kernels.release_team()
-
-
 def _team_of_two(threadpoolctl):
-    """Two OpenMP threads and one BLAS thread, as the estimators' lbfgs runs loss_grad."""
+    """Two of fastnn's threads and one BLAS thread, as the estimators' lbfgs runs loss_grad."""
     return threadpoolctl.threadpool_limits(limits={"openmp": 2, "blas": 1})
 
 
@@ -346,32 +338,12 @@ def _split_trainer(rng):
     return trainer, gWs + gbs
 
 
-@pytest.mark.skipif(not os.path.isdir("/proc/self/task"), reason="needs Linux's /proc")
-def test_loss_grad_partner_thread_ends_with_its_trainer(rng):
-    """On a team, loss_grad runs with a partner thread of fastnn's own (awake between the
-    calls of an L-BFGS run); the Trainer stops it when it goes."""
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one processor: no team")
-    _quiet_team()
-    with _team_of_two(threadpoolctl):
-        _split_trainer(rng)[0].loss_grad(1.0)  # OpenMP's own threads started, if any
-        before = len(os.listdir("/proc/self/task"))
-        trainer, _ = _split_trainer(rng)
-        trainer.loss_grad(1.0)
-        assert len(os.listdir("/proc/self/task")) == before + 1
-        del trainer
-        gc.collect()
-        assert len(os.listdir("/proc/self/task")) == before
-
-
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_loss_grad_in_a_forked_child(rng):
-    """A fork copies a Trainer but not its partner thread: the child's loss_grad starts its
-    own partner instead of waiting on one that is not there, and gives the same numbers."""
+    """A fork copies a Trainer but not fastnn's threads: the child's loss_grad starts threads
+    of its own instead of waiting on ones that are not there, and gives the same numbers."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
     trainer, grads = _split_trainer(rng)
-    _quiet_team()
     with _team_of_two(threadpoolctl):  # (the child inherits the thread limits)
         expected = trainer.loss_grad(1.0)
         expected_grads = [g.copy() for g in grads]
@@ -392,27 +364,15 @@ def test_loss_grad_in_a_forked_child(rng):
     assert os.waitstatus_to_exitcode(status) == 0
 
 
-def test_a_late_partner_puts_loss_grad_on_one_thread_for_a_while(rng):
-    """A partner that does not get its core in time (another process on it) makes loss_grad
-    run on one thread for a hold, as a slow team does run_epoch; the numbers stay the same."""
+def test_late_threads_give_the_same_numbers(rng):
+    """Threads that start late (another process on their core) make thread 0 wait at the
+    barriers and, after four long waits, go on alone: the numbers stay the same."""
     threadpoolctl = pytest.importorskip("threadpoolctl")
-    if (os.cpu_count() or 1) < 2:
-        pytest.skip("one processor: no team")
-    _quiet_team()
+    _testing = pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
     trainer, grads = _split_trainer(rng)
-    try:
-        with _team_of_two(threadpoolctl):
-            first = trainer.loss_grad(1.0)  # the partner's first call is not judged
-            assert trainer.loss_grad(1.0) == first
-            assert (trainer.team_stretches, trainer.alone_stretches) == (2, 0)
-            assert _kernels.team_held_for()[0] <= 0
-            trainer.partner_delay = 0.05  # longer than thread 0 works
-            for late in range(3):  # one late call may be a hiccup of the host; three are not
-                assert _kernels.team_held_for()[0] <= 0
-                assert trainer.loss_grad(1.0) == first
-            assert _kernels.team_held_for()[0] > 0
-            trainer.partner_delay = 0.0
-            assert trainer.loss_grad(1.0) == first
-            assert (trainer.team_stretches, trainer.alone_stretches) == (5, 1)
-    finally:
-        _kernels.release_team()
+    with _team_of_two(threadpoolctl):
+        first = trainer.loss_grad(1.0)
+        expected = [g.copy() for g in grads]
+        _testing.start_late(trainer, 0.02)
+        assert trainer.loss_grad(1.0) == first
+        assert all(np.array_equal(g, h) for g, h in zip(grads, expected))

@@ -10,6 +10,7 @@ import pytest
 
 import fastnn
 from fastnn import MLP, Linear, Sequential, reference
+from fastnn import functional as F
 
 OUTPUTS = ("sigmoid", "softmax", "identity")
 LOSS_OF_OUTPUT = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
@@ -694,3 +695,117 @@ def test_repr():
     assert "Sequential" in text and "bias=False" in text and "squared_error" in text
     assert repr(MLP(2, 3, 2)).startswith("MLP(")
     assert "Trace" in repr(model.forward([[0.0, 1.0]]))
+
+
+# ---------------------------------------------------------------------------------------
+# a model's dtype is native-order float32 or float64, however it is spelled
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("spelling", [">f8", "<f8", "=f8", np.dtype(">f8"), "double",
+                                      ">f4", "<f4", np.dtype(">f4"), "single"])
+def test_byte_swapped_dtype_spellings_give_native_models(backend, spelling, tmp_path):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3))
+    y = (X[:, 0] > 0).astype(int)
+    native = np.dtype(np.dtype(spelling).name)
+    with fastnn.use_backend(backend):
+        model = MLP(3, 5, 2, dtype=spelling, random_state=0)
+        twin = MLP(3, 5, 2, dtype=native, random_state=0)
+        assert model.dtype == native and model.dtype.isnative
+        assert all(A.dtype.isnative for W, b in model.parameters() for A in (W, b))
+        h1 = model.fit(X, y, epochs=3, random_state=0)
+        h2 = twin.fit(X, y, epochs=3, random_state=0)
+        assert h1.loss == h2.loss and np.isfinite(h1.loss).all()
+        np.testing.assert_array_equal(model.predict_proba(X), twin.predict_proba(X))
+    model.save(tmp_path / "m.npz")
+    assert fastnn.load(tmp_path / "m.npz").dtype == native
+
+
+def test_byte_swapped_arrays_are_read_by_value(backend):
+    rng = np.random.default_rng(1)
+    X = rng.standard_normal((5, 4))
+    net = MLP(4, 6, 3, dtype="float64", random_state=0)
+    expected = net.predict_proba(X)
+    with fastnn.use_backend(backend):
+        np.testing.assert_array_equal(net.predict_proba(X.astype(">f8")), expected)
+        np.testing.assert_array_equal(net.decision_function(X.astype(">f8")),
+                                      net.decision_function(X))
+        for layer in net.layers:  # weights set byte-swapped (e.g. from a foreign file)
+            layer.W = layer.W.astype(">f8")
+            layer.b = layer.b.astype(">f8")
+        np.testing.assert_allclose(net.predict_proba(X), expected, rtol=1e-15)
+        W = rng.standard_normal((3, 4))
+        np.testing.assert_array_equal(F.linear(X.astype(">f8"), W.astype(">f8")),
+                                      F.linear(X, W))
+
+
+# ---------------------------------------------------------------------------------------
+# shared (tied) weights are refused, on both backends alike
+# ---------------------------------------------------------------------------------------
+
+
+def test_the_same_layer_twice_is_refused():
+    layer = Linear(4, 4, "relu")
+    with pytest.raises(ValueError, match=r"layers\[1\] is the same Linear as layers\[0\]"):
+        Sequential([layer, layer], loss="squared_error")
+
+
+@pytest.mark.parametrize("how", ["same W", "W view", "b in W", "appended layer"])
+def test_layers_sharing_arrays_cannot_be_trained(backend, how):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((16, 4)), rng.standard_normal(16)
+    first = Linear(4, 4, "tanh", random_state=0)
+    second = Linear(4, 4, "tanh", random_state=1)
+    model = Sequential([first, second, Linear(4, 1, random_state=2)], loss="squared_error")
+    if how == "same W":
+        second.W = first.W
+    elif how == "W view":
+        second.W = first.W[:, :]
+    elif how == "b in W":
+        second.b = first.W[0]
+    else:
+        model.layers.insert(1, first)
+    before = [A.copy() for W, b in model.parameters() for A in (W, b)]
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="shares memory"):
+        model.fit(X, y, epochs=1)
+    after = [A for W, b in model.parameters() for A in (W, b)]
+    assert all(np.array_equal(A, B) for A, B in zip(before, after))
+
+
+# ---------------------------------------------------------------------------------------
+# every method taking X refuses non-finite input, as fit does
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("value, match", [
+    (np.nan, "must be finite"), (np.inf, "must be finite"), (-np.inf, "must be finite"),
+    (1e39, "holds values too large for the model's float32")])
+@pytest.mark.parametrize("method", ["predict", "predict_proba", "decision_function", "loss",
+                                    "forward", "gradients", "fit"])
+@pytest.mark.parametrize("single", [False, True])
+def test_non_finite_X_is_refused_by_every_method(backend, value, match, method, single):
+    net = MLP(3, 4, 2, random_state=0)  # float32
+    X = np.zeros((5, 3))
+    X[2, 1] = value
+    x = X[2] if single else X
+    args = (x,) if method in ("predict", "predict_proba", "decision_function", "forward") \
+        else (x, 1 if single else np.ones(5, int))
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="X " + match):
+        getattr(net, method)(*args)
+
+
+def test_non_finite_X_in_the_models_own_dtype_is_refused(backend):
+    net = MLP(3, 4, 2, dtype="float64", random_state=0)
+    X = np.zeros((4, 3))
+    X[0, 0] = np.nan
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="X must be finite"):
+        net.predict(X)  # the fast path: C-contiguous float64 of the model's dtype
+
+
+def test_sparse_input_names_what_was_passed():
+    sparse = pytest.importorskip("scipy.sparse")
+    net = MLP(3, 4, 2, random_state=0)
+    with pytest.raises(TypeError, match="y must be a dense array, got a scipy.sparse "
+                                        "csr_matrix of shape"):  # (X may be sparse, y not)
+        net.loss(np.ones((2, 3)), sparse.csr_matrix(np.ones((2, 1))))

@@ -10,6 +10,8 @@ arguments raise, early stopping restores the best weights, threads cannot run tw
 import math
 import threading
 
+import sys
+
 import numpy as np
 import pytest
 
@@ -669,6 +671,56 @@ def test_verbose_prints_one_line_per_epoch(backend, capsys, rng):
     assert capsys.readouterr().out == ""  # quiet by default
 
 
+def test_verbose_line_labels_the_epoch_time_and_the_elapsed_time(capsys, rng):
+    X, y, _ = _problem("softmax", rng, N=30)
+    history = MLP(4, 3, 3, random_state=0).fit(X, y, epochs=2, verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    elapsed = []
+    for line, seconds in zip(lines, history.seconds):
+        fields = line.split()
+        epoch_time = float(fields[fields.index("epoch_time") + 1].rstrip("s"))
+        elapsed.append(float(fields[fields.index("elapsed") + 1].rstrip("s")))
+        assert abs(epoch_time - seconds) <= 0.0005 + 1e-9  # the epoch's own time, to 3 places
+    assert elapsed[1] >= elapsed[0]
+
+
+@pytest.mark.parametrize("tqdm", ["plain", "tqdm"])
+def test_verbose_2_shows_a_bar_within_each_epoch(backend, capsys, monkeypatch, rng, tqdm):
+    """The bar is fed from the loop's periodic checks (the native loop's stretches, the NumPy
+    loop's batches): a line rewritten in place on stderr, or tqdm's where installed; the
+    epoch lines on stdout are verbose=1's."""
+    if tqdm == "plain":
+        monkeypatch.setitem(sys.modules, "tqdm.auto", None)  # (import fails: not installed)
+    else:
+        pytest.importorskip("tqdm")
+    from fastnn import _progress
+
+    seen = []
+    real_call = _progress.EpochBar.__call__
+    monkeypatch.setattr(_progress.EpochBar, "__call__",
+                        lambda self, done: (seen.append(done), real_call(self, done)))
+    X, y, _ = _problem("softmax", rng, N=300)
+    MLP(4, 3, 3, random_state=0).fit(X, y, epochs=2, batch_size=10, verbose=2)
+    captured = capsys.readouterr()
+    assert len(captured.out.strip().splitlines()) == 2 and "epoch_time" in captured.out
+    # per epoch: rising to all 300 samples (the NumPy loop reports each of its 30 batches;
+    # the native loop each stretch of batches, ~10 ms of work, here the whole epoch)
+    assert seen.count(300) == 2 and seen[-1] == 300
+    first = seen[:seen.index(300) + 1]
+    assert first == sorted(first) and (len(first) == 30 if backend == "numpy" else True)
+    assert "epoch 1/2" in captured.err and "epoch 2/2" in captured.err
+    if tqdm == "plain":
+        assert "300/300 samples" in captured.err and "\r" in captured.err
+
+
+def test_verbose_is_0_1_2_or_a_bool(rng):
+    X, y, _ = _problem("softmax", rng, N=10)
+    with pytest.raises(ValueError, match="verbose must be 0, 1 or 2"):
+        MLP(4, 3, 3).fit(X, y, epochs=1, verbose=3)
+    with pytest.raises(TypeError, match="verbose must be 0, 1, 2 or a bool"):
+        MLP(4, 3, 3).fit(X, y, epochs=1, verbose=1.5)
+
+
 @pytest.mark.parametrize("opt", ["adam", "momentum"])
 def test_warm_start_continues_the_optimizer(backend, opt, rng):
     X, y, _ = _problem("softmax", rng, N=40)
@@ -882,3 +934,137 @@ def test_fit_in_a_worker_thread_is_deterministic():
             t.start()
             t.join(60)
     _assert_same_weights(*results)
+
+
+# ---------------------------------------------------------------------------------------
+# the messages name what the user passed
+# ---------------------------------------------------------------------------------------
+
+
+def test_a_1d_X_in_fit_is_reported_as_passed(backend, rng):
+    X, y, K = _problem("softmax", rng, N=100)
+    with fastnn.use_backend(backend), \
+            pytest.raises(ValueError, match=r"1-D array of shape \(100,\).*reshape\(-1, 1\)"):
+        MLP(4, 5, K).fit(X[:, 0], y)
+
+
+# ---------------------------------------------------------------------------------------
+# a warm start continues only a complete optimizer state
+# ---------------------------------------------------------------------------------------
+
+
+def _adam_fitted(rng, momentum=0.0, optimizer="adam"):
+    X, y, K = _problem("softmax", rng, N=64)
+    model = MLP(4, 6, K, random_state=0)
+    model.fit(X, y, epochs=2, optimizer=optimizer, momentum=momentum, random_state=0)
+    return model, X, y
+
+
+DAMAGES = {
+    "second moment missing": lambda st: st["state"][1].__setitem__(1, None),
+    "first moment missing": lambda st: st["state"][0].__setitem__(0, None),
+    "bias moment missing": lambda st: st["state"][1].__setitem__(
+        0, (st["state"][1][0][0], None)),
+    "wrong shape": lambda st: st["state"][0].__setitem__(
+        0, (np.zeros((2, 2), np.float32), st["state"][0][0][1])),
+    "wrong dtype": lambda st: st["state"][0].__setitem__(
+        0, (st["state"][0][0][0].astype(np.float64), st["state"][0][0][1])),
+    "not an array": lambda st: st["state"][0].__setitem__(0, ([[0.0]], None)),
+    "one list short": lambda st: st["state"][0].pop(),
+    "negative second moment": lambda st: st["state"][1][0][0].__setitem__((0, 0), -1.0),
+    "NaN moment": lambda st: st["state"][0][1][1].__setitem__(0, np.nan),
+    "moment is a weight": lambda st: None,  # set below (needs the model)
+    "bad step count": lambda st: st.__setitem__("t", -3),
+    "not a pair": lambda st: st.__setitem__("state", ([],)),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_warm_start_with_a_damaged_optimizer_state_starts_afresh(backend, damage, rng):
+    model, X, y = _adam_fitted(rng)
+    if damage == "moment is a weight":
+        model.optimizer_state_["state"][0][0] = (model.layers[0].W, model.layers[0].b)
+    else:
+        DAMAGES[damage](model.optimizer_state_)
+    fresh = MLP(4, 6, 3, random_state=0)
+    for layer, twin in zip(fresh.layers, model.layers):
+        layer.W[...], layer.b[...] = twin.W, twin.b
+    with fastnn.use_backend(backend):
+        with pytest.warns(RuntimeWarning, match="cannot be continued"):
+            model.fit(X, y, epochs=2, optimizer="adam", random_state=1, warm_start=True)
+        fresh.fit(X, y, epochs=2, optimizer="adam", random_state=1)  # no warm start
+    assert model.optimizer_state_["t"] == fresh.optimizer_state_["t"]
+    for (W, b), (W2, b2) in zip(model.parameters(), fresh.parameters()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+
+
+def test_momentum_state_without_its_velocity_starts_afresh(backend, rng):
+    model, X, y = _adam_fitted(rng, momentum=0.9, optimizer="sgd")
+    model.optimizer_state_["state"][0][1] = None
+    with fastnn.use_backend(backend), pytest.warns(RuntimeWarning, match="velocity"):
+        model.fit(X, y, epochs=1, momentum=0.9, warm_start=True)
+    assert model.optimizer_state_["t"] == 2  # one epoch of two batches, from a new state
+
+
+def test_warm_start_with_another_optimizer_starts_afresh_quietly(backend, rng, recwarn):
+    model, X, y = _adam_fitted(rng)
+    with fastnn.use_backend(backend):
+        model.fit(X, y, epochs=1, optimizer="sgd", warm_start=True)
+    assert not [w for w in recwarn if issubclass(w.category, RuntimeWarning)]
+    assert model.optimizer_state_["t"] == 2
+
+
+# ---------------------------------------------------------------------------------------
+# a callback may replace the layers' arrays or change their activations
+# ---------------------------------------------------------------------------------------
+
+
+def _clip_callback(model):
+    def callback(epoch, history):
+        for layer in model.layers:
+            layer.W = np.clip(layer.W, -0.3, 0.3)  # a new array each time
+            layer.b = layer.b.astype(np.float64)   # and one of another dtype (converted)
+        if epoch == 1:
+            model.layers[0].activation = "tanh"
+    return callback
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_callback_that_replaces_arrays_trains_the_same_on_both_backends(dtype, rng):
+    X, y, K = _problem("softmax", rng, N=96)
+    results = []
+    for backend in ("cython", "numpy"):
+        model = MLP(4, 16, K, dtype=dtype, random_state=0)
+        with fastnn.use_backend(backend):
+            history = model.fit(X, y, epochs=6, lr=0.2, momentum=0.5, random_state=0,
+                                callback=_clip_callback(model))
+        results.append((model, history))
+    (a, ha), (b, hb) = results
+    np.testing.assert_allclose(ha.loss, hb.loss, rtol=1e-4 if dtype == "float32" else 1e-10)
+    assert a.layers[0].activation == b.layers[0].activation == "tanh"
+    for (W, bias), (W2, bias2) in zip(a.parameters(), b.parameters()):
+        assert W.dtype == W2.dtype == np.dtype(dtype)
+        np.testing.assert_allclose(W, W2, atol=1e-5 if dtype == "float32" else 1e-12)
+        np.testing.assert_allclose(bias, bias2, atol=1e-5 if dtype == "float32" else 1e-12)
+    # trained after each replacement: not the clipped weights of the first callback
+    assert np.abs(a.layers[0].W).max() <= 0.3 + 0.2 * 10  # (bounded) and moved on
+    assert ha.loss[-1] < ha.loss[1]
+
+
+def test_a_callback_may_not_change_the_architecture(backend, rng):
+    X, y, K = _problem("softmax", rng, N=32)
+    model = MLP(4, 5, K, random_state=0)
+
+    def grow(epoch, history):
+        model.layers[0].W = np.zeros((6, 4), np.float32)
+
+    with fastnn.use_backend(backend), pytest.raises(ValueError, match="callback changed"):
+        model.fit(X, y, epochs=3, callback=grow)
+
+
+def test_huge_sample_weights_name_the_weights_when_training_diverges(backend, rng):
+    X, y, K = _problem("softmax", rng, N=64)
+    with fastnn.use_backend(backend), \
+            pytest.raises(FloatingPointError, match="sample_weight.*mean here is 1e\\+30"):
+        MLP(4, 5, K, random_state=0).fit(X, y, sample_weight=np.full(64, 1e30), lr=0.1)

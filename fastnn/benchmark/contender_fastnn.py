@@ -16,6 +16,7 @@ import numpy as np
 import fastnn
 import fastnn.functional as F
 from fastnn import reference
+from fastnn._version import __version__
 
 from fastnn.benchmark import peer_sklearn  # loaded by path: no relative imports
 from fastnn.benchmark.cases import weights_of
@@ -24,11 +25,9 @@ Arrays = dict[str, np.ndarray]
 
 
 def describe() -> dict[str, Any]:
-    from fastnn import _kernels
-
-    facts: dict[str, Any] = {"library": "fastnn", "version": fastnn.__version__,
+    facts: dict[str, Any] = {"library": "fastnn", "version": __version__,
                              "fastnn_file": fastnn.__file__,
-                             "openmp_threads": _kernels.openmp_max_threads()}
+                             "threads": fastnn.get_num_threads()}
     try:
         from threadpoolctl import threadpool_info
 
@@ -124,15 +123,16 @@ def setup(name: str, workload: str, params: dict[str, Any], arrays: Arrays,
         return (predict_proba, ("P",))
     if ref:
         return None
+    if workload not in ("partial_fit", "estimators", "sparse"):
+        return None
+    # (not fastnn.MLPClassifier: fastnn's __init__ does not re-export it for mypy --strict)
+    from fastnn.estimators import MLPClassifier, MLPRegressor  # scikit-learn: first use only
+
     if workload == "partial_fit":
-        return peer_sklearn.PartialFit(fastnn.MLPClassifier, fastnn.MLPRegressor, params,
-                                       arrays)
+        return peer_sklearn.PartialFit(MLPClassifier, MLPRegressor, params, arrays)
     if workload == "estimators":
-        return peer_sklearn.EstimatorFit(fastnn.MLPClassifier, fastnn.MLPRegressor, params,
-                                         arrays)
-    if workload == "sparse":
-        return peer_sklearn.SparseFit(fastnn.MLPClassifier, params, arrays)
-    return None
+        return peer_sklearn.EstimatorFit(MLPClassifier, MLPRegressor, params, arrays)
+    return peer_sklearn.SparseFit(MLPClassifier, params, arrays)
 
 
 def preload_fit() -> dict[str, Any]:
@@ -141,4 +141,4 @@ def preload_fit() -> dict[str, Any]:
 
     X, y = load_digits()
     fastnn.MLP(64, 128, 10, random_state=0).fit(X / 16.0, y, epochs=1, random_state=0)
-    return {"fastnn": fastnn.__version__}
+    return {"fastnn": __version__}

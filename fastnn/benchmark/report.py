@@ -74,8 +74,6 @@ def _contender_line(name: str, facts: Mapping[str, Any]) -> str:
     parts = [f"{facts.get('library', name)} {facts['version']}"]
     if "threads" in facts:
         parts.append(f"{facts['threads']} threads")
-    if "openmp_threads" in facts:
-        parts.append(f"OpenMP threads {facts['openmp_threads']}")
     if facts.get("cpu_capability"):
         parts.append(f"CPU capability {facts['cpu_capability']}")
     if "devices" in facts:
@@ -222,14 +220,14 @@ def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None
     def p(line: str = "") -> None:
         print(line, file=out)
 
-    import fastnn
+    from fastnn._version import __version__
 
     if same_process:
-        p(f"fastnn {fastnn.__version__} benchmarks -- SAME-PROCESS MODE, for profiling: every "
+        p(f"fastnn {__version__} benchmarks -- SAME-PROCESS MODE, for profiling: every "
           "contender runs in this one process, after `import fastnn`; these are NOT the "
           "ratios users get")
     else:
-        p(f"fastnn {fastnn.__version__} benchmarks: each contender in a worker process of its "
+        p(f"fastnn {__version__} benchmarks: each contender in a worker process of its "
           "own, started with the environment this command was started with; rounds "
           f"alternated between the workers; medians of up to {settings.samples} samples of "
           f"~{settings.target * 1e3:g} ms")

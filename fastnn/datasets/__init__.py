@@ -2,7 +2,9 @@
 
 ``load_digits`` reads the copy of the UCI "Optical Recognition of Handwritten Digits" test set
 that ships inside this package (``data/digits.csv.gz``, CC BY 4.0: see
-``data/DIGITS_LICENSE.txt``). ``notes_problem1`` .. ``notes_problem3`` return the weights of
+``data/DIGITS_LICENSE.txt``). ``make_documents`` makes a text classification corpus of
+invented words on the spot, of any size (for sparse bag-of-words inputs; nothing is
+downloaded). ``notes_problem1`` .. ``notes_problem3`` return the weights of
 the hand-built networks of the course notes, section 1, problems 1-3, with W of shape
 (n_out, n_in) as everywhere in fastnn.
 """
@@ -22,6 +24,7 @@ from .._typing import FloatArray, SeedLike
 
 __all__ = [
     "load_digits",
+    "make_documents",
     "notes_problem1",
     "notes_problem2",
     "notes_problem3",
@@ -264,3 +267,99 @@ def notes_problem3() -> dict[str, Any]:
     """
     return _notes_weights([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]], [0.0, 0.0, -1.0],
                           [[1.0, 1.0, -1.0]], [-1.5])
+
+
+_SYLLABLES = [c + v for c in "bcdfghjklmnprstvwz" for v in "aeiou"]
+
+
+def make_documents(n_documents: int = 2000, *, n_classes: int = 8, words: float = 170,
+                   vocabulary: int = 30_000, topic_words: int = 400, topic_share: float = 0.03,
+                   random_state: SeedLike = 0) -> tuple[list[str], NDArray[np.int64]]:
+    """A text classification corpus of invented words, made on the spot.
+
+    Each of ``n_documents`` documents is about one of ``n_classes`` topics and has about
+    ``words`` words (Poisson). Most of its words come from one vocabulary of ``vocabulary``
+    invented words (two to four syllables, "bakemo"), by Zipf's law as in natural text: the
+    r-th most common word with probability proportional to 1/r, whatever the topic; a share
+    ``topic_share`` of them from its topic's own ``topic_words`` words (drawn from the same
+    vocabulary, so topics overlap), by Zipf's law too. Telling the topics apart is then a
+    matter of a few rare words among common ones: a bag-of-words problem (scikit-learn's
+    ``HashingVectorizer`` or ``TfidfVectorizer`` turn it into a sparse matrix).
+
+    Parameters
+    ----------
+    n_documents : int, default 2000
+    n_classes : int, default 8
+    words : float, default 170
+        The mean number of words of a document.
+    vocabulary : int, default 30000
+        The number of distinct invented words.
+    topic_words : int, default 400
+        The words of each topic.
+    topic_share : float in [0, 1], default 0.03
+        The share of a document's words drawn from its topic's words (higher: easier).
+    random_state : int, numpy.random.Generator or None, default 0
+        Seeds everything: the same seed gives the same corpus.
+
+    Returns
+    -------
+    documents : list of str
+        The documents, words separated by spaces.
+    y : ndarray of int64, shape (n_documents,)
+        The topic of each document, 0..n_classes - 1.
+
+    Examples
+    --------
+    >>> from fastnn.datasets import make_documents
+    >>> documents, y = make_documents(100, n_classes=3, words=20, random_state=0)
+    >>> len(documents), sorted(set(y.tolist()))
+    (100, [0, 1, 2])
+    >>> len(documents[0].split()) > 0
+    True
+    """
+    n_documents = _count(n_documents, "n_documents")
+    n_classes = _count(n_classes, "n_classes")
+    vocabulary = _count(vocabulary, "vocabulary")
+    topic_words = _count(topic_words, "topic_words")
+    if not vocabulary >= topic_words:
+        raise ValueError(f"topic_words must be at most vocabulary ({vocabulary}), got "
+                         f"{topic_words}")
+    if not (isinstance(words, numbers.Real) and words > 0):
+        raise ValueError(f"words must be a number > 0, got {words!r}")
+    if not (isinstance(topic_share, numbers.Real) and 0 <= topic_share <= 1):
+        raise ValueError(f"topic_share must be in [0, 1], got {topic_share!r}")
+    rng = np.random.default_rng(random_state)
+    # the vocabulary: distinct words of 2 to 4 syllables (90^4 of them possible)
+    found: dict[str, None] = {}
+    while len(found) < vocabulary:
+        n = 2 * (vocabulary - len(found)) + 16
+        lengths, parts = rng.integers(2, 5, n), rng.integers(0, len(_SYLLABLES), (n, 4))
+        found.update(dict.fromkeys(
+            "".join(_SYLLABLES[p] for p in row[:k]) for row, k in zip(parts.tolist(), lengths)))
+    vocab = list(found)[:vocabulary]
+    topics = np.stack([rng.choice(vocabulary, topic_words, replace=False)
+                       for _ in range(n_classes)])
+    y = rng.integers(0, n_classes, n_documents)
+    lengths = np.maximum(rng.poisson(words, n_documents), 1)
+    doc = np.repeat(np.arange(n_documents), lengths)  # each word's document
+    common = rng.choice(vocabulary, doc.size, p=_zipf(vocabulary))
+    topical = topics[y[doc], rng.choice(topic_words, doc.size, p=_zipf(topic_words))]
+    chosen = np.where(rng.random(doc.size) < topic_share, topical, common).tolist()
+    ends = np.cumsum(lengths).tolist()
+    documents = [" ".join([vocab[w] for w in chosen[end - k:end]])
+                 for end, k in zip(ends, lengths.tolist())]
+    return documents, y.astype(np.int64)
+
+
+def _zipf(n: int) -> NDArray[np.float64]:
+    """Zipf's law over n ranks: p_r proportional to 1 / r."""
+    p = 1.0 / np.arange(1, n + 1)
+    p /= p.sum()
+    return p
+
+
+def _count(value: object, name: str) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral) \
+            or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return int(value)

@@ -1,0 +1,199 @@
+# cython: language_level=3
+"""A network's output in one call (eq. 10, then eq. 7, 3 or 5): decision_function and
+predict_proba without a Python round trip per layer. Each layer runs the kernel of
+fastnn.functional.linear; the hidden outputs live in two halves of one buffer by turns. An X
+of another float dtype or layout than the layers' (float64 for a float32 model, Fortran
+order, a memmap) is read where it lies: each part of the rows is converted as it starts, so
+no copy of X is made and the results are the bits of its converted C copy."""
+
+cimport numpy as cnp
+from cython cimport floating
+from libc.stdlib cimport malloc, free
+
+import numpy as np
+
+from fastnn._inputs cimport gather_rows, readable
+from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
+                             linear_forward, plain, share)
+from fastnn._losses cimport softmax_rows
+from fastnn._parallel cimport blocks_on
+from fastnn._tuning cimport Tuning, parts, tuned
+
+cnp.import_array()
+
+cdef Tuning* tune = tuned()
+
+cdef enum:
+    MAX_LAYERS = 64
+
+OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "exp": EXP, "softmax": -1}
+cdef dict _OUTPUT_CODES = OUTPUT_CODES
+
+
+cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize_t* dims,
+                   const int* codes, int L, floating* buf, Py_ssize_t half, floating* out,
+                   Py_ssize_t N, int output) noexcept nogil:
+    # U_0 = X; U_l = g_l(U_{l-1} W_l^T + B_l) for l = 1..L (eq. 10), the hidden U_l in the two
+    # halves of buf by turns; out = U_L (identity, eq. 7), sigmoid(U_L) (eq. 3), exp(U_L)
+    # (the Poisson loss's mean) or softmax(U_L) row by row (eq. 5). The kernels of linear,
+    # the activations and softmax.
+    cdef const floating* inp = X
+    cdef floating* U
+    cdef int l
+    for l in range(L):
+        U = out if l == L - 1 and output != -1 else buf + (l % 2) * half
+        linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
+        inp = U
+    if output == SIGMOID or output == EXP:  # eq. 3, or the Poisson loss's mean e^z
+        activate_flat(out, out, N * dims[L], output)
+    elif output == -1:
+        softmax_rows(inp, out, N, dims[L], False)
+
+
+cdef struct Net:  # a network's output over parts of a batch's rows, for fastnn's threads
+    bint single
+    const void* X
+    void** W
+    void** b
+    const Py_ssize_t* dims
+    const int* codes
+    int L
+    void* buf           # small N: the hidden outputs, 2 N width entries (part q's rows at
+                        # 2 r0 width); NULL: each part allocates its own (and its X's rows)
+    Py_ssize_t width
+    void* out
+    Py_ssize_t N
+    int output
+    Py_ssize_t parts
+    bint convert        # X is not a C array of the layers' dtype: each part converts its rows
+    bint x64            # (convert) X is float64
+    Py_ssize_t xs0      # (convert) X's strides in elements
+    Py_ssize_t xs1
+    bint failed         # a part's buffer could not be allocated
+
+
+cdef void _net_part(floating* tag, Net* n, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    # parts q0..q1, each on its own (rows q N / parts .. (q + 1) N / parts) through every
+    # layer: a part's products are the same whichever thread takes it with which others.
+    # A part's hidden outputs (and X's rows, converted) live in memory of its own, so only
+    # the parts in flight hold any (1/16 of the rows each, for a large N)
+    cdef Py_ssize_t q, r0, r1, rows, K = n.dims[0]
+    cdef const floating* X
+    cdef floating* hidden
+    cdef floating* mem = NULL
+    for q in range(q0, q1):
+        r0, r1 = q * n.N // n.parts, (q + 1) * n.N // n.parts
+        rows = r1 - r0
+        X = <const floating*>n.X + r0 * K
+        hidden = <floating*>n.buf + 2 * r0 * n.width
+        if n.buf == NULL:
+            mem = <floating*>malloc((2 * rows * n.width + (rows * K if n.convert else 0))
+                                    * sizeof(floating))
+            if mem == NULL:
+                n.failed = True
+                return
+            hidden = mem
+        if n.convert:  # this part's rows, converted to a C array of the layers' dtype
+            gather_rows(mem + 2 * rows * n.width, n.X, n.x64, n.xs0, n.xs1, NULL, r0, r1, K)
+            X = mem + 2 * rows * n.width
+        _network(X, <floating**>n.W, <floating**>n.b, n.dims, n.codes, n.L, hidden,
+                 rows * n.width, <floating*>n.out + r0 * n.dims[n.L], rows, n.output)
+        free(mem)
+        mem = NULL
+
+
+cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    if (<Net*>ctx).single:
+        _net_part(<float*>NULL, <Net*>ctx, q0, q1)
+    else:
+        _net_part(<double*>NULL, <Net*>ctx, q0, q1)
+
+
+def network(object X, object layers, object output):
+    """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
+    ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
+    ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel.
+    A batch's rows are cut into parts by the shapes (_tuning.parts), each part taken through
+    every layer while its rows are in cache, and fastnn's threads share the parts: the same
+    result on any number of threads.
+
+    Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
+    layer are the common case (the layers' arrays C-contiguous of one float dtype, non-empty
+    chained shapes, known activations; X a 2-D float32 or float64 array, aligned, in native
+    byte order, of any strides: converted a part of its rows at a time unless it is a C
+    array of the layers' dtype) and None otherwise; the caller then takes the general path.
+    """
+    if not readable(X) or type(layers) is not list:
+        return None
+    cdef int L = len(layers), l, out_code
+    if L == 0 or L > MAX_LAYERS:  # deeper networks take the per-layer path
+        return None
+    first = getattr(layers[0], "W", None)
+    if type(first) is not np.ndarray:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>first)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    code = _OUTPUT_CODES.get(output) if type(output) is str else None
+    if code is None:
+        return None
+    out_code = code
+    cdef void* W[MAX_LAYERS]
+    cdef void* b[MAX_LAYERS]
+    cdef int codes[MAX_LAYERS]
+    cdef Py_ssize_t dims[MAX_LAYERS + 1]
+    cdef Py_ssize_t N = (<cnp.ndarray>X).shape[0], width = 0
+    dims[0] = (<cnp.ndarray>X).shape[1]
+    if N == 0 or dims[0] == 0 or N > 0x7FFFFFFF or dims[0] > 0x7FFFFFFF:
+        return None
+    arrays = [None] * (2 * L)  # alive while the GIL is released, whatever other threads do
+    for l in range(L):
+        layer = layers[l]
+        w, bias, act = layer.W, layer.b, layer.activation
+        if not plain(w, 2, typenum) or (<cnp.ndarray>w).shape[1] != dims[l]:
+            return None
+        dims[l + 1] = (<cnp.ndarray>w).shape[0]
+        if dims[l + 1] == 0 or dims[l + 1] > 0x7FFFFFFF:
+            return None
+        if bias is not None and not (plain(bias, 1, typenum)
+                                     and (<cnp.ndarray>bias).shape[0] == dims[l + 1]):
+            return None
+        code = _ACTIVATION_CODES.get(act) if type(act) is str else None
+        if code is None:
+            return None
+        arrays[2 * l] = w
+        arrays[2 * l + 1] = bias
+        W[l] = cnp.PyArray_DATA(<cnp.ndarray>w)
+        b[l] = cnp.PyArray_DATA(<cnp.ndarray>bias) if bias is not None else NULL
+        codes[l] = code
+        width = max(width, dims[l + 1])
+    cdef cnp.npy_intp odims[2]
+    odims[0] = N
+    odims[1] = dims[L]
+    cdef cnp.ndarray out = cnp.PyArray_EMPTY(2, odims, typenum, 0)
+    # the hidden layers' outputs: two halves of N * width, on the stack when small (else each
+    # part allocates its own)
+    cdef double small[1024]
+    cdef Net net
+    cdef double work
+    cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>X)
+    net.single, net.X, net.W, net.b = typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(
+        <cnp.ndarray>X), W, b
+    net.dims, net.codes, net.L, net.width = dims, codes, L, width
+    net.out, net.N, net.output = cnp.PyArray_DATA(out), N, out_code
+    net.convert = not plain(X, 2, typenum)
+    net.x64 = cnp.PyArray_TYPE(<cnp.ndarray>X) == cnp.NPY_FLOAT64
+    net.xs0 = (<cnp.ndarray>X).strides[0] // itemsize
+    net.xs1 = (<cnp.ndarray>X).strides[1] // itemsize
+    net.failed = False
+    net.buf = small if not net.convert and 2 * N * width * cnp.PyArray_ITEMSIZE(out) \
+        <= <Py_ssize_t>sizeof(small) else NULL
+    work = 0
+    for l in range(L):
+        work += N * dims[l] * dims[l + 1]
+    net.parts = parts(tune, work, N)
+    with nogil:
+        blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
+    if net.failed:
+        raise MemoryError("no memory for a part of the rows' hidden outputs")
+    return out

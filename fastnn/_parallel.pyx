@@ -1,0 +1,97 @@
+# cython: language_level=3
+"""fastnn's threads: the pool of _threads.h, one per process (fastnn/threads.py states the
+policy). The other kernel modules run their parallel work through ``run`` and ``blocks``;
+this module also exports the C functions threadpoolctl calls (fastnn_get_num_threads,
+fastnn_set_num_threads, in _threads.h)."""
+
+import os
+
+cdef extern from "_threads.h" nogil:
+    ctypedef void (*fnn_job)(void* arg, int tid, int T) noexcept nogil
+    int FNN_MAX_THREADS
+    double FNN_SPIN_SECONDS
+    void fnn_pool_init(int limit)
+    int fnn_pool_limit()
+    void fnn_pool_set_limit(int limit)
+    int fnn_pool_run(fnn_job job, void* arg, int T)
+    double fnn_clock()
+    struct fnn_pool_state "fnn_pool":
+        int workers
+        long forks
+        long sleepers
+    fnn_pool_state fnn_pool
+
+
+cdef int run(job_fn job, void* arg, int T) noexcept nogil:
+    return fnn_pool_run(<fnn_job>job, arg, T)
+
+
+cdef struct BlocksJob:
+    block_fn fn
+    void* ctx
+    Py_ssize_t n
+
+
+cdef void _blocks_job(void* arg, int tid, int T) noexcept nogil:
+    # thread tid of T: blocks tid n / T .. (tid + 1) n / T
+    cdef BlocksJob* job = <BlocksJob*>arg
+    job.fn(job.ctx, tid * job.n // T, (tid + 1) * job.n // T)
+
+
+cdef void blocks(block_fn fn, void* ctx, Py_ssize_t n) noexcept nogil:
+    blocks_on(fn, ctx, n, FNN_MAX_THREADS)
+
+
+cdef void blocks_on(block_fn fn, void* ctx, Py_ssize_t n, int T) noexcept nogil:
+    cdef BlocksJob job
+    job.fn, job.ctx, job.n = fn, ctx, n
+    fnn_pool_run(_blocks_job, &job, <int>min(n, T))
+
+
+cdef int awake() noexcept nogil:
+    # a pool not started yet counts as awake: starting it costs once per process, and its
+    # workers then spin after each job like any others
+    if fnn_pool.workers == 0:
+        return fnn_pool_limit() - 1
+    return fnn_pool.workers - <int>fnn_pool.sleepers
+
+
+cdef int limit() noexcept nogil:
+    return fnn_pool_limit()
+
+
+cdef double clock() noexcept nogil:
+    return fnn_clock()
+
+
+def _default_threads(environ):
+    """The threads fastnn uses when nobody says: OMP_NUM_THREADS (its first number) if set,
+    else the processors this process may run on (its affinity mask)."""
+    value = environ.get("OMP_NUM_THREADS", "").split(",")[0].strip()
+    if value.isdigit() and int(value) > 0:
+        return int(value)
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # (not Linux)
+        return os.cpu_count() or 1
+
+
+fnn_pool_init(_default_threads(os.environ))
+
+
+def num_threads():
+    """The number of threads fastnn's parallel work may use (see fastnn.set_num_threads)."""
+    return fnn_pool_limit()
+
+
+def set_num_threads(int n):
+    """Let fastnn's parallel work use at most n threads (1..64; the caller checks n)."""
+    fnn_pool_set_limit(n)
+
+
+def pool_info():
+    """(Tests, diagnostics) {"workers": threads started in this process, "forks": forks this
+    process descends from since fastnn loaded, "spin_seconds": how long an idle worker spins
+    before it sleeps}."""
+    return {"workers": fnn_pool.workers, "forks": fnn_pool.forks,
+            "spin_seconds": FNN_SPIN_SECONDS}

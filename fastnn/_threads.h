@@ -1,0 +1,227 @@
+/* fastnn's threads: the one place fastnn starts threads and shares work among them.
+ *
+ * A pool of worker threads of fastnn's own runs a job on T threads: the calling thread is
+ * thread 0 and workers 1..T-1 run the same function with their own number, fn(arg, tid, T).
+ * A job splits its work into parts fixed by the shapes it works on, and thread tid takes
+ * parts tid, tid + T, ... (or the tid-th contiguous range), so the result never depends on T.
+ * Threads of one job may meet at a barrier (fnn_barrier_wait).
+ *
+ * - How many threads: fnn_pool_limit(), which fastnn.set_num_threads and threadpoolctl's
+ *   threadpool_limits set (fastnn registers a controller for it, see fastnn/_threads.py); at
+ *   import it is OMP_NUM_THREADS if set, else the processors this process may run on.
+ * - Quiet after a call: a worker spins FNN_SPIN_SECONDS after its last job (so the jobs of
+ *   one fit or of back-to-back calls find it awake), yielding its core after its first few
+ *   microseconds of spinning, then sleeps on a condition variable until the next job.
+ * - One job at a time: a job posted while another runs (another Python thread's, or a
+ *   job's own nested call) runs on its caller alone, with the same result.
+ * - fork: the child of a fork has none of the parent's workers; a handler run in the child
+ *   forgets them, and the child starts its own on its first parallel job.
+ * - Signals stay with the process's other threads: workers block them all.
+ *
+ * POSIX threads, or Win32 threads on Windows.
+ */
+#ifndef FASTNN_THREADS_H
+#define FASTNN_THREADS_H
+
+#include <stdlib.h>
+
+#include "_barrier.h"
+
+#define FNN_MAX_THREADS 64
+#define FNN_SPIN_SECONDS 1e-3
+
+/* ---- the pool ---------------------------------------------------------------------- */
+
+typedef void (*fnn_job)(void* arg, int tid, int T);
+
+#if defined(_WIN32)
+typedef SRWLOCK fnn_mutex;
+typedef CONDITION_VARIABLE fnn_cond;
+static void fnn_mutex_init(fnn_mutex* m) { InitializeSRWLock(m); }
+static void fnn_mutex_lock(fnn_mutex* m) { AcquireSRWLockExclusive(m); }
+static int fnn_mutex_trylock(fnn_mutex* m) { return TryAcquireSRWLockExclusive(m) ? 0 : 1; }
+static void fnn_mutex_unlock(fnn_mutex* m) { ReleaseSRWLockExclusive(m); }
+static void fnn_cond_init(fnn_cond* c) { InitializeConditionVariable(c); }
+static void fnn_cond_wait(fnn_cond* c, fnn_mutex* m) { SleepConditionVariableSRW(c, m, INFINITE, 0); }
+static void fnn_cond_broadcast(fnn_cond* c) { WakeAllConditionVariable(c); }
+static double fnn_clock(void) {
+    LARGE_INTEGER t, f;
+    QueryPerformanceCounter(&t);
+    QueryPerformanceFrequency(&f);
+    return (double)t.QuadPart / (double)f.QuadPart;
+}
+#else
+#include <pthread.h>
+#include <signal.h>
+#include <time.h>
+typedef pthread_mutex_t fnn_mutex;
+typedef pthread_cond_t fnn_cond;
+static void fnn_mutex_init(fnn_mutex* m) { pthread_mutex_init(m, NULL); }
+static void fnn_mutex_lock(fnn_mutex* m) { pthread_mutex_lock(m); }
+static int fnn_mutex_trylock(fnn_mutex* m) { return pthread_mutex_trylock(m); }
+static void fnn_mutex_unlock(fnn_mutex* m) { pthread_mutex_unlock(m); }
+static void fnn_cond_init(fnn_cond* c) { pthread_cond_init(c, NULL); }
+static void fnn_cond_wait(fnn_cond* c, fnn_mutex* m) { pthread_cond_wait(c, m); }
+static void fnn_cond_broadcast(fnn_cond* c) { pthread_cond_broadcast(c); }
+static double fnn_clock(void) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + 1e-9 * (double)t.tv_nsec;
+}
+#endif
+
+typedef struct {               /* a worker's mailbox */
+    volatile long posted;      /* jobs posted to it */
+    fnn_job job;               /* its current job: written before posted, read after */
+    void* arg;
+    int T;
+} fnn_slot;
+
+static struct {
+    fnn_mutex busy;            /* held by the thread whose job the workers run */
+    fnn_mutex sleep;           /* with wake: for the workers that stopped spinning */
+    fnn_cond wake;
+    volatile long finished;    /* workers done with the current job */
+    volatile long sleepers;    /* workers asleep or about to sleep */
+    fnn_slot slot[FNN_MAX_THREADS];  /* slot[w] for worker w (1..workers) */
+    int workers;               /* workers started: threads 1..workers */
+    int limit;                 /* threads a job may use */
+    long forks;                /* forks this process came from (tests, diagnostics) */
+} fnn_pool;
+
+static void fnn_pool_reset(void) {
+    int w;
+    fnn_mutex_init(&fnn_pool.busy);
+    fnn_mutex_init(&fnn_pool.sleep);
+    fnn_cond_init(&fnn_pool.wake);
+    fnn_pool.finished = fnn_pool.sleepers = 0;
+    for (w = 0; w < FNN_MAX_THREADS; w++)
+        fnn_pool.slot[w].posted = 0;
+    fnn_pool.workers = 0;
+}
+
+#if !defined(_WIN32)
+static void fnn_pool_after_fork(void) {  /* in the child: the workers stayed in the parent */
+    fnn_pool_reset();
+    fnn_pool.forks += 1;
+}
+#endif
+
+/* Called once, when the extension loads. */
+static void fnn_pool_init(int limit) {
+    fnn_pool_reset();
+    fnn_pool.limit = limit < 1 ? 1 : (limit > FNN_MAX_THREADS ? FNN_MAX_THREADS : limit);
+#if !defined(_WIN32)
+    pthread_atfork(NULL, NULL, fnn_pool_after_fork);
+#endif
+}
+
+static int fnn_pool_limit(void) { return fnn_pool.limit; }
+
+static void fnn_pool_set_limit(int limit) {
+    fnn_pool.limit = limit < 1 ? 1 : (limit > FNN_MAX_THREADS ? FNN_MAX_THREADS : limit);
+}
+
+static void fnn_worker_loop(fnn_slot* slot) {
+    long seen = 0;
+    for (;;) {
+        long spins = 0;
+        double since = fnn_clock();
+        while (FNN_LOAD(&slot->posted) == seen) {
+            if (++spins < FNN_SPINS_BEFORE_YIELD) FNN_PAUSE(); else FNN_YIELD();
+            if ((spins & 255) == 0 && fnn_clock() - since > FNN_SPIN_SECONDS) {
+                fnn_mutex_lock(&fnn_pool.sleep);
+                FNN_FETCH_INC(&fnn_pool.sleepers);
+                while (FNN_LOAD(&slot->posted) == seen)
+                    fnn_cond_wait(&fnn_pool.wake, &fnn_pool.sleep);
+                FNN_FETCH_DEC(&fnn_pool.sleepers);
+                fnn_mutex_unlock(&fnn_pool.sleep);
+            }
+        }
+        seen = FNN_LOAD(&slot->posted);
+        slot->job(slot->arg, (int)(slot - fnn_pool.slot), slot->T);
+        FNN_FETCH_INC(&fnn_pool.finished);
+    }
+}
+
+#if defined(_WIN32)
+static DWORD WINAPI fnn_worker_main(LPVOID arg) {
+    fnn_worker_loop((fnn_slot*)arg);
+    return 0;
+}
+
+static int fnn_worker_spawn(fnn_slot* slot) {
+    HANDLE h = CreateThread(NULL, 0, fnn_worker_main, slot, 0, NULL);
+    if (h == NULL) return 1;
+    CloseHandle(h);
+    return 0;
+}
+#else
+static void* fnn_worker_main(void* arg) {
+    fnn_worker_loop((fnn_slot*)arg);
+    return NULL;
+}
+
+static int fnn_worker_spawn(fnn_slot* slot) {
+    pthread_t thread;
+    pthread_attr_t attr;
+    sigset_t all, old;
+    int failed;
+    pthread_attr_init(&attr);
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    sigfillset(&all);  /* signals stay with the process's other threads (Python's) */
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    failed = pthread_create(&thread, &attr, fnn_worker_main, slot);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    pthread_attr_destroy(&attr);
+    return failed;
+}
+#endif
+
+/* threadpoolctl's handles on the limit (fastnn/threads.py registers them) */
+#if defined(_WIN32)
+#define FNN_EXPORT __declspec(dllexport)
+#else
+#define FNN_EXPORT __attribute__((visibility("default")))
+#endif
+FNN_EXPORT int fastnn_get_num_threads(void) { return fnn_pool_limit(); }
+FNN_EXPORT void fastnn_set_num_threads(int n) { fnn_pool_set_limit(n); }
+
+/* Run job(arg, tid, T) for tid = 0..T-1, thread 0 being the caller; returns the T it ran
+ * with: min(T, the limit, the workers that could be started) when the pool is free, 1 (the
+ * caller alone) when another job holds it. */
+static int fnn_pool_run(fnn_job job, void* arg, int T) {
+    long spins = 0;
+    int w;
+    if (T > fnn_pool.limit) T = fnn_pool.limit;
+    if (T <= 1 || fnn_mutex_trylock(&fnn_pool.busy) != 0) {
+        job(arg, 0, 1);
+        return 1;
+    }
+    for (w = fnn_pool.workers + 1; w < T; w++) {  /* start the workers this job lacks */
+        fnn_pool.slot[w].posted = 0;
+        if (fnn_worker_spawn(&fnn_pool.slot[w]) != 0) { T = w; break; }
+        fnn_pool.workers = w;
+    }
+    FNN_STORE(&fnn_pool.finished, 0);
+    for (w = 1; w < T; w++) {
+        fnn_slot* slot = &fnn_pool.slot[w];
+        slot->job = job;
+        slot->arg = arg;
+        slot->T = T;
+        FNN_STORE(&slot->posted, slot->posted + 1);
+    }
+    if (FNN_LOAD(&fnn_pool.sleepers) > 0) {
+        fnn_mutex_lock(&fnn_pool.sleep);
+        fnn_cond_broadcast(&fnn_pool.wake);
+        fnn_mutex_unlock(&fnn_pool.sleep);
+    }
+    job(arg, 0, T);
+    while (FNN_LOAD(&fnn_pool.finished) < T - 1) {
+        if (++spins < FNN_SPINS_BEFORE_YIELD) FNN_PAUSE(); else FNN_YIELD();
+    }
+    fnn_mutex_unlock(&fnn_pool.busy);
+    return T;
+}
+
+#endif

@@ -1,0 +1,36 @@
+# fastnn's tuning thresholds, in one place (values and what each trades: _tuning.pyx).
+
+cdef struct Tuning:
+    Py_ssize_t small_gemm
+    Py_ssize_t own_gemm
+    Py_ssize_t blas_small
+    bint own_small
+    Py_ssize_t parallel_elements
+    Py_ssize_t split_gemv
+    Py_ssize_t part_work
+    Py_ssize_t wake_work
+    Py_ssize_t part_rows
+    Py_ssize_t max_parts
+    Py_ssize_t team_epoch
+    Py_ssize_t probe_steps
+    Py_ssize_t hold_steps
+    Py_ssize_t max_hold_steps
+    Py_ssize_t mirror_weights
+    Py_ssize_t mirror_steps
+    Py_ssize_t signal_batches
+    double signal_work
+    double sparse_transpose
+
+cdef Tuning* tuned() noexcept nogil
+
+
+cdef inline int parts(const Tuning* t, double work, Py_ssize_t count) noexcept nogil:
+    # how many parts a piece of work is cut into, by the shapes alone (never by the number
+    # of threads, so the same seed gives the same bits on any machine): the largest power of
+    # two p <= max_parts that leaves each part at least part_rows of the ``count`` rows (or
+    # units) and part_work of the ``work`` multiply-adds
+    cdef int p = 1
+    while (2 * p <= t.max_parts and count >= 2 * p * t.part_rows
+           and work >= 2 * p * t.part_work):
+        p *= 2
+    return p

@@ -1,0 +1,89 @@
+# cython: language_level=3
+"""fastnn's tuning thresholds, in one place.
+
+Each is a size (multiply-adds of a product, elements of a pass, steps of a fit) at which the
+cheaper of two strategies changes, measured on the machine named in BENCHMARKS.md;
+``python bench/tune.py`` measures both sides of each again on the machine it runs on. None of
+them changes a result's value except where noted ("rounding"): the kernels on either side
+compute the same thing, and a training step's parts are fixed by the shapes and these values,
+never by the number of threads. ``values()`` reads them; the checked build's
+``fastnn._testing.tuning(...)`` moves them for a test that must reach both sides.
+"""
+
+cdef Tuning T
+T.small_gemm = 4096
+T.own_gemm = 1 << 25
+T.blas_small = 1 << 20
+T.own_small = False
+T.parallel_elements = 1 << 18
+T.split_gemv = 1 << 22
+T.part_work = 1 << 17
+T.wake_work = 1 << 22
+T.part_rows = 16
+T.max_parts = 16
+T.team_epoch = 1 << 23
+T.probe_steps = 4
+T.hold_steps = 64
+T.max_hold_steps = 4096
+T.mirror_weights = 1 << 17
+T.mirror_steps = 4
+T.signal_batches = 32
+T.signal_work = 2.0 ** 31
+T.sparse_transpose = 0.25
+
+#: what each threshold trades (one line each)
+NOTES = {
+    "small_gemm": "multiply-adds below which a product's direct loops beat a BLAS call "
+                  "(rounding: the loops sum in their own order)",
+    "own_gemm": "multiply-adds up to which fastnn's float32 product (no packing) beats BLAS's "
+                "packed kernels; above, BLAS's cache blocking wins (rounding)",
+    "blas_small": "multiply-adds up to which BLAS's small-matrix kernels (no packing, AVX-512 "
+                  "OpenBLAS) beat fastnn's own product (rounding)",
+    "own_small": "whether fastnn's own product also takes the products up to blas_small: "
+                 "where the BLAS loaded has no small-matrix kernels (set once at import)",
+    "parallel_elements": "elements from which an elementwise pass that evaluates exp "
+                         "(sigmoid, tanh, exp, softmax, cross-entropy) uses the threads",
+    "split_gemv": "W's size (M K) from which one sample's layer splits W's rows among the "
+                  "threads: a wake-up (0.5-80 us) against reading W on one core",
+    "part_work": "multiply-adds a part of a training step gets at least (the parts, a power "
+                 "of two, share a step among the threads: more parts, more threads used, "
+                 "smaller products; rounding)",
+    "wake_work": "multiply-adds from which a call wakes fastnn's sleeping threads to share its "
+                 "parts (a wake-up costs 5-80 us); below, only threads still awake help",
+    "part_rows": "rows (or units) a part of a training step gets at least (rounding)",
+    "max_parts": "at most this many parts per phase of a training step (rounding)",
+    "team_epoch": "multiply-adds of an epoch below which it runs on one thread: too little "
+                  "work to wake the others",
+    "probe_steps": "steps a fit times its team and one thread on, to run the faster",
+    "hold_steps": "steps on the faster before timing the slower again (doubled up to "
+                  "max_hold_steps while the same one wins)",
+    "max_hold_steps": "the longest hold",
+    "mirror_weights": "weights up to which the training loop holds a first layer as W^T "
+                      "(its forward is then X W^T without packing W; two copies a fit)",
+    "mirror_steps": "... when an epoch has at least this many steps",
+    "signal_batches": "batches between two checks for Ctrl-C (at least)",
+    "signal_work": "... or about this much work (multiply-adds, ~10 ms)",
+    "sparse_transpose": "non-zeros of a sparse X per input (nnz / N_in) from which F.linear "
+                        "and linear_backward copy W to W^T (a row a non-zero, read in order) "
+                        "instead of reading W's columns in place (N_out scattered reads a "
+                        "non-zero)",
+}
+
+
+cdef Tuning* tuned() noexcept nogil:
+    return &T
+
+
+def values():
+    """The thresholds as a dict {name: value} (NOTES says what each trades)."""
+    return dict(T)
+
+
+def _set(name, value):
+    """Move one threshold (the checked build's fastnn._testing.tuning uses this)."""
+    global T
+    if name not in NOTES:
+        raise KeyError(f"no threshold {name!r}; there are {sorted(NOTES)}")
+    current = dict(T)
+    current[name] = value
+    T = current

@@ -1,0 +1,80 @@
+"""The stochastic solvers ("sgd", "adam"): one ``fastnn.training.fit`` call for all the epochs,
+in the native loop, with scikit-learn's per-epoch rules in a Monitor as its callback."""
+
+import warnings
+
+import numpy as np
+from sklearn.exceptions import ConvergenceWarning
+
+from ..training import fit_validated
+from ._monitor import Monitor, validation_arrays
+
+STOCHASTIC_SOLVERS = ("sgd", "adam")
+_BELOW_ONE = float(np.nextafter(1.0, 0.0))  # (scikit-learn allows momentum 1; fastnn < 1)
+
+
+def fit_stochastic(est, X, Y, y_out, sw, incremental, seed=None):
+    """Train ``est._model`` on (X, Y) with sample weights ``sw``: max_iter epochs (fit), or
+    one (partial_fit: ``incremental``, continuing the optimizer state). ``seed``: the
+    shuffle's, when the caller drew it (else the next draw of ``est._random_state``)."""
+    if est.early_stopping and incremental:
+        raise ValueError("partial_fit does not support early_stopping=True")
+    est._init_stochastic_attributes()
+    warm_optimizer = incremental and "_lr" in est.__dict__
+    if not warm_optimizer:
+        est._lr = float(est.learning_rate_init)
+    validation = None
+    if est.early_stopping:
+        (X, Y, sw), split = est._validation_split(X, Y, y_out, sw)
+        validation = validation_arrays(est._model, split)
+    n = X.shape[0]
+    batch_size = _batch_size(est.batch_size, n)
+    n_batches = -(-n // batch_size)
+    mean_w = 1.0
+    if sw is not None:
+        mean_w = float(sw.mean())
+        if not mean_w > 0:
+            raise ValueError("sample_weight must not be all zero on the training samples")
+        sw = sw / mean_w
+    solver = est.solver
+    momentum = min(float(est.momentum), _BELOW_ONE) if solver == "sgd" else 0.0
+    monitor = Monitor(est, n=n, report_scale=est._report_scale(est._model.n_outputs),
+                      l2_scale=0.5 * est.alpha * n_batches / (n * mean_w),
+                      epochs=1 if incremental else int(est.max_iter),
+                      validation=validation)
+    est.n_iter_ = 0
+    try:
+        # (X, Y, sw and the parameters are checked: scikit-learn's checks ran on them, or
+        # the estimator's quick partial_fit path repeats a checked call)
+        fit_validated(
+            est._model, X, Y, sw, validation=None,
+            epochs=1 if incremental else int(est.max_iter), batch_size=batch_size, lr=float(est.learning_rate_init), optimizer=solver,
+            momentum=momentum, nesterov=bool(est.nesterovs_momentum) and momentum > 0,
+            # scikit-learn's L2 penalty 0.5 alpha ||W||^2 / n on a batch of the data
+            weight_decay=float(est.alpha) / (batch_size * mean_w),
+            shuffle=bool(est.shuffle), early_stopping=False, patience=1,
+            random_state=(int(est._random_state.randint(np.iinfo(np.int32).max))
+                          if seed is None else seed),
+            verbose=0, lr_schedule=(lambda epoch: est._lr) if solver == "sgd" else "constant",
+            beta1=float(est.beta_1), beta2=float(est.beta_2), eps=float(est.epsilon),
+            warm_start=warm_optimizer, callback=monitor)
+    except KeyboardInterrupt:
+        warnings.warn("Training interrupted by user.")
+    except FloatingPointError as exc:
+        raise ValueError(
+            "Solver produced non-finite parameter weights. The input data may contain "
+            f"large values and need to be preprocessed. ({exc})") from None
+    if not incremental and not monitor.stopped and est.n_iter_ == est.max_iter:
+        warnings.warn("Stochastic Optimizer: Maximum iterations (%d) reached and the "
+                      "optimization hasn't converged yet." % est.max_iter, ConvergenceWarning)
+    monitor.restore_best()
+
+
+def _batch_size(batch_size, n):
+    """scikit-learn's batch size: "auto" is min(200, n); others are clipped to 1..n."""
+    if batch_size == "auto":
+        return min(200, n)
+    if batch_size > n:
+        warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
+                      "to be clipped")
+    return int(np.clip(batch_size, 1, n))
