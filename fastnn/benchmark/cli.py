@@ -11,7 +11,8 @@ from collections.abc import Sequence
 
 from . import goals, report
 from .cases import WORKLOADS, Case, cases
-from .runner import CONTENDERS, CaseResult, CpuMeter, Pool, Settings, run_case
+from .runner import (CONTENDERS, MAX_RETRIES, CaseResult, CpuMeter, Pool, Settings,
+                     run_case)
 
 # the workloads whose report shows a share of the GEMM peak (which is then measured too)
 NEEDS_PEAK = ("forward", "backward", "train", "inference")
@@ -42,7 +43,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--target-ms", type=float, help="duration of one sample, ms")
     p.add_argument("--wait-quiet", type=float, metavar="S", default=0.0,
                    help="before each round, wait up to S seconds until other processes use "
-                        "less than 10%% of the CPUs, and take a round again (up to 3 times) "
+                        "less than 10%% of the CPUs, and take a round again (up to "
+                        f"{MAX_RETRIES} times) "
                         "when tasks waited for a CPU during more than 10%% of it (a shared "
                         "machine)")
     p.add_argument("--list", action="store_true", help="list the cases and goals, and exit")
