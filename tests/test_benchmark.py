@@ -142,8 +142,9 @@ def test_a_failure_in_the_timed_call_is_a_row_not_a_crash(fake, tmp_path):
 
 
 def test_workers_get_the_environment_the_command_was_started_with(fake, monkeypatch):
-    """Nothing set in this process after it started (as ``import fastnn`` sets
-    OMP_WAIT_POLICY today) reaches a worker, and no spin or thread variable is added."""
+    """Nothing set in this process after it started (as threadpoolctl, which fastnn
+    imports, sets KMP_DUPLICATE_LIB_OK) reaches a worker, and no spin or thread variable is
+    added."""
     monkeypatch.setenv("FASTNN_BENCH_SET_AFTER_START", "1")
     started_with = user_environment()
     if not os.path.exists("/proc/self/environ"):
