@@ -16,14 +16,27 @@ OPENBLAS_CORETYPE and OPENBLAS_L2_SIZE unset.
 
 import argparse
 import os
+import resource
 import sys
 import time
 import warnings
 
 import numpy as np
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sparse_text import _peak_mb, _rss_mb  # noqa: E402  (the same measures)
+
+def _rss_mb():
+    """This process's resident memory now (Linux), in MB; None elsewhere."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return None
+
+
+def _peak_mb():
+    """This process's peak resident memory (ru_maxrss), in MB."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # (bytes on macOS)
 
 
 def main(argv=None):

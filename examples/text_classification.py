@@ -13,8 +13,9 @@ epochs). It
 prints each fit's time, the peak memory of the arrays it allocates (``tracemalloc``) and
 the held-out accuracy, and draws them side by side (figure ``text_classification.png``).
 
-``--large`` runs the benchmark's case instead (``bench/sparse_text.py``): 20,000 documents
-hashed into 2^18 columns, 3 epochs, where scikit-learn takes over a minute.
+``--large`` runs at the size of the benchmark's sparse case instead (``python -m fastnn bench
+--sparse --only sparse`` times it): 20,000 documents hashed into 2^18 columns, 3 epochs,
+where scikit-learn takes over a minute.
 
 Run it from the repository's folder::
 

@@ -46,11 +46,15 @@ __all__ = [
     "set_num_threads",
     "show_config",
     "use_backend",
+    "__version__",
 ]
 
 
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and IDEs
-    from .estimators import MLPClassifier, MLPRegressor
+    # (re-exported by name: strict type checkers take no implicit re-export; not in __all__,
+    # where a star import would load scikit-learn, an optional dependency)
+    from .estimators import MLPClassifier as MLPClassifier
+    from .estimators import MLPRegressor as MLPRegressor
 
 
 def __getattr__(name: str) -> Any:  # scikit-learn is optional: the estimators load it on first use

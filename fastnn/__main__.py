@@ -1,5 +1,6 @@
 """Command line: ``python -m fastnn demo``, ``python -m fastnn config`` and
-``python -m fastnn bench`` (fastnn against PyTorch and scikit-learn; ``bench --help``)."""
+``python -m fastnn bench`` (fastnn against its peers, each in a process of its own;
+``bench --help``)."""
 
 import argparse
 import sys
@@ -43,7 +44,8 @@ def config(args):
 
 
 def bench(args):
-    """fastnn against the NumPy reference, PyTorch CPU and scikit-learn (fastnn.benchmark)."""
+    """fastnn against the NumPy reference, PyTorch, JAX, ONNX Runtime and scikit-learn
+    (fastnn.benchmark)."""
     from .benchmark import main as bench_main
 
     return bench_main(args.bench_args)
@@ -60,8 +62,9 @@ def main(argv=None):
     # everything after "bench" goes to fastnn.benchmark's own parser: this one has no
     # options (no prefix characters) so that "--quick" and "--help" pass through
     p = commands.add_parser("bench", add_help=False, prefix_chars="\0",
-                            help="time fastnn against the NumPy reference, PyTorch and "
-                                 "scikit-learn; print medians, ratios and GFLOP/s "
+                            help="time fastnn against the NumPy reference, PyTorch, JAX, "
+                                 "ONNX Runtime and scikit-learn, each in a process of its "
+                                 "own; print medians, ratios and the goals' verdicts "
                                  "(bench --help for its options)")
     p.add_argument("bench_args", nargs="*")
     p.set_defaults(run=bench)

@@ -23,12 +23,21 @@ def verbosity(verbose: object) -> int:
     return level
 
 
+def duration(seconds: float) -> str:
+    """A time to three significant figures in s, ms or us (a digits epoch takes 4 ms)."""
+    if seconds >= 0.9995:  # (what .3g would round up to 1000)
+        return f"{seconds:.3f}s"
+    if seconds >= 0.9995e-3:
+        return f"{seconds * 1e3:.3g}ms"
+    return f"{seconds * 1e6:.3g}us"
+
+
 def epoch_line(epoch: int, epochs: int, loss: float, seconds: float, elapsed: float,
                samples: int, validation: str = "") -> str:
     """verbose=1's line after an epoch: its loss (and validation), the epoch's own time, the
     time since the fit started, and the epoch's rate."""
     return (f"epoch {epoch + 1:>{len(str(epochs))}}/{epochs}  loss {loss:.5f}{validation}  "
-            f"epoch_time {seconds:.3f}s  elapsed {elapsed:.2f}s  "
+            f"epoch_time {duration(seconds)}  elapsed {duration(elapsed)}  "
             f"{samples / max(seconds, 1e-9):,.0f} samples/s")
 
 

@@ -28,9 +28,18 @@
 from __future__ import annotations
 
 import ctypes
+import os
 from typing import Any
 
-from threadpoolctl import LibController, ThreadpoolController, register
+_KMP = os.environ.get("KMP_DUPLICATE_LIB_OK")
+from threadpoolctl import LibController, ThreadpoolController, register  # noqa: E402
+
+# threadpoolctl sets KMP_DUPLICATE_LIB_OK=True when first imported; imported by fastnn, that
+# would be fastnn changing the user's environment: put back what was there
+if _KMP is None:
+    os.environ.pop("KMP_DUPLICATE_LIB_OK", None)
+else:
+    os.environ["KMP_DUPLICATE_LIB_OK"] = _KMP
 
 from .backends.native_ops import kernels as _kernels
 

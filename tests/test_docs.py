@@ -118,14 +118,14 @@ def generator():
 
 def test_generator_reads_benchmarks_md(generator):
     """Every section of BENCHMARKS.md's recorded run becomes a table with each of its rows
-    (a row is a line of the block), and every criterion line a verdict."""
+    (a row is a line of the blocks), and every goal line a verdict."""
     path = DOCS.parent / "BENCHMARKS.md"
     if not path.exists():
         pytest.skip("no BENCHMARKS.md")
     lines = generator.recorded_block(path.read_text())
     run = generator.read_run(path)
     titles = [line[3:] for line in lines if line.startswith("== ")]
-    assert [s.title for s in run.sections] == [t for t in titles if not t.startswith("criteria")]
+    assert [s.title for s in run.sections] == [t for t in titles if not t.startswith("goals")]
     for section in run.sections:
         for row in section.rows:
             assert len(row) == len(section.header)
@@ -133,32 +133,32 @@ def test_generator_reads_benchmarks_md(generator):
                        for line in lines), row
     tables = [s for s in run.sections if s.rows]
     assert len(tables) >= 5
-    assert len(run.criteria) == sum(bool(re.match(r"\[(PASS|FAIL)", x)) for x in lines)
+    assert len(run.goals) == sum(bool(re.match(r"\[(PASS|FAIL|N/A)", x)) for x in lines)
     assert run.machine and run.machine[0][0] == "CPU"
 
 
 def test_generator_reads_the_harness_json(generator):
-    """A payload in the shape ``python -m fastnn bench --json`` writes: the cells are the
-    report's (time, then ratio), a missing peer its status, the verdicts PASS / FAIL."""
-    payload = {
-        "environment": {"cpu": "a CPU", "cpus": 2, "os": "an OS", "python": "3.11",
-                        "fastnn": "0.1.0", "numpy": "2.4"},
-        "peak": {"gflops": 100.0, "label": "2048x2048"},
-        "results": {"forward": [{
-            "label": "N=4 2->3", "flops": 48,
-            "contenders": {
-                "fastnn": {"median_us": 0.27, "gflops": 0.2, "percent_of_peak": 0.2},
-                "torch": {"median_us": 3.99, "ratio": 3.99 / 0.27},
-                "sklearn": {"status": "n/a (not installed)"}}}]},
-        "criteria": [{"title": "forward", "goal": "torch/fastnn >= 1", "measured": "14.78",
-                      "passed": True},
-                     {"title": "batch 1", "goal": ">= 5", "measured": "4.4", "passed": False}],
-        "elapsed_s": 51.2,
-    }
+    """A payload made by the harness's own ``report.payload`` (what ``python -m fastnn bench
+    --json`` writes): the cells are the report's (time, then ratio), a missing peer its
+    status, the verdicts PASS / FAIL with their borderline mark."""
+    from fastnn.benchmark import goals, report
+    from fastnn.benchmark.cases import Case, Inputs
+    from fastnn.benchmark.runner import NOT_INSTALLED, CaseResult, Outcome, Settings
+
+    case = Case("forward/N=4 2->3", "forward", "N=4 2->3", ("fastnn", "torch", "jax"),
+                lambda: Inputs({}), flops=48.0)
+    result = CaseResult(case, {"fastnn": Outcome(samples=[0.27e-6] * 3),
+                               "torch": Outcome(samples=[3.99e-6] * 3),
+                               "jax": Outcome(status=NOT_INSTALLED)}, rounds=3)
+    verdicts = [goals.Verdict(goals.GOALS[0], "pass", "1.30", 1.3, borderline=True),
+                goals.Verdict(goals.GOALS[1], "fail", "1.10", 1.1)]
+    payload = report.payload([result], 100.0, verdicts, {"machine": {"cpu": "a CPU"}},
+                             Settings(), False, 51.2, None)
     run = generator.parse_json(payload, "benchmark.json")
-    (section,) = run.sections[1:]
-    assert section.header == ["shape", "fastnn", "torch", "sklearn", "GFLOP/s", "% peak"]
-    assert section.rows == [["N=4 2->3", "0.27 us", "3.99 us (14.78x)", "n/a (not installed)",
+    (section,) = run.sections
+    assert section.header == ["case", "fastnn", "torch", "jax", "GFLOP/s", "% peak"]
+    assert section.rows == [["N=4 2->3", "0.27 us", "3.99 us (14.78x)", NOT_INSTALLED,
                              "0.2", "0%"]]
-    assert [v for v, _ in run.criteria] == ["PASS", "FAIL"]
+    assert [v for v, _ in run.goals] == ["PASS (borderline)", "FAIL"]
+    assert run.goals[1][1] == report.verdict_line(verdicts[1]).split("] ", 1)[1]
     assert run.closing == ["51 s"]

@@ -3,15 +3,16 @@
 The run comes from one of two files, whichever the page names first that exists:
 
 * a JSON file written by ``python -m fastnn bench --json PATH`` (``docs/_data/benchmark.json``
-  once the lead commits one): its ``results`` (per workload, one entry per shape, each
-  contender's median and ratio), ``peak``, ``criteria`` and ``environment``;
-* ``BENCHMARKS.md``: the first fenced block after its heading ``## The recorded run``, which
-  is the command's printed report: ``== title`` sections, each a text table (a header line,
-  a line of dashes that gives the columns' extents, then the rows) with notes after it, and
-  the ``[PASS]`` / ``[FAIL]`` lines of the criteria.
+  once the lead commits one): its ``cases`` (each with its workload, label and every
+  contender's median, ratio or status), ``peak_gflops``, ``goals`` and ``environment``;
+* ``BENCHMARKS.md``: the fenced blocks under its heading ``## The recorded run``, which hold
+  the command's printed report: ``== title`` sections, each a text table (a header line, a
+  line of dashes that gives the columns' extents, then the rows) with notes after it, and
+  the ``[PASS]`` / ``[FAIL]`` lines of the goals.
 
-Both are read into the same sections (title, header, rows, notes) and criteria, and
-rendered as docutils tables, so the page changes with a new run and nothing else::
+Both are read into the same sections (title, header, rows, notes) and goals, and rendered
+as docutils tables, so the page changes with a new run and nothing else. The section titles
+and the time format are the harness's own (``fastnn.benchmark``)::
 
     .. benchmark-run::
        :sources: _data/benchmark.json ../BENCHMARKS.md
@@ -31,21 +32,15 @@ from docutils import nodes
 from docutils.parsers.rst import directives
 from sphinx.util.docutils import SphinxDirective
 
+from fastnn.benchmark.cases import TITLES, WORKLOADS
+from fastnn.benchmark.report import fmt_time
+
 RECORDED_RUN = "## The recorded run"
 MACHINE = "## The machine"
-VERDICT = re.compile(r"^\[(PASS|FAIL|n/a|borderline[^\]]*)\]\s*(.*)$")
+GOALS = "goals"  # the title of the report's last section, its verdict lines
+VERDICT = re.compile(r"^\[((?:PASS|FAIL|N/A)(?: \(borderline\))?)\]\s*(.*)$")
 
 MICROSECONDS = re.compile(r"(\d) us\b")
-
-
-def _titles() -> dict[str, str]:
-    """The harness's section titles by workload, for a JSON run (which names workloads
-    only); the workload's name where the harness does not say."""
-    try:
-        from fastnn.benchmark import TITLES
-    except (ImportError, AttributeError):
-        return {}
-    return dict(TITLES)
 
 
 def _micro(text: str) -> str:
@@ -65,7 +60,7 @@ class Run:
     source: str
     preamble: list[str]
     sections: list[Section]
-    criteria: list[tuple[str, str]]  # (verdict, text)
+    goals: list[tuple[str, str]]  # (verdict, text)
     closing: list[str]
     machine: list[tuple[str, str]] = field(default_factory=list)  # (what, value)
 
@@ -73,14 +68,16 @@ class Run:
 # -- reading the printed report (BENCHMARKS.md) ------------------------------------------
 
 def recorded_block(markdown: str) -> list[str]:
-    """The lines of the first fenced block after the ``## The recorded run`` heading."""
+    """The lines of the fenced blocks under the ``## The recorded run`` heading (up to the
+    next ``## `` heading), one after the other."""
     _, found, rest = markdown.partition(RECORDED_RUN)
     if not found:
         raise ValueError(f"no {RECORDED_RUN!r} heading")
-    match = re.search(r"^```[^\n]*\n(.*?)^```", rest, flags=re.S | re.M)
-    if match is None:
+    section = re.split(r"^## ", rest, maxsplit=1, flags=re.M)[0]
+    blocks = re.findall(r"^```[^\n]*\n(.*?)^```", section, flags=re.S | re.M)
+    if not blocks:
         raise ValueError(f"no fenced block after {RECORDED_RUN!r}")
-    return match.group(1).splitlines()
+    return [line for block in blocks for line in block.splitlines()]
 
 
 def machine_table(markdown: str) -> list[tuple[str, str]]:
@@ -122,13 +119,13 @@ def parse_report(lines: list[str], source: str) -> Run:
         line = lines[k]
         if line.startswith("== "):
             section = Section(line[3:].strip())
-            if section.title.startswith("criteria"):
+            if section.title.startswith(GOALS):
                 section = None
                 k += 1
                 while k < len(lines):
                     verdict = VERDICT.match(lines[k])
                     if verdict:
-                        run.criteria.append((verdict.group(1), verdict.group(2)))
+                        run.goals.append((verdict.group(1), verdict.group(2)))
                     elif lines[k].strip():
                         run.closing.append(lines[k].strip())
                     k += 1
@@ -159,69 +156,62 @@ def parse_report(lines: list[str], source: str) -> Run:
 
 # -- reading a JSON run (python -m fastnn bench --json) ----------------------------------
 
-def fmt_time(us: float) -> str:
-    """Microseconds as the report prints them."""
-    if us < 10:
-        return f"{us:.2f} us"
-    if us < 1000:
-        return f"{us:.1f} us"
-    if us < 1e6:
-        return f"{us / 1e3:.2f} ms"
-    return f"{us / 1e6:.2f} s"
+def _cell(entry: dict, base: str, name: str) -> str:
+    """A contender's cell as the report prints it: its time, then its ratio to the base."""
+    if "median_s" not in entry:
+        return entry.get("status", "n/a")
+    if name != base and entry.get("ratio") is not None:
+        return f"{fmt_time(entry['median_s'])} ({entry['ratio']:.2f}x)"
+    return fmt_time(entry["median_s"])
 
 
 def parse_json(payload: dict, source: str) -> Run:
     """The ``--json`` payload of ``python -m fastnn bench`` as a Run."""
     env = payload.get("environment", {})
-    preamble = []
-    if env:
-        preamble.append(f"machine: {env.get('cpu')}, {env.get('cpus')} cpus, "
-                        f"{env.get('os')}, Python {env.get('python')}")
-        preamble.append("versions: " + ", ".join(
-            f"{name} {env[name]}" for name in ("fastnn", "numpy", "scipy", "torch", "sklearn")
-            if name in env))
-    peak = payload.get("peak", {})
-    titles = _titles()
+    machine = env.get("machine", {})
+    preamble = [f"mode: {payload.get('mode', '?')}"]
+    if machine:
+        preamble.append(f"machine: {machine.get('cpu')}, {machine.get('cpus')} cpus, "
+                        f"{machine.get('os')}, Python {machine.get('python')}")
+    versions = list(dict.fromkeys(f"{facts.get('library', name)} {facts['version']}"
+                                  for name, facts in env.get("contenders", {}).items()
+                                  if "version" in facts))
+    if versions:
+        preamble.append("versions: " + ", ".join(versions))
+    peak = payload.get("peak_gflops")
     sections = []
-    if peak.get("gflops"):
-        sections.append(Section("GEMM peak: X @ W.T, float32, large square product",
-                                notes=[f"{peak.get('label', '')}: peak = "
-                                       f"{peak['gflops']:.1f} GFLOP/s"]))
-    for workload, results in payload.get("results", {}).items():
-        if not results:
-            continue
-        names = list(results[0]["contenders"])
-        flops = any(r.get("flops") for r in results)
-        section = Section(titles.get(workload, workload),
-                          ["shape", *names, *(["GFLOP/s", "% peak"] if flops else [])])
-        for r in results:
-            row = [r["label"]]
-            for name in names:
-                c = r["contenders"][name]
-                if "median_us" not in c:
-                    row.append(c.get("status", "n/a"))
-                elif "ratio" in c:
-                    row.append(f"{fmt_time(c['median_us'])} ({c['ratio']:.2f}x)")
-                else:
-                    row.append(fmt_time(c["median_us"]))
+    cases = payload.get("cases", [])
+    for workload in sorted({c["workload"] for c in cases},
+                           key=lambda w: WORKLOADS.index(w) if w in WORKLOADS else len(WORKLOADS)):
+        rows = [c for c in cases if c["workload"] == workload]
+        names = list(dict.fromkeys(n for c in rows for n in c["contenders"]))
+        flops = any(c.get("flops_per_step") for c in rows)
+        section = Section(TITLES.get(workload, workload),
+                          ["case", *names, *(["GFLOP/s", "% peak"] if flops else [])])
+        for c in rows:
+            row = [c["label"], *(_cell(c["contenders"].get(n, {"status": ""}), c["base"], n)
+                                 for n in names)]
             if flops:
-                mine = r["contenders"].get("fastnn", {})
+                mine = c["contenders"].get(c["base"], {})
                 row.append(f"{mine['gflops']:.1f}" if mine.get("gflops") else "")
                 row.append(f"{mine['percent_of_peak']:.0f}%"
                            if mine.get("percent_of_peak") is not None else "")
             section.rows.append(row)
+        if workload == "peak" and peak:
+            section.notes.append(f"GEMM peak: {peak:.1f} GFLOP/s")
         sections.append(section)
-    criteria = []
-    for v in payload.get("criteria", []):
-        verdict = {True: "PASS", False: "FAIL"}.get(v.get("passed"), "n/a")
-        criteria.append((verdict, f"{v['title']} ({v['goal']}): {v['measured']}"))
+    goals = []
+    for g in payload.get("goals", []):
+        verdict = g["verdict"].upper() + (" (borderline)" if g.get("borderline") else "")
+        goals.append((verdict, f"issue {g['issue']}: {g['title']} ({g['wants']}): "
+                               f"{g['measured']}"))
     closing = []
-    if env.get("other_cpu") is not None:
-        closing.append(f"other processes used {100 * env['other_cpu']:.1f}% of the "
-                       f"{env.get('cpus')} CPUs during the run")
+    if payload.get("other_cpu") is not None:
+        closing.append(f"other processes used {100 * payload['other_cpu']:.1f}% of the CPUs "
+                       "during the run")
     if payload.get("elapsed_s") is not None:
         closing.append(f"{payload['elapsed_s']:.0f} s")
-    return Run(source, preamble, sections, criteria, closing)
+    return Run(source, preamble, sections, goals, closing)
 
 
 def read_run(path: Path) -> Run:
@@ -287,10 +277,10 @@ class BenchmarkRun(SphinxDirective):
                 out.append(_table(section.header, section.rows))
             for note in section.notes:
                 out.append(nodes.paragraph(text=_micro(note)))
-        if run.criteria:
-            out.append(nodes.rubric(text="The speed criteria, from the ratios of this run"))
+        if run.goals:
+            out.append(nodes.rubric(text="The goals, from this run"))
             items = nodes.bullet_list()
-            for verdict, text in run.criteria:
+            for verdict, text in run.goals:
                 item = nodes.list_item()
                 item += nodes.paragraph("", "", nodes.strong(text=verdict), nodes.Text(" " + text))
                 items += item

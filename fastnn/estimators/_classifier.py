@@ -40,7 +40,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         samples seen, updated at the end of each epoch (as scikit-learn updates it);
         "adaptive" divides the rate by 5 when ``n_iter_no_change`` epochs do not improve by
         ``tol`` (the training loss, or the validation loss with early stopping).
-    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start
+        As scikit-learn's.
     momentum, nesterovs_momentum, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
         As scikit-learn's.
     early_stopping : bool, default=False
@@ -62,9 +63,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
 
     Attributes
     ----------
-    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_,
-    coefs_, intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_,
-    out_activation_
+    classes_, loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_
+        As scikit-learn's.
+    n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        As scikit-learn's.
+    coefs_, intercepts_
         As scikit-learn's. ``coefs_`` are (n_in, n_out) views ``W.T`` of the fastnn model's
         arrays and ``intercepts_`` its bias arrays (writing into them changes the model).
         ``best_validation_score_`` is the score of the epoch whose weights were kept.

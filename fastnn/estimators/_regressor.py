@@ -25,10 +25,13 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         Half the squared error (identity output; fastnn's "half_squared_error"), or half the
         Poisson deviance with a log link (output exp(z), y >= 0; fastnn's "poisson"); both
         train in the native loop.
-    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate,
-    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start,
-    momentum, nesterovs_momentum, early_stopping, validation_fraction, beta_1, beta_2,
-    epsilon, n_iter_no_change, max_fun
+    hidden_layer_sizes, activation, solver, alpha, batch_size, learning_rate
+        As MLPClassifier's.
+    learning_rate_init, power_t, max_iter, shuffle, random_state, tol, verbose, warm_start
+        As scikit-learn's.
+    momentum, nesterovs_momentum, beta_1, beta_2, epsilon, n_iter_no_change, max_fun
+        As scikit-learn's.
+    early_stopping, validation_fraction
         As scikit-learn's; early stopping watches the validation loss (see MLPClassifier),
         ``validation_scores_`` records the R^2.
     dtype : {"float32", "float64"}, default="float32"
@@ -37,9 +40,11 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     Attributes
     ----------
-    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_, coefs_,
-    intercepts_, n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_,
-    out_activation_
+    loss_, best_loss_, loss_curve_, validation_scores_, best_validation_score_, t_
+        As scikit-learn's.
+    n_features_in_, feature_names_in_, n_iter_, n_layers_, n_outputs_, out_activation_
+        As scikit-learn's.
+    coefs_, intercepts_
         As scikit-learn's (``coefs_`` are views, see MLPClassifier).
     validation_loss_curve_, best_validation_loss_, model_
         As MLPClassifier's.
