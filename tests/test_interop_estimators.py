@@ -13,7 +13,7 @@ import pytest
 
 pytest.importorskip("sklearn")
 pytest.importorskip("onnx")
-ort = pytest.importorskip("onnxruntime")
+pytest.importorskip("onnxruntime")
 
 from sklearn.base import BaseEstimator, TransformerMixin  # noqa: E402
 from sklearn.exceptions import ConvergenceWarning  # noqa: E402
@@ -24,6 +24,7 @@ from sklearn.preprocessing import StandardScaler  # noqa: E402
 
 from fastnn import MLPClassifier, MLPRegressor  # noqa: E402
 from fastnn.interop import to_onnx, to_state_dict  # noqa: E402
+from helpers import run_onnx  # noqa: E402
 
 
 def _X(n=80, d=5, seed=0):
@@ -48,13 +49,6 @@ def _fit(estimator, X, y):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         return estimator.fit(X, y)
-
-
-def _run(proto_or_path, X):
-    source = proto_or_path if isinstance(proto_or_path, str) else proto_or_path.SerializeToString()
-    session = ort.InferenceSession(source, providers=["CPUExecutionProvider"])
-    names = [output.name for output in session.get_outputs()]
-    return dict(zip(names, session.run(None, {"X": X})))
 
 
 def _atol(dtype):
@@ -85,7 +79,7 @@ def test_classifier_graph_gives_predict_and_predict_proba(kind, dtype):
     X = _X().astype(dtype)
     clf = _fit(MLPClassifier(hidden_layer_sizes=(8, 6), max_iter=60, dtype=dtype,
                              random_state=0), X, _targets(kind))
-    _assert_classifier_outputs(_run(to_onnx(clf), X), clf, X, dtype)
+    _assert_classifier_outputs(run_onnx(to_onnx(clf), X), clf, X, dtype)
 
 
 @pytest.mark.parametrize("solver", ["lbfgs", "adam"])
@@ -93,7 +87,7 @@ def test_binary_classifier_probabilities_have_two_columns(solver):
     X = _X()
     clf = _fit(MLPClassifier(hidden_layer_sizes=(6,), solver=solver, max_iter=50,
                              dtype="float64", random_state=0), X, _targets("binary-str"))
-    out = _run(to_onnx(clf), X)
+    out = run_onnx(to_onnx(clf), X)
     assert out["probabilities"].shape == (80, 2)
     np.testing.assert_allclose(out["probabilities"].sum(axis=1), 1.0, rtol=0, atol=1e-15)
     assert set(out["label"]) <= {"no", "yes"}
@@ -108,7 +102,7 @@ def test_regressor_graph_gives_predict(n_outputs, loss, dtype):
     y = y[:, 0] if n_outputs == 1 else y
     reg = _fit(MLPRegressor(loss=loss, hidden_layer_sizes=(7,), max_iter=60, dtype=dtype,
                             random_state=0), X, y)
-    out = _run(to_onnx(reg), X)
+    out = run_onnx(to_onnx(reg), X)
     assert set(out) == {"predictions"}
     expected = reg.predict(X)
     assert out["predictions"].shape == expected.shape and expected.ndim == (n_outputs > 1) + 1
@@ -123,7 +117,7 @@ def test_estimator_graph_written_to_a_file(tmp_path):
                              random_state=0), X, _targets("multiclass-str"))
     path = str(tmp_path / "clf.onnx")
     to_onnx(clf, path)
-    _assert_classifier_outputs(_run(path, X), clf, X, np.float64)
+    _assert_classifier_outputs(run_onnx(path, X), clf, X, np.float64)
 
 
 @pytest.mark.parametrize("kind", ["classifier", "regressor"])
@@ -158,7 +152,7 @@ def test_pipeline_scaler_classifier(kind, dtype):
                                                               max_iter=60, dtype=dtype,
                                                               random_state=0)),
                 X, _targets(kind))
-    out = _run(to_onnx(pipe), X)
+    out = run_onnx(to_onnx(pipe), X)
     _assert_classifier_outputs(out, pipe, X, dtype)
 
 
@@ -169,7 +163,7 @@ def test_pipeline_with_passthrough_and_regressor(dtype):
                           ("mlp", MLPRegressor(hidden_layer_sizes=(7,), max_iter=60,
                                                dtype=dtype, random_state=0))]),
                 X, X[:, :2] / 20)
-    out = _run(to_onnx(pipe), X)
+    out = run_onnx(to_onnx(pipe), X)
     np.testing.assert_allclose(out["predictions"], pipe.predict(X), rtol=_atol(dtype) * 10,
                                atol=_atol(dtype) * 10)
     # a Pipeline of the estimator alone is the estimator's graph
@@ -177,7 +171,7 @@ def test_pipeline_with_passthrough_and_regressor(dtype):
         hidden_layer_sizes=(7,), max_iter=60, dtype=dtype, random_state=0))]), X / 20, X[:, 0])
     proto = to_onnx(alone)
     assert [node.op_type for node in proto.graph.node] == ["Gemm", "Relu", "Gemm", "Squeeze"]
-    np.testing.assert_allclose(_run(proto, X / 20)["predictions"], alone.predict(X / 20),
+    np.testing.assert_allclose(run_onnx(proto, X / 20)["predictions"], alone.predict(X / 20),
                                rtol=_atol(dtype) * 10, atol=_atol(dtype) * 10)
 
 

@@ -47,7 +47,7 @@ def test_each_loss_matches_its_reference(backend, dtype, name, reduction, rng, a
 
 
 @pytest.mark.parametrize("name", list(losses.LOSSES))
-def test_each_gradient_matches_finite_differences(name, rng):
+def test_each_gradient_matches_finite_differences(backend, name, rng):
     N, d, h = 5, 3, 1e-6
     Z = _logits(name, rng, N, d, np.float64)
     y = _targets(name, rng, N, d, np.float64)

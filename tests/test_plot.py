@@ -3,14 +3,12 @@
 The drawing tests are skipped without matplotlib; the import behaviour is tested always.
 """
 
-import doctest
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-import fastnn.plot
 from fastnn import MLP, History
 from fastnn.datasets import notes_problem1, notes_problem3
 from fastnn.plot import decision_region, hidden_units, learning_curve
@@ -194,8 +192,3 @@ def test_learning_curve_of_a_real_fit(ax, tmp_path):
 def test_learning_curve_rejects_an_empty_history(ax):
     with pytest.raises(ValueError, match="no epochs"):
         learning_curve(History("accuracy"), ax=ax)
-
-
-def test_docstring_examples(mpl):
-    result = doctest.testmod(fastnn.plot, optionflags=doctest.NORMALIZE_WHITESPACE)
-    assert result.attempted > 0 and result.failed == 0

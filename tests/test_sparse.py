@@ -26,6 +26,7 @@ import fastnn
 import fastnn.functional as F
 from fastnn import MLP, Linear, Sequential
 from fastnn.optim import SGD, Adam
+from helpers import assert_same_weights, weights
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -65,10 +66,6 @@ def make_csr(N, K, density=0.05, dtype=np.float64, seed=0, index=np.int32, messy
 
 def dense(X):
     return X.toarray()  # (repeated pairs add up: scipy's meaning, and fastnn's)
-
-
-def weights(model):
-    return [A.copy() for W, b in model.parameters() for A in (W, b) if A is not None]
 
 
 # -- the kernels ----------------------------------------------------------------------------
@@ -299,8 +296,7 @@ def test_the_update_is_exact_the_dense_copys_to_rounding(dtype, opt):
     full, h2 = _fit(dense(X), y, "softmax", dtype, **OPTIMIZERS[opt])
     # (Adam's m / sqrt(v) magnifies the rounding of tiny gradients, float32's the most)
     atol = {np.float64: 1e-12, np.float32: 1e-4 if opt.startswith("adam") else 2e-6}[dtype]
-    for A, B in zip(weights(sparse), weights(full)):
-        np.testing.assert_allclose(A, B, rtol=0, atol=atol)
+    assert_same_weights(sparse, full, rtol=0, atol=atol)
     np.testing.assert_allclose(h1.loss, h2.loss, rtol=1e-5 if dtype == np.float32 else 1e-12)
 
 
@@ -313,8 +309,7 @@ def test_the_native_loop_agrees_with_the_numpy_loop(opt, output):
     native, h1 = _fit(X, y, output, "float64", sample_weight=sw, **OPTIMIZERS[opt])
     ref, h2 = _fit(X, y, output, "float64", backend="numpy", sample_weight=sw,
                    **OPTIMIZERS[opt])
-    for A, B in zip(weights(native), weights(ref)):
-        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+    assert_same_weights(native, ref, rtol=1e-9, atol=1e-12)
     np.testing.assert_allclose(h1.loss, h2.loss, rtol=1e-10)
 
 
@@ -330,13 +325,11 @@ def test_fit_options_on_sparse_input():
                     early_stopping=True, patience=2, epochs=6, **kwargs)
     assert h1.best_epoch == h2.best_epoch and h1.epochs == h2.epochs
     np.testing.assert_allclose(h1.val_loss, h2.val_loss, rtol=1e-12)
-    for A, B in zip(weights(sparse), weights(full)):
-        np.testing.assert_allclose(A, B, rtol=0, atol=1e-12)
+    assert_same_weights(sparse, full, rtol=0, atol=1e-12)
     # a warm start goes on from the optimizer state, sparse or dense
     sparse.fit(X, y, epochs=2, warm_start=True, random_state=3, **kwargs)
     full.fit(dense(X), y, epochs=2, warm_start=True, random_state=3, **kwargs)
-    for A, B in zip(weights(sparse), weights(full)):
-        np.testing.assert_allclose(A, B, rtol=0, atol=1e-12)
+    assert_same_weights(sparse, full, rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("make_opt", [lambda net: SGD(net, lr=0.1, momentum=0.9,
@@ -355,8 +348,7 @@ def test_train_on_batch(backend, make_opt):
         runs.append((weights(net), losses))
     for other in runs[1:]:
         np.testing.assert_allclose(runs[0][1], other[1], rtol=1e-5)
-        for A, B in zip(runs[0][0], other[0]):
-            np.testing.assert_allclose(A, B, rtol=0, atol=1e-4)
+        assert_same_weights(runs[0][0], other[0], rtol=0, atol=1e-4)
 
 
 def test_a_model_without_hidden_layers_and_a_layer_without_bias(backend):
@@ -371,8 +363,7 @@ def test_a_model_without_hidden_layers_and_a_layer_without_bias(backend):
         np.testing.assert_allclose(a.predict_proba(X), a.predict_proba(dense(X)), rtol=1e-12)
         a.fit(X, y, epochs=3, batch_size=8, lr=0.1, momentum=0.5, random_state=0)
         b.fit(dense(X), y, epochs=3, batch_size=8, lr=0.1, momentum=0.5, random_state=0)
-        for A, B in zip(weights(a), weights(b)):
-            np.testing.assert_allclose(A, B, rtol=0, atol=1e-12)
+        assert_same_weights(a, b, rtol=0, atol=1e-12)
 
 
 def test_one_and_two_threads_give_the_same_bits(dtype, monkeypatch):
@@ -391,8 +382,7 @@ def test_one_and_two_threads_give_the_same_bits(dtype, monkeypatch):
                    **OPTIMIZERS["adam+decay"])
     if fastnn.get_num_threads() > 1 and (__import__("os").cpu_count() or 1) > 1:
         assert made[-1].team_stretches + made[-1].disbanded >= 1
-    for A, B in zip(weights(one), weights(two)):
-        np.testing.assert_array_equal(A, B)
+    assert_same_weights(one, two)
     assert h1.loss == h2.loss
 
 
@@ -407,12 +397,10 @@ def test_teams_forced_on_every_part_of_a_sparse_step():
                 runs[opt, threads] = _fit(X, y, "softmax", "float64", threads=threads,
                                           batch_size=20, **OPTIMIZERS[opt])
     for opt in ("momentum+decay", "adam+decay"):
-        for A, B in zip(weights(runs[opt, 1][0]), weights(runs[opt, 2][0])):
-            np.testing.assert_array_equal(A, B)
+        assert_same_weights(runs[opt, 1][0], runs[opt, 2][0])
         dense_fit, _ = _fit(dense(X), y, "softmax", "float64", batch_size=20,
                             **OPTIMIZERS[opt])
-        for A, B in zip(weights(runs[opt, 1][0]), weights(dense_fit)):
-            np.testing.assert_allclose(A, B, rtol=0, atol=1e-12)
+        assert_same_weights(runs[opt, 1][0], dense_fit, rtol=0, atol=1e-12)
 
 
 def test_both_ways_of_reading_W_give_the_same_bits():

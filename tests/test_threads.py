@@ -6,7 +6,6 @@ The parallel calls below are each of the kinds of work fastnn shares among its t
 training loop's team, the lbfgs objective, one sample's large layer, and the elementwise
 passes (activations, sigmoid and softmax outputs, softmax, log-softmax, cross-entropy)."""
 
-import hashlib
 import multiprocessing
 import os
 import subprocess
@@ -19,6 +18,7 @@ import pytest
 import fastnn
 from fastnn import MLP, _kernels
 from fastnn import functional as F
+from helpers import digest
 
 threadpoolctl = pytest.importorskip("threadpoolctl")
 
@@ -34,20 +34,13 @@ def two_threads():
     fastnn.set_num_threads(before)
 
 
-def _digest(*arrays):
-    h = hashlib.sha256()
-    for A in arrays:
-        h.update(np.ascontiguousarray(A).tobytes())
-    return h.hexdigest()
-
-
 def _fit(dtype):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((2048, 256)).astype(dtype)
     y = rng.integers(0, 10, 2048)
     net = MLP(256, 256, 10, dtype=dtype, random_state=0)
     net.fit(X, y, epochs=1, batch_size=256, lr=0.05, momentum=0.9, random_state=0)
-    return _digest(*[A for W, b in net.parameters() for A in (W, b)])
+    return digest(*[A for W, b in net.parameters() for A in (W, b)])
 
 
 def _lbfgs():
@@ -59,7 +52,7 @@ def _lbfgs():
     y = rng.integers(0, 4, 1000)
     clf = MLPClassifier(hidden_layer_sizes=(200,), solver="lbfgs", max_iter=5,
                         random_state=0).fit(X, y)
-    return _digest(*clf.coefs_, *clf.intercepts_)
+    return digest(*clf.coefs_, *clf.intercepts_)
 
 
 def _big(shape, seed=2, dtype=np.float64):
@@ -70,16 +63,16 @@ KINDS = {
     "fit float32": lambda: _fit("float32"),
     "fit float64": lambda: _fit("float64"),
     "lbfgs": _lbfgs,
-    "one sample, large layer": lambda: _digest(F.linear(_big(3000), _big((3000, 3000)), None,
+    "one sample, large layer": lambda: digest(F.linear(_big(3000), _big((3000, 3000)), None,
                                                         "relu")),
-    "linear + exp": lambda: _digest(F.linear(_big((700, 64)), _big((600, 64)), None, "exp")),
-    "activate": lambda: _digest(F.activate(_big((700, 600)), "tanh")),
-    "sigmoid": lambda: _digest(F.sigmoid(_big((700, 600)))),
-    "softmax": lambda: _digest(F.softmax(_big((700, 600)))),
-    "log_softmax": lambda: _digest(F.log_softmax(_big((700, 600)))),
-    "cross_entropy": lambda: _digest(*F.cross_entropy(
+    "linear + exp": lambda: digest(F.linear(_big((700, 64)), _big((600, 64)), None, "exp")),
+    "activate": lambda: digest(F.activate(_big((700, 600)), "tanh")),
+    "sigmoid": lambda: digest(F.sigmoid(_big((700, 600)))),
+    "softmax": lambda: digest(F.softmax(_big((700, 600)))),
+    "log_softmax": lambda: digest(F.log_softmax(_big((700, 600)))),
+    "cross_entropy": lambda: digest(*F.cross_entropy(
         _big((700, 600)), np.arange(700) % 600, return_grad=True)),
-    "predict_proba": lambda: _digest(MLP(64, 600, 600, output="sigmoid", random_state=0)
+    "predict_proba": lambda: digest(MLP(64, 600, 600, output="sigmoid", random_state=0)
                                      .predict_proba(_big((700, 64), dtype=np.float32))),
 }
 
@@ -95,8 +88,8 @@ def test_a_fork_pool_runs_every_parallel_kind_after_the_parent_did(two_threads):
     context = multiprocessing.get_context("fork")
     with context.Pool(2) as pool:
         results = pool.map_async(_run, list(KINDS)).get(timeout=300)  # a hang fails here
-    for kind, digest, forks in results:
-        assert digest == expected[kind], kind
+    for kind, got, forks in results:
+        assert got == expected[kind], kind
         assert forks >= 1  # it ran in a forked child
     for kind, run in KINDS.items():  # and the parent's threads still work
         assert run() == expected[kind]

@@ -4,19 +4,23 @@ The native loop ("cython") and the batch-by-batch Python loop ("numpy") are chec
 each other, against an independent NumPy re-implementation of the update rules written here
 (SGD, momentum, Nesterov, Adam, weight decay, sample weights) and against the properties of
 the contract: the loss goes down, the same seed gives the same bits, divergence and bad
-arguments raise, early stopping restores the best weights, threads cannot run two fits at once.
+arguments raise, early stopping restores the best weights, threads cannot run two fits at once;
+then the native loop kept between fits, its step split among fastnn's threads, and its
+shuffle.
 """
 
 import math
-import threading
-
+import pickle
 import sys
+import threading
 
 import numpy as np
 import pytest
+import threadpoolctl
 
 import fastnn
-from fastnn import MLP, History, Linear, Sequential
+from fastnn import MLP, History, Linear, Sequential, _kernels
+from helpers import assert_same_weights, blas_threads, tuning, weights
 
 OPTIMIZERS = {
     "sgd": dict(optimizer="sgd", lr=0.1),
@@ -24,20 +28,6 @@ OPTIMIZERS = {
     "nesterov": dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.02),
     "adam": dict(optimizer="adam", lr=0.01),
 }
-
-
-def _weights(model):
-    return [A.copy() for W, b in model.parameters() for A in (W, b) if A is not None]
-
-
-def _assert_same_weights(a, b, **tol):
-    wa, wb = _weights(a) if not isinstance(a, list) else a, _weights(b) if not isinstance(b, list) else b
-    assert len(wa) == len(wb)
-    for A, B in zip(wa, wb):
-        if tol:
-            np.testing.assert_allclose(A, B, **tol)
-        else:
-            np.testing.assert_array_equal(A, B)
 
 
 def _blas_controllers():
@@ -101,7 +91,7 @@ def test_fit_reduces_the_loss(backend, dtype, output, opt, rng):
     assert all(math.isfinite(v) for v in history.loss)
     assert after < 0.5 * before, (before, after)
     assert history.loss[-1] < history.loss[0]
-    assert model.dtype == dtype and all(W.dtype == dtype for W in _weights(model))
+    assert model.dtype == dtype and all(W.dtype == dtype for W in weights(model))
     if output != "identity":  # the classifier learned something
         pred = model.predict(X)
         assert (pred == y).mean() > 0.85
@@ -263,16 +253,16 @@ def test_shuffle_false_ignores_the_seed_and_shuffle_true_uses_it(backend, rng):
         m.fit(X, y, epochs=2, batch_size=8, lr=0.1, **kw)
         return m
 
-    _assert_same_weights(fit(shuffle=False, random_state=1), fit(shuffle=False, random_state=2))
-    _assert_same_weights(fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=1))
+    assert_same_weights(fit(shuffle=False, random_state=1), fit(shuffle=False, random_state=2))
+    assert_same_weights(fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=1))
     a, b = fit(shuffle=True, random_state=1), fit(shuffle=True, random_state=2)
-    assert not np.array_equal(_weights(a)[0], _weights(b)[0])
+    assert not np.array_equal(weights(a)[0], weights(b)[0])
     # shuffle=False visits the rows in order: the same as fitting on the rows in order
     c = fit(shuffle=False)
     perm = np.random.default_rng(0).permutation(40)
     m = MLP(4, 5, 3, dtype="float64", random_state=0)
     m.fit(X[perm], y[perm], epochs=2, batch_size=8, lr=0.1, shuffle=False)
-    assert not np.array_equal(_weights(m)[0], _weights(c)[0])
+    assert not np.array_equal(weights(m)[0], weights(c)[0])
 
 
 def test_sample_weight_two_equals_double_lr(backend, dtype, rng):
@@ -283,7 +273,7 @@ def test_sample_weight_two_equals_double_lr(backend, dtype, rng):
                sample_weight=np.full(50, 2.0))
     hb = b.fit(X, y, epochs=3, batch_size=10, lr=0.04, random_state=3)
     tol = dict(rtol=1e-5, atol=1e-6) if dtype == np.float32 else dict(rtol=1e-12, atol=1e-14)
-    _assert_same_weights(a, b, **tol)
+    assert_same_weights(a, b, **tol)
     # the history reports the weighted mean loss: twice the unweighted one (epoch 1 starts
     # from the same weights)
     np.testing.assert_allclose(ha.loss[0], 2 * hb.loss[0], rtol=1e-5)
@@ -300,12 +290,12 @@ def test_sample_weight_zero_on_half_equals_fitting_the_other_half(backend, rng):
     ha = a.fit(X, y, epochs=5, batch_size=40, lr=0.02, shuffle=False,
                sample_weight=keep.astype(float))
     hb = b.fit(X[keep], y[keep], epochs=5, batch_size=20, lr=0.01, shuffle=False)
-    _assert_same_weights(a, b, rtol=1e-10, atol=1e-12)
+    assert_same_weights(a, b, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(np.array(ha.loss) * 2, hb.loss, rtol=1e-10)
     # and it differs from using all samples
     c = MLP(4, 6, 1, output="identity", dtype="float64", random_state=0)
     c.fit(X, y, epochs=5, batch_size=40, lr=0.02, shuffle=False)
-    assert not np.allclose(_weights(a)[0], _weights(c)[0])
+    assert not np.allclose(weights(a)[0], weights(c)[0])
 
 
 # ---------------------------------------------------------------------------------------
@@ -365,7 +355,7 @@ def test_early_stopping_restores_the_best_epoch(backend, rng):
     again = MLP(1, 64, 1, activation="tanh", output="identity", dtype="float64",
                 random_state=0)
     again.fit(X, y, epochs=best + 1, batch_size=4, lr=0.02, optimizer="adam", random_state=0)
-    _assert_same_weights(model, again)
+    assert_same_weights(model, again)
 
 
 def test_early_stopping_restores_the_step_count(backend, rng):
@@ -379,7 +369,7 @@ def test_early_stopping_restores_the_step_count(backend, rng):
                 random_state=0)
     again.fit(X, y, epochs=h.best_epoch + 1, batch_size=4, lr=0.02, optimizer="adam",
               random_state=0)
-    _assert_same_weights(model, again)
+    assert_same_weights(model, again)
     assert model.optimizer_state_["t"] == again.optimizer_state_["t"] == (h.best_epoch + 1) * 4
 
 
@@ -427,7 +417,7 @@ def test_native_and_numpy_backends_agree(output, n_out, opt, rng):
             histories.append(m.fit(X, y, epochs=3, batch_size=16, lr=0.01, random_state=4,
                                    **kwargs))
             models.append(m)
-    _assert_same_weights(*models, rtol=1e-10, atol=1e-12)
+    assert_same_weights(*models, rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(histories[0].loss, histories[1].loss, rtol=1e-12)
     assert models[0].optimizer_state_["t"] == models[1].optimizer_state_["t"] == 12
 
@@ -440,7 +430,7 @@ def test_native_and_numpy_backends_agree_float32(rng):
             m = MLP(4, 8, 3, output="softmax", dtype="float32", random_state=0)
             m.fit(X, y, epochs=3, batch_size=16, lr=0.01, optimizer="adam", random_state=1)
             models.append(m)
-    _assert_same_weights(*models, rtol=1e-4, atol=1e-5)
+    assert_same_weights(*models, rtol=1e-4, atol=1e-5)
 
 
 @pytest.mark.parametrize("opt", ["sgd", "adam"])
@@ -451,13 +441,13 @@ def test_same_seed_gives_bit_identical_weights(backend, dtype, opt, rng):
         m = MLP(4, (8, 8), 3, dtype=dtype, random_state=5)
         h = m.fit(X, y, epochs=3, batch_size=10, random_state=7, **OPTIMIZERS[opt])
         runs.append((m, h))
-    _assert_same_weights(runs[0][0], runs[1][0])
+    assert_same_weights(runs[0][0], runs[1][0])
     assert runs[0][1].loss == runs[1][1].loss
 
 
 def _thread_problem():
-    # large enough that BLAS and OpenMP use their threads: a 1024 x 256 tanh layer is over
-    # the kernels' 262144-element OpenMP threshold
+    # large enough that BLAS and fastnn's threads take part: a 1024 x 256 tanh layer, as
+    # many elements as the tuning table's parallel_elements holds today
     rng = np.random.default_rng(0)
     X = rng.standard_normal((1024, 64))
     y = rng.integers(0, 10, 1024)
@@ -482,8 +472,8 @@ def test_one_and_two_threads_give_bit_identical_weights(backend, dtype, user_api
     pytest.importorskip("threadpoolctl")
     one = _fit_with_threads(1, dtype, backend, user_api)
     two = _fit_with_threads(2, dtype, backend, user_api)
-    _assert_same_weights(one, two)
-    _assert_same_weights(two, _fit_with_threads(2, dtype, backend, user_api))
+    assert_same_weights(one, two)
+    assert_same_weights(two, _fit_with_threads(2, dtype, backend, user_api))
 
 
 def test_fit_leaves_the_thread_limits_as_they_were(backend, rng):
@@ -525,11 +515,11 @@ def test_divergence_raises_and_keeps_the_previous_epoch(backend, opt, rng):
     model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
     with pytest.raises(FloatingPointError, match="epoch 3"):
         model.fit(X, y, epochs=5, batch_size=8, random_state=3, lr_schedule=schedule, **kwargs)
-    assert all(np.isfinite(A).all() for A in _weights(model))
+    assert all(np.isfinite(A).all() for A in weights(model))
     # exactly the weights after epoch 2: a fit that stops there
     ref = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
     ref.fit(X, y, epochs=2, batch_size=8, random_state=3, lr=1e-4, **kwargs)
-    _assert_same_weights(model, ref)
+    assert_same_weights(model, ref)
     assert len(model.history_.loss) == 2  # the finished epochs are in the history
     # the optimizer state is that of epoch 2 too
     for k in range(2):
@@ -559,21 +549,21 @@ def test_divergence_restores_the_step_count(backend, rng):
 def test_divergence_in_the_first_epoch(backend, rng):
     X, y = _regression(rng)
     model = MLP(3, 5, 1, output="identity", dtype="float64", random_state=0)
-    before = _weights(model)
+    before = weights(model)
     with pytest.raises(FloatingPointError, match=r"epoch 1 of 3"):
         model.fit(X, y, epochs=3, batch_size=4, lr=1e6)
-    _assert_same_weights(before, model)
+    assert_same_weights(before, model)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
 def test_divergence_in_the_last_update_is_detected(backend, rng):
     X, y = _regression(rng)
     model = MLP(3, 5, 1, output="identity", dtype="float32", random_state=0)
-    before = _weights(model)
+    before = weights(model)
     # one batch, one update that overflows the float32 weights: no later loss sees it
     with pytest.raises(FloatingPointError, match="epoch 1 of 1"):
         model.fit(X, y, epochs=1, batch_size=len(X), lr=1e38)
-    _assert_same_weights(before, model)
+    assert_same_weights(before, model)
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")  # overflow on the way to inf
@@ -625,10 +615,10 @@ def test_bad_fit_arguments(backend, kwargs, exc, name, rng):
     X = rng.standard_normal((20, 4))
     y = rng.integers(0, 3, 20)
     model = MLP(4, 3, 3, random_state=0)
-    before = _weights(model)
+    before = weights(model)
     with pytest.raises(exc, match=name):
         model.fit(X, y, **{"epochs": 2, **kwargs})
-    _assert_same_weights(before, model)  # nothing was trained
+    assert_same_weights(before, model)  # nothing was trained
 
 
 @pytest.mark.parametrize("output, y, match", [
@@ -740,13 +730,13 @@ def test_warm_start_continues_the_optimizer(backend, opt, rng):
     assert a.optimizer_state_["t"] == 4 * steps
     b = MLP(4, 6, 3, dtype="float64", random_state=0)
     b.fit(X, y, epochs=4, batch_size=8, shuffle=False, **kwargs)
-    _assert_same_weights(a, b, rtol=1e-12, atol=1e-14)
+    assert_same_weights(a, b, rtol=1e-12, atol=1e-14)
     # without warm_start the optimizer starts afresh: a different result
     c = MLP(4, 6, 3, dtype="float64", random_state=0)
     c.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
     c.fit(X, y, epochs=2, batch_size=8, shuffle=False, **kwargs)
     assert c.optimizer_state_["t"] == 2 * steps
-    assert not np.allclose(_weights(c)[0], _weights(b)[0], rtol=1e-9, atol=0)
+    assert not np.allclose(weights(c)[0], weights(b)[0], rtol=1e-9, atol=0)
 
 
 def test_warm_start_across_backends(rng):
@@ -795,14 +785,14 @@ def test_sequential_without_bias_trains(backend, rng):
 def test_fit_while_the_lock_is_held_raises(backend, rng):
     X, y, _ = _problem("softmax", rng, N=20)
     model = MLP(4, 3, 3, random_state=0)
-    before = _weights(model)
+    before = weights(model)
     assert model._fit_lock.acquire(blocking=False)
     try:
         with pytest.raises(RuntimeError, match="already running"):
             model.fit(X, y, epochs=1)
     finally:
         model._fit_lock.release()
-    _assert_same_weights(before, model)
+    assert_same_weights(before, model)
     model.fit(X, y, epochs=1)  # released: fits again
     # a fit that fails releases the lock too
     with pytest.raises(ValueError):
@@ -870,12 +860,7 @@ def test_two_models_fit_in_two_threads(backend, rng):
     for t in threads:
         t.join(30)
     for a, b in zip(seq, par):
-        _assert_same_weights(a, b)
-
-
-def _blas_threads():
-    threadpoolctl = pytest.importorskip("threadpoolctl")
-    return [i["num_threads"] for i in threadpoolctl.threadpool_info() if i["user_api"] == "blas"]
+        assert_same_weights(a, b)
 
 
 def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
@@ -883,7 +868,7 @@ def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
     a, b = MLP(4, 3, 3, random_state=0), MLP(4, 3, 3, random_state=1)
     a.fit(X, y, epochs=1)  # load every library first
     _set_blas_threads({lc.filepath: 2 for lc in _blas_controllers()})
-    before = _blas_threads()
+    before = blas_threads()
     if not before or before != [2] * len(before):
         pytest.skip("needs BLAS with 2 threads")
     a_inside, b_inside, a_done = threading.Event(), threading.Event(), threading.Event()
@@ -898,7 +883,7 @@ def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
     def schedule_b(epoch):
         b_inside.set()
         assert a_done.wait(10)
-        seen["b after a"] = _blas_threads()
+        seen["b after a"] = blas_threads()
         return 0.01
 
     def run(model, schedule, wait=None, done=None):
@@ -919,7 +904,7 @@ def test_overlapping_fits_restore_the_blas_thread_count(backend, rng):
     for t in threads:
         t.join(30)
     assert not errors
-    assert _blas_threads() == before  # the process's BLAS threads are as they were
+    assert blas_threads() == before  # the process's BLAS threads are as they were
     assert all(n == 1 for n in seen["b after a"])  # B's fit stayed on one BLAS thread
 
 
@@ -939,7 +924,7 @@ def test_fit_in_a_worker_thread_is_deterministic():
             t = threading.Thread(target=run)
             t.start()
             t.join(60)
-    _assert_same_weights(*results)
+    assert_same_weights(*results)
 
 
 # ---------------------------------------------------------------------------------------
@@ -1074,3 +1059,407 @@ def test_huge_sample_weights_name_the_weights_when_training_diverges(backend, rn
     with fastnn.use_backend(backend), \
             pytest.raises(FloatingPointError, match="sample_weight.*mean here is 1e\\+30"):
         MLP(4, 5, K, random_state=0).fit(X, y, sample_weight=np.full(64, 1e30), lr=0.1)
+
+
+# ---------------------------------------------------------------------------------------
+# fit keeps its native loop (workspaces, transposed copies) on the model and reuses it when
+# the next fit has the same shapes and arrays: the results must be those of a new loop, and
+# anything that changed in between (an array replaced, an activation, the rule, the data's
+# shapes, the optimizer state) must build a new one. A fit of one epoch restores through the
+# loop's own copy (guard) instead of a Python copy.
+# ---------------------------------------------------------------------------------------
+
+
+def _kept_loop_data(N=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((N, 5)), rng.integers(0, 3, N)
+
+
+def _fresh_copy(model):
+    twin = pickle.loads(pickle.dumps(model))  # (drops the kept loop)
+    assert twin._fit_loop is None
+    return twin
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(optimizer="sgd", lr=0.1),
+    dict(optimizer="sgd", lr=0.05, momentum=0.9, nesterov=True, weight_decay=0.01),
+    dict(optimizer="adam", lr=0.01),
+])
+def test_a_kept_loop_gives_what_a_new_loop_gives(backend, dtype, kwargs):
+    X, y = _kept_loop_data()
+    model = MLP(5, 8, 3, dtype=dtype, random_state=0)
+    model.fit(X, y, epochs=2, batch_size=8, random_state=1, **kwargs)
+    kept = model._fit_loop
+    twin = _fresh_copy(model)
+    for m in (model, twin):  # the same next fits: kept loop vs a new one
+        m.fit(X, y, epochs=1, batch_size=8, random_state=2, warm_start=True, **kwargs)
+        m.fit(X[:24], y[:24], epochs=2, batch_size=8, random_state=3, warm_start=True,
+              **kwargs)
+    assert model._fit_loop is not None
+    for (W, b), (W2, b2) in zip(model.parameters(), twin.parameters()):
+        np.testing.assert_array_equal(W, W2)
+        np.testing.assert_array_equal(b, b2)
+    # the second fit had other shapes (24 rows): it built a loop of its own
+    assert model._fit_loop is not kept
+
+
+def test_what_changed_between_fits_builds_a_new_loop(backend):
+    X, y = _kept_loop_data()
+    model = MLP(5, 8, 3, random_state=0)
+    model.fit(X, y, epochs=1)
+    loop = model._fit_loop
+    model.fit(X, y, epochs=1)
+    assert model._fit_loop is loop  # same shapes, arrays and rule: kept
+    model.layers[0].W = model.layers[0].W.copy()  # an array replaced
+    before = model.layers[0].W.copy()
+    model.fit(X, y, epochs=1)
+    assert model._fit_loop is not loop and not np.array_equal(model.layers[0].W, before)
+    loop = model._fit_loop
+    model.layers[0].activation = "tanh"
+    model.fit(X, y, epochs=1)
+    assert model._fit_loop is not loop
+    loop = model._fit_loop
+    model.fit(X, y, epochs=1, momentum=0.5)  # another rule (and state)
+    assert model._fit_loop is not loop
+    loop = model._fit_loop
+    model.layers[1].W.flags.writeable = False  # (replaced by a writeable copy)
+    model.fit(X, y, epochs=1, momentum=0.5)
+    assert model._fit_loop is not loop and model.layers[1].W.flags.writeable
+
+
+def test_a_damaged_kept_state_is_refused_by_its_values(backend):
+    X, y = _kept_loop_data()
+    model = MLP(5, 8, 3, random_state=0)
+    model.fit(X, y, epochs=1, optimizer="adam", lr=0.01)
+    model.optimizer_state_["state"][1][0][0][0, 0] = -1.0  # a negative second moment
+    with pytest.warns(RuntimeWarning, match="second moment of layer 0's W holds negative"):
+        model.fit(X, y, epochs=1, optimizer="adam", lr=0.01, warm_start=True)
+    assert model.optimizer_state_["t"] == 2  # (a new state: 40 / 32 -> 2 steps)
+
+
+def test_a_diverging_one_epoch_fit_keeps_the_weights(backend, dtype):
+    X, _ = _kept_loop_data()
+    model = MLP(5, 8, 2, output="identity", dtype=dtype, random_state=0)
+    before = [A.copy() for pair in model.parameters() for A in pair]
+    big = np.dtype(dtype) == np.float64
+    y = np.full((40, 2), 1e100 if big else 1e18)
+    with pytest.raises(FloatingPointError, match="diverged in epoch 1 of 1"):
+        model.fit(X, y, epochs=1, lr=1e300 if big else 1e30, momentum=0.9)
+    for A, A0 in zip([A for pair in model.parameters() for A in pair], before):
+        np.testing.assert_array_equal(A, A0)
+    assert model.optimizer_state_["t"] == 0
+
+
+def test_ctrl_c_in_a_one_epoch_fit_puts_the_weights_back(monkeypatch):
+    """The loop's own copy (guard) restores when Ctrl-C leaves the epoch: here the progress
+    callback of the native loop raises it, as a signal noticed there would."""
+    X, y = _kept_loop_data(N=400)
+    model = MLP(5, 8, 3, random_state=0)
+    before = [A.copy() for pair in model.parameters() for A in pair]
+    from fastnn import _progress
+
+    def interrupt(self, done):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_progress.EpochBar, "__call__", interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        model.fit(X, y, epochs=1, batch_size=4, verbose=2)
+    for A, A0 in zip([A for pair in model.parameters() for A in pair], before):
+        np.testing.assert_array_equal(A, A0)
+    fastnn.MLP(5, 8, 3).fit(X, y, epochs=1)  # (fastnn still works afterwards)
+
+
+# ---------------------------------------------------------------------------------------
+# The native loop's split step (fastnn/_train.pyx): a step of enough work is cut into fixed
+# parts (blocks of the batch's rows, then blocks of each layer's units) that fastnn's threads
+# share; a team whose threads wait long at the barriers disbands for the rest of a stretch.
+# The contract: the weights do not depend on how many threads ran the parts (bit for bit),
+# they agree with the Python loop of the NumPy reference backend, and the choice of threads
+# behaves as documented. Sizes that must reach one side of a threshold of the tuning table
+# (fastnn/_tuning.pyx) are computed from its values, which no test asserts. Every
+# architecture below has a step of two parts or more on batches of 32 rows: the first test
+# checks that its two-thread fits ran a team.
+# ---------------------------------------------------------------------------------------
+
+TUNING = tuning()
+
+TEAM_OPTIMIZERS = {
+    "sgd": dict(optimizer="sgd", lr=0.05),
+    "momentum": dict(optimizer="sgd", momentum=0.9, lr=0.01),
+    "nesterov+decay": dict(optimizer="sgd", momentum=0.9, nesterov=True, lr=0.01,
+                           weight_decay=1e-3),
+    "adam": dict(optimizer="adam", lr=0.003),
+}
+
+
+def _team_problem(kind, N, n_in, n_out, dtype, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((N, n_in)).astype(dtype)
+    if kind == "softmax":
+        y = rng.integers(0, n_out, N)
+    elif kind == "sigmoid":  # multi-label
+        y = (rng.random((N, n_out)) < 0.4).astype(dtype)
+    else:
+        y = rng.standard_normal((N, n_out)).astype(dtype)
+    return X, y
+
+
+def _team_model(arch, dtype):
+    n_in, hidden, n_out, act, output = arch
+    return MLP(n_in, hidden, n_out, activation=act, output=output, dtype=dtype,
+               random_state=1)
+
+
+ARCHS = {
+    # the digits fit's shape (64-128-10, relu, softmax)
+    "digits": (64, (128,), 10, "relu", "softmax"),
+    # deeper, an output layer with more units than parts, sigmoid outputs (multi-label)
+    "deep multilabel": (24, (96, 80, 64), 12, "tanh", "sigmoid"),
+    # regression with several outputs, exp-based activations
+    "regression": (40, (150, 60), 3, "sigmoid", "identity"),
+}
+
+
+def _teams_possible():
+    return fastnn.get_num_threads() > 1 and (__import__("os").cpu_count() or 1) > 1
+
+
+def _epoch_work(arch, N):
+    """Multiply-adds of an epoch of N rows through ``arch`` (3 a weight a row: the forward,
+    dU and dW), as the tuning table's team_epoch counts them."""
+    sizes = [arch[0], *arch[1], arch[2]]
+    return 3 * N * sum(k * m for k, m in zip(sizes[:-1], sizes[1:]))
+
+
+def _team_fit(arch, dtype, threads, batch_size, opt, N=401, sample_weight=False, epochs=3,
+              backend="cython"):
+    n_in, _, n_out, _, output = arch
+    X, y = _team_problem(output, N, n_in, n_out, dtype)
+    sw = np.random.default_rng(3).uniform(0.2, 2.0, N) if sample_weight else None
+    model = _team_model(arch, dtype)
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"), \
+            fastnn.use_backend(backend):
+        history = model.fit(X, y, epochs=epochs, batch_size=batch_size, sample_weight=sw,
+                            random_state=2, **TEAM_OPTIMIZERS[opt])
+    return model, history
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("opt", list(TEAM_OPTIMIZERS))
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_one_and_two_threads_give_the_same_bits(trainers, arch, opt, dtype):
+    # N = 401 with batches of 32: the last batch (17 rows) splits unevenly
+    one, h1 = _team_fit(ARCHS[arch], dtype, 1, 32, opt)
+    two, h2 = _team_fit(ARCHS[arch], dtype, 2, 32, opt)
+    if _teams_possible():  # (else nothing was shared: the test would compare one with one)
+        assert trainers[-1].team_stretches + trainers[-1].disbanded >= 1, \
+            "no team ran: resize the architectures for the tuning table"
+    for A, B in zip(weights(one), weights(two)):
+        np.testing.assert_array_equal(A, B)
+    assert h1.loss == h2.loss
+
+
+@pytest.mark.parametrize("batch_size", [1, 2 * TUNING["part_rows"] + 1, 203])
+def test_batches_smaller_than_the_parts_and_the_whole_set(batch_size):
+    # one row per batch (one part), 2 part_rows + 1 rows (two parts of unequal rows),
+    # everything in one batch
+    arch = (512, (160,), 10, "relu", "softmax")
+    N = max(41, batch_size + 8) if batch_size < 203 else 203
+    one, _ = _team_fit(arch, "float64", 1, batch_size, "momentum", N=N, epochs=2)
+    two, _ = _team_fit(arch, "float64", 2, batch_size, "momentum", N=N, epochs=2)
+    for A, B in zip(weights(one), weights(two)):
+        np.testing.assert_array_equal(A, B)
+
+
+@pytest.mark.parametrize("sample_weight", [False, True])
+@pytest.mark.parametrize("opt", ["sgd", "adam"])
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_the_split_step_agrees_with_the_reference_loop(arch, opt, sample_weight):
+    native, hn = _team_fit(ARCHS[arch], "float64", 2, 32, opt, sample_weight=sample_weight)
+    ref, hr = _team_fit(ARCHS[arch], "float64", 2, 32, opt, sample_weight=sample_weight,
+                        backend="numpy")
+    for A, B in zip(weights(native), weights(ref)):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(hn.loss, hr.loss, rtol=1e-10)
+
+
+def test_a_layer_without_bias_in_the_split_step():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((300, 60)), rng.standard_normal((300, 1))  # a team-sized epoch
+    fits = []
+    for backend, threads in (("cython", 1), ("cython", 2), ("numpy", 2)):
+        net = Sequential([Linear(60, 200, "tanh", dtype="float64", random_state=0),
+                          Linear(200, 1, bias=False, dtype="float64", random_state=1)],
+                         loss="squared_error")
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"), \
+                fastnn.use_backend(backend):
+            net.fit(X, y, epochs=2, batch_size=25, lr=0.01, momentum=0.5, random_state=0)
+        fits.append(weights(net))
+    for A, B in zip(fits[0], fits[1]):
+        np.testing.assert_array_equal(A, B)
+    for A, B in zip(fits[0], fits[2]):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+
+
+@pytest.fixture
+def trainers(monkeypatch):
+    """The native Trainers that fits create (to look at how their stretches ran); a test may
+    set ``disband_after`` to make each new Trainer's team disband after that many steps."""
+    class Made(list):
+        spy = None
+
+    made = Made()
+    real = _kernels.EpochRunner
+
+    def spy(*args, **kwargs):
+        made.append(real(*args, **kwargs))
+        if getattr(spy, "disband_after", None) is not None:
+            from fastnn import _testing  # (the checked build's hooks)
+
+            _testing.disband_after(made[-1], spy.disband_after)
+        return made[-1]
+
+    monkeypatch.setattr(_kernels, "EpochRunner", spy)
+    made.spy = spy
+    yield made
+
+
+# (a team's first stretch times it: probe_steps steps)
+@pytest.mark.parametrize("at", sorted({1, max(1, TUNING["probe_steps"] // 2),
+                                       max(1, TUNING["probe_steps"] - 1)}))
+@pytest.mark.parametrize("arch", ["digits", "deep multilabel"])
+def test_a_team_that_disbands_mid_stretch_gives_the_same_bits(trainers, arch, at):
+    # thread 0 finishes the stretch alone after ``at`` steps: every part still runs once
+    alone, h1 = _team_fit(ARCHS[arch], "float32", 1, 32, "adam")
+    pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
+    trainers.spy.disband_after = at
+    split, h2 = _team_fit(ARCHS[arch], "float32", 2, 32, "adam")
+    if _teams_possible():
+        assert trainers[-1].disbanded >= 1
+    for A, B in zip(weights(alone), weights(split)):
+        np.testing.assert_array_equal(A, B)
+    assert h1.loss == h2.loss
+
+
+def test_a_short_stretch_runs_on_one_thread(trainers):
+    # 3 epochs of 2 batches of a 10-100-1 net, less work an epoch than the tuning table's
+    # team_epoch: too little to wake a team for
+    arch = (10, (100,), 1)
+    N = max(1, min(331, TUNING["team_epoch"] // _epoch_work(arch, 1) - 1))
+    X, y = _team_problem("identity", N, 10, 1, "float32")
+    MLP(10, 100, 1, output="identity", random_state=0).fit(X, y, epochs=3, batch_size=200)
+    trainer = trainers[-1]
+    assert trainer.alone_stretches >= 1 and trainer.team_stretches == trainer.disbanded == 0
+
+
+def test_a_small_step_runs_on_one_thread(trainers):
+    # a step of fewer rows and units than two parts take (the tuning table's part_rows) is
+    # one part: no team at all, even in an epoch long enough for one (team_epoch)
+    B = TUNING["part_rows"]
+    N = max(40, TUNING["team_epoch"] // _epoch_work((4, (8,), 3), 1) + B)
+    X = np.random.default_rng(0).standard_normal((N, 4))
+    y = np.arange(N) % 3
+    MLP(4, 8, 3, random_state=0).fit(X, y, epochs=2, batch_size=B)
+    assert trainers[-1].team_stretches == trainers[-1].disbanded == 0
+
+
+def test_one_thread_allowed_means_no_team(trainers):
+    # an epoch long enough for a team (the tuning table's team_epoch), one thread allowed
+    N = max(256, TUNING["team_epoch"] // _epoch_work(ARCHS["digits"], 1) + 64)
+    X, y = _team_problem("softmax", N, 64, 10, "float32")
+    with threadpoolctl.threadpool_limits(limits=1, user_api="openmp"):
+        _team_model(ARCHS["digits"], "float32").fit(X, y, epochs=2, batch_size=32)
+    assert trainers[-1].team_stretches == trainers[-1].disbanded == 0
+
+
+@pytest.mark.parametrize("arch", ["digits", "regression"])  # first layer transposed / not
+def test_weights_changed_by_a_callback_are_trained_on(arch):
+    # the native loop holds a small first layer transposed during an epoch and copies it in
+    # again only when something may have written the model's arrays: a callback may
+    n_in, _, n_out, _, output = ARCHS[arch]
+    X, y = _team_problem(output, 401, n_in, n_out, "float64")
+    fits = []
+    for backend in ("cython", "numpy"):
+        model = _team_model(ARCHS[arch], "float64")
+
+        def shrink(epoch, history, model=model):
+            if epoch == 0:
+                model.layers[0].W *= 0.5  # in place: the arrays the loop trains
+                model.layers[0].b[:] = 0.25
+
+        with fastnn.use_backend(backend):
+            model.fit(X, y, epochs=3, batch_size=32, lr=0.01, momentum=0.9, random_state=0,
+                      callback=shrink)
+        fits.append(weights(model))
+    for A, B in zip(*fits):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("N, transposed", [(128 * (TUNING["mirror_steps"] + 1), True),
+                                          (128 * max(1, TUNING["mirror_steps"] - 1), False)])
+def test_a_mid_size_first_layer_is_held_transposed_in_long_epochs(trainers, N, transposed):
+    # 784 -> 128 on batches of 128: a product too large for BLAS's small-matrix kernels, which
+    # the loop holds as W^T (OpenBLAS packs it faster) when it has at most mirror_weights
+    # weights and an epoch has mirror_steps steps or more (the tuning table's) to pay for the
+    # two copies; either way the weights agree with the reference loop and do not depend on
+    # the thread count
+    arch = (min(784, TUNING["mirror_weights"] // 128), (128,), 10, "relu", "softmax")
+    fits = []
+    for threads, backend in ((1, "cython"), (2, "cython"), (2, "numpy")):
+        model, _ = _team_fit(arch, "float64", threads, 128, "momentum", N=N, epochs=2,
+                             backend=backend)
+        fits.append(weights(model))
+        if backend == "cython":
+            assert trainers[-1].transposed is transposed
+    for A, B in zip(fits[0], fits[1]):
+        np.testing.assert_array_equal(A, B)
+    for A, B in zip(fits[0], fits[2]):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+
+
+# ---------------------------------------------------------------------------------------
+# The loop's two small helpers in the extension: the epoch's shuffle (both backends visit the
+# samples in its order) and the finiteness check of the weights after an epoch
+# ---------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 3, 17, 1347])
+def test_shuffle_gives_a_permutation_that_depends_on_the_seed_only(n):
+    a, b, c = (np.arange(n, dtype=np.intp) for _ in range(3))
+    _kernels.shuffle(a, 12345)
+    _kernels.shuffle(b, 12345)
+    _kernels.shuffle(c, 54321)
+    assert sorted(a) == list(range(n))
+    np.testing.assert_array_equal(a, b)
+    if n > 3:
+        assert not np.array_equal(a, c)
+
+
+def test_shuffle_puts_every_value_everywhere_about_equally_often():
+    # 6 items, 60000 seeds: each (value, position) pair about 10000 times; Fisher-Yates with a
+    # biased or off-by-one draw misses pairs or skews them far beyond this tolerance
+    n, trials = 6, 60000
+    counts = np.zeros((n, n))
+    for seed in range(trials):
+        p = np.arange(n, dtype=np.intp)
+        _kernels.shuffle(p, seed * 0x9E3779B97F4A7C15 % 2**64)
+        counts[p, np.arange(n)] += 1
+    expected = trials / n
+    assert np.all(np.abs(counts - expected) < 6 * np.sqrt(expected))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite(dtype):
+    info = np.finfo(dtype)
+    ok = np.array([0.0, -0.0, 1.0, info.max, -info.max, info.tiny, info.tiny / 4, -3.5],
+                  dtype=dtype)
+    assert _kernels.all_finite(ok)
+    assert _kernels.all_finite(np.empty(0, dtype))
+    assert _kernels.all_finite(np.ones((7, 9), dtype))
+    for bad in (np.inf, -np.inf, np.nan, -np.nan):
+        for at in (0, 3, 64, 100):  # the first element, inside the vector body, the tail
+            x = np.ones(101, dtype)
+            x[at] = bad
+            assert not _kernels.all_finite(x)
+            assert not _kernels.all_finite(x.reshape(1, 101))

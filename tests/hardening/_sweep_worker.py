@@ -1,6 +1,6 @@
 """Subprocess sweep of fastnn's kernel-facing public API (run by test_hardening_sweep.py).
 
-Run as a script: ``python tests/_sweep_worker.py [--progress FILE] [--quick]``. It calls every
+Run as a script: ``python tests/hardening/_sweep_worker.py [--progress FILE] [--quick]``. It calls every
 public function of ``fastnn.functional`` (both backends) and the model methods (forward,
 decision_function, predict_proba, predict, loss, gradients, fit) over a fixed grid of nasty
 inputs, varying one argument at a time around valid arguments and then all array arguments
@@ -39,6 +39,10 @@ import numpy as np  # noqa: E402
 import fastnn  # noqa: E402
 from fastnn import functional as F  # noqa: E402
 
+# the tests' shared helpers (tests/helpers.py), also when run as a script from anywhere
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from helpers import with_layout  # noqa: E402
+
 BACKENDS = ("cython", "numpy")
 DTYPES = ("float16", "float32", "float64", "int8", "int32", "int64", "uint8", "uint64", "bool",
           "complex64", "complex128", "object", "str", "datetime64")
@@ -46,10 +50,6 @@ LAYOUTS = ("C", "fortran", "negative", "strided", "unaligned", "readonly", "byte
            "broadcast", "subclass", "list")
 VALUES = ("normal", "zeros", "nan", "inf", "-inf", "1e30", "-1e30", "subnormal", "mixed")
 SPECIALS = (np.nan, np.inf, -np.inf, 1e30, -1e30, 5e-324, 1e-40, 0.0, -0.0, 1.0)
-
-
-class Sub(np.ndarray):
-    """An ndarray subclass."""
 
 
 # ---------------------------------------------------------------------------------------
@@ -95,48 +95,9 @@ def cast(V, dtype):
         return V.astype(dtype)
 
 
-def layout(A, kind):
-    """The values of A in another memory layout (or container)."""
-    if kind == "list":
-        return A.tolist()
-    if kind == "subclass":
-        return A.copy().view(Sub)
-    if A.ndim == 0 or kind == "C":
-        return A.copy()
-    if kind == "fortran":
-        return np.asfortranarray(A)
-    if kind == "negative":
-        rev = (slice(None, None, -1),) * A.ndim
-        return A[rev].copy()[rev]
-    if kind == "strided":
-        big = np.zeros(A.shape[:-1] + (2 * A.shape[-1],), dtype=A.dtype)
-        big[..., ::2] = A
-        return big[..., ::2]
-    if kind == "unaligned":
-        if A.dtype.itemsize <= 1 or A.dtype.hasobject:
-            return A.copy()
-        buf = np.zeros(A.nbytes + 1, dtype=np.uint8)
-        U = buf[1:].view(A.dtype).reshape(A.shape)
-        U[...] = A
-        return U
-    if kind == "readonly":
-        V = A.copy()
-        V.flags.writeable = False
-        return V
-    if kind == "byteswapped":
-        if A.dtype.hasobject or A.dtype.kind in "bUM" or A.dtype.itemsize <= 1:
-            return A.copy()
-        return A.astype(A.dtype.newbyteorder())
-    if kind == "broadcast":
-        if A.shape[0] == 0:
-            return A.copy()
-        return np.broadcast_to(A[:1], A.shape)  # zero strides along axis 0, read-only
-    raise AssertionError(kind)
-
-
 def make(shape, dtype="float64", vals="normal", lay="C", seed=0):
     rng = np.random.default_rng(seed)
-    return layout(cast(values(shape, vals, rng), dtype), lay)
+    return with_layout(cast(values(shape, vals, rng), dtype), lay)
 
 
 def variants(shape):

@@ -24,21 +24,9 @@ from fastnn import functional as F
 # the numpy backend's exp / square overflow on purpose here (exp(1e4), (1e30)^2 in float32)
 pytestmark = pytest.mark.filterwarnings("ignore:overflow encountered:RuntimeWarning")
 
-BACKENDS = ("cython", "numpy")
 DTYPES = (np.float32, np.float64)
 LN2 = math.log(2.0)
 COUNTS = {"checks": 0, "calls": 0, "samples_summed": 0}
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with fastnn.use_backend(request.param):
-        yield request.param
-
-
-@pytest.fixture(params=DTYPES, ids=lambda t: np.dtype(t).name)
-def dtype(request):
-    return request.param
 
 
 def exact(actual, expected, dtype, rel=4, what=""):

@@ -19,17 +19,14 @@ import time
 
 import numpy as np
 import pytest
-from threadpoolctl import threadpool_info, threadpool_limits
+from threadpoolctl import threadpool_limits
 
 import fastnn
 from fastnn import functional as F
+from helpers import blas_threads, same_bits
 
 COUNTS = {"threads_started": 0, "calls": 0, "fits": 0}
 JOIN = 120  # seconds: a hung thread fails the test instead of hanging CI
-
-
-def blas_threads():
-    return [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
 
 
 def run_threads(targets):
@@ -56,16 +53,6 @@ def run_threads(targets):
     if errors:
         raise errors[0][1]
     return results
-
-
-def same(a, b):
-    """Bit-for-bit equality of nested results (arrays, scalars, lists, tuples, None)."""
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
-    if a is None or b is None:
-        return a is b
-    a, b = np.asarray(a), np.asarray(b)
-    return a.dtype == b.dtype and a.shape == b.shape and a.tobytes() == b.tobytes()
 
 
 # ---------------------------------------------------------------------------------------
@@ -177,7 +164,7 @@ def test_eight_threads_on_separate_models_equal_sequential(backend, dtype):
         for _ in range(2):  # two rounds: more interleavings
             concurrent = run_threads([lambda s=seed: _work(s, dtype) for seed in range(8)])
             for seed in range(8):
-                assert same(concurrent[seed], sequential[seed]), f"model {seed} differs"
+                assert same_bits(concurrent[seed], sequential[seed]), f"model {seed} differs"
 
 
 def test_eight_threads_with_multithreaded_blas_agree_with_sequential():
@@ -217,8 +204,8 @@ def test_one_model_shared_by_eight_threads_for_predict(dtype):
         sequential = work()
         results = run_threads([work] * 8)
     for r in results:
-        assert same(r, sequential)
-    assert same([(W, b) for W, b in model.parameters()], params_before)
+        assert same_bits(r, sequential)
+    assert same_bits([(W, b) for W, b in model.parameters()], params_before)
 
 
 def test_predict_while_the_same_model_fits_does_not_crash():
@@ -315,7 +302,7 @@ def test_fit_from_a_second_thread_on_the_same_model_raises():
         with pytest.raises(RuntimeError, match="fit is already running on this model"):
             model.fit(TX, TY, epochs=1, random_state=8)
         # the refused fit touched nothing
-        assert same([W for W, _ in model.parameters()], weights_mid_fit)
+        assert same_bits([W for W, _ in model.parameters()], weights_mid_fit)
     finally:
         release.set()
         thread.join(JOIN)
@@ -323,7 +310,7 @@ def test_fit_from_a_second_thread_on_the_same_model_raises():
     # the first fit completed as if alone
     expected = twin.fit(TX, TY, epochs=3, random_state=7)
     assert result["history"].loss == expected.loss
-    assert same(model.parameters(), twin.parameters())
+    assert same_bits(model.parameters(), twin.parameters())
     # and the lock is free again
     model.fit(TX, TY, epochs=1, random_state=9)
     COUNTS["fits"] += 4

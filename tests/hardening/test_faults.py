@@ -31,14 +31,7 @@ from fastnn import serialization
 # the numpy backend's reference overflows on purpose in the divergence tests
 pytestmark = pytest.mark.filterwarnings("ignore::RuntimeWarning")
 
-BACKENDS = ("cython", "numpy")
 COUNTS = {"files_refused": 0, "saves_failed": 0, "fits_interrupted": 0}
-
-
-@pytest.fixture(params=BACKENDS)
-def backend(request):
-    with fastnn.use_backend(request.param):
-        yield request.param
 
 
 def trained_model(dtype="float32", optimizer="adam"):

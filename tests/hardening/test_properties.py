@@ -17,8 +17,9 @@ of a uint8 buffer offset by one byte, read-only, byte-swapped, nested lists) and
 
 and must never modify its input arrays.
 
-Known bugs are pinned by dedicated ``xfail(strict=True)`` tests at the end of the file; the
-property tests skip (``assume``) exactly the inputs that hit them, and count the skips.
+Known bugs are pinned by dedicated ``xfail(strict=True)`` tests (at the end of the file; the
+reference's own in test_reference.py); the property tests skip (``assume``) exactly the inputs
+that hit them, and count the skips.
 
 Budget: ``FASTNN_HYPOTHESIS_EXAMPLES`` examples per test (default 200: ~15 s on 2 cores;
 3000: ~4 min), derandomized and without an example database, so a CI run is deterministic.
@@ -39,6 +40,7 @@ from hypothesis.extra import numpy as hnp
 import fastnn
 from fastnn import functional as F
 from fastnn import reference as R
+from helpers import Subclass, with_layout
 
 EXAMPLES = int(os.environ.get("FASTNN_HYPOTHESIS_EXAMPLES", "200"))
 SETTINGS = settings(
@@ -112,39 +114,6 @@ def arrays(draw, shape, dtype=None, special=None, layout=None, base=None):
     if layout is None:
         layout = draw(st.sampled_from(LAYOUTS))
     return with_layout(A, layout)
-
-
-def with_layout(A, layout):
-    """The values of ``A`` in another memory layout."""
-    if layout == "list":
-        return A.tolist()
-    if A.ndim == 0 or layout == "C":
-        return A.copy(order="C")
-    if layout == "fortran":
-        return A.copy(order="F")
-    if layout == "negative":
-        rev = (slice(None, None, -1),) * A.ndim
-        return A[rev].copy()[rev]
-    if layout == "strided":
-        big = np.zeros(A.shape[:-1] + (2 * A.shape[-1],), dtype=A.dtype)
-        big[..., ::2] = A
-        return big[..., ::2]
-    if layout == "unaligned":
-        if A.dtype.itemsize <= 1 or A.dtype.hasobject:
-            return A.copy()
-        buf = np.zeros(A.nbytes + 1, dtype=np.uint8)
-        U = buf[1:].view(A.dtype).reshape(A.shape)
-        U[...] = A
-        return U
-    if layout == "readonly":
-        V = A.copy()
-        V.flags.writeable = False
-        return V
-    if layout == "byteswapped":
-        if A.dtype.hasobject or A.dtype.kind in "bU":
-            return A.copy()
-        return A.astype(A.dtype.newbyteorder())
-    raise AssertionError(layout)
 
 
 def dims(lo=0, hi=4):
@@ -273,7 +242,7 @@ def expect_error(bad, fn, *args, **kwargs):
 
 
 def known_bug(condition):
-    """Skip an input that hits a bug pinned by an xfail test below (and count it)."""
+    """Skip an input that hits a bug pinned by an xfail test (and count it)."""
     if condition:
         COUNTS["known_bug_skips"] += 1
     assume(not condition)
@@ -381,7 +350,8 @@ def ieee_linear_backward(dU, X, W, U, act, need_dX):
 
 def blas_zero_skip(actual_ref, ieee):
     """The reference (through NumPy's BLAS) has a finite value where the IEEE evaluation of
-    the same formula has NaN/inf: see test_reference_linear_propagates_nan_of_zero_inputs."""
+    the same formula has NaN/inf: see test_reference.py::
+    test_reference_linear_propagates_nan_of_zero_inputs."""
     a, e = np.asarray(actual_ref), np.asarray(ieee)
     return bool((np.isnan(a) != np.isnan(e)).any() or (np.isinf(a) != np.isinf(e)).any())
 
@@ -437,12 +407,8 @@ def _make_out(kind, shape, dtype, X):
     if kind == "fortran":
         return np.asfortranarray(A) if len(shape) == 2 else A[::-1] if A.size > 1 else A
     if kind == "subclass":
-        return A.view(_Sub)
+        return A.view(Subclass)
     return with_layout(A, {"good": "C", "unaligned": "unaligned", "readonly": "readonly"}[kind])
-
-
-class _Sub(np.ndarray):
-    """An ndarray subclass (as np.memmap or np.matrix are) for ``out=``."""
 
 
 def spec_linear(X, W, b, act, out):
@@ -1483,20 +1449,3 @@ def test_zero_d_results_have_the_same_type_on_both_backends():
                                                    lambda: F.sigmoid(Z),
                                                    lambda: F.activation_grad(Z, "tanh"))))
     assert types[0] == types[1], types
-
-
-@pytest.mark.parametrize("dtype", GOOD_FLOAT)
-def test_reference_linear_propagates_nan_of_zero_inputs(dtype):
-    """A NaN or inf weight under a 0 input gives NaN (0 * NaN = NaN) on both backends: BLAS's
-    zero-skipping product must not drop it (reference._product sums term by term then)."""
-    X = np.array([[0.0]], dtype=dtype)
-    W = np.array([[np.nan], [1.0]], dtype=dtype)
-    expected = np.array([[np.nan, 0.0]], dtype=dtype)
-    for backend in BACKENDS:
-        with fastnn.use_backend(backend), np.errstate(all="ignore"):
-            U = F.linear(X, W)
-            # dX = dZ W = 0 * inf + 1 * 1 = NaN (a zero-skipping product says 1)
-            dX, _, _ = F.linear_backward(np.array([[0.0, 1.0]], dtype), X, np.array(
-                [[np.inf], [1.0]], dtype), np.zeros((1, 2), dtype), "identity")
-        assert np.array_equal(U, expected, equal_nan=True), (backend, U)
-        assert np.isnan(dX[0, 0]), (backend, dX)

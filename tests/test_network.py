@@ -1,4 +1,4 @@
-"""The model layer: ``Linear``, ``Sequential`` and ``MLP`` (DESIGN.md, "Models").
+"""The models: ``Sequential`` and ``MLP`` (fastnn.network; DESIGN.md, "Models").
 
 Expected values are computed in the test with plain NumPy in float64 from the model's own
 weights (the notes' eq. 10: Z = U W^T + B, U = g(Z)), or by central finite differences of
@@ -11,6 +11,7 @@ import pytest
 import fastnn
 from fastnn import MLP, Linear, Sequential, reference
 from fastnn import functional as F
+from helpers import same_bits, tuning
 
 OUTPUTS = ("sigmoid", "softmax", "identity")
 LOSS_OF_OUTPUT = {"sigmoid": "binary_cross_entropy", "softmax": "cross_entropy",
@@ -89,128 +90,6 @@ def _away_from_kinks(model, rng, N, margin=1e-3, scale=1.0):
         if len(rows) >= N:
             return np.array(rows[:N])
     raise AssertionError("could not draw samples away from the kinks")
-
-
-# ---------------------------------------------------------------------------------------
-# Linear
-# ---------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("dtype", ["float32", "float64", np.float32, np.dtype("float64")])
-def test_linear_shapes_and_dtype(dtype):
-    layer = Linear(3, 5, "tanh", dtype=dtype, random_state=0)
-    want = np.dtype(dtype)
-    assert layer.W.shape == (5, 3) and layer.b.shape == (5,)
-    assert layer.W.dtype == want and layer.b.dtype == want and layer.dtype == want
-    assert (layer.n_in, layer.n_out, layer.activation) == (3, 5, "tanh")
-    assert layer.W.flags.c_contiguous
-    assert layer.parameters()[0] is layer.W and layer.parameters()[1] is layer.b
-
-
-def test_linear_default_dtype_is_float32_and_activation_identity():
-    layer = Linear(2, 3)
-    assert layer.dtype == np.float32 and layer.activation == "identity"
-
-
-def test_linear_without_bias():
-    layer = Linear(4, 2, "relu", bias=False, random_state=0)
-    assert layer.b is None
-    assert len(layer.parameters()) == 1 and layer.parameters()[0] is layer.W
-    assert "bias=False" in repr(layer)
-
-
-def test_linear_init_is_deterministic_with_random_state():
-    a = Linear(6, 4, "relu", dtype="float64", random_state=123)
-    b = Linear(6, 4, "relu", dtype="float64", random_state=123)
-    c = Linear(6, 4, "relu", dtype="float64", random_state=124)
-    np.testing.assert_array_equal(a.W, b.W)
-    np.testing.assert_array_equal(a.b, b.b)
-    assert not np.array_equal(a.W, c.W)
-    # a Generator is accepted and advanced
-    g = np.random.default_rng(5)
-    d, e = Linear(6, 4, random_state=g), Linear(6, 4, random_state=g)
-    assert not np.array_equal(d.W, e.W)
-
-
-def test_linear_init_bounds():
-    # b, and W of non-ReLU units: scikit-learn's Glorot bound sqrt(6 / (fan_in + fan_out)),
-    # sqrt(2 / (fan_in + fan_out)) for logistic units; W of ReLU units: He's sqrt(6 / fan_in)
-    n_in, n_out = 40, 60
-    for act, w_bound, b_bound in (("relu", np.sqrt(6.0 / n_in), np.sqrt(6.0 / (n_in + n_out))),
-                                  ("tanh", np.sqrt(6.0 / (n_in + n_out)), None),
-                                  ("identity", np.sqrt(6.0 / (n_in + n_out)), None),
-                                  ("sigmoid", np.sqrt(2.0 / (n_in + n_out)), None)):
-        b_bound = w_bound if b_bound is None else b_bound
-        layer = Linear(n_in, n_out, act, dtype="float64", random_state=0)
-        assert np.abs(layer.W).max() <= w_bound and np.abs(layer.b).max() <= b_bound
-        # uniform on the whole interval, not a smaller one
-        assert np.abs(layer.W).max() > 0.95 * w_bound
-        assert np.abs(layer.b).max() > 0.8 * b_bound
-        assert abs(layer.W.mean()) < 0.1 * w_bound
-
-
-def test_linear_forward_matches_numpy(backend, dtype, rng, assert_close):
-    layer = Linear(3, 4, "sigmoid", dtype=dtype, random_state=1)
-    X = rng.standard_normal((7, 3)).astype(dtype)
-    U = layer.forward(X)
-    assert U.dtype == dtype and U.shape == (7, 4)
-    expected = 1 / (1 + np.exp(-(X.astype(np.float64) @ layer.W.astype(np.float64).T
-                                 + layer.b.astype(np.float64))))
-    assert_close(U, expected, dtype)
-
-
-def test_from_arrays_1d_W_and_scalar_b():
-    # the notes write W^O = [-1, 2], b^O = 0.5 for one output unit
-    layer = Linear.from_arrays([-1, 2], 0.5, "identity")
-    assert layer.W.shape == (1, 2) and layer.b.shape == (1,)
-    np.testing.assert_array_equal(layer.W, [[-1.0, 2.0]])
-    np.testing.assert_array_equal(layer.b, [0.5])
-    assert layer.dtype == np.float64  # Python numbers give float64
-    assert (layer.n_in, layer.n_out) == (2, 1)
-
-
-def test_from_arrays_dtype_and_copy():
-    W = np.arange(6, dtype=np.float32).reshape(3, 2)
-    b = np.ones(3, np.float32)
-    layer = Linear.from_arrays(W, b, "relu")
-    assert layer.dtype == np.float32 and layer.b.dtype == np.float32
-    assert not np.shares_memory(layer.W, W) and not np.shares_memory(layer.b, b)
-    W[0, 0] = 99
-    assert layer.W[0, 0] == 0
-    assert Linear.from_arrays(W, b.astype(np.float64)).dtype == np.float64  # mixed -> float64
-    assert Linear.from_arrays(W, None, dtype="float64").dtype == np.float64
-    assert Linear.from_arrays(W, None).b is None
-
-
-@pytest.mark.parametrize("call, exc, name", [
-    pytest.param(lambda: Linear(0, 3), ValueError, "n_in", id="n_in=0"),
-    pytest.param(lambda: Linear(2.0, 3), TypeError, "n_in", id="n_in-float"),
-    pytest.param(lambda: Linear(True, 3), TypeError, "n_in", id="n_in-bool"),
-    pytest.param(lambda: Linear(2, -1), ValueError, "n_out", id="n_out<0"),
-    pytest.param(lambda: Linear(2, "3"), TypeError, "n_out", id="n_out-str"),
-    pytest.param(lambda: Linear(2, 3, "softmax"), ValueError, "activation", id="activation"),
-    pytest.param(lambda: Linear(2, 3, 1), TypeError, "activation", id="activation-int"),
-    pytest.param(lambda: Linear(2, 3, bias=1), TypeError, "bias", id="bias"),
-    pytest.param(lambda: Linear(2, 3, dtype="int32"), ValueError, "dtype", id="dtype"),
-    pytest.param(lambda: Linear(2, 3, dtype="float16"), ValueError, "dtype", id="dtype16"),
-    pytest.param(lambda: Linear.from_arrays([[1.0, 2.0]], [1.0, 2.0]), ValueError, "b",
-                 id="from_arrays-b-shape"),
-    pytest.param(lambda: Linear.from_arrays(np.ones((1, 1, 1))), ValueError, "W",
-                 id="from_arrays-W-3d"),
-    pytest.param(lambda: Linear.from_arrays(np.zeros((0, 2))), ValueError, "W",
-                 id="from_arrays-W-empty"),
-    pytest.param(lambda: Linear.from_arrays([["a"]]), TypeError, "W", id="from_arrays-W-str"),
-    pytest.param(lambda: Linear.from_arrays([[1.0]], activation="bogus"), ValueError,
-                 "activation", id="from_arrays-activation"),
-    pytest.param(lambda: Linear.from_arrays([[1.0]], dtype="int8"), ValueError, "dtype",
-                 id="from_arrays-dtype"),
-    pytest.param(lambda: Linear.from_arrays(None), TypeError, "W", id="from_arrays-W-None"),
-    pytest.param(lambda: Linear(2, 3, random_state="seed"), TypeError, "random_state",
-                 id="random_state-str"),
-])
-def test_linear_bad_arguments(call, exc, name):
-    with pytest.raises(exc, match=name):
-        call()
 
 
 # ---------------------------------------------------------------------------------------
@@ -809,3 +688,111 @@ def test_sparse_input_names_what_was_passed():
     with pytest.raises(TypeError, match="y must be a dense array, got a scipy.sparse "
                                         "csr_matrix of shape"):  # (X may be sparse, y not)
         net.loss(np.ones((2, 3)), sparse.csr_matrix(np.ones((2, 1))))
+
+
+# ---------------------------------------------------------------------------------------
+# predict_proba / decision_function / predict: all layers in one compiled call
+# (_kernels.network) when X and the layers allow it, the bits of the per-layer path for every
+# batch size; the general path (with its validation) for everything else
+# ---------------------------------------------------------------------------------------
+
+
+def layer_by_layer(model, X, output):
+    """The general path: F.linear per layer, then the output map."""
+    U = X
+    for lay in model.layers:
+        U = F.linear(U, lay.W, lay.b, lay.activation)
+    return {"softmax": F.softmax, "sigmoid": F.sigmoid, "identity": lambda Z: Z}[output](U)
+
+
+ONE_CALL_MODELS = [
+    pytest.param(dict(n_inputs=784, hidden=256, n_outputs=10), id="784-256-10"),
+    pytest.param(dict(n_inputs=20, hidden=[33, 17, 5], n_outputs=3, activation="tanh"),
+                 id="deep-tanh"),
+    pytest.param(dict(n_inputs=13, hidden=[], n_outputs=4, output="identity"), id="linear"),
+    pytest.param(dict(n_inputs=9, hidden=8, n_outputs=1, output="sigmoid",
+                      activation="sigmoid"), id="binary"),
+    pytest.param(dict(n_inputs=9, hidden=40, n_outputs=3, output="sigmoid",
+                      activation="exp"), id="multilabel"),
+    pytest.param(dict(n_inputs=64, hidden=[128], n_outputs=6, output="identity",
+                      activation="step"), id="regression-step"),
+]
+
+
+@pytest.mark.parametrize("N", [1, 2, 32, 300])
+@pytest.mark.parametrize("spec", ONE_CALL_MODELS)
+def test_models_one_call_equals_layer_by_layer(dtype, spec, N, assert_close):
+    # A batch of one part (fastnn._tuning.parts) gives layer by layer's bits; a larger one is
+    # cut into parts of rows, which the one call takes through every layer and F.linear takes
+    # layer by layer, each layer's parts by its own work: the products then round alike only
+    # where the parts coincide.
+    model = fastnn.MLP(**spec, dtype=dtype, random_state=0)
+    X = np.random.default_rng(N).standard_normal((N, model.n_inputs)).astype(dtype)
+    output = model.output
+    P = layer_by_layer(model, X, output)
+    Z = layer_by_layer(model, X, "identity")
+    squeeze = model.n_outputs == 1 and output != "softmax"
+    parts = tuning()
+    work = N * sum(layer.W.size for layer in model.layers)
+    if N < 2 * parts["part_rows"] or work < 2 * parts["part_work"]:  # one part
+        same = same_bits
+    else:
+        def same(a, b):
+            assert_close(a, b, np.dtype(dtype), scale=10.0)
+            return True
+    assert same(model.predict_proba(X), P[:, 0] if squeeze else P)
+    assert same(model.decision_function(X), Z[:, 0] if squeeze else Z)
+    if output == "softmax" and same is same_bits:
+        assert same_bits(model.predict(X), Z.argmax(axis=1))
+    assert same(model.forward(X).u[-1], P)
+
+
+def test_models_one_call_with_layers_without_bias(dtype):
+    model = fastnn.Sequential([fastnn.Linear(30, 20, "relu", bias=False, dtype=dtype,
+                                             random_state=0),
+                               fastnn.Linear(20, 4, dtype=dtype, random_state=1)],
+                              loss="cross_entropy")
+    for N in (1, 5):
+        X = np.random.default_rng(N).standard_normal((N, 30)).astype(dtype)
+        assert same_bits(model.predict_proba(X), layer_by_layer(model, X, "softmax"))
+
+
+def test_models_general_path_for_everything_else(dtype, assert_close):
+    """Inputs and layers the one call does not take (a 1-D sample, lists, another dtype,
+    Fortran order, a Fortran or float64 W in a layer, 70 layers) give the reference's
+    results, with the same shapes and the same errors."""
+    model = fastnn.MLP(12, [16, 8], 3, dtype=dtype, random_state=0)
+    X = np.random.default_rng(0).standard_normal((4, 12)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        want = model.predict_proba(X)
+    for X1 in (X, np.asfortranarray(X), X.tolist(), X.astype(np.float64), X[:, None, :][:, 0]):
+        assert_close(model.predict_proba(X1), want, dtype)
+    single = model.predict_proba(X[0])
+    assert single.shape == (3,)
+    assert_close(single, want[0], dtype)
+    assert np.ndim(model.predict(X[0])) == 0
+    with pytest.raises(ValueError, match="features"):
+        model.predict_proba(X[:, :5])
+    with pytest.raises(ValueError):
+        model.predict_proba(np.zeros((0, 12), dtype))
+    model.layers[0].W = np.asfortranarray(model.layers[0].W)
+    assert_close(model.predict_proba(X), want, dtype)
+    model.layers[1].W = model.layers[1].W.astype(np.float64)
+    assert_close(model.predict_proba(X), want, dtype)
+    deep = fastnn.Sequential([fastnn.Linear(3, 3, "tanh", dtype=dtype, random_state=i)
+                              for i in range(70)], loss="squared_error")
+    X3 = np.random.default_rng(1).standard_normal((2, 3)).astype(dtype)
+    with fastnn.use_backend("numpy"):
+        want3 = deep.predict_proba(X3)
+    assert_close(deep.predict_proba(X3), want3, dtype)
+
+
+def test_models_one_call_matches_reference_at_batch_one(dtype, assert_close):
+    """The inference workload's net at batch 1 (the benchmark's criterion) and 4096."""
+    model = fastnn.MLP(784, 256, 10, dtype=dtype, random_state=0)
+    rng = np.random.default_rng(5)
+    for N in (1, 4096):
+        X = rng.random((N, 784)).astype(dtype)
+        with fastnn.use_backend("numpy"):
+            want = model.predict_proba(X)
+        assert_close(model.predict_proba(X), want, dtype)

@@ -1,6 +1,6 @@
 """Hardening, part 1b: the kernels under a fixed grid of nasty inputs, in a subprocess.
 
-``tests/_sweep_worker.py`` (run as a script with this interpreter) calls every public function
+``tests/hardening/_sweep_worker.py`` (run as a script with this interpreter) calls every public function
 of ``fastnn.functional`` on both backends, and the model methods, over all dtypes x layouts x
 special values x shapes (empty ones included); see its docstring. Running it in a child
 process turns a crash of the compiled code (segfault, abort) into a test failure that names
