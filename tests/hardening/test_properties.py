@@ -17,10 +17,6 @@ of a uint8 buffer offset by one byte, read-only, byte-swapped, nested lists) and
 
 and must never modify its input arrays.
 
-Known bugs are pinned by dedicated ``xfail(strict=True)`` tests (at the end of the file; the
-reference's own in test_reference.py); the property tests skip (``assume``) exactly the inputs
-that hit them, and count the skips.
-
 Budget: ``FASTNN_HYPOTHESIS_EXAMPLES`` examples per test (default 200: ~15 s on 2 cores;
 3000: ~4 min), derandomized and without an example database, so a CI run is deterministic.
 The counts (inputs tried, calls made) are printed in the terminal summary under "fastnn
@@ -55,8 +51,7 @@ BACKENDS = ("cython", "numpy")
 ACTIVATIONS = R.ACTIVATIONS
 F64 = np.float64
 
-COUNTS = {"inputs": 0, "calls": 0, "returned": 0, "raised": 0, "reference_calls": 0,
-          "known_bug_skips": 0}
+COUNTS = {"inputs": 0, "calls": 0, "returned": 0, "raised": 0, "reference_calls": 0}
 
 
 # ---------------------------------------------------------------------------------------
@@ -241,13 +236,6 @@ def expect_error(bad, fn, *args, **kwargs):
         f"{type(info.value).__name__}({message!r}) does not name one of {sorted(bad)}"
 
 
-def known_bug(condition):
-    """Skip an input that hits a bug pinned by an xfail test (and count it)."""
-    if condition:
-        COUNTS["known_bug_skips"] += 1
-    assume(not condition)
-
-
 # ---------------------------------------------------------------------------------------
 # Comparison with the reference
 # ---------------------------------------------------------------------------------------
@@ -346,14 +334,6 @@ def ieee_linear_backward(dU, X, W, U, act, need_dX):
     with np.errstate(all="ignore"):
         dZ = dU * R.activation_grad(U, act)
         return (ieee_matmul(dZ, W) if need_dX else None), ieee_matmul(dZ.T, X), dZ.sum(axis=0)
-
-
-def blas_zero_skip(actual_ref, ieee):
-    """The reference (through NumPy's BLAS) has a finite value where the IEEE evaluation of
-    the same formula has NaN/inf: see test_reference.py::
-    test_reference_linear_propagates_nan_of_zero_inputs."""
-    a, e = np.asarray(actual_ref), np.asarray(ieee)
-    return bool((np.isnan(a) != np.isnan(e)).any() or (np.isinf(a) != np.isinf(e)).any())
 
 
 def linear_bound(X2, W, b, dtype):
@@ -465,9 +445,6 @@ def test_linear(backend, case):
         assert U is out
     Xc, Wc, bc = conv(X, dtype), conv(W, dtype), conv(b, dtype)
     X2 = Xc.reshape(1, -1) if Xc.ndim == 1 else Xc
-    if backend == "numpy":
-        known_bug(blas_zero_skip(ref(R.linear, X2, Wc, bc, "identity"),
-                                 ieee_linear(X2, Wc, bc, "identity")))
     Z_ref = ieee_linear(X2, Wc, bc, "identity")
     U_ref = ieee_linear(X2, Wc, bc, act)
     err = activation_bound(Z_ref, U_ref, act, dtype, z_err=linear_bound(X2, Wc, bc, dtype))
@@ -562,9 +539,6 @@ def test_linear_backward(backend, case):
         X2 = Xc.reshape(1, -1) if single else Xc
         dU2, U2 = dUc.reshape(X2.shape[0], -1), Uc.reshape(X2.shape[0], -1)
         rdX, rdW, rdb = ieee_linear_backward(dU2, X2, Wc, U2, act, bool(need_dX))
-        if backend == "numpy":
-            bX, bW, _ = ref(R.linear_backward, dU2, X2, Wc, U2, act, need_dX=bool(need_dX))
-            known_bug(blas_zero_skip(bW, rdW) or (bX is not None and blas_zero_skip(bX, rdX)))
         dX, dW, db = call(F.linear_backward, dU, X, W, U, act, need_dX=need_dX)
     COUNTS["returned"] += 1
     assert_unmodified(snaps)
@@ -1144,12 +1118,8 @@ def _params_snapshot(model):
 
 
 def _layer_reference(backend, U, layer, act):
-    """The layer's reference output on U; on the numpy backend, skip the inputs on which the
-    reference's BLAS product drops a NaN/inf (known bug)."""
-    expected = ieee_linear(U, layer.W, layer.b, act)
-    if backend == "numpy":
-        known_bug(blas_zero_skip(ref(R.linear, U, layer.W, layer.b, act), expected))
-    return expected
+    """The layer's reference output on U, every product in its sum (IEEE: 0 * inf = NaN)."""
+    return ieee_linear(U, layer.W, layer.b, act)
 
 
 def check_forward_trace(backend, model, X2, trace, single):
@@ -1374,10 +1344,6 @@ def test_model_gradients(backend, case):
         layer = model.layers[l]
         dX, dW, db = ieee_linear_backward(dU, inputs[l], layer.W, outputs[l], layer.activation,
                                           l > 0)
-        if backend == "numpy":
-            bX, bW, _ = ref(R.linear_backward, dU, inputs[l], layer.W, outputs[l],
-                            layer.activation, need_dX=l > 0)
-            known_bug(blas_zero_skip(bW, dW) or (bX is not None and blas_zero_skip(bX, dX)))
         eX, eW, eb = backward_bounds(dU, inputs[l], layer.W, outputs[l], layer.activation,
                                      model.dtype, dU_err)
         expected.append((dW, db, eW, eb))
@@ -1396,7 +1362,7 @@ def test_model_gradients(backend, case):
             assert_matches(gb, db, 2 * eb, f"db[{l}]")
 
 # ---------------------------------------------------------------------------------------
-# Known bugs, pinned (strict: an unexpected pass means the bug was fixed; drop the xfail)
+# Bugs these properties found, fixed: each pinned by a test of its own
 # ---------------------------------------------------------------------------------------
 
 def _unaligned_out(shape, dtype):
