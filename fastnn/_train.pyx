@@ -740,9 +740,9 @@ cdef class _Loop:
         R = parts(tune, B * st.row_work, B)
         # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
         # state (see _linear_forward_t). run_epoch copies them in from the model's arrays and
-        # back out, so between epochs the model's own arrays hold the weights. It pays for:
-        # a small product (BLAS's small-matrix kernels, 2.7x at 16 x 64->128 per part), and a
-        # layer of up to MIRROR_WEIGHTS weights in an epoch of MIRROR_STEPS steps or more
+        # back out, so between epochs the model's own arrays hold the weights. It pays for,
+        # in an epoch of MIRROR_STEPS steps or more: a small product (BLAS's small-matrix
+        # kernels, 2.7x at 16 x 64->128 per part), and a layer of up to MIRROR_WEIGHTS weights
         # (OpenBLAS's packing: 'nn' is 27% faster than 'nt' at 64 x 784->128 per part, 18% at
         # 128 x 784->256; the two copies, ~0.25 ns a weight each, take 50 us at 784 x 128).
         # Large layers gain 3-8% a step, less than transposing them costs (ms at 1024 x 1024).
@@ -751,10 +751,12 @@ cdef class _Loop:
         # every step: 7 us of a 15 us step at 32 x 64->100)
         self.one_step = spec.one_step
         # (CSR rows: always, W^T is what a non-zero reads)
+        # (an epoch of fewer steps, an estimator's partial_fit of one batch, would copy in and
+        # out for a step or two: 3 transposes of 64 x 128 with Adam, ~40% of its 16-row step)
         st.transposed = first_transposed or sparse or gW is None and not self.one_step and (
-            work[0] // R <= tune.blas_small
-            or (st.dims[0] * st.dims[1] <= tune.mirror_weights
-                and (self.N + B - 1) // B >= tune.mirror_steps))
+            (self.N + B - 1) // B >= tune.mirror_steps and (
+                work[0] // R <= tune.blas_small
+                or st.dims[0] * st.dims[1] <= tune.mirror_weights))
         self.max_parts = R
         for l in range(L):
             # the first layer held transposed splits its inputs (rows of W^T), others units
