@@ -1,12 +1,15 @@
 """Command line: ``python -m fastnn demo``, ``python -m fastnn config`` and
 ``python -m fastnn bench`` (fastnn against PyTorch and scikit-learn; ``bench --help``)."""
 
+from __future__ import annotations
+
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 
-def demo(args):
+def demo(args: argparse.Namespace) -> int:
     """Train a 64-128-10 MLP on the bundled digits, natively and on the NumPy reference."""
     import fastnn
     from fastnn.datasets import load_digits, train_test_split
@@ -35,21 +38,22 @@ def demo(args):
     return 0
 
 
-def config(args):
+def config(args: argparse.Namespace) -> int:
     import fastnn
 
     fastnn.show_config()
     return 0
 
 
-def bench(args):
+def bench(args: argparse.Namespace) -> int:
     """fastnn against the NumPy reference, PyTorch CPU and scikit-learn (fastnn.benchmark)."""
     from .benchmark import main as bench_main
 
-    return bench_main(args.bench_args)
+    run: Callable[[list[str]], int] = bench_main  # (the harness's main, typed or not)
+    return run(args.bench_args)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="train an MLP on the bundled digits, with timings")
@@ -66,7 +70,8 @@ def main(argv=None):
     p.add_argument("bench_args", nargs="*")
     p.set_defaults(run=bench)
     args = parser.parse_args(argv)
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run  # (set_defaults above)
+    return run(args)
 
 
 if __name__ == "__main__":
