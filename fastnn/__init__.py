@@ -51,7 +51,10 @@ __all__ = [
 
 
 if TYPE_CHECKING:  # what the lazy attributes below are, for type checkers and IDEs
-    from .estimators import MLPClassifier, MLPRegressor
+    # ("as": re-exported, also under mypy --strict; not in __all__, which would make
+    # ``from fastnn import *`` import scikit-learn)
+    from .estimators import MLPClassifier as MLPClassifier
+    from .estimators import MLPRegressor as MLPRegressor
 
 
 def __getattr__(name: str) -> Any:  # scikit-learn is optional: the estimators load it on first use
