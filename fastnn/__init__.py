@@ -18,7 +18,8 @@ array([0, 0, 1, 0, 1])
 
 from typing import TYPE_CHECKING, Any
 
-from ._version import __version__  # (first: threadpoolctl asks it while the imports run)
+# (first: threadpoolctl asks it while the imports run; "as": re-exported, for type checkers)
+from ._version import __version__ as __version__
 
 from . import functional, reference
 from . import functional as F

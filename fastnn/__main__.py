@@ -2,12 +2,15 @@
 ``python -m fastnn bench`` (fastnn against its peers, each in a process of its own;
 ``bench --help``)."""
 
+from __future__ import annotations
+
 import argparse
 import sys
 import time
+from collections.abc import Callable, Sequence
 
 
-def demo(args):
+def demo(args: argparse.Namespace) -> int:
     """Train a 64-128-10 MLP on the bundled digits, natively and on the NumPy reference."""
     import fastnn
     from fastnn.datasets import load_digits, train_test_split
@@ -36,14 +39,14 @@ def demo(args):
     return 0
 
 
-def config(args):
+def config(args: argparse.Namespace) -> int:
     import fastnn
 
     fastnn.show_config()
     return 0
 
 
-def bench(args):
+def bench(args: argparse.Namespace) -> int:
     """fastnn against the NumPy reference, PyTorch, JAX, ONNX Runtime and scikit-learn
     (fastnn.benchmark)."""
     from .benchmark import main as bench_main
@@ -51,7 +54,7 @@ def bench(args):
     return bench_main(args.bench_args)
 
 
-def main(argv=None):
+def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fastnn", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     p = commands.add_parser("demo", help="train an MLP on the bundled digits, with timings")
@@ -69,7 +72,8 @@ def main(argv=None):
     p.add_argument("bench_args", nargs="*")
     p.set_defaults(run=bench)
     args = parser.parse_args(argv)
-    return args.run(args)
+    run: Callable[[argparse.Namespace], int] = args.run  # (set_defaults above)
+    return run(args)
 
 
 if __name__ == "__main__":

@@ -1,39 +1,61 @@
 """What MLPClassifier and MLPRegressor share: the parameters and their validation, the fastnn
 model and the fitted attributes over it, the input checks, the dispatch to the solvers."""
 
+from __future__ import annotations
+
 import functools
 import math
 import numbers
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 from sklearn.base import BaseEstimator, is_classifier
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_array, check_random_state
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import _validation as _v
+from .._typing import FloatArray, Inputs
 from ..backends import native
 from ..layers import Linear, check_dtype
 from ..network import Sequential
 from ._lbfgs import fit_lbfgs
+from ._monitor import Validation, bias
 from ._stochastic import STOCHASTIC_SOLVERS, fit_stochastic
 
 try:  # scikit-learn's own parameter validation (InvalidParameterError, a ValueError)
-    from sklearn.utils._param_validation import Interval, Options, StrOptions
+    from sklearn.utils._param_validation import Interval, Options
+    from sklearn.utils._param_validation import StrOptions as StrOptions  # (for the subclasses)
 except ImportError:  # pragma: no cover - a future scikit-learn may move it
     Interval = Options = StrOptions = None
 
 _STOCHASTIC_SOLVERS = STOCHASTIC_SOLVERS
 
+_Estimator = TypeVar("_Estimator", bound="_BaseMLP")
+_Method = TypeVar("_Method", bound=Callable[..., Any])
+#: the model's float dtype (float32 or float64)
+FloatDtype = np.dtype[np.floating[Any]]
+#: (X, Y, sw) of the training part of the early-stopping split
+_Training = tuple[Inputs, NDArray[Any], NDArray[np.float64] | None]
 
-def _dtypes(dtype):
+if TYPE_CHECKING:
+    def available_if(check: Callable[[Any], bool]) -> Callable[[_Method], _Method]:
+        """(for type checkers) scikit-learn's ``available_if`` keeps the method's signature."""
+        ...
+else:
+    from sklearn.utils.metaestimators import available_if
+
+
+def _dtypes(dtype: FloatDtype) -> list[np.dtype[Any]]:
     """validate_data's dtype: float32 and float64 X kept as they are (the model reads either
     in place), anything else converted to the model's ``dtype``."""
     return [dtype, np.dtype(np.float64 if dtype == np.float32 else np.float32)]
 _ACTIVATIONS = {"identity": "identity", "logistic": "sigmoid", "tanh": "tanh", "relu": "relu"}
 
 
-def _constraints():
+def _constraints() -> dict[str, Any]:
     if Interval is None:  # pragma: no cover
         return {}
     from numbers import Integral, Real
@@ -67,92 +89,162 @@ def _constraints():
 
 
 @functools.lru_cache(maxsize=64)
-def _first_draw(seed):
+def _first_draw(seed: int) -> int:
     """The first ``randint(2**31 - 1)`` of ``RandomState(seed)`` (fit_stochastic's shuffle
     seed in a partial_fit after the first)."""
     return int(check_random_state(seed).randint(np.iinfo(np.int32).max))
 
 
-class _BaseMLP(BaseEstimator):
+class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typed)
     """What MLPClassifier and MLPRegressor share: the fastnn model, the solvers, the attributes."""
 
-    _parameter_constraints = _constraints()
+    _parameter_constraints: ClassVar[dict[str, Any]] = _constraints()
+    _parameter_names: ClassVar[tuple[str, ...]]  # (set on first use: _parameter_values)
+
+    # the parameters (set by the subclasses' __init__; scikit-learn's meanings)
+    hidden_layer_sizes: ArrayLike
+    activation: str
+    solver: str
+    alpha: float
+    batch_size: int | str
+    learning_rate: str
+    learning_rate_init: float
+    power_t: float
+    max_iter: int
+    shuffle: bool
+    random_state: int | np.random.RandomState | None
+    tol: float
+    verbose: bool | int
+    warm_start: bool
+    momentum: float
+    nesterovs_momentum: bool
+    early_stopping: bool
+    validation_fraction: float
+    beta_1: float
+    beta_2: float
+    epsilon: float
+    n_iter_no_change: int | float  # (or numpy.inf)
+    max_fun: int
+    dtype: DTypeLike
+
+    # the fitted attributes a fit sets (coefs_, intercepts_, model_: the properties below)
+    n_iter_: int
+    t_: int
+    n_layers_: int
+    n_outputs_: int
+    n_features_in_: int
+    out_activation_: str
+    loss_: float
+    loss_curve_: list[float]
+    best_loss_: float | None  # (None with early stopping)
+    validation_scores_: list[float] | None  # (lists with early stopping)
+    validation_loss_curve_: list[float] | None
+    best_validation_score_: float | None
+    best_validation_loss_: float | None
+    _model: Sequential
+    _random_state: np.random.RandomState
+    _lr: float  # the stochastic solvers' learning rate (the schedules change it)
+    _no_improvement_count: int
+    _quick: tuple[Any, ...]  # the parameter values a quick partial_fit may skip checking
+
+    if TYPE_CHECKING:  # what the subclasses provide (for type checkers)
+        def _fastnn_loss(self) -> str:
+            """The fastnn loss the model trains on."""
+            ...
+
+        def _out_activation(self) -> str:
+            """scikit-learn's ``out_activation_``."""
+            ...
+
+        def _n_outputs(self, Y: NDArray[Any]) -> int:
+            """The network's outputs for the targets Y."""
+            ...
+
+        def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
+                            dtype: FloatDtype) -> tuple[Inputs, NDArray[Any], NDArray[Any]]:
+            """(X as the model reads it, the targets Y as its loss takes them, y)."""
+            ...
+
+        def _score_logits(self, Z: FloatArray, y: NDArray[Any],
+                          sw: NDArray[np.float64] | None) -> float:
+            """The validation score (accuracy, R^2) of the logits Z."""
+            ...
 
     # -- fitted attributes over the fastnn model ----------------------------------------
 
     @property
-    def coefs_(self):
+    def coefs_(self) -> list[FloatArray]:
         """Weights per layer in scikit-learn's (n_in, n_out) layout: ``W.T`` *views* of the
         fastnn model's (n_out, n_in) arrays (writing into them changes the model). Assigning a
         list of arrays of the same shapes copies them into the model."""
-        model = self.__dict__.get("_model")
+        model: Sequential | None = self.__dict__.get("_model")
         if model is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute 'coefs_'")
         return [layer.W.T for layer in model.layers]
 
     @coefs_.setter
-    def coefs_(self, coefs):
+    def coefs_(self, coefs: Iterable[ArrayLike]) -> None:
         layers = self._fitted_model().layers
         coefs = list(coefs)
         if len(coefs) != len(layers):
             raise ValueError(f"coefs_ needs {len(layers)} arrays, got {len(coefs)}")
-        for layer, C in zip(layers, coefs):
-            C = np.asarray(C)
+        for layer, given in zip(layers, coefs):
+            C = np.asarray(given)
             if C.shape != layer.W.T.shape:
                 raise ValueError(f"coefs_ array of shape {C.shape}, expected {layer.W.T.shape}")
             layer.W[...] = C.T
 
     @property
-    def intercepts_(self):
+    def intercepts_(self) -> list[FloatArray]:
         """Biases per layer: the fastnn model's own ``b`` arrays (not copies)."""
-        model = self.__dict__.get("_model")
+        model: Sequential | None = self.__dict__.get("_model")
         if model is None:
             raise AttributeError(f"{type(self).__name__!r} object has no attribute 'intercepts_'")
-        return [layer.b for layer in model.layers]
+        return [bias(layer) for layer in model.layers]
 
     @intercepts_.setter
-    def intercepts_(self, intercepts):
+    def intercepts_(self, intercepts: Iterable[ArrayLike]) -> None:
         layers = self._fitted_model().layers
         intercepts = list(intercepts)
         if len(intercepts) != len(layers):
             raise ValueError(f"intercepts_ needs {len(layers)} arrays, got {len(intercepts)}")
-        for layer, b in zip(layers, intercepts):
-            b = np.asarray(b)
-            if b.shape != layer.b.shape:
-                raise ValueError(f"intercepts_ array of shape {b.shape}, expected {layer.b.shape}")
-            layer.b[...] = b
+        for layer, given in zip(layers, intercepts):
+            b, layer_b = np.asarray(given), bias(layer)
+            if b.shape != layer_b.shape:
+                raise ValueError(f"intercepts_ array of shape {b.shape}, expected {layer_b.shape}")
+            layer_b[...] = b
 
     @property
-    def model_(self):
+    def model_(self) -> Sequential:
         """The fitted ``fastnn.Sequential`` (weights in the notes' (n_out, n_in) layout)."""
         return self._fitted_model()
 
-    def _fitted_model(self):
-        model = self.__dict__.get("_model")
+    def _fitted_model(self) -> Sequential:
+        model: Sequential | None = self.__dict__.get("_model")
         if model is None:
             check_is_fitted(self)
             raise AttributeError("the estimator has no model")  # pragma: no cover
         return model
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:  # (scikit-learn's Tags)
         tags = super().__sklearn_tags__()
         tags.input_tags.sparse = True  # trained on and predicted from as CSR rows
         return tags
 
     # -- what the subclasses provide -----------------------------------------------------
 
-    def _report_scale(self, d):
+    def _report_scale(self, d: int) -> float:
         """The factor from the model's mean loss per sample to scikit-learn's reported one
         (1; the regressor's half squared error: 1 / d, the mean over the d outputs)."""
         return 1.0
 
     # -- fit ------------------------------------------------------------------------------
 
-    def _validate_hyperparameters(self):
+    def _validate_hyperparameters(self) -> tuple[FloatDtype, list[int]]:
         if hasattr(self, "_validate_params") and self._parameter_constraints:
             self._validate_params()
         dtype = check_dtype(self.dtype)
-        hidden = self.hidden_layer_sizes
+        hidden: Any = self.hidden_layer_sizes  # (whatever the user set: checked here)
         hidden = list(hidden) if hasattr(hidden, "__iter__") else [hidden]
         if any(isinstance(h, (bool, np.bool_)) or not isinstance(h, numbers.Integral)
                for h in hidden):
@@ -161,14 +253,14 @@ class _BaseMLP(BaseEstimator):
             raise ValueError(f"hidden_layer_sizes must be > 0, got {hidden}.")
         return dtype, [int(h) for h in hidden]
 
-    def _prepare_X(self, X, dtype, reset):
+    def _prepare_X(self, X: ArrayLike, dtype: FloatDtype, reset: bool) -> Inputs:
         """validate_data on X alone, as the model reads it (``_model_input``)."""
         X = validate_data(self, X, accept_sparse=["csr", "csc"], dtype=_dtypes(dtype),
                           reset=reset)
         return self._model_input(X, dtype)
 
     @staticmethod
-    def _model_input(X, dtype):
+    def _model_input(X: Any, dtype: FloatDtype) -> Inputs:
         """X (validated by scikit-learn) as the model reads it, without a copy where it can:
         a sparse X as fastnn's CSR rows (never densified); a float32/float64 array, aligned
         and in native byte order, where it lies (the kernels convert the rows they read);
@@ -180,14 +272,17 @@ class _BaseMLP(BaseEstimator):
             return X
         return np.require(X, dtype, ["C", "A"])
 
-    def _check_sample_weight(self, sample_weight, n):
+    def _check_sample_weight(self, sample_weight: ArrayLike | None, n: int
+                             ) -> NDArray[np.float64] | None:
         if sample_weight is None:
             return None
+        sw: NDArray[np.float64]
         if isinstance(sample_weight, numbers.Number):
-            sw = np.full(n, float(sample_weight))
+            sw = np.full(n, float(cast(float, sample_weight)))
         else:
-            sw = check_array(sample_weight, ensure_2d=False, dtype=np.float64, order="C",
-                             input_name="sample_weight")
+            sw = cast("NDArray[np.float64]",
+                      check_array(sample_weight, ensure_2d=False, dtype=np.float64, order="C",
+                                  input_name="sample_weight"))
             if sw.ndim != 1:
                 raise ValueError("Sample weights must be 1D array or scalar")
             if sw.shape != (n,):
@@ -195,9 +290,9 @@ class _BaseMLP(BaseEstimator):
                     f"sample_weight.shape == {sw.shape}, expected {(n,)}!")
         if (sw < 0).any():
             raise ValueError("sample_weight must be >= 0 (fastnn trains on non-negative weights)")
-        return sw.copy()
+        return cast("NDArray[np.float64]", sw.copy())  # (copy(): Any in NumPy's 3.10 stubs)
 
-    def _new_model(self, layer_units, dtype):
+    def _new_model(self, layer_units: list[int], dtype: FloatDtype) -> Sequential:
         """Glorot-uniform weights drawn exactly as scikit-learn draws them (same random_state,
         same order, (fan_in, fan_out) then the intercepts), stored transposed."""
         factor = 2.0 if self.activation == "logistic" else 6.0
@@ -213,7 +308,7 @@ class _BaseMLP(BaseEstimator):
                                              dtype=dtype))
         return Sequential(layers, self._fastnn_loss())
 
-    def _initialize(self, layer_units, dtype):
+    def _initialize(self, layer_units: list[int], dtype: FloatDtype) -> None:
         self.n_iter_ = 0
         self.t_ = 0
         self.n_layers_ = len(layer_units)
@@ -226,7 +321,7 @@ class _BaseMLP(BaseEstimator):
         if self.solver in _STOCHASTIC_SOLVERS:
             self._init_stochastic_attributes()
 
-    def _init_stochastic_attributes(self):
+    def _init_stochastic_attributes(self) -> None:
         """The per-epoch bookkeeping, as scikit-learn's _initialize sets it; also when a warm
         start or partial_fit switches to a stochastic solver or to early stopping (scikit-learn
         fails there on the missing lists)."""
@@ -247,11 +342,12 @@ class _BaseMLP(BaseEstimator):
         if not self.early_stopping and self.best_loss_ is None:
             self.best_loss_ = np.inf
 
-    def _fit(self, X, y, sample_weight=None, incremental=False):
+    def _fit(self: _Estimator, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None,
+             incremental: bool = False) -> _Estimator:
         dtype, hidden = self._validate_hyperparameters()
         first_pass = "_model" not in self.__dict__ or (not self.warm_start and not incremental)
-        X, Y, y_out = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
-        n_samples, n_features = X.shape
+        X_model, Y, y_out = self._validate_input(X, y, incremental, reset=first_pass, dtype=dtype)
+        n_samples, n_features = X_model.shape
         sw = self._check_sample_weight(sample_weight, n_samples)
         sw = self._class_sample_weight(y_out, sw, incremental)
         self.n_outputs_ = self._n_outputs(Y)
@@ -263,16 +359,16 @@ class _BaseMLP(BaseEstimator):
             self._check_warm_model(layer_units, dtype)
         self.__dict__.pop("_quick", None)
         if self.solver in _STOCHASTIC_SOLVERS:
-            fit_stochastic(self, X, Y, y_out, sw, incremental)
+            fit_stochastic(self, X_model, Y, y_out, sw, incremental)
         else:
-            fit_lbfgs(self, X, Y, sw)
+            fit_lbfgs(self, X_model, Y, sw)
         self._check_weights()
         if (self.solver in _STOCHASTIC_SOLVERS and not self.early_stopping
                 and "feature_names_in_" not in self.__dict__ and self._quick_allowed()):
             self._quick = self._parameter_values()  # what the next partial_fit may skip
         return self
 
-    def _check_weights(self):
+    def _check_weights(self) -> None:
         # (the model's arrays are C-contiguous after a fit: one native pass each)
         if not all(native().all_finite(p) for layer in self._model.layers
                    for p in layer.parameters()):
@@ -281,7 +377,8 @@ class _BaseMLP(BaseEstimator):
 
     # -- partial_fit's quick path ----------------------------------------------------------
 
-    def _quick_partial_fit(self, X, y, sample_weight, classes):
+    def _quick_partial_fit(self, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None,
+                           classes: ArrayLike | None) -> bool:
         """``partial_fit`` without scikit-learn's input and parameter checks, for the common
         case after a call that made them all: the estimator's parameters are the very objects
         that call checked (``set_params`` replaces them), no sample weights, X a float ndarray
@@ -297,24 +394,24 @@ class _BaseMLP(BaseEstimator):
         if any(a is not b for a, b in zip(self._parameter_values(), quick)):
             return False
         model = self._model
-        X = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
-        if not native().all_finite(X):
+        X_model = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
+        if not native().all_finite(X_model):
             return False
-        targets = self._quick_targets(y, X.shape[0], classes)
+        targets = self._quick_targets(y, X_model.shape[0], classes)
         if targets is None:
             return False
         Y, y_out = targets
-        fit_stochastic(self, X, Y, y_out, None, True, seed=self._incremental_seed())
+        fit_stochastic(self, X_model, Y, y_out, None, True, seed=self._incremental_seed())
         self._check_weights()
         return True
 
-    def _parameter_values(self):
+    def _parameter_values(self) -> tuple[Any, ...]:
         names = type(self).__dict__.get("_parameter_names")
         if names is None:
             names = type(self)._parameter_names = tuple(self._get_param_names())
         return tuple(getattr(self, name) for name in names)
 
-    def _incremental_seed(self):
+    def _incremental_seed(self) -> int:
         """The shuffle seed the full path draws in a partial_fit after the first: the first
         draw of ``check_random_state(random_state)`` (for an int seed, the same every call:
         remembered rather than seeding a new RandomState each time)."""
@@ -324,15 +421,16 @@ class _BaseMLP(BaseEstimator):
         self._random_state = check_random_state(rs)
         return int(self._random_state.randint(np.iinfo(np.int32).max))
 
-    def _quick_allowed(self):
+    def _quick_allowed(self) -> bool:
         """(subclasses) Whether the quick path may follow this fit."""
         return True
 
-    def _quick_targets(self, y, n, classes):
+    def _quick_targets(self, y: ArrayLike, n: int, classes: ArrayLike | None
+                       ) -> tuple[NDArray[Any], NDArray[Any]] | None:
         """(subclasses) (Y, y_out) as ``_validate_input`` makes them, or None."""
         return None
 
-    def _check_warm_model(self, layer_units, dtype):
+    def _check_warm_model(self, layer_units: list[int], dtype: FloatDtype) -> None:
         model = self._model
         have = [model.n_inputs] + [layer.n_out for layer in model.layers]
         if have != layer_units:
@@ -346,23 +444,26 @@ class _BaseMLP(BaseEstimator):
 
     # -- losses in scikit-learn's scale --------------------------------------------------
 
-    def _report_losses(self, Z, T):
+    def _report_losses(self, Z: FloatArray, T: NDArray[Any]) -> NDArray[np.float64]:
         """Per-sample data losses (float64) of logits Z in scikit-learn's reported scale (the
         model's loss per sample; the squared error's as the mean over the outputs)."""
-        losses = self._model._loss(Z, T, "none").astype(np.float64)
+        # (reduction "none": the per-sample array)
+        losses = cast(FloatArray, self._model._loss(Z, T, "none")).astype(np.float64)
         return losses * self._report_scale(Z.shape[1])
 
-    def _weighted_mean(self, losses, sw):
+    def _weighted_mean(self, losses: NDArray[np.float64], sw: NDArray[np.float64] | None
+                       ) -> float:
         if sw is None:
             return float(losses.sum() / losses.shape[0])
         return float((sw * losses).sum() / sw.sum())
 
-    def _l2(self):
+    def _l2(self) -> float:
         """sum ||W||^2 over the layers (the L2 penalty's sum; inf once the weights overflow)."""
         # (BLAS's dot: an overflow gives inf without NumPy's floating-point warnings)
         return float(sum(np.dot(W, W) for W in [layer.W.ravel() for layer in self._model.layers]))
 
-    def _validation_split(self, X, Y, y_out, sw):
+    def _validation_split(self, X: Inputs, Y: NDArray[Any], y_out: NDArray[Any],
+                          sw: NDArray[np.float64] | None) -> tuple[_Training, Validation]:
         """scikit-learn's early-stopping split (same random_state draws), stratified for
         single-output classification when every class can be split."""
         idx = np.arange(X.shape[0])
@@ -378,13 +479,15 @@ class _BaseMLP(BaseEstimator):
         if val.shape[0] < 2:
             raise ValueError("The validation set is too small. Increase 'validation_fraction' "
                              "or the size of your dataset.")
-        pick = (lambda a, rows: None if a is None else a[rows])
+        pick: Callable[[NDArray[np.float64] | None, NDArray[np.intp]],
+                       NDArray[np.float64] | None] = (lambda a, rows: None if a is None
+                                                      else a[rows])
         return ((X[train], Y[train], pick(sw, train)),
                 (X[val], Y[val], y_out[val], pick(sw, val)))
 
     # -- prediction helpers ---------------------------------------------------------------
 
-    def _logits(self, X):
+    def _logits(self, X: ArrayLike) -> tuple[FloatArray, type[np.float32] | type[np.float64]]:
         """Validated X -> the last layer's output (model dtype) and the output dtype (X's
         float dtype: float32 stays float32, anything else gives float64)."""
         check_is_fitted(self)
@@ -395,5 +498,6 @@ class _BaseMLP(BaseEstimator):
         X = self._prepare_X(X, model.dtype, reset=False)
         return model._logits(X), out_dtype
 
-    def _class_sample_weight(self, y_out, sw, incremental):
+    def _class_sample_weight(self, y_out: NDArray[Any], sw: NDArray[np.float64] | None,
+                             incremental: bool) -> NDArray[np.float64] | None:
         return sw

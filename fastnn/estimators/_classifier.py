@@ -1,21 +1,31 @@
 """MLPClassifier: scikit-learn's multi-layer perceptron classifier on fastnn."""
 
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
 import numpy as np
+from numpy.typing import ArrayLike, DTypeLike, NDArray
 from sklearn.base import ClassifierMixin
 from sklearn.metrics import accuracy_score
 from sklearn.preprocessing import LabelBinarizer
 from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
-from sklearn.utils.metaestimators import available_if
 from sklearn.utils.multiclass import type_of_target, unique_labels
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from .. import functional as F
-from ._base import _STOCHASTIC_SOLVERS, StrOptions, _BaseMLP, _dtypes
+from .._typing import FloatArray, Inputs
+from ._base import (_STOCHASTIC_SOLVERS, FloatDtype, StrOptions, _BaseMLP, _dtypes,
+                    available_if)
 
 __all__ = ["MLPClassifier"]
 
+_Classifier = TypeVar("_Classifier", bound="MLPClassifier")
+#: ``class_weight``: {label: weight}, "balanced", a list of {0: w, 1: w} (multi-label) or None
+ClassWeight = dict[Any, float] | list[dict[Any, float]] | str | None
 
-class MLPClassifier(ClassifierMixin, _BaseMLP):
+
+class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]  # (scikit-learn: Any)
     """Multi-layer perceptron classifier: scikit-learn's ``MLPClassifier`` on fastnn.
 
     The parameters and fitted attributes are those of ``sklearn.neural_network.MLPClassifier``
@@ -89,13 +99,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     True
     """
 
-    def __init__(self, hidden_layer_sizes=(100,), activation="relu", *, solver="adam",
-                 alpha=0.0001, batch_size="auto", learning_rate="constant",
-                 learning_rate_init=0.001, power_t=0.5, max_iter=200, shuffle=True,
-                 random_state=None, tol=1e-4, verbose=False, warm_start=False, momentum=0.9,
-                 nesterovs_momentum=True, early_stopping=False, validation_fraction=0.1,
-                 beta_1=0.9, beta_2=0.999, epsilon=1e-8, n_iter_no_change=10, max_fun=15000,
-                 dtype="float32", class_weight=None):
+    def __init__(self, hidden_layer_sizes: ArrayLike = (100,), activation: str = "relu", *,
+                 solver: str = "adam", alpha: float = 0.0001, batch_size: int | str = "auto",
+                 learning_rate: str = "constant", learning_rate_init: float = 0.001,
+                 power_t: float = 0.5, max_iter: int = 200, shuffle: bool = True,
+                 random_state: int | np.random.RandomState | None = None, tol: float = 1e-4,
+                 verbose: bool | int = False, warm_start: bool = False, momentum: float = 0.9,
+                 nesterovs_momentum: bool = True, early_stopping: bool = False,
+                 validation_fraction: float = 0.1, beta_1: float = 0.9, beta_2: float = 0.999,
+                 epsilon: float = 1e-8, n_iter_no_change: int | float = 10,
+                 max_fun: int = 15000, dtype: DTypeLike = "float32",
+                 class_weight: ClassWeight = None) -> None:
         self.hidden_layer_sizes = hidden_layer_sizes
         self.activation = activation
         self.solver = solver
@@ -122,28 +136,35 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         self.dtype = dtype
         self.class_weight = class_weight
 
+    class_weight: ClassWeight
+    classes_: NDArray[Any]
+    _label_binarizer: Any  # scikit-learn's LabelBinarizer (not typed)
+    _quick_classes: object  # the ``classes`` a quick partial_fit last checked
+
     _parameter_constraints = {
         **_BaseMLP._parameter_constraints,
         **({"class_weight": [dict, list, StrOptions({"balanced"}), None]}
            if StrOptions is not None else {}),
     }
 
-    def __sklearn_tags__(self):
+    def __sklearn_tags__(self) -> Any:
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = True
         return tags
 
-    def _fastnn_loss(self):
+    def _fastnn_loss(self) -> str:
         return "cross_entropy" if self._label_binarizer.y_type_ == "multiclass" \
             else "binary_cross_entropy"
 
-    def _out_activation(self):
+    def _out_activation(self) -> str:
         return "softmax" if self._label_binarizer.y_type_ == "multiclass" else "logistic"
 
-    def _n_outputs(self, Y):
+    def _n_outputs(self, Y: NDArray[Any]) -> int:
         return len(self.classes_) if Y.ndim == 1 else Y.shape[1]
 
-    def _validate_input(self, X, y, incremental, reset, dtype):
+    def _validate_input(self, X: Any, y: Any, incremental: bool, reset: bool,
+                        dtype: FloatDtype) -> tuple[Inputs, NDArray[Any], NDArray[Any]]:
+        # (X, y: as the user passed them, then as scikit-learn's validate_data returns them)
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=_dtypes(dtype), reset=reset)
         X = self._model_input(X, dtype)
@@ -172,7 +193,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             Y = np.ascontiguousarray(self._label_binarizer.transform(y), dtype=dtype)
         return X, Y, y
 
-    def _class_sample_weight(self, y, sw, incremental):
+    def _class_sample_weight(self, y: NDArray[Any], sw: NDArray[np.float64] | None,
+                             incremental: bool) -> NDArray[np.float64] | None:
         cw = self.class_weight
         if cw is None:
             return sw
@@ -202,18 +224,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              f"{cw!r}")
         return w if sw is None else sw * w
 
-    def _score_logits(self, Z, y, sw):
+    def _score_logits(self, Z: FloatArray, y: NDArray[Any], sw: NDArray[np.float64] | None
+                      ) -> float:
         if not np.isfinite(Z).all():
             return np.nan
         return float(accuracy_score(y, self._labels(Z), sample_weight=sw))
 
-    def _labels(self, Z):
+    def _labels(self, Z: FloatArray) -> NDArray[Any]:
         lb = self._label_binarizer
         if lb.y_type_ == "multiclass":
-            return self.classes_.take(Z.argmax(axis=1))
-        return lb.inverse_transform((Z > 0).astype(np.int64))
+            return cast("NDArray[Any]", self.classes_.take(Z.argmax(axis=1)))
+        return cast("NDArray[Any]", lb.inverse_transform((Z > 0).astype(np.int64)))
 
-    def fit(self, X, y, sample_weight=None):
+    def fit(self: _Classifier, X: ArrayLike, y: ArrayLike, sample_weight: ArrayLike | None = None
+            ) -> _Classifier:
         """Fit the model to X and y (class labels, or a label indicator matrix).
 
         Parameters
@@ -229,14 +253,16 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         """
         return self._fit(X, y, sample_weight=sample_weight, incremental=False)
 
-    def _check_solver(self):
+    def _check_solver(self) -> bool:
         if self.solver not in _STOCHASTIC_SOLVERS:
             raise AttributeError("partial_fit is only available for stochastic optimizers. "
                                  f"{self.solver} is not stochastic.")
         return True
 
     @available_if(lambda est: est._check_solver())
-    def partial_fit(self, X, y, sample_weight=None, classes=None):
+    def partial_fit(self: _Classifier, X: ArrayLike, y: ArrayLike,
+                    sample_weight: ArrayLike | None = None, classes: ArrayLike | None = None
+                    ) -> _Classifier:
         """One epoch over (X, y), continuing the weights and the optimizer state.
 
         ``classes`` (all the labels) is required on the first call, unless y is a label
@@ -259,11 +285,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                  f"partial_fit, was: {self.classes_!r}")
         return self._fit(X, y, sample_weight=sample_weight, incremental=True)
 
-    def _quick_allowed(self):
+    def _quick_allowed(self) -> bool:
         return self.class_weight is None and self._label_binarizer.y_type_ in (
             "binary", "multiclass")
 
-    def _quick_targets(self, y, n, classes):
+    def _quick_targets(self, y: ArrayLike, n: int, classes: ArrayLike | None
+                       ) -> tuple[NDArray[Any], NDArray[Any]] | None:
         # labels of a plain 1-D ndarray, each one of classes_ (and ``classes``, if passed,
         # the same as classes_): the 0..K-1 indices (multiclass) or the 0/1 column (binary)
         if type(y) is not np.ndarray or y.shape != (n,) or y.dtype.kind not in "iufUSb":
@@ -285,12 +312,12 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.ascontiguousarray(idx, dtype=np.intp), y
         return np.ascontiguousarray(idx.reshape(n, 1), dtype=self._model.dtype), y
 
-    def predict(self, X):
+    def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class labels (of ``classes_``), or a label indicator matrix for multi-label."""
         Z, _ = self._logits(X)
         return self._labels(Z)
 
-    def predict_proba(self, X):
+    def predict_proba(self, X: ArrayLike) -> FloatArray:
         """Probabilities (n_samples, n_classes) in the order of ``classes_`` (per label for
         multi-label), computed in float64 from the logits unless X is float32."""
         Z, out = self._logits(X)
@@ -303,7 +330,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             return np.column_stack([1 - p, p])
         return P
 
-    def predict_log_proba(self, X):
+    def predict_log_proba(self, X: ArrayLike) -> FloatArray:
         """``log(predict_proba(X))``, as scikit-learn's (-inf where a probability is 0)."""
         P = self.predict_proba(X)
         with np.errstate(divide="ignore"):

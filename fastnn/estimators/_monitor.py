@@ -2,7 +2,29 @@
 reported loss, ``tol`` / ``n_iter_no_change``, early stopping on the validation loss (with the
 best epoch's weights kept), the "invscaling" and "adaptive" learning rates, ``verbose``."""
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 import numpy as np
+from numpy.typing import NDArray
+
+from .._typing import FloatArray, Inputs
+
+if TYPE_CHECKING:
+    from ..layers import Linear
+    from ..network import Sequential
+    from ..training import History
+    from ._base import _BaseMLP
+
+#: the early-stopping split's validation part: (X_val, Y_val, y_val, sw_val)
+Validation = tuple[Inputs, NDArray[Any], NDArray[Any], NDArray[np.float64] | None]
+
+
+def bias(layer: Linear) -> FloatArray:
+    """``layer.b``: every layer of an estimator's model has a bias (``_BaseMLP._new_model``)."""
+    assert layer.b is not None
+    return layer.b
 
 
 class Monitor:
@@ -28,16 +50,18 @@ class Monitor:
         The early-stopping split.
     """
 
-    def __init__(self, est, *, n, report_scale, l2_scale, epochs, validation=None):
+    def __init__(self, est: _BaseMLP, *, n: int, report_scale: float, l2_scale: float,
+                 epochs: int, validation: Validation | None = None) -> None:
         self.est, self.n, self.epochs = est, n, epochs
         self.report_scale, self.l2_scale = report_scale, l2_scale
         self.validation = validation
-        self.schedule = est.learning_rate if est.solver == "sgd" else "constant"
+        self.schedule: str = est.learning_rate if est.solver == "sgd" else "constant"
         self.l2_start = est._l2()  # sum ||W||^2 when the next epoch starts
         self.stopped = False
-        self.best_params = None  # (early stopping) the best epoch's (W, b) per layer
+        # (early stopping) the best epoch's (W, b) per layer
+        self.best_params: list[tuple[FloatArray, FloatArray]] | None = None
 
-    def __call__(self, epoch, history):
+    def __call__(self, epoch: int, history: History) -> bool:
         est = self.est
         est.n_iter_ += 1
         est.t_ += self.n
@@ -51,6 +75,7 @@ class Monitor:
         if self.validation is not None:
             improved = self._validate()
         else:
+            assert est.best_loss_ is not None  # (None only with early stopping)
             improved = not est.loss_curve_[-1] > est.best_loss_ - est.tol
             est.best_loss_ = min(est.best_loss_, est.loss_curve_[-1])
         est._no_improvement_count = 0 if improved else est._no_improvement_count + 1
@@ -60,9 +85,12 @@ class Monitor:
             return self._no_improvement()
         return False
 
-    def _validate(self):
+    def _validate(self) -> bool:
         # the validation loss and score of this epoch; whether the loss improved by tol
         est = self.est
+        assert self.validation is not None
+        assert est.validation_scores_ is not None and est.validation_loss_curve_ is not None
+        assert est.best_validation_loss_ is not None  # (set with early stopping)
         X_val, Y_val, y_val, sw_val = self.validation
         Z = est._model._logits(X_val)
         val_loss = est._weighted_mean(est._report_losses(Z, Y_val), sw_val)
@@ -74,11 +102,11 @@ class Monitor:
         if val_loss < est.best_validation_loss_:
             est.best_validation_loss_ = val_loss
             est.best_validation_score_ = val_score
-            self.best_params = [(layer.W.copy(), layer.b.copy())
+            self.best_params = [(layer.W.copy(), bias(layer).copy())
                                 for layer in est._model.layers]
         return improved
 
-    def _no_improvement(self):
+    def _no_improvement(self) -> bool:
         # n_iter_no_change epochs without improvement: stop, or (adaptive) a smaller step
         est = self.est
         what = "Validation" if self.validation is not None else "Training"
@@ -94,19 +122,19 @@ class Monitor:
         self._print(msg + " Setting learning rate to %f" % est._lr)
         return False
 
-    def _print(self, line):
+    def _print(self, line: str) -> None:
         if self.est.verbose:
             print(line, flush=True)
 
-    def restore_best(self):
+    def restore_best(self) -> None:
         """Put the best epoch's weights back (early stopping)."""
         if self.best_params is not None:
             for layer, (W, b) in zip(self.est._model.layers, self.best_params):
                 layer.W[...] = W
-                layer.b[...] = b
+                bias(layer)[...] = b
 
 
-def validation_arrays(model, split):
+def validation_arrays(model: Sequential, split: Validation) -> Validation:
     """(X_val as ``model`` reads it, Y_val, y_val, sw_val) from _BaseMLP._validation_split's
     part (X_val: CSR rows, or a dense array)."""
     X_val, Y_val, y_val, sw_val = split

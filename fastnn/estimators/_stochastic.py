@@ -1,19 +1,29 @@
 """The stochastic solvers ("sgd", "adam"): one ``fastnn.training.fit`` call for all the epochs,
 in the native loop, with scikit-learn's per-epoch rules in a Monitor as its callback."""
 
+from __future__ import annotations
+
 import warnings
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
+from numpy.typing import NDArray
 from sklearn.exceptions import ConvergenceWarning
 
+from .._typing import Inputs
 from ..training import fit_validated
 from ._monitor import Monitor, validation_arrays
+
+if TYPE_CHECKING:
+    from ._base import _BaseMLP
 
 STOCHASTIC_SOLVERS = ("sgd", "adam")
 _BELOW_ONE = float(np.nextafter(1.0, 0.0))  # (scikit-learn allows momentum 1; fastnn < 1)
 
 
-def fit_stochastic(est, X, Y, y_out, sw, incremental, seed=None):
+def fit_stochastic(est: _BaseMLP, X: Inputs, Y: NDArray[Any], y_out: NDArray[Any],
+                   sw: NDArray[np.float64] | None, incremental: bool, seed: int | None = None
+                   ) -> None:
     """Train ``est._model`` on (X, Y) with sample weights ``sw``: max_iter epochs (fit), or
     one (partial_fit: ``incremental``, continuing the optimizer state). ``seed``: the
     shuffle's, when the caller drew it (else the next draw of ``est._random_state``)."""
@@ -70,11 +80,11 @@ def fit_stochastic(est, X, Y, y_out, sw, incremental, seed=None):
     monitor.restore_best()
 
 
-def _batch_size(batch_size, n):
+def _batch_size(batch_size: int | str, n: int) -> int:
     """scikit-learn's batch size: "auto" is min(200, n); others are clipped to 1..n."""
     if batch_size == "auto":
         return min(200, n)
-    if batch_size > n:
+    if cast(int, batch_size) > n:  # (validated: "auto" or an integer >= 1)
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
                       "to be clipped")
     return int(np.clip(batch_size, 1, n))
