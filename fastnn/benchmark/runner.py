@@ -5,7 +5,7 @@ case up, checks each contender's outputs against the base contender's (fastnn's)
 anything is timed, calibrates a sample of about ``target`` seconds per contender, runs one
 unrecorded warm-up round, then rounds in which each contender takes one sample in turn (the
 order rotating from round to round). Before each sample the parent waits until the previous
-worker's threads have gone quiet (its CPU time stops growing, at most ``SETTLE_MAX``
+worker's threads have gone quiet (none of its threads runs, at most ``SETTLE_MAX``
 seconds): an idle BLAS or OpenMP pool spins for up to ~0.1 s after a call, and it must not
 run on the cores during another contender's sample. Load from elsewhere then falls on every
 contender's rounds alike, but the contenders do not suffer from it alike: on 2 cores, one
@@ -45,7 +45,6 @@ from .worker import HERE, Handler, error_text, load_module
 
 NOT_INSTALLED = "n/a (not installed)"
 SETTLE_MAX = 0.25  # seconds a worker's threads may take to go quiet
-QUIET = 0.05  # ... quiet: using less than this share of one core
 BUSY_ROUND = 0.10  # a round is stalled when runnable tasks waited for a CPU this share of it
 MAX_RETRIES = 5  # with --wait-quiet, a stalled round is taken again up to this many times,
 WAIT_BUDGET = 12  # while the case has waited less than this many times the --wait-quiet
@@ -134,19 +133,36 @@ def cpu_time(pid: int) -> float | None:
     return total / 1e9 if found else None
 
 
+def running_threads(pid: int) -> int | None:
+    """How many threads of process ``pid`` are running or runnable (state R in
+    /proc/PID/task/*/stat; None elsewhere): a pool's thread that spins after a call is."""
+    count, found = 0, False
+    for path in glob.glob(f"/proc/{pid}/task/*/stat"):
+        try:
+            with open(path) as fh:
+                state = fh.read().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        found = True
+        count += state == "R"
+    return count if found else None
+
+
 def settle(pid: int, step: float = 0.002) -> float:
-    """Wait until process ``pid`` uses less than ``QUIET`` of a core (at most
-    ``SETTLE_MAX`` seconds); returns the seconds waited."""
+    """Wait until no thread of process ``pid`` runs (twice in a row, ``step`` apart; at most
+    ``SETTLE_MAX`` seconds); returns the seconds waited. (Its CPU time would not do: the
+    kernel adds a running thread's time at its scheduler ticks, so a pool spinning on a core
+    can show none for milliseconds.)"""
     start = time.perf_counter()
-    before = cpu_time(pid)
-    if before is None:
-        return 0.0
+    quiet = 0
     while time.perf_counter() - start < SETTLE_MAX:
-        time.sleep(step)
-        now = cpu_time(pid)
-        if now is None or now - before < QUIET * step:
+        running = running_threads(pid)
+        if running is None:
             break
-        before = now
+        quiet = quiet + 1 if running == 0 else 0
+        if quiet >= 2:
+            break
+        time.sleep(step)
     return time.perf_counter() - start
 
 
