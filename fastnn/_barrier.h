@@ -13,6 +13,8 @@
 #include <windows.h>
 #define FNN_FETCH_INC(p) (_InterlockedIncrement(p))
 #define FNN_FETCH_DEC(p) (_InterlockedDecrement(p))
+#define FNN_FETCH_ADD(p, v) (_InterlockedExchangeAdd64((volatile long long*)(p), (v)))
+#define FNN_CAS(p, from, to) (_InterlockedCompareExchange((p), (to), (from)) == (from))
 #define FNN_LOAD(p) (_ReadWriteBarrier(), *(p))
 #define FNN_STORE(p, v) do { _ReadWriteBarrier(); *(p) = (v); _ReadWriteBarrier(); } while (0)
 #define FNN_PAUSE() YieldProcessor()
@@ -23,6 +25,11 @@
 #include <sched.h>
 #define FNN_FETCH_INC(p) (__atomic_add_fetch((p), 1, __ATOMIC_SEQ_CST))
 #define FNN_FETCH_DEC(p) (__atomic_sub_fetch((p), 1, __ATOMIC_SEQ_CST))
+#define FNN_FETCH_ADD(p, v) (__atomic_fetch_add((p), (v), __ATOMIC_SEQ_CST))  /* the old value */
+#define FNN_CAS(p, from, to) \
+    ({ long fnn_expected_ = (from); \
+       __atomic_compare_exchange_n((p), &fnn_expected_, (to), 0, __ATOMIC_SEQ_CST, \
+                                   __ATOMIC_SEQ_CST); })
 #define FNN_LOAD(p) (__atomic_load_n((p), __ATOMIC_SEQ_CST))
 #define FNN_STORE(p, v) (__atomic_store_n((p), (v), __ATOMIC_SEQ_CST))
 #define FNN_TRY_LOCK(p) (__atomic_exchange_n((p), 1, __ATOMIC_ACQUIRE) == 0)

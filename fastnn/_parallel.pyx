@@ -9,11 +9,13 @@ import os
 cdef extern from "_threads.h" nogil:
     ctypedef void (*fnn_job)(void* arg, int tid, int T) noexcept nogil
     int FNN_MAX_THREADS
+    enum: FNN_MAX_THREADS_ "FNN_MAX_THREADS"
     double FNN_SPIN_SECONDS
     void fnn_pool_init(int limit)
     int fnn_pool_limit()
     void fnn_pool_set_limit(int limit)
     int fnn_pool_run(fnn_job job, void* arg, int T)
+    int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable)
     double fnn_clock()
     struct fnn_pool_state "fnn_pool":
         int workers
@@ -26,16 +28,33 @@ cdef int run(job_fn job, void* arg, int T) noexcept nogil:
     return fnn_pool_run(<fnn_job>job, arg, T)
 
 
+cdef extern from "_barrier.h" nogil:
+    Py_ssize_t FNN_FETCH_ADD(Py_ssize_t* p, Py_ssize_t v)
+
+
 cdef struct BlocksJob:
     block_fn fn
     void* ctx
     Py_ssize_t n
+    int ranges  # the n blocks cut into this many contiguous ranges, one a thread
+    Py_ssize_t next[FNN_MAX_THREADS_]  # range r's next block, claimed atomically
 
 
 cdef void _blocks_job(void* arg, int tid, int T) noexcept nogil:
-    # thread tid of T: blocks tid n / T .. (tid + 1) n / T
+    # thread tid takes the blocks of range tid in order (its part of the data stays in its
+    # core's cache from call to call), then any block another range has not started: a
+    # thread that is late (asleep, or its core busy) never makes the others wait for its
+    # share. Each block is computed the same whichever thread takes it.
     cdef BlocksJob* job = <BlocksJob*>arg
-    job.fn(job.ctx, tid * job.n // T, (tid + 1) * job.n // T)
+    cdef int k, r
+    cdef Py_ssize_t i, end
+    for k in range(job.ranges):
+        r = (tid + k) % job.ranges
+        end = (r + 1) * job.n // job.ranges
+        i = FNN_FETCH_ADD(&job.next[r], 1)
+        while i < end:
+            job.fn(job.ctx, i, i + 1)
+            i = FNN_FETCH_ADD(&job.next[r], 1)
 
 
 cdef void blocks(block_fn fn, void* ctx, Py_ssize_t n) noexcept nogil:
@@ -44,8 +63,16 @@ cdef void blocks(block_fn fn, void* ctx, Py_ssize_t n) noexcept nogil:
 
 cdef void blocks_on(block_fn fn, void* ctx, Py_ssize_t n, int T) noexcept nogil:
     cdef BlocksJob job
-    job.fn, job.ctx, job.n = fn, ctx, n
-    fnn_pool_run(_blocks_job, &job, <int>min(n, T))
+    cdef int r
+    T = <int>min(n, T, fnn_pool_limit())
+    if T <= 1:
+        fn(ctx, 0, n)
+        return
+    job.fn, job.ctx, job.n, job.ranges = fn, ctx, n, T
+    for r in range(T):
+        job.next[r] = r * n // T
+    # (a worker that comes late finds no block left: the caller does not wait for it)
+    fnn_pool_run_shared(_blocks_job, &job, T, 1)
 
 
 cdef int awake() noexcept nogil:

@@ -14,6 +14,11 @@
  *   microseconds of spinning, then sleeps on a condition variable until the next job.
  * - One job at a time: a job posted while another runs (another Python thread's, or a
  *   job's own nested call) runs on its caller alone, with the same result.
+ * - A job whose threads share its work among themselves as they come (fnn_pool_run with
+ *   revocable set: _parallel's blocks) does not wait for a worker that has not started it
+ *   when the caller is done: the caller takes the job back from that worker's mailbox (a
+ *   worker asleep, or whose core another process holds, would cost its wake-up or a
+ *   scheduler slice, ~50 us to ms, for no work).
  * - fork: the child of a fork has none of the parent's workers; a handler run in the child
  *   forgets them, and the child starts its own on its first parallel job.
  * - Signals stay with the process's other threads: workers block them all.
@@ -72,6 +77,7 @@ static double fnn_clock(void) {
 
 typedef struct {               /* a worker's mailbox */
     volatile long posted;      /* jobs posted to it */
+    volatile long state;       /* FNN_POSTED: a job waits for it; FNN_TAKEN: it runs it */
     fnn_job job;               /* its current job: written before posted, read after */
     void* arg;
     int T;
@@ -89,6 +95,8 @@ static struct {
     long forks;                /* forks this process came from (tests, diagnostics) */
 } fnn_pool;
 
+enum { FNN_IDLE = 0, FNN_POSTED = 1, FNN_TAKEN = 2 };
+
 static void fnn_pool_reset(void) {
     int w;
     fnn_mutex_init(&fnn_pool.busy);
@@ -96,7 +104,7 @@ static void fnn_pool_reset(void) {
     fnn_cond_init(&fnn_pool.wake);
     fnn_pool.finished = fnn_pool.sleepers = 0;
     for (w = 0; w < FNN_MAX_THREADS; w++)
-        fnn_pool.slot[w].posted = 0;
+        fnn_pool.slot[w].posted = fnn_pool.slot[w].state = FNN_IDLE;
     fnn_pool.workers = 0;
 }
 
@@ -139,7 +147,10 @@ static void fnn_worker_loop(fnn_slot* slot) {
             }
         }
         seen = FNN_LOAD(&slot->posted);
+        if (!FNN_CAS(&slot->state, FNN_POSTED, FNN_TAKEN))
+            continue;  /* the caller took the job back: nothing was left for this thread */
         slot->job(slot->arg, (int)(slot - fnn_pool.slot), slot->T);
+        FNN_STORE(&slot->state, FNN_IDLE);
         FNN_FETCH_INC(&fnn_pool.finished);
     }
 }
@@ -189,9 +200,11 @@ FNN_EXPORT void fastnn_set_num_threads(int n) { fnn_pool_set_limit(n); }
 
 /* Run job(arg, tid, T) for tid = 0..T-1, thread 0 being the caller; returns the T it ran
  * with: min(T, the limit, the workers that could be started) when the pool is free, 1 (the
- * caller alone) when another job holds it. */
-static int fnn_pool_run(fnn_job job, void* arg, int T) {
-    long spins = 0;
+ * caller alone) when another job holds it. ``revocable``: the job's threads take its work
+ * as they come, so that the caller's job(arg, 0, T) returns with all of it done once no
+ * other thread is in it; the workers that have not started it by then never do. */
+static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
+    long spins = 0, revoked = 0;
     int w;
     if (T > fnn_pool.limit) T = fnn_pool.limit;
     if (T <= 1 || fnn_mutex_trylock(&fnn_pool.busy) != 0) {
@@ -199,7 +212,7 @@ static int fnn_pool_run(fnn_job job, void* arg, int T) {
         return 1;
     }
     for (w = fnn_pool.workers + 1; w < T; w++) {  /* start the workers this job lacks */
-        fnn_pool.slot[w].posted = 0;
+        fnn_pool.slot[w].posted = fnn_pool.slot[w].state = FNN_IDLE;
         if (fnn_worker_spawn(&fnn_pool.slot[w]) != 0) { T = w; break; }
         fnn_pool.workers = w;
     }
@@ -209,6 +222,7 @@ static int fnn_pool_run(fnn_job job, void* arg, int T) {
         slot->job = job;
         slot->arg = arg;
         slot->T = T;
+        FNN_STORE(&slot->state, FNN_POSTED);
         FNN_STORE(&slot->posted, slot->posted + 1);
     }
     if (FNN_LOAD(&fnn_pool.sleepers) > 0) {
@@ -217,11 +231,18 @@ static int fnn_pool_run(fnn_job job, void* arg, int T) {
         fnn_mutex_unlock(&fnn_pool.sleep);
     }
     job(arg, 0, T);
-    while (FNN_LOAD(&fnn_pool.finished) < T - 1) {
+    if (revocable)
+        for (w = 1; w < T; w++)
+            revoked += FNN_CAS(&fnn_pool.slot[w].state, FNN_POSTED, FNN_IDLE);
+    while (FNN_LOAD(&fnn_pool.finished) < T - 1 - revoked) {
         if (++spins < FNN_SPINS_BEFORE_YIELD) FNN_PAUSE(); else FNN_YIELD();
     }
     fnn_mutex_unlock(&fnn_pool.busy);
     return T;
+}
+
+static int fnn_pool_run(fnn_job job, void* arg, int T) {
+    return fnn_pool_run_shared(job, arg, T, 0);
 }
 
 #endif
