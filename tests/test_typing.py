@@ -42,17 +42,20 @@ def mypy_report(tmp_path_factory):
     (tmp / "snippet.py").write_text(SNIPPET)
     # strict on the snippet; fastnn's own modules followed for their types, their messages
     # (and scikit-learn's missing stubs) not the user's concern
+    # mypy must check the fastnn that ``import fastnn`` gives: an installed one it finds in
+    # site-packages itself (fastnn ships py.typed); a source tree's through mypy_path (not
+    # the installed site-packages as a path: its modules would shadow the library's own)
+    root = Path(fastnn.__file__).resolve().parent.parent
+    installed = root.name in ("site-packages", "dist-packages")
     (tmp / "mypy.ini").write_text(textwrap.dedent(f"""\
         [mypy]
         strict = True
         follow_imports = silent
         ignore_missing_imports = True
         cache_dir = {tmp / "cache"}
-        """))
-    # run from the directory holding the imported fastnn: mypy finds that package first
-    root = Path(fastnn.__file__).resolve().parent.parent
+        """) + ("" if installed else f"mypy_path = {root}\n"))
     with pytest.MonkeyPatch.context() as mp:
-        mp.chdir(root)
+        mp.chdir(tmp)
         stdout, stderr, status = api.run(["--config-file", str(tmp / "mypy.ini"),
                                           str(tmp / "snippet.py")])
     assert stderr == "" and status in (0, 1), (status, stderr, stdout)
