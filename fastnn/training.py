@@ -602,10 +602,8 @@ class _KeptLoop:
     def __init__(self, model: Sequential, params: Params, state: OptState, t: int,
                  X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64] | None,
                  batch_size: int, settings: dict[str, Any], one_step: bool) -> None:
-        self.backend = ops()
-        # (a loop on CSR rows holds no gathered batch: it binds only CSR rows)
-        self.key = (X.shape[0], _v.is_sparse(X), batch_size, sw is not None, model.loss_spec,
-                    one_step, sorted(settings.items()))
+        self.backend, self.loss = ops(), model.loss_spec
+        self.key = self._key(X, sw, batch_size, settings, one_step)
         self.layers = [(layer.W, layer.b, layer.activation) for layer in model.layers]
         self.state_arrays = _state_arrays(state)
         self.runner = self.backend.epochs(TrainSpec(
@@ -613,6 +611,14 @@ class _KeptLoop:
             activations=[a for _, _, a in self.layers], loss=model.loss_spec, X=X, Y=Y,
             sample_weight=sw, batch_size=batch_size, state=state, t=t, one_step=one_step,
             **settings))
+
+    @staticmethod
+    def _key(X: Inputs, sw: NDArray[np.float64] | None, batch_size: int,
+             settings: dict[str, Any], one_step: bool) -> tuple[Any, ...]:
+        """What a call must share with the loop's first to reuse its workspaces (a loop on
+        CSR rows holds no gathered batch: it binds only CSR rows)."""
+        return (X.shape[0], _v.is_sparse(X), batch_size, sw is not None, one_step,
+                sorted(settings.items()))
 
     def holds(self, model: Sequential) -> bool:
         """Whether it was built on the model's arrays as they are now (the same objects, still
@@ -630,13 +636,9 @@ class _KeptLoop:
              settings: dict[str, Any], one_step: bool, held: bool = False) -> Any:
         """The runner, bound to (X, Y, sw) at step t, if it fits this call; else None.
         ``held``: the caller found ``holds(model)`` true already."""
-        if (self.backend is not ops() or model.loss_spec is not self.key[4]
-                or (X.shape[0], _v.is_sparse(X), batch_size, sw is not None, model.loss_spec,
-                    one_step, sorted(settings.items())) != self.key or not (held or self.holds(model))):
-            return None
-        arrays = _state_arrays(state)
-        if len(arrays) != len(self.state_arrays) or any(
-                A is not B for A, B in zip(arrays, self.state_arrays)):
+        if (self.backend is not ops() or model.loss_spec is not self.loss
+                or self._key(X, sw, batch_size, settings, one_step) != self.key
+                or not (held or self.holds(model)) or not _same_arrays(state, self.state_arrays)):
             return None
         self.runner.bind(X, Y, sw)
         self.runner.t = t
