@@ -19,6 +19,12 @@
  *   when the caller is done: the caller takes the job back from that worker's mailbox (a
  *   worker asleep, or whose core another process holds, would cost its wake-up or a
  *   scheduler slice, ~50 us to ms, for no work).
+ * - Where a woken worker runs: before waking sleeping workers the caller lets them run on
+ *   the processors it may run on, its own excepted (Linux). Linux often queues a woken thread
+ *   on its waker's processor, where it would wait behind the caller for the whole job while
+ *   another processor idles: measured on a 2-core VM, a 4096-row predict_proba after a pause
+ *   took 8.3 ms (one thread's time) in 4 calls of 12 instead of 4.5 ms.
+ * - Workers are named "fastnn-worker" (top -H, /proc/PID/task/TID/comm).
  * - fork: the child of a fork has none of the parent's workers; a handler run in the child
  *   forgets them, and the child starts its own on its first parallel job.
  * - Signals stay with the process's other threads: workers block them all.
@@ -56,7 +62,11 @@ static double fnn_clock(void) {
     return (double)t.QuadPart / (double)f.QuadPart;
 }
 #else
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE  /* sched_getcpu, pthread_setaffinity_np */
+#endif
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <time.h>
 typedef pthread_mutex_t fnn_mutex;
@@ -81,6 +91,9 @@ typedef struct {               /* a worker's mailbox */
     fnn_job job;               /* its current job: written before posted, read after */
     void* arg;
     int T;
+#if !defined(_WIN32)
+    pthread_t thread;          /* the worker (set when it starts) */
+#endif
 } fnn_slot;
 
 static struct {
@@ -183,6 +196,12 @@ static int fnn_worker_spawn(fnn_slot* slot) {
     sigfillset(&all);  /* signals stay with the process's other threads (Python's) */
     pthread_sigmask(SIG_SETMASK, &all, &old);
     failed = pthread_create(&thread, &attr, fnn_worker_main, slot);
+    if (!failed) {
+        slot->thread = thread;
+#if defined(__linux__)
+        pthread_setname_np(thread, "fastnn-worker");  /* as top -H and /proc show it */
+#endif
+    }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     pthread_attr_destroy(&attr);
     return failed;
@@ -198,7 +217,27 @@ static int fnn_worker_spawn(fnn_slot* slot) {
 FNN_EXPORT int fastnn_get_num_threads(void) { return fnn_pool_limit(); }
 FNN_EXPORT void fastnn_set_num_threads(int n) { fnn_pool_set_limit(n); }
 
-/* Run job(arg, tid, T) for tid = 0..T-1, thread 0 being the caller; returns the T it ran
+/* Before waking sleeping workers: let workers 1..T-1 run on any processor the caller may
+ * run on but the caller's own. A woken thread is otherwise often queued on its waker's
+ * processor (Linux's wake-affine placement), where it waits behind the caller for the whole
+ * job while the other processor idles: the job then runs on one thread, at half speed. */
+static void fnn_keep_off_caller(int T) {
+#if defined(__linux__)
+    cpu_set_t mask;
+    int cpu = sched_getcpu(), w;
+    if (cpu < 0 || cpu >= CPU_SETSIZE
+            || pthread_getaffinity_np(pthread_self(), sizeof mask, &mask) != 0
+            || !CPU_ISSET(cpu, &mask) || CPU_COUNT(&mask) < 2)
+        return;
+    CPU_CLR(cpu, &mask);
+    for (w = 1; w < T; w++)
+        pthread_setaffinity_np(fnn_pool.slot[w].thread, sizeof mask, &mask);
+#else
+    (void)T;
+#endif
+}
+
+/* Run job(arg, tid = 0..T-1, thread 0 being the caller; returns the T it ran
  * with: min(T, the limit, the workers that could be started) when the pool is free, 1 (the
  * caller alone) when another job holds it. ``revocable``: the job's threads take its work
  * as they come, so that the caller's job(arg, 0, T) returns with all of it done once no
@@ -226,6 +265,7 @@ static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
         FNN_STORE(&slot->posted, slot->posted + 1);
     }
     if (FNN_LOAD(&fnn_pool.sleepers) > 0) {
+        fnn_keep_off_caller(T);
         fnn_mutex_lock(&fnn_pool.sleep);
         fnn_cond_broadcast(&fnn_pool.wake);
         fnn_mutex_unlock(&fnn_pool.sleep);

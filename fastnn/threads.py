@@ -15,6 +15,10 @@
   and under any affinity mask; the thread count changes only the speed.
 - **Quiet after a call.** A worker spins about a millisecond after its last job (so the jobs
   of one fit, or back-to-back calls, find it awake), then sleeps until the next one.
+- **Where workers run.** Only fastnn's own threads (named ``fastnn-worker``) are placed: a
+  worker woken from sleep may run on any processor the calling thread may run on but the
+  caller's own, so that it is not queued behind the caller on one core while another
+  idles. The user's threads and the process's affinity mask are never changed.
 - **BLAS.** While fastnn calls BLAS, the BLAS libraries threadpoolctl finds run on one thread
   each (fastnn/_blas.pyx): fastnn's own threads share the work, each calling BLAS for its
   part, and OpenBLAS's split of a product among its threads changes the product's rounding

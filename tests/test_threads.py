@@ -195,6 +195,38 @@ def test_threads_go_quiet_after_a_call(two_threads):
     assert busy < 0.02, busy  # asleep: nothing like the 0.2 s a spinning worker would take
 
 
+def _workers():
+    """{thread id: allowed processors} of fastnn's worker threads in this process."""
+    found = {}
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/comm") as f:
+                name = f.read().strip()
+        except OSError:  # (a thread that just ended)
+            continue
+        if name == "fastnn-worker":
+            found[int(tid)] = os.sched_getaffinity(int(tid))
+    return found
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two processors")
+def test_woken_workers_run_where_the_caller_may_but_on_its_own_processor(two_threads):
+    """fastnn names its workers, and a worker woken from sleep may run on the processors the
+    calling thread may use, the caller's own excepted when there are others: never on a
+    processor outside the caller's mask, never confined to nothing."""
+    _fit("float32")
+    allowed = os.sched_getaffinity(0)
+    for _ in range(3):
+        time.sleep(0.05)  # the workers sleep
+        _fit("float32")   # ... and are woken
+        workers = _workers()
+        assert workers, "no fastnn-worker thread found"
+        for cpus in workers.values():
+            assert cpus and cpus <= allowed, (cpus, allowed)
+            assert len(cpus) == len(allowed) - 1
+
+
 # ---------------------------------------------------------------------------------------
 # the same seed, the same bits: on any number of threads and under any affinity mask
 # ---------------------------------------------------------------------------------------
