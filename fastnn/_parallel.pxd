@@ -10,6 +10,7 @@ cdef void blocks(block_fn fn, void* ctx, Py_ssize_t n) noexcept nogil
 # blocks with at most T threads
 cdef void blocks_on(block_fn fn, void* ctx, Py_ssize_t n, int T) noexcept nogil
 # workers started and not asleep (still spinning after a recent job); all, before the first
+# and when a call found them all asleep less than FNN_SPIN_SECONDS ago (a stream of calls)
 cdef int awake() noexcept nogil
 # the threads fastnn's parallel work may use
 cdef int limit() noexcept nogil

@@ -75,12 +75,26 @@ cdef void blocks_on(block_fn fn, void* ctx, Py_ssize_t n, int T) noexcept nogil:
     fnn_pool_run_shared(_blocks_job, &job, T, 1)
 
 
+cdef double passed_over = -1.0  # when a call last found every worker asleep
+
+
 cdef int awake() noexcept nogil:
     # a pool not started yet counts as awake: starting it costs once per process, and its
-    # workers then spin after each job like any others
+    # workers then spin after each job like any others. When all workers sleep, the first
+    # call runs alone; a second within FNN_SPIN_SECONDS counts them awake (calls come in a
+    # stream: waking them once pays, as they then spin between the calls). Only who helps
+    # depends on this, never a result.
+    global passed_over
+    cdef double now
     if fnn_pool.workers == 0:
         return fnn_pool_limit() - 1
-    return fnn_pool.workers - <int>fnn_pool.sleepers
+    if fnn_pool.sleepers < fnn_pool.workers:
+        return fnn_pool.workers - <int>fnn_pool.sleepers
+    now = fnn_clock()
+    if now - passed_over < FNN_SPIN_SECONDS:
+        return fnn_pool.workers
+    passed_over = now
+    return 0
 
 
 cdef int limit() noexcept nogil:

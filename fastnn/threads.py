@@ -14,7 +14,10 @@
   sums run in a fixed order, so the same seed gives the same weights on 1, 2 or 64 threads
   and under any affinity mask; the thread count changes only the speed.
 - **Quiet after a call.** A worker spins about a millisecond after its last job (so the jobs
-  of one fit, or back-to-back calls, find it awake), then sleeps until the next one.
+  of one fit, or back-to-back calls, find it awake), then sleeps until the next one. A small
+  call (one sample's layer, a small batch) does not wake sleeping workers: it runs on the
+  caller, unless a call found them asleep less than a millisecond before (a stream of
+  calls, which the woken workers then serve).
 - **Where workers run.** Only fastnn's own threads (named ``fastnn-worker``) are placed: a
   worker woken from sleep may run on any processor the calling thread may run on but the
   caller's own, so that it is not queued behind the caller on one core while another
