@@ -90,6 +90,10 @@ def tuning() -> dict[str, Any]:
 def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 
+def finite_input(X: object, W: _FloatArray) -> bool:
+    """Whether X is a model's input in the common case (a 2-D C array of W's dtype, native
+    order, aligned, rows >= 1, W.shape[1] columns), every value finite."""
+
 def finite_rows(X: _FloatArray, single: bool) -> bool:
     """Whether every entry of the 2-D float32/float64 array X (aligned, native byte order, any
     strides) is finite, and stays so as float32 when ``single``."""

@@ -34,6 +34,8 @@ from fastnn._parallel import num_threads, pool_info, set_num_threads
 from fastnn._train import EpochRunner, Objective, penalized_gradient, shuffle
 from fastnn._tuning import values as tuning
 
+from fastnn._layers cimport plain
+
 cdef extern from "_fastmath.h" nogil:
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
     bint fnn_all_finite_d(const double* x, Py_ssize_t n)
@@ -62,3 +64,21 @@ def all_finite(cnp.ndarray a, bint nonnegative=False):
             ok = (fnn_all_finite_nonneg_d if nonnegative else fnn_all_finite_d)(
                 <double*>cnp.PyArray_DATA(a), n)
     return ok
+
+
+def finite_input(object X, object W):
+    """Whether X is a model's input in the common case, checked in one call: an exact 2-D
+    ndarray of W's dtype (float32/float64), C-contiguous, aligned, in native byte order,
+    with at least one row and W.shape[1] columns, every value finite. W: the first layer's
+    (M, K) weights."""
+    if type(W) is not np.ndarray or cnp.PyArray_NDIM(<cnp.ndarray>W) != 2:
+        return False
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>W)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return False
+    if not plain(X, 2, typenum):
+        return False
+    cdef cnp.ndarray a = <cnp.ndarray>X
+    if a.shape[0] == 0 or a.shape[1] != (<cnp.ndarray>W).shape[1]:
+        return False
+    return all_finite(a)

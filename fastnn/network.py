@@ -21,7 +21,7 @@ from . import backprop, serialization
 from . import functional as F
 from . import losses as _losses
 from ._typing import FloatArray, Inputs, Loss, Params, SeedLike
-from .backends import ops
+from .backends import native, ops
 from .layers import Linear, check_count, check_dtype, writable
 from .optim import Optimizer
 from .training import History, fit, train_on_batch
@@ -243,9 +243,8 @@ class Sequential:
         ``in_place`` (fit and the predictions), a dense float32/float64 X of another dtype or
         layout (``_validation.readable_rows``: float64 for a float32 model, Fortran order, a
         read-only memmap) is also kept as it lies, its rows converted as they are read."""
-        if type(X) is np.ndarray and X.ndim == 2 and X.dtype == self.dtype and X.shape[0] \
-                and X.shape[1] == self.n_inputs and X.flags.c_contiguous and X.flags.aligned:
-            return _v.finite(X, name), False  # the common case, checked cheaply
+        if native().finite_input(X, self.layers[0].W):  # the common case, in one call
+            return cast(FloatArray, X), False
         if _v.is_sparse(X):
             return _v.sparse_rows(X, name, self.dtype, self.n_inputs), False
         if in_place:
@@ -313,7 +312,8 @@ class Sequential:
     def _outputs(self, X: Inputs, output: str) -> FloatArray:
         """g_out(z^O) (the output map ``output``) on validated inputs (``_inputs``)."""
         layers: list[Linear] = self.layers
-        if _v.is_sparse(X):  # the first layer on the non-zeros (eq. 10a), then dense
+        if type(X) is not np.ndarray and _v.is_sparse(X):  # the first layer on the non-zeros
+            # (eq. 10a), then dense
             first = layers[0]
             X = ops().linear(X, first.W, first.b, first.activation)
             layers = layers[1:]

@@ -96,6 +96,9 @@ class NativeOps(Ops):
     def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
         return bool(_kernels.all_finite(A, nonnegative))
 
+    def finite_input(self, X: object, W: FloatArray) -> bool:
+        return bool(_kernels.finite_input(X, W))
+
     def finite_rows(self, X: FloatArray, single: bool) -> bool:
         return bool(_kernels.finite_rows(X, single))
 

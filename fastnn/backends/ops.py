@@ -148,6 +148,14 @@ class Ops:
         """Whether no entry of A is NaN or inf (and, with ``nonnegative``, none below 0)."""
         return bool(np.isfinite(A).all()) and not (nonnegative and A.size and A.min() < 0)
 
+    def finite_input(self, X: object, W: FloatArray) -> bool:
+        """Whether X is a model's input in the common case: an exact 2-D ndarray of W's
+        dtype, C-contiguous, aligned, in native byte order, with at least one row and
+        W.shape[1] columns, every value finite (W: the first layer's weights)."""
+        return (type(X) is np.ndarray and X.ndim == 2 and X.dtype == W.dtype
+                and X.dtype.isnative and X.shape[0] > 0 and X.shape[1] == W.shape[1]
+                and X.flags.c_contiguous and X.flags.aligned and self.all_finite(X))
+
     def finite_rows(self, X: FloatArray, single: bool) -> bool:
         """Whether every entry of the 2-D float array X (any layout) is finite, and stays so
         as float32 when ``single``; a block of rows at a time (no copy of X)."""
