@@ -90,6 +90,9 @@ def tuning() -> dict[str, Any]:
 def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 
+def all_finite_arrays(arrays: list[_FloatArray], nonnegative: list[bool]) -> bool:
+    """``all_finite(A, nonneg)`` of every pair of the two lists, in one call."""
+
 def finite_input(X: object, W: _FloatArray) -> bool:
     """Whether X is a model's input in the common case (a 2-D C array of W's dtype, native
     order, aligned, rows >= 1, W.shape[1] columns), every value finite."""

@@ -66,6 +66,17 @@ def all_finite(cnp.ndarray a, bint nonnegative=False):
     return ok
 
 
+
+def all_finite_arrays(list arrays, list nonnegative):
+    """``all_finite(A, nonneg)`` for every pair of the two lists (C-contiguous float32/float64
+    arrays), in one call; False at the first that fails."""
+    cdef Py_ssize_t i
+    for i in range(len(arrays)):
+        if not all_finite(<cnp.ndarray?>arrays[i], nonnegative[i]):
+            return False
+    return True
+
+
 def finite_input(object X, object W):
     """Whether X is a model's input in the common case, checked in one call: an exact 2-D
     ndarray of W's dtype (float32/float64), C-contiguous, aligned, in native byte order,

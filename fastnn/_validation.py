@@ -204,8 +204,9 @@ def seeds(random_state: SeedLike, name: str = "random_state") -> Callable[[], in
     (or None, drawn from the OS) gives the splitmix64 stream of that seed, the same on any
     machine and cheap to start (a Generator costs 8 us to seed); a Generator, BitGenerator
     or SeedSequence gives its own draws."""
-    if random_state is None or (isinstance(random_state, numbers.Integral)
-                                and not isinstance(random_state, (bool, np.bool_))):
+    if random_state is None or type(random_state) is int or (
+            isinstance(random_state, numbers.Integral)
+            and not isinstance(random_state, (bool, np.bool_))):
         if random_state is None:
             seed = int.from_bytes(os.urandom(8), "little")
         elif random_state < 0:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import operator
 import time
 import warnings
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from .updates import (
     learning_rate,
     new_state,
     state_problem,
+    state_values,
     values_problem,
 )
 
@@ -173,13 +175,14 @@ def _callback_parameters(model: Sequential, layout: tuple[Any, ...]) -> Params:
 
 
 def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
-                 checked: list[Any] | None = None) -> tuple[OptState, int]:
+                 checked: _KeptLoop | None = None) -> tuple[OptState, int]:
     """The optimizer state a fit starts from and its step count: ``previous`` (a model's
     ``optimizer_state_``, for a warm start) when it is a complete state of this optimizer for
     ``params`` (``optim.state_problem``), else a new one. A previous state of the same
     optimizer that cannot be continued (the architecture changed, or it is incomplete or
     damaged) gives a warning: the native loop must never read a missing moment. ``checked``:
-    state arrays known to fit ``params`` (the kept loop's), not checked again."""
+    the kept loop, whose state arrays are known to fit ``params``: when ``previous`` holds
+    them, only their values are checked (one native call)."""
     if previous is None:
         return new_state(params, optimizer, momentum), 0
     if not isinstance(previous, dict) or not {"optimizer", "momentum", "t", "state"} <= set(
@@ -190,11 +193,11 @@ def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
     elif isinstance(previous["t"], (bool, np.bool_)) or not isinstance(
             previous["t"], numbers.Integral) or previous["t"] < 0:
         problem = f"its step count t must be an integer >= 0, got {previous['t']!r}"
-    elif checked is not None and _same_arrays(previous["state"], checked):
+    elif checked is not None and _same_arrays(previous["state"], checked.state_arrays):
         # the kept loop's own arrays (C-contiguous, writeable): their values, one native pass
-        problem = values_problem(previous["state"], ops().all_finite)
-        if problem is None:
+        if ops().all_finite_arrays(*checked.state_values):
             return previous["state"], int(previous["t"])
+        problem = values_problem(previous["state"], ops().all_finite_arrays)
     else:
         problem = state_problem(previous["state"], params, optimizer, momentum)
     if problem is not None:
@@ -415,9 +418,12 @@ def _train(model: Sequential, X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64
     last_loop: _KeptLoop | None = model._fit_loop
     reuse = last_loop is not None and last_loop.holds(model)
     params = model.parameters() if reuse else model._trainable_parameters()
-    state, t0 = _start_state(model.optimizer_state_ if warm_start else None, params, optimizer,
-                             momentum,
-                             last_loop.state_arrays if reuse and last_loop is not None else None)
+    previous = model.optimizer_state_ if warm_start else None
+    state, t0 = _start_state(previous, params, optimizer, momentum,
+                             last_loop if reuse else None)
+    # (_start_state hands back the previous state itself only when it holds the kept loop's
+    # arrays, checked)
+    kept_state = reuse and isinstance(previous, dict) and state is previous.get("state")
     settings = {"optimizer": optimizer, "momentum": momentum, "nesterov": nesterov,
                 "beta1": beta1, "beta2": beta2, "eps": eps, "weight_decay": weight_decay}
     opt: dict[str, Any] = {**settings, "t": t0, "state": state}
@@ -432,10 +438,12 @@ def _train(model: Sequential, X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64
         return loop.runner
 
     runner = None if not reuse or last_loop is None else last_loop.take(
-        model, state, t0, X, Y, sw, batch_size, settings, False, held=True)
+        model, state, t0, X, Y, sw, batch_size, settings, False, held=True,
+        state_held=kept_state)
     if runner is None:
         runner = epochs_runner()
-    layout = _layout(model)
+    # (what a callback may not change: only checked when a callback runs between epochs)
+    layout = _layout(model) if callback is not None and epochs > 1 else None
 
     history = History("accuracy" if model.loss_spec.targets in ("classes", "binary") else "r2")
     best_loss, best, waited = math.inf, None, 0
@@ -532,6 +540,7 @@ def _train(model: Sequential, X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64
                 # the callback may have replaced arrays or changed activations: the loop then
                 # goes on with the model as the callback left it, as the numpy backend does
                 held = params, [layer.activation for layer in model.layers]
+                assert layout is not None  # (set when a callback runs between epochs)
                 params = _callback_parameters(model, layout)
                 if (any(A is not B for p, q in zip(params, held[0]) for A, B in zip(p, q))
                         or held[1] != [layer.activation for layer in model.layers]):
@@ -603,9 +612,10 @@ class _KeptLoop:
                  X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64] | None,
                  batch_size: int, settings: dict[str, Any], one_step: bool) -> None:
         self.backend, self.loss = ops(), model.loss_spec
-        self.key = self._key(X, sw, batch_size, settings, one_step)
+        self.key = self._key(X, sw, batch_size, dict(settings), one_step)
         self.layers = [(layer.W, layer.b, layer.activation) for layer in model.layers]
         self.state_arrays = _state_arrays(state)
+        self.state_values = state_values(state)  # (the arrays and their >= 0 flags)
         self.runner = self.backend.epochs(TrainSpec(
             weights=[W for W, _ in params], biases=[b for _, b in params],
             activations=[a for _, _, a in self.layers], loss=model.loss_spec, X=X, Y=Y,
@@ -617,8 +627,9 @@ class _KeptLoop:
              settings: dict[str, Any], one_step: bool) -> tuple[Any, ...]:
         """What a call must share with the loop's first to reuse its workspaces (a loop on
         CSR rows holds no gathered batch: it binds only CSR rows)."""
-        return (X.shape[0], _v.is_sparse(X), batch_size, sw is not None, one_step,
-                sorted(settings.items()))
+        # (settings: a dict of its own, compared as a dict, in any order)
+        return (X.shape[0], type(X) is not np.ndarray and _v.is_sparse(X), batch_size,
+                sw is not None, one_step, settings)
 
     def holds(self, model: Sequential) -> bool:
         """Whether it was built on the model's arrays as they are now (the same objects, still
@@ -633,12 +644,15 @@ class _KeptLoop:
 
     def take(self, model: Sequential, state: OptState, t: int, X: Inputs,
              Y: NDArray[Any], sw: NDArray[np.float64] | None, batch_size: int,
-             settings: dict[str, Any], one_step: bool, held: bool = False) -> Any:
+             settings: dict[str, Any], one_step: bool, held: bool = False,
+             state_held: bool = False) -> Any:
         """The runner, bound to (X, Y, sw) at step t, if it fits this call; else None.
-        ``held``: the caller found ``holds(model)`` true already."""
+        ``held``: the caller found ``holds(model)`` true already; ``state_held``: and that
+        ``state`` holds the loop's state arrays."""
         if (self.backend is not ops() or model.loss_spec is not self.loss
                 or self._key(X, sw, batch_size, settings, one_step) != self.key
-                or not (held or self.holds(model)) or not _same_arrays(state, self.state_arrays)):
+                or not (held or self.holds(model))
+                or not (state_held or _same_arrays(state, self.state_arrays))):
             return None
         self.runner.bind(X, Y, sw)
         self.runner.t = t
@@ -656,7 +670,7 @@ def _same_arrays(state: Any, arrays: list[Any]) -> bool:
         found = _state_arrays(state)
     except TypeError:
         return False
-    return len(found) == len(arrays) and all(A is B for A, B in zip(found, arrays))
+    return len(found) == len(arrays) and all(map(operator.is_, found, arrays))
 
 
 _ROWS: dict[int, NDArray[np.intp]] = {}

@@ -129,17 +129,25 @@ def _bad_values(A: FloatArray, second: bool) -> str:
     return "negative values" if second and (A < 0).any() else ""
 
 
-def values_problem(state: OptState, all_finite: Callable[[FloatArray, bool], bool]
-                   ) -> str | None:
+def values_problem(state: OptState,
+                   all_finite: Callable[[list[FloatArray], list[bool]], bool]) -> str | None:
     """Why the values of ``state`` (of the layout ``state_problem`` accepts, C-contiguous
     arrays) cannot be continued, or None: ``state_problem``'s checks of the values alone, by
-    ``all_finite(A, nonnegative)`` (a backend's, one pass an array)."""
+    ``all_finite(arrays, nonnegative)`` (a backend's ``all_finite_arrays``: one call)."""
+    return None if all_finite(*state_values(state)) else _describe_bad_values(state)
+
+
+def state_values(state: OptState) -> tuple[list[FloatArray], list[bool]]:
+    """The arrays of ``state`` (of the layout ``state_problem`` accepts) and, for each,
+    whether its values must be >= 0 (Adam's second moments)."""
+    arrays, nonnegative = [], []
     for k, states in enumerate(state):
         for s in states:
             for A in s or ():
-                if A is not None and not all_finite(A, k == 1):
-                    return _describe_bad_values(state)
-    return None
+                if A is not None:
+                    arrays.append(A)
+                    nonnegative.append(k == 1)
+    return arrays, nonnegative
 
 
 def _describe_bad_values(state: OptState) -> str | None:

@@ -1463,3 +1463,23 @@ def test_all_finite(dtype):
             x[at] = bad
             assert not _kernels.all_finite(x)
             assert not _kernels.all_finite(x.reshape(1, 101))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_nonnegative(dtype):
+    """Adam's second moments: finite and >= 0, -0.0 included; a negative, NaN (of either
+    sign) or inf anywhere (first element, vector body, tail) fails, and so does any pair of
+    the list form that fails."""
+    info = np.finfo(dtype)
+    ok = np.array([0.0, -0.0, 1.0, info.max, info.tiny, info.tiny / 4], dtype=dtype)
+    assert _kernels.all_finite(ok, True)
+    assert _kernels.all_finite(np.empty(0, dtype), True)
+    for bad in (-1.0, -info.tiny / 4, -info.max, np.inf, -np.inf, np.nan, -np.nan):
+        for at in (0, 3, 64, 100):
+            x = np.ones(101, dtype)
+            x[at] = bad
+            assert not _kernels.all_finite(x, True), (bad, at)
+            assert _kernels.all_finite(x, False) == bool(np.isfinite(bad))
+            assert not _kernels.all_finite_arrays([np.ones(3, dtype), x], [False, True])
+            assert _kernels.all_finite_arrays([x, np.ones(3, dtype)], [False, False]) \
+                == bool(np.isfinite(bad))

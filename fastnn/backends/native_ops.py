@@ -96,6 +96,9 @@ class NativeOps(Ops):
     def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
         return bool(_kernels.all_finite(A, nonnegative))
 
+    def all_finite_arrays(self, arrays: list[FloatArray], nonnegative: list[bool]) -> bool:
+        return bool(_kernels.all_finite_arrays(arrays, nonnegative))
+
     def finite_input(self, X: object, W: FloatArray) -> bool:
         return bool(_kernels.finite_input(X, W))
 

@@ -148,6 +148,10 @@ class Ops:
         """Whether no entry of A is NaN or inf (and, with ``nonnegative``, none below 0)."""
         return bool(np.isfinite(A).all()) and not (nonnegative and A.size and A.min() < 0)
 
+    def all_finite_arrays(self, arrays: list[FloatArray], nonnegative: list[bool]) -> bool:
+        """``all_finite(A, nonneg)`` of every (A, nonneg) pair, in one call."""
+        return all(self.all_finite(A, nn) for A, nn in zip(arrays, nonnegative))
+
     def finite_input(self, X: object, W: FloatArray) -> bool:
         """Whether X is a model's input in the common case: an exact 2-D ndarray of W's
         dtype, C-contiguous, aligned, in native byte order, with at least one row and
