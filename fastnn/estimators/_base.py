@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import math
 import numbers
+import operator
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
@@ -99,7 +100,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
     """What MLPClassifier and MLPRegressor share: the fastnn model, the solvers, the attributes."""
 
     _parameter_constraints: ClassVar[dict[str, Any]] = _constraints()
-    _parameter_names: ClassVar[tuple[str, ...]]  # (set on first use: _parameter_values)
+    _parameter_getter: ClassVar[Callable[[Any], Any]]  # (set on first use: _parameter_values)
 
     # the parameters (set by the subclasses' __init__; scikit-learn's meanings)
     hidden_layer_sizes: ArrayLike
@@ -266,7 +267,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
         and in native byte order, where it lies (the kernels convert the rows they read);
         anything else as a C array of ``dtype`` (an unaligned buffer, as pickle hands a Dask
         worker, or a byte-swapped one: the same values in the layout the kernels read)."""
-        if _v.is_sparse(X):
+        if type(X) is not np.ndarray and _v.is_sparse(X):
             return _v.sparse_rows(X, "X", dtype)
         if _v.readable_rows(X) is not None:
             return X
@@ -391,7 +392,7 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
                 or X.ndim != 2 or X.shape[0] == 0 or X.shape[1] != self.n_features_in_
                 or X.dtype.kind != "f" or X.dtype.itemsize < 4):
             return False
-        if any(a is not b for a, b in zip(self._parameter_values(), quick)):
+        if not all(map(operator.is_, self._parameter_values(), quick)):
             return False
         model = self._model
         X_model = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
@@ -401,22 +402,25 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
         if targets is None:
             return False
         Y, y_out = targets
+        # (no _check_weights: the epoch of one call is guarded, its weights checked finite
+        # in the native loop, and put back with an error when they are not)
         fit_stochastic(self, X_model, Y, y_out, None, True, seed=self._incremental_seed())
-        self._check_weights()
         return True
 
     def _parameter_values(self) -> tuple[Any, ...]:
-        names = type(self).__dict__.get("_parameter_names")
-        if names is None:
-            names = type(self)._parameter_names = tuple(self._get_param_names())
-        return tuple(getattr(self, name) for name in names)
+        values = type(self).__dict__.get("_parameter_getter")
+        if values is None:  # (one attrgetter of every parameter: a call, not 26 getattrs)
+            values = type(self)._parameter_getter = operator.attrgetter(
+                *self._get_param_names())
+        return cast("tuple[Any, ...]", values(self))
 
     def _incremental_seed(self) -> int:
         """The shuffle seed the full path draws in a partial_fit after the first: the first
         draw of ``check_random_state(random_state)`` (for an int seed, the same every call:
         remembered rather than seeding a new RandomState each time)."""
         rs = self.random_state
-        if isinstance(rs, numbers.Integral) and not isinstance(rs, (bool, np.bool_)):
+        if type(rs) is int or (isinstance(rs, numbers.Integral)
+                               and not isinstance(rs, (bool, np.bool_))):
             return _first_draw(int(rs))
         self._random_state = check_random_state(rs)
         return int(self._random_state.randint(np.iinfo(np.int32).max))

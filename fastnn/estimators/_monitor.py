@@ -71,7 +71,8 @@ class Monitor:
         if epoch + 1 < self.epochs:  # (the weights the next epoch starts from)
             self.l2_start = est._l2()
         est.loss_curve_.append(est.loss_)
-        self._print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
+        if est.verbose:
+            self._print("Iteration %d, loss = %.8f" % (est.n_iter_, est.loss_))
         if self.validation is not None:
             improved = self._validate()
         else:
@@ -109,18 +110,22 @@ class Monitor:
     def _no_improvement(self) -> bool:
         # n_iter_no_change epochs without improvement: stop, or (adaptive) a smaller step
         est = self.est
-        what = "Validation" if self.validation is not None else "Training"
-        msg = (f"{what} loss did not improve more than tol={est.tol:f} for "
-               f"{est.n_iter_no_change} consecutive epochs.")
         if self.schedule != "adaptive" or est._lr <= 1e-6:
-            self._print(msg + (" Stopping." if self.schedule != "adaptive"
-                               else " Learning rate too small. Stopping."))
+            self._print_no_improvement(" Stopping." if self.schedule != "adaptive"
+                                       else " Learning rate too small. Stopping.")
             self.stopped = True
             return True
         est._lr /= 5.0
         est._no_improvement_count = 0
-        self._print(msg + " Setting learning rate to %f" % est._lr)
+        self._print_no_improvement(" Setting learning rate to %f" % est._lr)
         return False
+
+    def _print_no_improvement(self, end: str) -> None:
+        est = self.est
+        if est.verbose:  # (formatted only when shown: partial_fit gets here every call)
+            what = "Validation" if self.validation is not None else "Training"
+            self._print(f"{what} loss did not improve more than tol={est.tol:f} for "
+                        f"{est.n_iter_no_change} consecutive epochs.{end}")
 
     def _print(self, line: str) -> None:
         if self.est.verbose:

@@ -11,6 +11,7 @@ from sklearn.metrics import r2_score
 from sklearn.utils.validation import column_or_1d, validate_data
 
 from .._typing import FloatArray, Inputs
+from ..backends import native
 from ._base import _STOCHASTIC_SOLVERS, FloatDtype, StrOptions, _BaseMLP, _dtypes, available_if
 
 __all__ = ["MLPRegressor"]
@@ -193,7 +194,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]  # (scikit-l
                 or y.shape != ((n,) if d == 1 else (n, d))):
             return None
         Y = np.require(y.reshape(n, d), self._model.dtype, ["C", "A"])
-        if not np.isfinite(Y).all() or (self.loss == "poisson" and (Y < 0).any()):
+        if not native().all_finite(Y, self.loss == "poisson"):  # (poisson: y >= 0)
             return None
         return Y, y
 
