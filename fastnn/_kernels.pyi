@@ -90,6 +90,9 @@ def tuning() -> dict[str, Any]:
 def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 
+def copy_arrays(dst: list[_FloatArray], src: list[_FloatArray]) -> None:
+    """``dst[i][...] = src[i]`` for each pair (the same shapes and dtypes)."""
+
 def all_finite_arrays(arrays: list[_FloatArray], nonnegative: list[bool]) -> bool:
     """``all_finite(A, nonneg)`` of every pair of the two lists, in one call."""
 

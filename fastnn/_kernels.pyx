@@ -20,6 +20,7 @@ tests use to reach inside.
 """
 
 cimport numpy as cnp
+from libc.string cimport memcpy
 
 import numpy as np
 
@@ -75,6 +76,23 @@ def all_finite_arrays(list arrays, list nonnegative):
         if not all_finite(<cnp.ndarray?>arrays[i], nonnegative[i]):
             return False
     return True
+
+
+
+def copy_arrays(list dst, list src):
+    """``dst[i][...] = src[i]`` for each pair of the two lists (the same shapes and dtypes):
+    a memcpy where both are C-contiguous (and dst writeable), else np.copyto."""
+    cdef Py_ssize_t i
+    cdef cnp.ndarray d, s
+    for i in range(len(dst)):
+        d, s = <cnp.ndarray?>dst[i], <cnp.ndarray?>src[i]
+        if (cnp.PyArray_ISCARRAY(d) and cnp.PyArray_ISCARRAY_RO(s)
+                and cnp.PyArray_TYPE(d) == cnp.PyArray_TYPE(s)
+                and cnp.PyArray_ISNOTSWAPPED(d) and cnp.PyArray_ISNOTSWAPPED(s)
+                and cnp.PyArray_SAMESHAPE(d, s)):
+            memcpy(cnp.PyArray_DATA(d), cnp.PyArray_DATA(s), cnp.PyArray_NBYTES(d))
+        else:
+            np.copyto(d, s)
 
 
 def finite_input(object X, object W):

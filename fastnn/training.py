@@ -211,7 +211,8 @@ def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
 
 
 def _finite(params: Params) -> bool:
-    return all(ops().all_finite(W) and (b is None or ops().all_finite(b)) for W, b in params)
+    arrays = [A for W, b in params for A in (W, b) if A is not None]
+    return ops().all_finite_arrays(arrays, [False] * len(arrays))
 
 
 def _finite_loss(model: Any, X: Inputs, Y: NDArray[Any]) -> bool:
@@ -222,26 +223,31 @@ def _finite_loss(model: Any, X: Inputs, Y: NDArray[Any]) -> bool:
 
 def _restore(saved: _Saved, params: Params, state: OptState, backwards: bool = False) -> None:
     """Copy saved values back into the model's own arrays (the native loop holds them);
-    ``backwards``: the model's values into the saved arrays instead."""
-    def put(A: FloatArray, A0: FloatArray) -> None:
-        if backwards:
-            np.copyto(A0, A)
-        else:
-            np.copyto(A, A0)
-
+    ``backwards``: the model's values into the saved arrays instead. One backend call copies
+    them all (each epoch of a fit saves a copy: ~12 np.copyto calls a small model)."""
+    model: list[FloatArray] = []
+    kept: list[FloatArray] = []
     for (W, b), (W0, b0) in zip(params, saved[0]):
-        put(W, W0)
+        model.append(W)
+        kept.append(W0)
         if b is not None:
             assert b0 is not None  # saved from the same parameters
-            put(b, b0)
+            model.append(b)
+            kept.append(b0)
     for states, saved_states in zip(state, saved[1]):
         for s, s0 in zip(states, saved_states):
             if s is not None:
                 assert s0 is not None  # saved from the same state
-                put(s[0], s0[0])
+                model.append(s[0])
+                kept.append(s0[0])
                 if s[1] is not None:
                     assert s0[1] is not None
-                    put(s[1], s0[1])
+                    model.append(s[1])
+                    kept.append(s0[1])
+    if backwards:
+        ops().copy_arrays(kept, model)
+    else:
+        ops().copy_arrays(model, kept)
 
 
 def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,

@@ -1466,6 +1466,21 @@ def test_all_finite(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_copy_arrays(dtype):
+    """A fit's per-epoch save and restore: every pair copied, C arrays by memcpy, any other
+    layout (a transposed view, a byte-swapped array) by value."""
+    rng = np.random.default_rng(0)
+    src = [rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal(3).astype(dtype),
+           rng.standard_normal((7, 5)).astype(dtype).T,
+           rng.standard_normal(4).astype(np.dtype(dtype).newbyteorder())]
+    dst = [np.zeros((5, 7), dtype), np.zeros(3, dtype), np.zeros((5, 7), dtype),
+           np.zeros(4, dtype)]
+    _kernels.copy_arrays(dst, src)
+    for D, S in zip(dst, src):
+        np.testing.assert_array_equal(D, S)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_finite_nonnegative(dtype):
     """Adam's second moments: finite and >= 0, -0.0 included; a negative, NaN (of either
     sign) or inf anywhere (first element, vector body, tail) fails, and so does any pair of

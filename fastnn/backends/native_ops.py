@@ -96,6 +96,9 @@ class NativeOps(Ops):
     def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
         return bool(_kernels.all_finite(A, nonnegative))
 
+    def copy_arrays(self, dst: list[FloatArray], src: list[FloatArray]) -> None:
+        _kernels.copy_arrays(dst, src)
+
     def all_finite_arrays(self, arrays: list[FloatArray], nonnegative: list[bool]) -> bool:
         return bool(_kernels.all_finite_arrays(arrays, nonnegative))
 

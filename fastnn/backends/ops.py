@@ -148,6 +148,11 @@ class Ops:
         """Whether no entry of A is NaN or inf (and, with ``nonnegative``, none below 0)."""
         return bool(np.isfinite(A).all()) and not (nonnegative and A.size and A.min() < 0)
 
+    def copy_arrays(self, dst: list[FloatArray], src: list[FloatArray]) -> None:
+        """``dst[i][...] = src[i]`` for each pair (the same shapes and dtypes)."""
+        for D, S in zip(dst, src):
+            np.copyto(D, S)
+
     def all_finite_arrays(self, arrays: list[FloatArray], nonnegative: list[bool]) -> bool:
         """``all_finite(A, nonneg)`` of every (A, nonneg) pair, in one call."""
         return all(self.all_finite(A, nn) for A, nn in zip(arrays, nonnegative))
