@@ -131,8 +131,8 @@ def set_num_threads(int n):
 
 
 def pool_info():
-    """(Tests, diagnostics) {"workers": threads started in this process, "forks": forks this
-    process descends from since fastnn loaded, "spin_seconds": how long an idle worker spins
-    before it sleeps}."""
-    return {"workers": fnn_pool.workers, "forks": fnn_pool.forks,
-            "spin_seconds": FNN_SPIN_SECONDS}
+    """(Tests, diagnostics) {"workers": threads started in this process, "sleepers": those
+    asleep now, "forks": forks this process descends from since fastnn loaded,
+    "spin_seconds": how long an idle worker spins before it sleeps}."""
+    return {"workers": fnn_pool.workers, "sleepers": fnn_pool.sleepers,
+            "forks": fnn_pool.forks, "spin_seconds": FNN_SPIN_SECONDS}

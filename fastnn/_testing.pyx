@@ -9,6 +9,7 @@ import contextlib
 import numpy as np
 
 from fastnn._blas cimport own_sgemm, use_gemm_path
+from fastnn._parallel cimport awake as _awake
 from fastnn._train cimport _Loop
 from fastnn import _tuning
 
@@ -39,6 +40,12 @@ def own_gemm(cnp.ndarray A, cnp.ndarray B, cnp.ndarray C, float alpha, float bet
                           1 if transpose_a else A.shape[1], A.shape[1] if transpose_a else 1,
                           <float*>cnp.PyArray_DATA(B), n, beta, <float*>cnp.PyArray_DATA(C), n,
                           <float*>cnp.PyArray_DATA(P) if P is not None else NULL, n))
+
+
+def awake():
+    """The workers a small parallel call may count on now (_parallel.awake): those still
+    spinning; all of them when a call found them all asleep less than a spin window ago."""
+    return _awake()
 
 
 def disband_after(_Loop trainer, Py_ssize_t steps):

@@ -195,6 +195,36 @@ def test_threads_go_quiet_after_a_call(two_threads):
     assert busy < 0.02, busy  # asleep: nothing like the 0.2 s a spinning worker would take
 
 
+try:  # the checked build's hooks (FASTNN_CHECKED=1, CI's step 4)
+    from fastnn import _testing
+except ImportError:
+    _testing = None
+
+
+def _all_asleep(timeout=2.0):
+    """Wait until every worker started sleeps; their number."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        info = _kernels.pool_info()
+        if info["workers"] and info["sleepers"] == info["workers"]:
+            return info["workers"]
+        time.sleep(0.005)
+    pytest.fail(f"the workers did not go to sleep: {_kernels.pool_info()}")
+
+
+@pytest.mark.skipif(_testing is None, reason="needs the checked build's hooks (FASTNN_CHECKED=1)")
+def test_a_stream_of_small_calls_wakes_the_workers_from_its_second_call(two_threads):
+    """A small call (one sample's layer) that finds every worker asleep runs alone; another
+    within the spin window counts them awake (a stream of calls: waking them pays); a call
+    long after runs alone again."""
+    _fit("float32")
+    workers = _all_asleep()
+    first, second = _testing.awake(), _testing.awake()
+    assert (first, second) == (0, workers)
+    time.sleep(20 * _kernels.pool_info()["spin_seconds"])
+    assert _testing.awake() == 0
+
+
 def _workers():
     """{thread id: allowed processors} of fastnn's worker threads in this process."""
     found = {}
