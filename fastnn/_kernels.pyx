@@ -22,6 +22,8 @@ tests use to reach inside.
 cimport numpy as cnp
 from libc.string cimport memcpy
 
+from fastnn._layers cimport plain
+
 import numpy as np
 
 from fastnn._blas import drive_blas_threads, gemm_path, own_small_products
@@ -34,8 +36,6 @@ from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softma
 from fastnn._parallel import num_threads, pool_info, set_num_threads
 from fastnn._train import EpochRunner, Objective, penalized_gradient, shuffle
 from fastnn._tuning import values as tuning
-
-from fastnn._layers cimport plain
 
 cdef extern from "_fastmath.h" nogil:
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
@@ -67,7 +67,6 @@ def all_finite(cnp.ndarray a, bint nonnegative=False):
     return ok
 
 
-
 def all_finite_arrays(list arrays, list nonnegative):
     """``all_finite(A, nonneg)`` for every pair of the two lists (C-contiguous float32/float64
     arrays), in one call; False at the first that fails."""
@@ -76,7 +75,6 @@ def all_finite_arrays(list arrays, list nonnegative):
         if not all_finite(<cnp.ndarray?>arrays[i], nonnegative[i]):
             return False
     return True
-
 
 
 def copy_arrays(list dst, list src):

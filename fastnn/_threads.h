@@ -237,7 +237,7 @@ static void fnn_keep_off_caller(int T) {
 #endif
 }
 
-/* Run job(arg, tid = 0..T-1, thread 0 being the caller; returns the T it ran
+/* Run job(arg, tid, T) for tid = 0..T-1, thread 0 being the caller; returns the T it ran
  * with: min(T, the limit, the workers that could be started) when the pool is free, 1 (the
  * caller alone) when another job holds it. ``revocable``: the job's threads take its work
  * as they come, so that the caller's job(arg, 0, T) returns with all of it done once no
