@@ -20,6 +20,7 @@ import threadpoolctl
 
 import fastnn
 from fastnn import MLP, History, Linear, Sequential, _kernels
+from fastnn.backends import ops
 from helpers import assert_same_weights, blas_threads, tuning, weights
 
 OPTIMIZERS = {
@@ -1466,18 +1467,41 @@ def test_all_finite(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_copy_arrays(dtype):
-    """A fit's per-epoch save and restore: every pair copied, C arrays by memcpy, any other
-    layout (a transposed view, a byte-swapped array) by value."""
+def test_copy_arrays(backend, dtype):
+    """A fit's per-epoch save and restore, on both backends: every pair copied, C arrays (by
+    memcpy in the compiled one), any other layout (a transposed view, a byte-swapped array)
+    by value."""
     rng = np.random.default_rng(0)
     src = [rng.standard_normal((5, 7)).astype(dtype), rng.standard_normal(3).astype(dtype),
            rng.standard_normal((7, 5)).astype(dtype).T,
            rng.standard_normal(4).astype(np.dtype(dtype).newbyteorder())]
     dst = [np.zeros((5, 7), dtype), np.zeros(3, dtype), np.zeros((5, 7), dtype),
            np.zeros(4, dtype)]
-    _kernels.copy_arrays(dst, src)
+    ops().copy_arrays(dst, src)
     for D, S in zip(dst, src):
         np.testing.assert_array_equal(D, S)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_all_finite_arrays_and_finite_input_agree_on_both_backends(backend, dtype):
+    """The backends' one-call checks give the same answers: all_finite_arrays (a state's
+    values, >= 0 where flagged) and finite_input (a model's common X: an exact 2-D C array of
+    the weights' dtype and width, at least one row, finite)."""
+    W = np.ones((4, 3), dtype)
+    good = [np.ones(3, dtype), np.zeros((2, 2), dtype)]
+    assert ops().all_finite_arrays(good, [False, True])
+    assert ops().all_finite_arrays([], [])
+    assert not ops().all_finite_arrays([good[0], -good[1] - 1], [False, True])
+    assert ops().all_finite_arrays([good[0], -good[1] - 1], [False, False])
+    assert not ops().all_finite_arrays([np.array([1, np.nan], dtype)], [False])
+    X = np.ones((5, 3), dtype)
+    assert ops().finite_input(X, W)
+    other = np.float64 if dtype == np.float32 else np.float32
+    for bad in (X.tolist(), X.astype(other), np.asfortranarray(np.ones((5, 3), dtype))[:, :],
+                np.ones((5, 6), dtype)[:, ::2], np.ones((0, 3), dtype), np.ones((5, 4), dtype),
+                np.ones(3, dtype), X.astype(np.dtype(dtype).newbyteorder()),
+                np.where(np.eye(5, 3, dtype=bool), np.inf, X).astype(dtype)):
+        assert not ops().finite_input(bad, W), bad
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
