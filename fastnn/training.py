@@ -175,14 +175,14 @@ def _callback_parameters(model: Sequential, layout: tuple[Any, ...]) -> Params:
 
 
 def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
-                 checked: _KeptLoop | None = None) -> tuple[OptState, int]:
+                 kept: _KeptLoop | None = None) -> tuple[OptState, int]:
     """The optimizer state a fit starts from and its step count: ``previous`` (a model's
     ``optimizer_state_``, for a warm start) when it is a complete state of this optimizer for
     ``params`` (``optim.state_problem``), else a new one. A previous state of the same
     optimizer that cannot be continued (the architecture changed, or it is incomplete or
-    damaged) gives a warning: the native loop must never read a missing moment. ``checked``:
+    damaged) gives a warning: the native loop must never read a missing moment. ``kept``:
     the kept loop, whose state arrays are known to fit ``params``: when ``previous`` holds
-    them, only their values are checked (one native call)."""
+    them, only their values are checked (one backend call)."""
     if previous is None:
         return new_state(params, optimizer, momentum), 0
     if not isinstance(previous, dict) or not {"optimizer", "momentum", "t", "state"} <= set(
@@ -193,9 +193,9 @@ def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
     elif isinstance(previous["t"], (bool, np.bool_)) or not isinstance(
             previous["t"], numbers.Integral) or previous["t"] < 0:
         problem = f"its step count t must be an integer >= 0, got {previous['t']!r}"
-    elif checked is not None and _same_arrays(previous["state"], checked.state_arrays):
-        # the kept loop's own arrays (C-contiguous, writeable): their values, one native pass
-        if ops().all_finite_arrays(*checked.state_values):
+    elif kept is not None and _same_arrays(previous["state"], kept.state_arrays):
+        # the kept loop's own arrays (C-contiguous, writeable): their values, in one backend call
+        if ops().all_finite_arrays(*kept.state_values):
             return previous["state"], int(previous["t"])
         problem = values_problem(previous["state"], ops().all_finite_arrays)
     else:
