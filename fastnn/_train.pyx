@@ -114,11 +114,41 @@ cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize
             fnn_sgd_d(P, G, lr_f, n)
 
 
+cdef void _output_loss(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
+                       Py_ssize_t r0, Py_ssize_t r1, floating* out, floating* dout,
+                       floating* losses, floating* scratch) noexcept nogil:
+    # rows r0..r1 of the batch of the B samples ``rows``: their losses and dL/dU of the
+    # output layer (out, dout: (B, d)); "mean" over the batch, times the sample weight
+    cdef Py_ssize_t d = st.dims[st.n_layers], r
+    cdef double* sw = <double*>st.sw
+    cdef floating scale
+    if st.loss == LOSS_CE:  # these rows at once
+        cross_entropy_rows(out + r0 * d, <Py_ssize_t*>st.Y, rows + r0, sw, 1.0,
+                            st.norm if st.grad_only else B, losses + r0, dout + r0 * d, r1 - r0,
+                            d)
+    else:
+        for r in range(r0, r1):
+            scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) * st.loss_scale
+                               / (st.norm if st.grad_only else B))
+            if st.loss == LOSS_BCE:
+                # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
+                losses[r] = <floating>binary_cross_entropy_(
+                    out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
+            elif st.loss == LOSS_SE:
+                squared_error_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
+                               dout + r * d, 1, d, scale)
+            else:
+                poisson_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
+                         dout + r * d, 1, d, scale)
+            if st.loss_scale != 1:
+                losses[r] = <floating>(losses[r] * st.loss_scale)
+
+
 cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
                      Py_ssize_t r0, Py_ssize_t r1, floating* scratch) noexcept nogil:
     # the rows phase for rows r0..r1 of the batch of the B samples ``rows``
     cdef int L = st.n_layers, l
-    cdef Py_ssize_t n = r1 - r0, n_in = st.dims[0], d = st.dims[L], r, K, M
+    cdef Py_ssize_t n = r1 - r0, n_in = st.dims[0], r, K, M
     cdef floating* X = <floating*>st.X
     cdef floating* Xb = <floating*>st.Xb
     cdef floating* out = <floating*>st.U[L - 1]
@@ -126,8 +156,6 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
     cdef floating* losses = <floating*>st.losses
     cdef const floating* inp
     cdef floating* dZ
-    cdef double* sw = <double*>st.sw
-    cdef floating scale
     cdef int first = 0
     if n <= 0:
         return
@@ -157,26 +185,7 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
             linear_forward(inp, <floating*>st.W[l], <floating*>st.b[l],
                             <floating*>st.U[l] + r0 * M, n, st.dims[l], M, st.acts[l])
         inp = <floating*>st.U[l] + r0 * M
-    # loss and dL/dU of the output layer; "mean" over the batch, times the sample weight
-    if st.loss == LOSS_CE:  # these rows at once
-        cross_entropy_rows(out + r0 * d, <Py_ssize_t*>st.Y, rows + r0, sw, 1.0,
-                            st.norm if st.grad_only else B, losses + r0, dout + r0 * d, n, d)
-    else:
-        for r in range(r0, r1):
-            scale = <floating>((sw[rows[r]] if sw != NULL else 1.0) * st.loss_scale
-                               / (st.norm if st.grad_only else B))
-            if st.loss == LOSS_BCE:
-                # eq. 17 on each of the d outputs (d > 1: multi-label), summed per sample
-                losses[r] = <floating>binary_cross_entropy_(
-                    out + r * d, <floating*>st.Y + rows[r] * d, scratch, dout + r * d, d, scale)
-            elif st.loss == LOSS_SE:
-                squared_error_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
-                               dout + r * d, 1, d, scale)
-            else:
-                poisson_(out + r * d, <floating*>st.Y + rows[r] * d, losses + r,
-                         dout + r * d, 1, d, scale)
-            if st.loss_scale != 1:
-                losses[r] = <floating>(losses[r] * st.loss_scale)
+    _output_loss(tag, st, rows, B, r0, r1, out, dout, losses, scratch)
     # backward (section 3), these rows only: dZ_l = dU_l * g'(Z_l) in place, dU_{l-1} = dZ_l W_l
     for l in range(L - 1, -1, -1):
         K, M = st.dims[l], st.dims[l + 1]
@@ -255,9 +264,8 @@ cdef void _sum_partials(floating* tag, TrainState* st, int l, int q, int P,
 
 
 cdef double _batch_loss(floating* tag, TrainState* st, const Py_ssize_t* rows,
-                        Py_ssize_t B) noexcept nogil:
+                        Py_ssize_t B, const floating* losses) noexcept nogil:
     # the batch's summed (weighted) loss, in a fixed order
-    cdef floating* losses = <floating*>st.losses
     cdef double* sw = <double*>st.sw
     cdef double total = 0
     cdef Py_ssize_t r
@@ -564,7 +572,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
                 _partial_grads(tag, st, q, R, q * B // R, (q + 1) * B // R)
             q += T
         slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
-        batch = _batch_loss(tag, st, perm + s, B)
+        batch = _batch_loss(tag, st, perm + s, B, <floating*>st.losses)
         total += batch
         if not isfinite(batch):
             break
