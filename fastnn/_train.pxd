@@ -30,6 +30,7 @@ cdef struct TrainState:
     bint grad_only                  # loss_grad: no update after the gradient
     double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm
     bint disband                    # a thread of the team waited long: thread 0 goes on alone
+    Py_ssize_t disband_from         # (by_units) the step after whose barrier it does, or -1
     Py_ssize_t disband_at           # (tests: thread 0 disbands the team after this step)
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
@@ -69,6 +70,11 @@ cdef struct TrainState:
     void* pW                        # part q's dW_l at pW + q * n_weights + w_at[l]
     double* pb                      # part q's db_l at pb + q * acc_at[n_layers] + acc_at[l]
     Py_ssize_t w_at[MAX_LAYERS + 1]  # w_at[n_layers] = n_weights
+    # one hidden layer on dense rows: the step split by hidden units (_units_steps)
+    bint by_units                   # unit_parts[0] parts; layer 0's part q: U[0] + B j0
+    void* Xb3                       # three gathered batches (3, B, n_in), in turn
+    void* pZ                        # the parts' shares of the output (2, parts, B, d)
+    void* own                       # per thread: Z2 and dZ2 (B, d) each, losses (B,)
 
 
 cdef class _Loop:
@@ -105,6 +111,7 @@ cdef class _Loop:
     cdef void _finish_lazy(self, bint single, double lr)
     cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B)
     cdef void _mirror(self, bint into_loop)
+    cdef void _transpose(self, void* A, void* B, Py_ssize_t rows, Py_ssize_t cols)
     cdef int _team_size(self)
     cdef int _threads_for(self, Py_ssize_t* steps)
     cdef void _after(self, int threads, Py_ssize_t steps, double seconds)

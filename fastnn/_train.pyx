@@ -10,7 +10,8 @@ lbfgs solver: the shuffle of an epoch and the L2-penalised gradient."""
 # The GIL is taken back every few batches only to let Ctrl-C through.
 #
 # One step is two phases, each cut into fixed parts that fastnn's threads share (_threads.h),
-# with a barrier after each:
+# with a barrier after each (a network of one hidden layer on dense rows splits its step by
+# hidden units instead, with one barrier: see _units_steps):
 #   rows:  for a block of the batch's rows: gather, forward through every layer, the loss
 #          and dL/dZ of the output layer, and back through the layers dZ_l = dU_l * g'(Z_l),
 #          dU_{l-1} = dZ_l W_l (all of it row by row: no other rows are needed);
@@ -45,8 +46,10 @@ from libc.string cimport memcpy, memset
 import numpy as np
 
 from fastnn._inputs cimport csr_forward, csr_grad_t, gather_rows, index_t, readable
-from fastnn._layers cimport (IDENTITY, _ACTIVATION_CODES, grad_db, grad_dW, grad_dWT, grad_dX, linear_forward,
-                             linear_forward_t, mul_grad_row, transpose)
+from fastnn._blas cimport hold_blas, product, product_nt, release_blas
+from fastnn._layers cimport (IDENTITY, _ACTIVATION_CODES, activate_row, activate_rows, grad_db,
+                             grad_dW, grad_dWT, grad_dX, linear_forward, linear_forward_t,
+                             mul_grad_row, transpose)
 from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, poisson_, squared_error_
 from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_adam_decay_f, fnn_adam_decay_d,
                            fnn_add_f, fnn_add_d, fnn_add_scaled_f,
@@ -54,7 +57,7 @@ from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_adam_decay_f, fnn_adam_de
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
 from fastnn._parallel cimport clock, limit, run
-from fastnn._tuning cimport Tuning, parts, tuned
+from fastnn._tuning cimport Tuning, parts, parts_of, tuned
 
 cdef extern from "_barrier.h" nogil:
     ctypedef struct fnn_barrier:
@@ -609,6 +612,206 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         st.t = t
 
 
+# ---------------------------------------------------------------------------------------
+# One hidden layer on dense rows: the step split by hidden units
+# ---------------------------------------------------------------------------------------
+# The notes' network (eq. 10, one hidden layer) on dense rows splits its whole step by the
+# hidden layer's units instead of by rows then units: part q of P owns hidden units j0..j1,
+# that is rows j0..j1 of W1, entries j0..j1 of b1 and columns j0..j1 of W2, and part 0 owns
+# b2; the loop holds each part's W2_q (d, j1 - j0) whole, and W1_q^T (K, j1 - j0) whole where
+# it holds the first layer transposed (_Loop._mirror), so a part's arrays share no cache line
+# with another's but at their ends. A thread runs the same parts step after step
+# (part q on thread q % T), so the weights it updates are the ones it reads next, in its own
+# core's cache, and no thread reads another's hidden units: the only data that crosses
+# threads are the gathered batch and each part's share of the output, Z2_q (B x d). One
+# barrier a step:
+#   A (part q): Z1_q = X W1_q^T + b1_q, U1_q = g1(Z1_q) (eq. 10), the share
+#      Z2_q = U1_q W2_q^T (part 0: + b2); and each thread gathers its rows of the next batch;
+#   B (every thread, the same arithmetic): Z2 = sum_q Z2_q in part order, U2 = g2(Z2), the
+#      loss and dZ2 (a few numbers a row); then (part q) dU1_q = dZ2 W2_q, dZ1_q =
+#      dU1_q * g1'(Z1_q), dW2_q = dZ2^T U1_q, dW1_q = dZ1_q^T X, db1_q (part 0: db2), and
+#      the update of eq. 21 on what part q owns.
+# The gathered batches rotate through three buffers (a thread gathers batch k + 1 while
+# another may still read batch k - 1), the output shares through two; a part's U1_q and
+# dZ1_q are (B, j1 - j0) blocks of U[0] and dU[0] at B j0. Measured on the 2-core machine
+# of BENCHMARKS.md (two threads, float32): the digits fit's 64-128-10 steps of 32 rows
+# 6.4 -> 5.1 us, (512, 784-512-10) 3.3 -> 2.5 ms, (1024, 1024-1024-10) 14.9 -> 10.6 ms.
+
+cdef inline void _unit_block(TrainState* st, int q, Py_ssize_t* j0,
+                             Py_ssize_t* j1) noexcept nogil:
+    # part q's hidden units j0..j1
+    j0[0] = q * st.dims[1] // st.unit_parts[0]
+    j1[0] = (q + 1) * st.dims[1] // st.unit_parts[0]
+
+
+cdef inline Py_ssize_t _own_size(TrainState* st) noexcept nogil:
+    # a thread's Z2, dZ2 (B, d) and losses (B,), to a whole number of 64-byte lines
+    return ((2 * st.dims[2] + 1) * st.B + 15) // 16 * 16
+
+
+cdef void _gather_share(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
+                        floating* Xb, int tid, int T) noexcept nogil:
+    # thread tid of T: its rows of the batch of the B samples ``rows`` into Xb (B, n_in)
+    cdef Py_ssize_t n_in = st.dims[0], r0 = tid * B // T, r1 = (tid + 1) * B // T, r
+    if st.xkind == X_ROWS:
+        gather_rows(Xb + r0 * n_in, st.X, st.x64, st.xs0, st.xs1, rows, r0, r1, n_in)
+    else:
+        for r in range(r0, r1):
+            memcpy(Xb + r * n_in, <floating*>st.X + rows[r] * n_in, n_in * sizeof(floating))
+
+
+cdef void _units_forward(floating* tag, TrainState* st, const floating* Xb, Py_ssize_t B,
+                         int q, floating* Z2q) noexcept nogil:
+    # phase A of part q: U1_q = g1(X W1_q^T + b1_q), Z2_q = U1_q W2_q^T (+ b2 in part 0)
+    cdef Py_ssize_t K = st.dims[0], d = st.dims[2], j0, j1, m
+    _unit_block(st, q, &j0, &j1)
+    m = j1 - j0
+    cdef floating* U1 = <floating*>st.U[0] + st.B * j0
+    cdef floating* b1 = <floating*>st.b[0]
+    if st.transposed:  # W_q^T (K, m), whole at K j0 (see _Loop._mirror)
+        product(False, B, m, K, 1, Xb, K, <floating*>st.W[0] + K * j0, m, 0, U1, m)
+    else:
+        product_nt(B, m, K, Xb, K, <floating*>st.W[0] + j0 * K, K, U1, m)
+    activate_rows(U1, b1 + j0 if b1 != NULL else NULL, B, m, st.acts[0])
+    product_nt(B, d, m, U1, m, <floating*>st.W[1] + d * j0, m, Z2q, d)
+    if q == 0 and st.b[1] != NULL:
+        activate_rows(Z2q, <floating*>st.b[1], B, d, IDENTITY)
+
+
+cdef void _block_step(floating* tag, TrainState* st, int l, Py_ssize_t at, Py_ssize_t rows,
+                      Py_ssize_t cols, Py_ssize_t ld, const floating* A, Py_ssize_t lda,
+                      const floating* Bm, Py_ssize_t ldb, Py_ssize_t B, double lr,
+                      long long t) noexcept nogil:
+    # the block of layer l's W (rows x cols at W + at, row stride ld): its gradient A^T Bm
+    # (A (B, rows), Bm (B, cols)) and the update of eq. 21; plain SGD and momentum SGD are
+    # fused into the product as in _units_pass
+    cdef bint fused = st.optimizer == OPT_SGD and not st.nesterov and st.weight_decay == 0
+    cdef floating* W = <floating*>st.W[l] + at
+    cdef floating* G = <floating*>st.gW[l] + at
+    cdef floating* mW = <floating*>st.mW[l] + at if st.mW[l] != NULL else NULL
+    cdef floating* vW = <floating*>st.vW[l] + at if st.vW[l] != NULL else NULL
+    cdef floating* C = G
+    cdef floating alpha = 1, beta = 0
+    cdef bint added
+    cdef Py_ssize_t i, n = cols
+    if fused:
+        C = mW if mW != NULL else W
+        alpha, beta = <floating>-lr, <floating>(st.momentum if mW != NULL else 1)
+    added = product(True, rows, cols, B, alpha, A, lda, Bm, ldb, beta, C, ld,
+                    W if fused and mW != NULL else NULL)
+    if fused and (mW == NULL or added):
+        return
+    if ld == cols:  # contiguous rows: one pass
+        n, rows = rows * cols, 1
+    for i in range(rows):
+        if fused:  # W += v
+            if floating is float:
+                fnn_add_f(W + i * ld, mW + i * ld, n)
+            else:
+                fnn_add_d(W + i * ld, mW + i * ld, n)
+        else:
+            _update(W + i * ld, G + i * ld, mW + i * ld if mW != NULL else NULL,
+                    vW + i * ld if vW != NULL else NULL, n, st, lr, st.weight_decay, t)
+
+
+cdef void _bias_step(floating* tag, TrainState* st, int l, Py_ssize_t j0, const floating* dZ,
+                     Py_ssize_t B, Py_ssize_t m, double lr, long long t) noexcept nogil:
+    # entries j0..j0 + m of layer l's b: db = sum_i dZ_i (dZ (B, m)) and eq. 21
+    if st.b[l] == NULL:
+        return
+    grad_db(dZ, <floating*>st.gb[l] + j0, st.acc + st.acc_at[l] + j0, B, m, 0, m)
+    _update(<floating*>st.b[l] + j0, <floating*>st.gb[l] + j0,
+            <floating*>st.mb[l] + j0 if st.mb[l] != NULL else NULL,
+            <floating*>st.vb[l] + j0 if st.vb[l] != NULL else NULL, m, st, lr, 0.0, t)
+
+
+cdef void _units_backward(floating* tag, TrainState* st, const floating* Xb, Py_ssize_t B,
+                          int q, const floating* dZ2, double lr, long long t) noexcept nogil:
+    # phase B of part q (after the loss): its gradients and updates
+    cdef Py_ssize_t K = st.dims[0], d = st.dims[2], j0, j1, m
+    _unit_block(st, q, &j0, &j1)
+    m = j1 - j0
+    cdef floating* U1 = <floating*>st.U[0] + st.B * j0
+    cdef floating* dZ1 = <floating*>st.dU[0] + st.B * j0
+    # dU1_q = dZ2 W2_q (W2_q before its update), dZ1_q = dU1_q * g1'(Z1_q)
+    product(False, B, m, d, 1, dZ2, d, <floating*>st.W[1] + d * j0, m, 0, dZ1, m)
+    mul_grad_row(dZ1, U1, dZ1, B * m, st.acts[0])
+    # the output layer's columns j0..j1, W2_q (d, m) whole: dW2_q = dZ2^T U1_q; b2 (part 0's)
+    _block_step(tag, st, 1, d * j0, d, m, m, dZ2, d, U1, m, B, lr, t)
+    if q == 0:
+        _bias_step(tag, st, 1, 0, dZ2, B, d, lr, t)
+    # the hidden layer's units j0..j1: dW1_q = dZ1_q^T X (W_q^T: X^T dZ1_q)
+    if st.transposed:
+        _block_step(tag, st, 0, K * j0, K, m, m, Xb, K, dZ1, m, B, lr, t)
+    else:
+        _block_step(tag, st, 0, j0 * K, m, K, K, dZ1, m, Xb, K, B, lr, t)
+    _bias_step(tag, st, 0, j0, dZ1, B, m, lr, t)
+
+
+cdef void _units_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
+                       Py_ssize_t start, Py_ssize_t stop, double lr, int tid, int T,
+                       fnn_barrier* barrier, double* result) noexcept nogil:
+    # thread tid of T: its parts of the steps on the batches of perm[start:stop] (see above
+    # and _train_steps: the same loss sum, disbanding and results)
+    cdef int P = st.unit_parts[0], q, slow = 0
+    cdef Py_ssize_t s = start, B, k = 0, d = st.dims[2], size_x = st.B * st.dims[0]
+    cdef Py_ssize_t size_z = P * st.B * d
+    cdef long sense = 0
+    cdef long long t = st.t
+    cdef double total = result[0], batch, mark = clock()
+    cdef floating* Xb
+    cdef floating* pZ
+    cdef floating* Z2 = <floating*>st.own + tid * _own_size(st)
+    cdef floating* dZ2 = Z2 + st.B * d
+    cdef floating* losses = dZ2 + st.B * d
+    cdef floating* scratch = <floating*>st.scratch + tid * d
+    _gather_share(tag, st, perm + s, min(st.B, stop - s), <floating*>st.Xb3, tid, T)
+    _long_wait(barrier, T, &sense, &mark)
+    while s < stop:
+        B = st.B if s + st.B <= stop else stop - s
+        Xb = <floating*>st.Xb3 + (k % 3) * size_x
+        pZ = <floating*>st.pZ + (k % 2) * size_z
+        # phase A
+        q = tid
+        while q < P:
+            _units_forward(tag, st, Xb, B, q, pZ + q * st.B * d)
+            q += T
+        if s + B < stop:
+            _gather_share(tag, st, perm + s + B, min(st.B, stop - s - B),
+                          <floating*>st.Xb3 + ((k + 1) % 3) * size_x, tid, T)
+        if T > 1 and st.disband_from < 0 and (slow >= 2 or (tid == 0 and k == st.disband_at)):
+            st.disband_from = k
+        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        if T > 1 and 0 <= st.disband_from <= k:  # thread 0 goes on alone from here
+            if tid != 0:
+                return
+            st.disband, T = True, 1
+        # phase B: the output, its loss and dZ2 (every thread), then the parts'
+        memcpy(Z2, pZ, B * d * sizeof(floating))
+        for q in range(1, P):
+            if floating is float:
+                fnn_add_f(Z2, pZ + q * st.B * d, B * d)
+            else:
+                fnn_add_d(Z2, pZ + q * st.B * d, B * d)
+        activate_row(Z2, <floating*>NULL, B * d, st.acts[1])
+        _output_loss(tag, st, perm + s, B, 0, B, Z2, dZ2, losses, scratch)
+        mul_grad_row(dZ2, Z2, dZ2, B * d, st.acts[1])
+        batch = _batch_loss(tag, st, perm + s, B, losses)
+        total += batch
+        if not isfinite(batch):
+            break
+        t += 1
+        q = tid
+        while q < P:
+            _units_backward(tag, st, Xb, B, q, dZ2, lr, t)
+            q += T
+        k += 1
+        s += B
+    if tid == 0:
+        result[0] = total
+        st.t = t
+
+
 cdef struct StepsJob:  # the steps on the batches of perm[start:stop], for their threads
     TrainState* st
     const Py_ssize_t* perm
@@ -630,7 +833,14 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
         until = clock() + job.delay
         while clock() < until:
             pass
-    if job.single:
+    if job.st.by_units:
+        if job.single:
+            _units_steps(<float*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
+                         &job.barrier, &job.total)
+        else:
+            _units_steps(<double*>NULL, job.st, job.perm, job.start, job.stop, job.lr, tid, T,
+                         &job.barrier, &job.total)
+    elif job.single:
         _train_steps(<float*>NULL, job.st, job.perm, job.start, job.stop, job.n, job.lr, tid,
                      T, &job.barrier, &job.total)
     else:
@@ -650,8 +860,10 @@ cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
     job.n = n
     job.single, job.total, job.delay = single, total, delay
     fnn_barrier_init(&job.barrier)
-    st.disband = False
+    st.disband, st.disband_from = False, -1
+    hold_blas()  # (once for the stretch's products)
     run(_steps_job, &job, threads)
+    release_blas()
     return job.total
 
 
@@ -771,15 +983,28 @@ cdef class _Loop:
             st.unit_parts[l] = parts(tune, update0 if l == 0 else work[l],
                                      st.dims[l] if l == 0 and st.transposed else st.dims[l + 1])
             self.max_parts = max(self.max_parts, st.unit_parts[l])
+        # one hidden layer on dense rows (not loss_grad's): the step split by hidden units
+        by_units = parts_of(tune, work[0], st.dims[1], tune.part_units)
+        while by_units > 2 and st.dims[1] < by_units * tune.many_part_units:
+            by_units //= 2
+        st.by_units = (L == 2 and not sparse and gW is None and not first_transposed
+                       and by_units > 1)
+        if st.by_units:
+            st.unit_parts[0] = self.max_parts = by_units
         st.team = self.max_parts > 1
         st.grad_only, st.norm = False, 0
+        # (a step split by units holds each part's columns of its output layer's W whole
+        # too, W_q (d, j1 - j0) at d j0, and its first layer's W_q^T whole: _units_steps)
         cdef void** slots[3]
-        slots[0], slots[1], slots[2] = &st.W[0], &st.mW[0], &st.vW[0]
-        for l, arr in enumerate((W[0], state1[0] and state1[0][0], state2[0] and state2[0][0])):
-            if arr is not None and st.transposed and not first_transposed:
-                mirror = np.empty((arr.shape[1], arr.shape[0]), dtype)
-                self.mirrors.append((arr, mirror))
-                slots[l][0] = cnp.PyArray_DATA(mirror)
+        for l in range(2 if st.by_units else 1):
+            slots[0], slots[1], slots[2] = &st.W[l], &st.mW[l], &st.vW[l]
+            for i, arr in enumerate((W[l], state1[l] and state1[l][0],
+                                     state2[l] and state2[l][0])):
+                if arr is not None and (l == 1 or st.transposed and not first_transposed):
+                    mirror = np.empty(arr.size, dtype)
+                    self.mirrors.append((arr, mirror, st.unit_parts[0] if st.by_units else 1,
+                                         l == 0))
+                    slots[i][0] = cnp.PyArray_DATA(mirror)
         keep.append(self.mirrors)
         self.updated = [A for pair in zip(W, b) for A in pair if A is not None] + [
             A for states in (state1, state2) for s in states if s is not None
@@ -787,6 +1012,15 @@ cdef class _Loop:
         self.chunk = max(tune.signal_batches, int(tune.signal_work / (B * self.work_per_row + 1)))
         # the gathered batch (CSR rows: none, the first layer reads their non-zeros)
         Xb = None if sparse else np.empty((B, X.shape[1]), dtype)
+        st.Xb3 = st.pZ = st.own = NULL
+        if st.by_units:  # (see _units_steps)
+            Xb3 = np.empty((3, B, X.shape[1]), dtype)
+            Xb = Xb3[0]
+            pZ = np.empty((2, self.max_parts, B, st.dims[L]), dtype)
+            own = np.empty((self.max_parts, _own_size(&self.st)), dtype)
+            keep += [Xb3, pZ, own]
+            st.Xb3, st.pZ, st.own = (cnp.PyArray_DATA(Xb3), cnp.PyArray_DATA(pZ),
+                                     cnp.PyArray_DATA(own))
         losses = np.empty(B, dtype)
         scratch = np.empty((tune.max_parts, st.dims[L]), dtype)
         acc = np.empty(units, np.float64)
@@ -877,18 +1111,55 @@ cdef class _Loop:
                        A.shape[0], A.shape[1])
 
     cdef void _mirror(self, bint into_loop):
-        # copy the first layer's arrays between the model's (M, K) and the loop's (K, M)
+        # copy arrays between the model's layout and the loop's: the first layer's W (M, K)
+        # as W^T (K, M); a step split by units (P parts) holds each part's W_q^T (K, j1 - j0)
+        # of the first layer whole, at K j0, and each part's columns of the output layer's
+        # W (d, M), W_q (d, j1 - j0), whole at d j0
         cdef cnp.ndarray a, b
-        for a, b in self.mirrors:
-            if into_loop:
-                self._transpose_into(a, b)
-            else:
-                self._transpose_into(b, a)
+        cdef Py_ssize_t rows, cols, i, j0, j1, size
+        cdef int q, P
+        cdef bint first
+        cdef char* A
+        cdef char* held
+        for a, b, P, first in self.mirrors:
+            A, held, size = <char*>cnp.PyArray_DATA(a), <char*>cnp.PyArray_DATA(b), a.itemsize
+            rows, cols = a.shape[0], a.shape[1]
+            for q in range(P):
+                if first:  # by rows of W (M, K)
+                    j0, j1 = q * rows // P, (q + 1) * rows // P
+                    if into_loop:
+                        self._transpose(A + j0 * cols * size, held + j0 * cols * size,
+                                        j1 - j0, cols)
+                    else:
+                        self._transpose(held + j0 * cols * size, A + j0 * cols * size, cols,
+                                        j1 - j0)
+                    continue
+                j0, j1 = q * cols // P, (q + 1) * cols // P  # by columns of W (d, M)
+                for i in range(rows):
+                    if into_loop:
+                        memcpy(held + (rows * j0 + i * (j1 - j0)) * size,
+                               A + (i * cols + j0) * size, (j1 - j0) * size)
+                    else:
+                        memcpy(A + (i * cols + j0) * size,
+                               held + (rows * j0 + i * (j1 - j0)) * size, (j1 - j0) * size)
+
+    cdef void _transpose(self, void* A, void* B, Py_ssize_t rows, Py_ssize_t cols):
+        # B (cols, rows) = A (rows, cols)^T, of the fit's dtype
+        if self.typenum == cnp.NPY_FLOAT32:
+            transpose(<float*>A, <float*>B, rows, cols)
+        else:
+            transpose(<double*>A, <double*>B, rows, cols)
 
     @property
     def transposed(self):
         """(Tests, diagnostics) whether the first layer is held transposed in an epoch."""
         return bool(self.st.transposed)
+
+    @property
+    def by_units(self):
+        """(Tests, diagnostics) how many parts of hidden units a step is split into when it
+        is split by units alone (one hidden layer, dense rows: see _units_steps), else 0."""
+        return self.st.unit_parts[0] if self.st.by_units else 0
 
     @property
     def t(self):

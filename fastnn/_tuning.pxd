@@ -10,6 +10,8 @@ cdef struct Tuning:
     Py_ssize_t part_work
     Py_ssize_t wake_work
     Py_ssize_t part_rows
+    Py_ssize_t part_units
+    Py_ssize_t many_part_units
     Py_ssize_t max_parts
     Py_ssize_t team_epoch
     Py_ssize_t probe_steps
@@ -24,13 +26,19 @@ cdef struct Tuning:
 cdef Tuning* tuned() noexcept nogil
 
 
-cdef inline int parts(const Tuning* t, double work, Py_ssize_t count) noexcept nogil:
+cdef inline int parts_of(const Tuning* t, double work, Py_ssize_t count,
+                         Py_ssize_t least) noexcept nogil:
     # how many parts a piece of work is cut into, by the shapes alone (never by the number
     # of threads, so the same seed gives the same bits on any machine): the largest power of
-    # two p <= max_parts that leaves each part at least part_rows of the ``count`` rows (or
+    # two p <= max_parts that leaves each part at least ``least`` of the ``count`` rows (or
     # units) and part_work of the ``work`` multiply-adds
     cdef int p = 1
-    while (2 * p <= t.max_parts and count >= 2 * p * t.part_rows
+    while (2 * p <= t.max_parts and count >= 2 * p * least
            and work >= 2 * p * t.part_work):
         p *= 2
     return p
+
+
+cdef inline int parts(const Tuning* t, double work, Py_ssize_t count) noexcept nogil:
+    # parts_of with part_rows rows (or units) a part at least
+    return parts_of(t, work, count, t.part_rows)

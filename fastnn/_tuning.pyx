@@ -20,6 +20,8 @@ T.split_gemv = 1 << 22
 T.part_work = 1 << 17
 T.wake_work = 1 << 22
 T.part_rows = 16
+T.part_units = 64
+T.many_part_units = 256
 T.max_parts = 16
 T.team_epoch = 1 << 23
 T.probe_steps = 4
@@ -51,6 +53,11 @@ NOTES = {
     "wake_work": "multiply-adds from which a call wakes fastnn's sleeping threads to share its "
                  "parts (a wake-up costs 5-80 us); below, only threads still awake help",
     "part_rows": "rows (or units) a part of a training step gets at least (rounding)",
+    "part_units": "hidden units a part of a one-hidden-layer network's step gets at least "
+                  "(its step is split by hidden units: _train.pyx; rounding)",
+    "many_part_units": "... and in a step split into more than two parts (a part's product "
+                       "reads, and above blas_small packs, the whole batch: wider parts "
+                       "share that cost; rounding)",
     "max_parts": "at most this many parts per phase of a training step (rounding)",
     "team_epoch": "multiply-adds of an epoch below which it runs on one thread: too little "
                   "work to wake the others",

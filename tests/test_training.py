@@ -1303,6 +1303,86 @@ def test_a_layer_without_bias_in_the_split_step():
         np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
 
 
+# A network of one hidden layer on dense rows splits its step by hidden units (_units_steps
+# in _train.pyx): two parts from 2 part_units hidden units, four from 4 many_part_units
+UNITS_SPLIT = {  # parts: (n_in, hidden, batch), each batch's product over 2 (4) part_work
+    2: (64, max(128, 2 * TUNING["part_units"]), 32),
+    4: (16, max(1024, 4 * TUNING["many_part_units"]), 64),
+}
+
+
+def _units_problem(output, N, n_in, n_out, dtype):
+    rng = np.random.default_rng(7)
+    X = rng.standard_normal((N, n_in)).astype(dtype)
+    if output == "softmax":
+        y = rng.integers(0, n_out, N)
+    elif output == "sigmoid":  # multi-label
+        y = (rng.random((N, n_out)) < 0.4).astype(dtype)
+    elif output == "exp":  # counts (the Poisson loss)
+        y = rng.poisson(1.5, (N, n_out)).astype(dtype)
+    else:
+        y = rng.standard_normal((N, n_out)).astype(dtype)
+    return X, y
+
+
+def _units_fit(parts, output, opt, dtype, threads, backend="cython", X=None, y=None,
+               N=401, act="relu"):
+    # N rows: the last batch is smaller than the others; an epoch's work above team_epoch
+    n_in, hidden, batch = UNITS_SPLIT[parts]
+    if X is None:
+        X, y = _units_problem(output, N, n_in, 3, dtype)
+    model = MLP(n_in, hidden, 3, activation=act, output=output, dtype=dtype, random_state=1)
+    with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"), \
+            fastnn.use_backend(backend):
+        history = model.fit(X, y, epochs=2, batch_size=batch, random_state=2,
+                            sample_weight=np.linspace(0.5, 2, len(X)) if opt == "adam" else None,
+                            **{**TEAM_OPTIMIZERS[opt], "lr": 1e-3})
+    return model, history
+
+
+@pytest.mark.parametrize("parts", list(UNITS_SPLIT))
+def test_a_one_hidden_layer_step_is_split_by_units(trainers, parts):
+    _units_fit(parts, "softmax", "momentum", "float32", 2)
+    assert trainers[-1].by_units == parts
+    _team_fit(ARCHS["deep multilabel"], "float32", 2, 32, "sgd")  # deeper: by rows and units
+    assert trainers[-1].by_units == 0
+
+
+@pytest.mark.parametrize("opt", list(TEAM_OPTIMIZERS))
+@pytest.mark.parametrize("output, act", [("softmax", "relu"), ("sigmoid", "tanh"),
+                                         ("identity", "sigmoid"), ("exp", "tanh")])
+@pytest.mark.parametrize("parts", list(UNITS_SPLIT))
+def test_the_step_split_by_units_agrees_with_the_reference_loop(trainers, parts, output, act,
+                                                                opt):
+    # every output map and optimizer (adam: with sample weights), float64: the reference
+    # loop's weights, and the same bits on 1, 2 and 3 threads (3: more threads than parts
+    # or an uneven share)
+    fits = []
+    for threads in (1, 2, 3):
+        fits.append(_units_fit(parts, output, opt, "float64", threads, act=act))
+        if threads > 1 and _teams_possible():
+            assert trainers[-1].team_stretches + trainers[-1].disbanded >= 1
+    ref, h_ref = _units_fit(parts, output, opt, "float64", 2, backend="numpy", act=act)
+    for model, history in fits[1:]:
+        for A, B in zip(weights(fits[0][0]), weights(model)):
+            np.testing.assert_array_equal(A, B)
+        assert history.loss == fits[0][1].loss
+    for A, B in zip(weights(fits[0][0]), weights(ref)):
+        np.testing.assert_allclose(A, B, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(fits[0][1].loss, h_ref.loss, rtol=1e-10)
+
+
+def test_the_step_split_by_units_converts_rows_as_it_gathers_them():
+    # a float64 X in Fortran order trains a float32 model as its float32 copy does
+    n_in = UNITS_SPLIT[2][0]
+    X, y = _units_problem("softmax", 401, n_in, 3, "float64")
+    X = np.asfortranarray(X)
+    fits = [_units_fit(2, "softmax", "adam", "float32", 2, X=A, y=y)[0]
+            for A in (X, np.ascontiguousarray(X, dtype=np.float32))]
+    for A, B in zip(weights(fits[0]), weights(fits[1])):
+        np.testing.assert_array_equal(A, B)
+
+
 @pytest.fixture
 def trainers(monkeypatch):
     """The native Trainers that fits create (to look at how their stretches ran); a test may
