@@ -348,6 +348,7 @@ def fit_call(n_in, hidden, rows, batch, fresh_loop):
     def stretches():
         runner = model._fit_loop.runner
         return runner.team_stretches + runner.disbanded, runner.alone_stretches
+    call.model = model  # (for a Case's check)
     return call, new_loop, stretches
 
 
@@ -401,6 +402,44 @@ def mirror_steps(sizes):
         yield Case(f"{steps} steps", steps, call,
                    {"mirror_weights": HUGE, "mirror_steps": HUGE},
                    {"mirror_weights": HUGE, "mirror_steps": 0}, fresh=new_loop)
+
+
+def units_check(model, parts):
+    """A Case check: the model's fit loop split its step into ``parts[side]`` parts of units
+    (0: not by units)."""
+    def check(side):
+        got = model._fit_loop.runner.by_units
+        if got != parts[side]:
+            raise AssertionError(f"{side}: {got} parts of units, not {parts[side]}")
+    return check
+
+
+@measures("part_units", "one part", "two parts", "hidden units (each part's)",
+          "MLP(64, 2 u, 10).fit, one epoch of 8 batches of 32, warm, team_epoch and "
+          "part_work 0: the step by rows then units, or split in two by hidden units",
+          (-3, -2, -1, 0, 1, 2), (-2, 0, 2), threads=True)
+def part_units(sizes):
+    moves = {"team_epoch": 0, "part_work": 0, "many_part_units": HUGE}
+    for u in sizes:
+        u = int(u)
+        call, new_loop, _ = fit_call(64, 2 * u, 8 * 32, 32, fresh_loop=False)
+        yield Case(f"32 x 64 -> {2 * u}", u, call, {**moves, "part_units": HUGE},
+                   {**moves, "part_units": u}, fresh=new_loop,
+                   check=units_check(call.model, {"one part": 0, "two parts": 2}))
+
+
+@measures("many_part_units", "two parts", "four parts", "hidden units (each of four parts')",
+          "MLP(256, 4 u, 10).fit, one epoch of 8 batches of 128, warm, part_work 0: the step "
+          "split in two or in four by hidden units",
+          (-2, -1, 0, 1), (-1, 0), threads=True)
+def many_part_units(sizes):
+    for u in sizes:
+        u = int(u)
+        call, new_loop, _ = fit_call(256, 4 * u, 8 * 128, 128, fresh_loop=False)
+        moves = {"part_work": 0, "part_units": u}
+        yield Case(f"128 x 256 -> {4 * u}", u, call, {**moves, "many_part_units": HUGE},
+                   {**moves, "many_part_units": u}, fresh=new_loop,
+                   check=units_check(call.model, {"two parts": 2, "four parts": 4}))
 
 
 # ---------------------------------------------------------------------------------------
