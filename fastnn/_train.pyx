@@ -823,12 +823,19 @@ cdef struct StepsJob:  # the steps on the batches of perm[start:stop], for their
     fnn_barrier barrier
     double total
     double delay  # (tests) seconds threads 1.. wait before their parts
+    fnn_barrier start_line  # all the threads of a team have started ...
+    double began  # ... at this clock (a stretch's time: see _train_batches)
 
 
 cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
     # thread tid of T: its parts of the steps (see _train_steps)
     cdef StepsJob* job = <StepsJob*>arg
     cdef double until
+    cdef long sense = 0
+    if T > 1:
+        fnn_barrier_wait(&job.start_line, T, &sense)
+        if tid == 0:
+            job.began = clock()
     if tid > 0 and job.delay > 0:
         until = clock() + job.delay
         while clock() < until:
@@ -850,19 +857,26 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
 
 cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
                            Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n, double lr,
-                           double total, int threads, double delay=0) noexcept nogil:
+                           double total, int threads, double* seconds,
+                           double delay=0) noexcept nogil:
     # the steps on the batches of perm[start:stop] (of an epoch's n), on up to ``threads`` of
     # fastnn's threads; returns ``total`` plus their summed (weighted) losses, one batch at a
     # time (the same sum however an epoch is cut into stretches), non-finite after a
-    # diverging batch
+    # diverging batch. ``seconds``: how long the steps took, a team's from when all its
+    # threads had started: waking a worker that slept (while one thread ran the stretch
+    # before) is not the team's speed, and counting it made a fit that once ran alone keep
+    # finding its team slower (the digits fit after a pause: 15 team stretches of 46)
     cdef StepsJob job
     job.st, job.perm, job.start, job.stop, job.lr = st, perm, start, stop, lr
     job.n = n
     job.single, job.total, job.delay = single, total, delay
     fnn_barrier_init(&job.barrier)
+    fnn_barrier_init(&job.start_line)
     st.disband, st.disband_from = False, -1
     hold_blas()  # (once for the stretch's products)
+    job.began = clock()
     run(_steps_job, &job, threads)
+    seconds[0] = clock() - job.began
     release_blas()
     return job.total
 
@@ -1275,7 +1289,7 @@ cdef class EpochRunner(_Loop):
         the loop checks for Ctrl-C, every few milliseconds of work)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
-        cdef double total = 0, part, start_clock
+        cdef double total = 0, part, seconds
         cdef int threads
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
         if guard:
@@ -1294,12 +1308,10 @@ cdef class EpochRunner(_Loop):
                 if not self.one_step and min(n - start, self.st.B * self.chunk) \
                         * self.work_per_row < tune.team_epoch:
                     threads = 1
-                start_clock = clock()
                 with nogil:
                     part = _train_batches(&self.st, single, p, start, stop, n, lr, total,
-                                          threads)
-                self._after(threads, (stop - start + self.st.B - 1) // self.st.B,
-                            clock() - start_clock)
+                                          threads, &seconds)
+                self._after(threads, (stop - start + self.st.B - 1) // self.st.B, seconds)
                 total = part
                 if not isfinite(part):
                     break
@@ -1353,7 +1365,7 @@ cdef class Objective(_Loop):
         cdef const Py_ssize_t* rows
         cdef void* Xb
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
-        cdef double delay = self.partner_delay, start_clock
+        cdef double delay = self.partner_delay, seconds
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.st.xkind == X_ROWS:
@@ -1368,12 +1380,11 @@ cdef class Objective(_Loop):
         for l, W, WT in self.copies:
             self._transpose_into(W, WT)
             self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
-        start_clock = clock()
         try:
             with nogil:
                 total = _train_batches(&self.st, single, rows, 0, self.N, self.N, 0.0, 0.0,
-                                       threads, delay)
-            self._after(threads, 1, clock() - start_clock)
+                                       threads, &seconds, delay)
+            self._after(threads, 1, seconds)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
             self.st.Xb = Xb
