@@ -57,7 +57,7 @@ from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_adam_decay_f, fnn_adam_de
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
 from fastnn._parallel cimport clock, limit, run
-from fastnn._tuning cimport Tuning, parts, parts_of, tuned
+from fastnn._tuning cimport Tuning, parts, tuned, unit_parts
 
 cdef extern from "_barrier.h" nogil:
     ctypedef struct fnn_barrier:
@@ -998,9 +998,7 @@ cdef class _Loop:
                                      st.dims[l] if l == 0 and st.transposed else st.dims[l + 1])
             self.max_parts = max(self.max_parts, st.unit_parts[l])
         # one hidden layer on dense rows (not loss_grad's): the step split by hidden units
-        by_units = parts_of(tune, work[0], st.dims[1], tune.part_units)
-        while by_units > 2 and st.dims[1] < by_units * tune.many_part_units:
-            by_units //= 2
+        by_units = unit_parts(tune, work[0], st.dims[1])
         st.by_units = (L == 2 and not sparse and gW is None and not first_transposed
                        and by_units > 1)
         if st.by_units:

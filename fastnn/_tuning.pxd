@@ -42,3 +42,12 @@ cdef inline int parts_of(const Tuning* t, double work, Py_ssize_t count,
 cdef inline int parts(const Tuning* t, double work, Py_ssize_t count) noexcept nogil:
     # parts_of with part_rows rows (or units) a part at least
     return parts_of(t, work, count, t.part_rows)
+
+cdef inline int unit_parts(const Tuning* t, double work, Py_ssize_t units) noexcept nogil:
+    # the parts of hidden units of a one-hidden-layer network's training step of ``work``
+    # multiply-adds in its first layer (_train.pyx: _units_steps): at least part_units units
+    # a part, and many_part_units a part beyond two parts
+    cdef int p = parts_of(t, work, units, t.part_units)
+    while p > 2 and units < p * t.many_part_units:
+        p //= 2
+    return p
