@@ -314,6 +314,21 @@ def part_rows(sizes):
                    {**two, "part_rows": HUGE}, {**two, "part_rows": 1})
 
 
+@measures("part_read_rows", "two parts", "four parts", "rows (each of four parts')",
+          "predict_proba of MLP(784, 256, 10), 4 r rows, float32, warm (max_parts 4): the "
+          "rows in two parts or four, each reading the layers' W",
+          (-3, -2, -1, 0, 1), (-2, 0), threads=True)
+def part_read_rows(sizes):
+    model = fastnn.MLP(784, 256, 10, random_state=0)
+    four = {"max_parts": 4, "part_work": 0, "wake_work": 0}
+    for rows in sizes:
+        rows = int(rows)
+        X = RNG.standard_normal((4 * rows, 784)).astype(np.float32)
+        yield Case(f"{4 * rows} x 784 -> 256 -> 10", rows,
+                   lambda X=X: model.predict_proba(X), {**four, "part_read_rows": HUGE},
+                   {**four, "part_read_rows": 1})
+
+
 @measures("max_parts", "parts = threads", "as set", "rows",
           "F.linear, N rows, 256 -> 256, float32, warm: the cost of cutting into more parts "
           "than this machine has threads",

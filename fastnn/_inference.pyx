@@ -17,7 +17,7 @@ from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate
                              linear_forward, plain, share)
 from fastnn._losses cimport softmax_rows
 from fastnn._parallel cimport blocks_on
-from fastnn._tuning cimport Tuning, parts, tuned
+from fastnn._tuning cimport Tuning, row_parts, tuned
 
 cnp.import_array()
 
@@ -175,7 +175,7 @@ def network(object X, object layers, object output):
     # part allocates its own)
     cdef double small[1024]
     cdef Net net
-    cdef double work
+    cdef double work, widest
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>X)
     net.single, net.X, net.W, net.b = typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(
         <cnp.ndarray>X), W, b
@@ -188,10 +188,11 @@ def network(object X, object layers, object output):
     net.failed = False
     net.buf = small if not net.convert and 2 * N * width * cnp.PyArray_ITEMSIZE(out) \
         <= <Py_ssize_t>sizeof(small) else NULL
-    work = 0
+    work = widest = 0
     for l in range(L):
         work += N * dims[l] * dims[l + 1]
-    net.parts = parts(tune, work, N)
+        widest = max(widest, dims[l] * dims[l + 1])
+    net.parts = row_parts(tune, work, N, widest)
     with nogil:
         blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
     if net.failed:

@@ -21,7 +21,7 @@ from fastnn._math cimport (_exp_inplace, _sigmoid_inplace, _tanh, fnn_bias_relu_
                            fnn_bias_relu_d, fnn_add_f, fnn_add_d, fnn_relu_mask_f,
                            fnn_relu_mask_d, fnn_colsum_f, fnn_colsum_d, fnn_gemv_f, fnn_gemv_d)
 from fastnn._parallel cimport awake, blocks, blocks_on
-from fastnn._tuning cimport Tuning, parts, tuned
+from fastnn._tuning cimport Tuning, row_parts, tuned
 
 cnp.import_array()
 
@@ -315,10 +315,10 @@ cdef inline int share(double work) noexcept nogil:
 cdef void linear_forward_rows(const floating* X, const floating* W, const floating* b,
                               floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
                               int code) noexcept nogil:
-    # linear_forward, the batch's rows cut into parts by the shapes (_tuning.parts) that
+    # linear_forward, the batch's rows cut into parts by the shapes (_tuning.row_parts) that
     # fastnn's threads share: the same result on any number of threads
     cdef Forward f
-    f.parts = parts(tune, <double>N * K * M, N)
+    f.parts = row_parts(tune, <double>N * K * M, N, <double>K * M)
     if f.parts == 1:
         linear_forward(X, W, b, U, N, K, M, code)
         return

@@ -12,6 +12,7 @@ cdef struct Tuning:
     Py_ssize_t part_rows
     Py_ssize_t part_units
     Py_ssize_t many_part_units
+    Py_ssize_t part_read_rows
     Py_ssize_t max_parts
     Py_ssize_t team_epoch
     Py_ssize_t probe_steps
@@ -42,6 +43,18 @@ cdef inline int parts_of(const Tuning* t, double work, Py_ssize_t count,
 cdef inline int parts(const Tuning* t, double work, Py_ssize_t count) noexcept nogil:
     # parts_of with part_rows rows (or units) a part at least
     return parts_of(t, work, count, t.part_rows)
+
+
+cdef inline int row_parts(const Tuning* t, double work, Py_ssize_t rows,
+                          double widest) noexcept nogil:
+    # parts() of a batch's rows through layers whose largest has ``widest`` weights: each
+    # part reads (BLAS: packs) every W again, so beyond two parts, a part whose largest
+    # product is above blas_small gets at least part_read_rows rows
+    cdef int p = parts(t, work, rows)
+    while p > 2 and rows // p * widest > t.blas_small and rows // p < t.part_read_rows:
+        p //= 2
+    return p
+
 
 cdef inline int unit_parts(const Tuning* t, double work, Py_ssize_t units) noexcept nogil:
     # the parts of hidden units of a one-hidden-layer network's training step of ``work``

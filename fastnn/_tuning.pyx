@@ -22,6 +22,7 @@ T.wake_work = 1 << 22
 T.part_rows = 16
 T.part_units = 64
 T.many_part_units = 256
+T.part_read_rows = 1024
 T.max_parts = 16
 T.team_epoch = 1 << 23
 T.probe_steps = 4
@@ -58,6 +59,9 @@ NOTES = {
     "many_part_units": "... and in a step split into more than two parts (a part's product "
                        "reads, and above blas_small packs, the whole batch: wider parts "
                        "share that cost; rounding)",
+    "part_read_rows": "rows a part of a batch's forward pass (inference, F.linear) gets at "
+                      "least beyond two parts when its largest product is above blas_small: "
+                      "each part reads (BLAS: packs) every W again (rounding)",
     "max_parts": "at most this many parts per phase of a training step (rounding)",
     "team_epoch": "multiply-adds of an epoch below which it runs on one thread: too little "
                   "work to wake the others",
