@@ -26,6 +26,7 @@ cdef struct TrainState:
     Py_ssize_t B                    # the batch size
     bint team                       # the step is split into parts (_tuning.parts)
     double row_work                 # multiply-adds of a step per row (the rows phase's share)
+    double widest                   # multiply-adds per row of the largest layer's product
     bint transposed                 # the first layer's W, gW and state held as W^T (K, M)
     bint grad_only                  # loss_grad: no update after the gradient
     double norm                     # loss_grad: the loss is sum_r w_r loss_r / norm

@@ -57,7 +57,7 @@ from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_adam_decay_f, fnn_adam_de
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
                            fnn_momentum_f, fnn_momentum_d, fnn_sgd_f, fnn_sgd_d)
 from fastnn._parallel cimport clock, limit, run
-from fastnn._tuning cimport Tuning, parts, tuned, unit_parts
+from fastnn._tuning cimport Tuning, parts, row_parts, tuned, unit_parts
 
 cdef extern from "_barrier.h" nogil:
     ctypedef struct fnn_barrier:
@@ -566,7 +566,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         B = st.B if s + st.B <= stop else stop - s
         # the rows phase: fixed blocks of rows, block p on thread p % T (loss_grad: with
         # their shares of the gradient)
-        R = parts(tune, B * st.row_work, B) if st.team else 1
+        R = row_parts(tune, B * st.row_work, B, st.widest) if st.team else 1
         q = tid
         while q < R:
             scratch = <floating*>st.scratch + q * st.dims[L]
@@ -971,7 +971,9 @@ cdef class _Loop:
             update0 = work[0] if st.lazy or gW is not None else st.dims[0] * st.dims[1]
         self.work_per_row = (3 * sum(work) + update0 - work[0]) / B
         st.row_work = 2 * sum(work) / B  # forward and dU, about two thirds of a step
-        R = parts(tune, B * st.row_work, B)
+        # (a row part reads every layer's W: fewer, larger parts where W is large)
+        st.widest = max(work) / B
+        R = row_parts(tune, B * st.row_work, B, st.widest)
         # a small first layer lives here transposed, W^T (n_in, dims[1]), with its optimizer
         # state (see _linear_forward_t). run_epoch copies them in from the model's arrays and
         # back out, so between epochs the model's own arrays hold the weights. It pays for,
@@ -1337,7 +1339,8 @@ cdef class Objective(_Loop):
 
     cdef _prepare_loss_grad(self):
         cdef TrainState* st = &self.st
-        cdef Py_ssize_t R = parts(tune, self.N * st.row_work, self.N) if st.team else 1
+        cdef Py_ssize_t R = row_parts(tune, self.N * st.row_work, self.N, st.widest) \
+            if st.team else 1
         cdef cnp.ndarray pW, pb
         self.all_rows = np.arange(self.N, dtype=np.intp)
         # the forward of a small layer l > 0 through a copy of W^T, made per call: a

@@ -59,9 +59,10 @@ NOTES = {
     "many_part_units": "... and in a step split into more than two parts (a part's product "
                        "reads, and above blas_small packs, the whole batch: wider parts "
                        "share that cost; rounding)",
-    "part_read_rows": "rows a part of a batch's forward pass (inference, F.linear) gets at "
-                      "least beyond two parts when its largest product is above blas_small: "
-                      "each part reads (BLAS: packs) every W again (rounding)",
+    "part_read_rows": "rows a part of a batch (inference, F.linear, a training step's rows "
+                      "phase) gets at least beyond two parts when its largest product is "
+                      "above blas_small: each part reads (BLAS: packs) every W again "
+                      "(rounding)",
     "max_parts": "at most this many parts per phase of a training step (rounding)",
     "team_epoch": "multiply-adds of an epoch below which it runs on one thread: too little "
                   "work to wake the others",
