@@ -102,6 +102,7 @@ cdef class _Loop:
     cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
     cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
     cdef bint probing  # the stretch running times the slower
+    cdef bint warm  # a stretch has run: the first, which touches the workspaces first, is not timed
     cdef double partner_delay  # (tests: fastnn._testing.start_late) threads 1.. start late
     cdef bint one_step  # one batch per run_epoch (train_on_batch): the calls follow closely
     cdef list updated  # the arrays a step writes: weights, biases, optimizer state

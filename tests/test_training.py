@@ -1372,6 +1372,29 @@ def test_the_step_split_by_units_agrees_with_the_reference_loop(trainers, parts,
     np.testing.assert_allclose(fits[0][1].loss, h_ref.loss, rtol=1e-10)
 
 
+def test_a_loops_first_stretch_is_not_timed():
+    # the first stretch of a loop (its team's, probe_steps steps) pays its cold start and
+    # does not decide between the team and one thread; the next stretch times the team
+    if not _teams_possible():
+        pytest.skip("needs two threads")
+    n_in, hidden, batch = UNITS_SPLIT[4]
+    N = batch * TUNING["probe_steps"]  # one stretch an epoch
+    per_row = 3 * (n_in * hidden + hidden * 3)
+    if N * per_row < TUNING["team_epoch"]:
+        pytest.skip("an epoch too small for a team with this tuning table")
+    X, y = _units_problem("softmax", N, n_in, 3, "float32")
+    model = MLP(n_in, hidden, 3, random_state=0)
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        model.fit(X, y, epochs=1, batch_size=batch, shuffle=False)
+        runner = model._fit_loop.runner
+        assert runner.team_stretches + runner.disbanded == 1
+        assert runner.team_speed == runner.alone_speed == 0
+        model.fit(X, y, epochs=1, batch_size=batch, shuffle=False)
+        assert model._fit_loop.runner is runner
+        assert runner.team_stretches + runner.disbanded == 2
+        assert runner.team_speed > 0 and runner.alone_speed == 0
+
+
 def test_the_step_split_by_units_converts_rows_as_it_gathers_them():
     # a float64 X in Fortran order trains a float32 model as its float32 copy does
     n_in = UNITS_SPLIT[2][0]
