@@ -111,7 +111,6 @@ cdef class _Loop:
     cdef _bind_X(self, X)
     cdef void _start_lazy(self)
     cdef void _finish_lazy(self, bint single, double lr)
-    cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B)
     cdef void _mirror(self, bint into_loop)
     cdef void _transpose(self, void* A, void* B, Py_ssize_t rows, Py_ssize_t cols)
     cdef int _team_size(self)

@@ -1116,15 +1116,6 @@ cdef class _Loop:
         else:
             _lazy_flush(<double*>NULL, &self.st, lr)
 
-    cdef void _transpose_into(self, cnp.ndarray A, cnp.ndarray B):
-        # B = A^T (both C-contiguous, of the fit's dtype)
-        if self.typenum == cnp.NPY_FLOAT32:
-            transpose(<float*>cnp.PyArray_DATA(A), <float*>cnp.PyArray_DATA(B),
-                       A.shape[0], A.shape[1])
-        else:
-            transpose(<double*>cnp.PyArray_DATA(A), <double*>cnp.PyArray_DATA(B),
-                       A.shape[0], A.shape[1])
-
     cdef void _mirror(self, bint into_loop):
         # copy arrays between the model's layout and the loop's: the first layer's W (M, K)
         # as W^T (K, M); a step split by units (P parts) holds each part's W_q^T (K, j1 - j0)
@@ -1387,8 +1378,9 @@ cdef class Objective(_Loop):
         self.st.grad_only, self.st.norm = True, norm
         Xb = self.st.Xb
         self.st.Xb = self.st.X  # all rows in order: the batch is X itself
-        for l, W, WT in self.copies:
-            self._transpose_into(W, WT)
+        for l, W, WT in self.copies:  # (C-contiguous, of the fit's dtype)
+            self._transpose(cnp.PyArray_DATA(<cnp.ndarray>W), cnp.PyArray_DATA(<cnp.ndarray>WT),
+                            W.shape[0], W.shape[1])
             self.st.WT[<int>l] = cnp.PyArray_DATA(WT)
         try:
             with nogil:
