@@ -147,11 +147,23 @@ cdef void _output_loss(floating* tag, TrainState* st, const Py_ssize_t* rows, Py
                 losses[r] = <floating>(losses[r] * st.loss_scale)
 
 
+cdef void _gather(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t r0,
+                  Py_ssize_t r1, floating* Xb) noexcept nogil:
+    # rows r0..r1 of the batch of the samples ``rows`` into Xb (B, n_in): copied from a C
+    # array of the fit's dtype, converted from any other (X_ROWS)
+    cdef Py_ssize_t n_in = st.dims[0], r
+    if st.xkind == X_ROWS:
+        gather_rows(Xb + r0 * n_in, st.X, st.x64, st.xs0, st.xs1, rows, r0, r1, n_in)
+    else:
+        for r in range(r0, r1):
+            memcpy(Xb + r * n_in, <floating*>st.X + rows[r] * n_in, n_in * sizeof(floating))
+
+
 cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
                      Py_ssize_t r0, Py_ssize_t r1, floating* scratch) noexcept nogil:
     # the rows phase for rows r0..r1 of the batch of the B samples ``rows``
     cdef int L = st.n_layers, l
-    cdef Py_ssize_t n = r1 - r0, n_in = st.dims[0], r, K, M
+    cdef Py_ssize_t n = r1 - r0, n_in = st.dims[0], K, M
     cdef floating* X = <floating*>st.X
     cdef floating* Xb = <floating*>st.Xb
     cdef floating* out = <floating*>st.U[L - 1]
@@ -168,11 +180,8 @@ cdef void _rows_pass(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_s
         _csr_forward(tag, st, rows, r0, r1)
         first = 1
         inp = <floating*>st.U[0] + r0 * st.dims[1]
-    elif st.xkind == X_ROWS:
-        gather_rows(Xb + r0 * n_in, st.X, st.x64, st.xs0, st.xs1, rows, r0, r1, n_in)
     elif Xb != X:
-        for r in range(r0, r1):
-            memcpy(Xb + r * n_in, X + rows[r] * n_in, n_in * sizeof(floating))
+        _gather(tag, st, rows, r0, r1, Xb)
     # forward, eq. 10: U_l = g_l(U_{l-1} W_l^T + B_l)
     if first == 0:
         inp = Xb + r0 * n_in
@@ -649,15 +658,10 @@ cdef inline Py_ssize_t _own_size(TrainState* st) noexcept nogil:
     return ((2 * st.dims[2] + 1) * st.B + 15) // 16 * 16
 
 
-cdef void _gather_share(floating* tag, TrainState* st, const Py_ssize_t* rows, Py_ssize_t B,
-                        floating* Xb, int tid, int T) noexcept nogil:
+cdef inline void _gather_share(floating* tag, TrainState* st, const Py_ssize_t* rows,
+                               Py_ssize_t B, floating* Xb, int tid, int T) noexcept nogil:
     # thread tid of T: its rows of the batch of the B samples ``rows`` into Xb (B, n_in)
-    cdef Py_ssize_t n_in = st.dims[0], r0 = tid * B // T, r1 = (tid + 1) * B // T, r
-    if st.xkind == X_ROWS:
-        gather_rows(Xb + r0 * n_in, st.X, st.x64, st.xs0, st.xs1, rows, r0, r1, n_in)
-    else:
-        for r in range(r0, r1):
-            memcpy(Xb + r * n_in, <floating*>st.X + rows[r] * n_in, n_in * sizeof(floating))
+    _gather(tag, st, rows, tid * B // T, (tid + 1) * B // T, Xb)
 
 
 cdef void _units_forward(floating* tag, TrainState* st, const floating* Xb, Py_ssize_t B,
