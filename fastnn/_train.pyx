@@ -644,7 +644,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
 # another may still read batch k - 1), the output shares through two; a part's U1_q and
 # dZ1_q are (B, j1 - j0) blocks of U[0] and dU[0] at B j0. Measured on the 2-core machine
 # of BENCHMARKS.md (two threads, float32): the digits fit's 64-128-10 steps of 32 rows
-# 6.4 -> 5.1 us, (512, 784-512-10) 3.3 -> 2.5 ms, (1024, 1024-1024-10) 14.9 -> 10.6 ms.
+# 6.4 -> 5.1 us, (512, 784-512-10) 3.3 -> 2.5 ms, (1024, 1024-1024-10) 14.9 -> 10.8 ms.
 
 cdef inline void _unit_block(TrainState* st, int q, Py_ssize_t* j0,
                              Py_ssize_t* j1) noexcept nogil:
