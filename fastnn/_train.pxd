@@ -97,10 +97,13 @@ cdef class _Loop:
     # be slower than one thread. So the fit keeps the latest time per step of each, from the
     # stretches it ran (probe_steps steps of each first: _tuning), runs the faster, and every
     # ``hold`` steps times the other again for probe_steps steps; the hold doubles (up to
-    # max_hold_steps) while the same one stays faster. A team that disbands (see
-    # _train_steps) counts as infinitely slow.
+    # max_hold_steps) while the same one stays faster, and starts again at hold_steps when
+    # the other wins, also when the faster loses while running its hold. A team that
+    # disbands (see _train_steps) counts as infinitely slow until it is tried again after
+    # ``retry`` steps: probe_steps, doubled (up to max_hold_steps) at each disband in a row.
     cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
     cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
+    cdef public Py_ssize_t retry  # the hold after the latest disband (0: none in a row)
     cdef bint probing  # the stretch running times the slower
     cdef bint warm  # a stretch has run: the first, which touches the workspaces first, is not timed
     cdef double partner_delay  # (tests: fastnn._testing.start_late) threads 1.. start late

@@ -1063,7 +1063,7 @@ cdef class _Loop:
         self.team_stretches = self.alone_stretches = self.disbanded = 0
         self.team_speed = self.alone_speed = 0
         self.warm = False
-        self.since_probe, self.hold, self.probing = 0, tune.hold_steps, False
+        self.since_probe, self.hold, self.probing, self.retry = 0, tune.hold_steps, False, 0
         st.disband_at = -1
 
     cdef _bind_X(self, X):
@@ -1240,14 +1240,26 @@ cdef class _Loop:
             # the next stretch times the team again
             self.warm = True
             return
+        if threads > 1 and self.st.disband:
+            # a partner that did not get its core, maybe for a moment (another process, the
+            # host): one thread from here, the team tried again soon, later at each disband
+            # in a row. (The hold it had won would have kept the fit on one thread for up to
+            # max_hold_steps steps, at half speed on 2 cores.)
+            self.team_speed = INFINITY
+            self.retry = min(2 * self.retry, tune.max_hold_steps) if self.retry \
+                else tune.probe_steps
+            self.since_probe, self.hold = 0, self.retry
+            return
         if threads > 1:
-            self.team_speed = INFINITY if self.st.disband else seconds / steps
+            self.team_speed, self.retry = seconds / steps, 0
         else:
             self.alone_speed = seconds / steps
-        if self.probing:
-            self.since_probe = 0
-            self.hold = min(2 * self.hold, tune.max_hold_steps) \
-                if (self.team_speed <= self.alone_speed) == team_was_faster else tune.hold_steps
+        if (self.team_speed <= self.alone_speed) != team_was_faster:
+            # the other is faster now (timed again, or the faster timed slower while
+            # running its hold): run it for hold_steps, then time this one again
+            self.since_probe, self.hold = 0, tune.hold_steps
+        elif self.probing:
+            self.since_probe, self.hold = 0, min(2 * self.hold, tune.max_hold_steps)
         else:
             self.since_probe += steps
 
@@ -1311,6 +1323,8 @@ cdef class EpochRunner(_Loop):
                 # team stays awake, and its timing (_threads_for) decides
                 if not self.one_step and min(n - start, self.st.B * self.chunk) \
                         * self.work_per_row < tune.team_epoch:
+                    if threads > 1:
+                        self.probing = False  # (no probe of the team: the next stretch's)
                     threads = 1
                 with nogil:
                     part = _train_batches(&self.st, single, p, start, stop, n, lr, total,

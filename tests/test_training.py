@@ -1446,6 +1446,30 @@ def test_a_team_that_disbands_mid_stretch_gives_the_same_bits(trainers, arch, at
     assert h1.loss == h2.loss
 
 
+def test_a_team_that_disbands_is_tried_again_soon_then_less_often(trainers):
+    # every team stretch disbands after its first step: the fit goes on alone and tries the
+    # team again after probe_steps (P) steps, then 2, 4, ... times as many. In 12 P steps:
+    # the untimed first stretch (P steps), the team's timing (P), one thread's (P), the team
+    # (P), 2 P alone, the team, 4 P alone, the team: five disbands, the next try after 8 P.
+    # (Before, a team that disbanded once waited hold_steps: two disbands.)
+    pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
+    if not _teams_possible():
+        pytest.skip("needs two threads")
+    P = TUNING["probe_steps"]
+    arch = ARCHS["digits"]
+    # batches large enough that a stretch of P of them pays for the team (team_epoch)
+    batch = max(32, -(-TUNING["team_epoch"] // (P * _epoch_work(arch, 1))))
+    if 8 * P > TUNING["max_hold_steps"] or 4 * P > TUNING["signal_batches"]:
+        pytest.skip("a hold or stretch beyond this tuning table's limits")
+    trainers.spy.disband_after = 1
+    X, y = _team_problem("softmax", 12 * P * batch, arch[0], arch[2], "float32")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        _team_model(arch, "float32").fit(X, y, epochs=1, batch_size=batch, shuffle=False)
+    runner = trainers[-1]
+    assert (runner.disbanded, runner.team_stretches, runner.alone_stretches) == (5, 0, 3)
+    assert runner.retry == runner.hold == 8 * P
+
+
 def test_a_short_stretch_runs_on_one_thread(trainers):
     # 3 epochs of 2 batches of a 10-100-1 net, less work an epoch than the tuning table's
     # team_epoch: too little to wake a team for
