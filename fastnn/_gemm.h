@@ -224,16 +224,66 @@ __attribute__((target(TARGET))) static inline void NAME(                        
 #define FNN_P42(X) FNN_P41(X) X(0, 1) X(1, 1) X(2, 1) X(3, 1)
 #define FNN_P44(X) FNN_P42(X) X(0, 2) X(1, 2) X(2, 2) X(3, 2) X(0, 3) X(1, 3) X(2, 3) X(3, 3)
 
-/* AVX-512: 16 floats a vector, tiles of 4 x 4 */
+/* AVX-512: 16 floats a vector, tiles of 4 x 4. A vector's 16 partial sums meet in one fixed
+ * tree, written out (the order of _mm512_reduce_add_ps is the compiler's: GCC's is this one,
+ * Clang's unspecified): lane l + lane l+8, then the 8 sums l + l+4, then l + l+2, then the
+ * two left. The 4 x 4 tile sums its 16 vectors in that tree together, a step of the tree for
+ * several vectors an instruction (fnn_nt512_44); the other tiles one vector at a time. */
+__attribute__((target("avx512f"))) static inline float fnn_hsum512(__m512 v) {
+    __m256 s8 = _mm256_add_ps(_mm512_castps512_ps256(v), _mm256_castpd_ps(
+        _mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)));                  /* l + l+8 */
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1));
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));                     /* l + l+2 */
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+__attribute__((target("avx512f"))) static inline __m512 fnn_tree8_512(__m512 x, __m512 y) {
+    /* the tree's first step for two vectors: lanes 0-7 x_l + x_l+8, lanes 8-15 y's */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm512_shuffle_f32x4(x, y, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+__attribute__((target("avx512f"))) static inline __m512 fnn_tree4_512(__m512 a, __m512 b) {
+    /* its second step for four: of each 8 sums of a (then b), l + l+4, 4 to a 128-bit quad */
+    return _mm512_add_ps(_mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(2, 0, 2, 0)),
+                         _mm512_shuffle_f32x4(a, b, _MM_SHUFFLE(3, 1, 3, 1)));
+}
 #define V_T __m512
 #define V_W 16
 #define V_ZERO _mm512_setzero_ps
 #define V_FMADD _mm512_fmadd_ps
 #define V_LOADU _mm512_loadu_ps
 #define V_LOADK(ptr, m) _mm512_maskz_loadu_ps(m, ptr)
-#define V_HSUM _mm512_reduce_add_ps
+#define V_HSUM fnn_hsum512
 #define FNN_MASK512(n) ((__mmask16)((n) >= 16 ? 0xFFFFu : (1u << (n)) - 1))
-FNN_NT_TILE(fnn_nt512_44, "avx512f", FNN_R4, FNN_C4, FNN_P44, __mmask16, FNN_MASK512)
+__attribute__((target("avx512f"))) static inline void fnn_nt512_44(
+        ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,
+        float* C, ptrdiff_t ldc) {
+    FNN_P44(FNN_NT_ACC)
+    ptrdiff_t p = 0;
+    for (; p + V_W <= k; p += V_W) {
+        FNN_R4(FNN_NT_LOADA) FNN_C4(FNN_NT_LOADB) FNN_P44(FNN_NT_FMA)
+    }
+    if (p < k) { /* the last k mod V_W entries: the other lanes load zeros */
+        __mmask16 mk = FNN_MASK512(k - p);
+        FNN_R4(FNN_NT_LOADA_TAIL) FNN_C4(FNN_NT_LOADB_TAIL) FNN_P44(FNN_NT_FMA)
+    }
+    /* gS: quad R holds the 4 sums l + l+4 of c_RS (column S of the tile) */
+    __m512 g0 = fnn_tree4_512(fnn_tree8_512(c00, c10), fnn_tree8_512(c20, c30));
+    __m512 g1 = fnn_tree4_512(fnn_tree8_512(c01, c11), fnn_tree8_512(c21, c31));
+    __m512 g2 = fnn_tree4_512(fnn_tree8_512(c02, c12), fnn_tree8_512(c22, c32));
+    __m512 g3 = fnn_tree4_512(fnn_tree8_512(c03, c13), fnn_tree8_512(c23, c33));
+    /* in each quad: l + l+2 (of g0, g1, then of g2, g3), then the pair's sum: quad R of f
+     * is row R of the tile, columns 0..3 */
+    __m512 t01 = _mm512_add_ps(_mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(g0, g1, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 t23 = _mm512_add_ps(_mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(1, 0, 1, 0)),
+                               _mm512_shuffle_ps(g2, g3, _MM_SHUFFLE(3, 2, 3, 2)));
+    __m512 f = _mm512_add_ps(_mm512_shuffle_ps(t01, t23, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm512_shuffle_ps(t01, t23, _MM_SHUFFLE(3, 1, 3, 1)));
+    _mm_storeu_ps(C, _mm512_castps512_ps128(f));
+    _mm_storeu_ps(C + ldc, _mm512_extractf32x4_ps(f, 1));
+    _mm_storeu_ps(C + 2 * ldc, _mm512_extractf32x4_ps(f, 2));
+    _mm_storeu_ps(C + 3 * ldc, _mm512_extractf32x4_ps(f, 3));
+}
 FNN_NT_TILE(fnn_nt512_41, "avx512f", FNN_R4, FNN_C1, FNN_P41, __mmask16, FNN_MASK512)
 FNN_NT_TILE(fnn_nt512_14, "avx512f", FNN_R1, FNN_C4, FNN_P14, __mmask16, FNN_MASK512)
 FNN_NT_TILE(fnn_nt512_11, "avx512f", FNN_R1, FNN_C1, FNN_P11, __mmask16, FNN_MASK512)

@@ -213,6 +213,24 @@ def test_every_entry_sums_in_the_same_order_wherever_it_sits(path):
             np.testing.assert_array_equal(part[0], whole[i, j0:j1])
 
 
+def test_the_layer_product_sums_each_entry_alike_wherever_it_sits(path):
+    # X W^T by fastnn's own product, W's rows as stored (the layers' forward): the 4 x 4 tiles
+    # sum their 16 entries' lanes in one tree, the edge tiles one entry at a time, in the same
+    # order; so the rows and units of a layer computed inside a tile, at its edges or in a
+    # call of their own give the same bits (k = 150: full vectors and a masked tail)
+    rng = np.random.default_rng(11)
+    X = rng.standard_normal((13, 150)).astype(np.float32)
+    W = rng.standard_normal((11, 150)).astype(np.float32)
+    with _testing.tuning(small_gemm=0):  # (no product small enough for the scalar loop)
+        whole = F.linear(X, W)
+        np.testing.assert_allclose(whole, X.astype(np.float64) @ W.T.astype(np.float64),
+                                   rtol=2e-5, atol=2e-5 * np.sqrt(150))
+        for i0, i1 in ((0, 2), (1, 6), (3, 13), (11, 13)):
+            for j0, j1 in ((0, 11), (0, 4), (2, 9), (8, 11), (10, 11)):
+                np.testing.assert_array_equal(F.linear(X[i0:i1], W[j0:j1]),
+                                              whole[i0:i1, j0:j1])
+
+
 def test_nan_and_inf_propagate(path):
     A = np.zeros((5, 3), np.float32)
     B = np.ones((3, 20), np.float32)
