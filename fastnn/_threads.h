@@ -19,11 +19,14 @@
  *   when the caller is done: the caller takes the job back from that worker's mailbox (a
  *   worker asleep, or whose core another process holds, would cost its wake-up or a
  *   scheduler slice, ~50 us to ms, for no work).
- * - Where a woken worker runs: before waking sleeping workers the caller lets them run on
- *   the processors it may run on, its own excepted (Linux). Linux often queues a woken thread
- *   on its waker's processor, where it would wait behind the caller for the whole job while
- *   another processor idles: measured on a 2-core VM, a 4096-row predict_proba after a pause
- *   took 8.3 ms (one thread's time) in 4 calls of 12 instead of 4.5 ms.
+ * - Where a worker runs: before waking sleeping workers, and before a job for a worker that
+ *   ran its last job on the caller's processor, the caller lets them run on the processors it
+ *   may run on, its own excepted (Linux). Linux often queues a woken thread on its waker's
+ *   processor, where it would wait behind the caller for the whole job while another
+ *   processor idles: measured on a 2-core VM, a 4096-row predict_proba after a pause took
+ *   8.3 ms (one thread's time) in 4 calls of 12 instead of 4.5 ms. And a caller that moves
+ *   onto a spinning worker's processor (after a pause, or a fresh worker placed beside it)
+ *   stayed there for tens of ms: batch-1 predict_proba calls took 9-10 us instead of 4.7.
  * - Workers are named "fastnn-worker" (top -H, /proc/PID/task/TID/comm).
  * - fork: the child of a fork has none of the parent's workers; a handler run in the child
  *   forgets them, and the child starts its own on its first parallel job.
@@ -91,6 +94,7 @@ typedef struct {               /* a worker's mailbox */
     fnn_job job;               /* its current job: written before posted, read after */
     void* arg;
     int T;
+    volatile int cpu;          /* the processor it took its last job on (-1: not known) */
 #if !defined(_WIN32)
     pthread_t thread;          /* the worker (set when it starts) */
 #endif
@@ -116,8 +120,10 @@ static void fnn_pool_reset(void) {
     fnn_mutex_init(&fnn_pool.sleep);
     fnn_cond_init(&fnn_pool.wake);
     fnn_pool.finished = fnn_pool.sleepers = 0;
-    for (w = 0; w < FNN_MAX_THREADS; w++)
+    for (w = 0; w < FNN_MAX_THREADS; w++) {
         fnn_pool.slot[w].posted = fnn_pool.slot[w].state = FNN_IDLE;
+        fnn_pool.slot[w].cpu = -1;
+    }
     fnn_pool.workers = 0;
 }
 
@@ -143,6 +149,14 @@ static void fnn_pool_set_limit(int limit) {
     fnn_pool.limit = limit < 1 ? 1 : (limit > FNN_MAX_THREADS ? FNN_MAX_THREADS : limit);
 }
 
+static int fnn_current_cpu(void) {  /* the processor this thread runs on, -1: not known */
+#if defined(__linux__)
+    return sched_getcpu();
+#else
+    return -1;
+#endif
+}
+
 static void fnn_worker_loop(fnn_slot* slot) {
     long seen = 0;
     for (;;) {
@@ -162,6 +176,7 @@ static void fnn_worker_loop(fnn_slot* slot) {
         seen = FNN_LOAD(&slot->posted);
         if (!FNN_CAS(&slot->state, FNN_POSTED, FNN_TAKEN))
             continue;  /* the caller took the job back: nothing was left for this thread */
+        slot->cpu = fnn_current_cpu();
         slot->job(slot->arg, (int)(slot - fnn_pool.slot), slot->T);
         FNN_STORE(&slot->state, FNN_IDLE);
         FNN_FETCH_INC(&fnn_pool.finished);
@@ -217,10 +232,12 @@ static int fnn_worker_spawn(fnn_slot* slot) {
 FNN_EXPORT int fastnn_get_num_threads(void) { return fnn_pool_limit(); }
 FNN_EXPORT void fastnn_set_num_threads(int n) { fnn_pool_set_limit(n); }
 
-/* Before waking sleeping workers: let workers 1..T-1 run on any processor the caller may
- * run on but the caller's own. A woken thread is otherwise often queued on its waker's
- * processor (Linux's wake-affine placement), where it waits behind the caller for the whole
- * job while the other processor idles: the job then runs on one thread, at half speed. */
+/* Before waking sleeping workers, or posting a job to a worker that took its last one on
+ * the caller's processor: let workers 1..T-1 run on any processor the caller may run on but
+ * the caller's own. A woken thread is otherwise often queued on its waker's processor
+ * (Linux's wake-affine placement), and a caller may move onto a spinning worker's: there
+ * the worker waits behind the caller for the whole job while the other processor idles,
+ * and the job runs on one thread, at half speed. */
 static void fnn_keep_off_caller(int T) {
 #if defined(__linux__)
     cpu_set_t mask;
@@ -230,8 +247,10 @@ static void fnn_keep_off_caller(int T) {
             || !CPU_ISSET(cpu, &mask) || CPU_COUNT(&mask) < 2)
         return;
     CPU_CLR(cpu, &mask);
-    for (w = 1; w < T; w++)
+    for (w = 1; w < T; w++) {
         pthread_setaffinity_np(fnn_pool.slot[w].thread, sizeof mask, &mask);
+        fnn_pool.slot[w].cpu = -1;  /* moved: where is known again at its next job */
+    }
 #else
     (void)T;
 #endif
@@ -244,7 +263,7 @@ static void fnn_keep_off_caller(int T) {
  * other thread is in it; the workers that have not started it by then never do. */
 static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
     long spins = 0, revoked = 0;
-    int w;
+    int w, here, beside = 0;
     if (T > fnn_pool.limit) T = fnn_pool.limit;
     if (T <= 1 || fnn_mutex_trylock(&fnn_pool.busy) != 0) {
         job(arg, 0, 1);
@@ -252,9 +271,15 @@ static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
     }
     for (w = fnn_pool.workers + 1; w < T; w++) {  /* start the workers this job lacks */
         fnn_pool.slot[w].posted = fnn_pool.slot[w].state = FNN_IDLE;
+        fnn_pool.slot[w].cpu = -1;
         if (fnn_worker_spawn(&fnn_pool.slot[w]) != 0) { T = w; break; }
         fnn_pool.workers = w;
     }
+    here = fnn_current_cpu();  /* a worker on this processor would wait behind the caller */
+    for (w = 1; w < T && here >= 0; w++)
+        beside |= fnn_pool.slot[w].cpu == here;
+    if (beside)
+        fnn_keep_off_caller(T);
     FNN_STORE(&fnn_pool.finished, 0);
     for (w = 1; w < T; w++) {
         fnn_slot* slot = &fnn_pool.slot[w];
@@ -265,7 +290,8 @@ static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
         FNN_STORE(&slot->posted, slot->posted + 1);
     }
     if (FNN_LOAD(&fnn_pool.sleepers) > 0) {
-        fnn_keep_off_caller(T);
+        if (!beside)
+            fnn_keep_off_caller(T);
         fnn_mutex_lock(&fnn_pool.sleep);
         fnn_cond_broadcast(&fnn_pool.wake);
         fnn_mutex_unlock(&fnn_pool.sleep);

@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+import threading
 
 import numpy as np
 import pytest
@@ -255,6 +256,37 @@ def test_woken_workers_run_where_the_caller_may_but_on_its_own_processor(two_thr
         for cpus in workers.values():
             assert cpus and cpus <= allowed, (cpus, allowed)
             assert len(cpus) == len(allowed) - 1
+
+
+def _processor(tid):
+    """The processor thread ``tid`` of this process last ran on (/proc's stat, field 39)."""
+    with open(f"/proc/self/task/{tid}/stat") as f:
+        return int(f.read().rsplit(")", 1)[1].split()[36])
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+                    reason="needs Linux and two processors")
+def test_a_caller_on_a_workers_processor_moves_the_worker_off_it(two_threads):
+    """A caller that comes to run on the processor where a worker took its last job (Linux
+    moves threads) would have that worker wait behind it: the next job moves the worker to
+    the caller's other processors."""
+    model = MLP(784, 256, 10, random_state=0)
+    X = np.random.default_rng(0).standard_normal((32, 784)).astype(np.float32)
+    allowed, caller = os.sched_getaffinity(0), threading.get_native_id()
+    for _ in range(5):
+        for _ in range(20):  # two parts of 16 rows a call: the worker takes jobs
+            model.predict_proba(X)
+        tid = next(iter(_workers()))
+        cpu = _processor(tid)
+        os.sched_setaffinity(0, {cpu})  # the caller moves onto the worker's processor ...
+        os.sched_setaffinity(0, allowed)  # ... free to run anywhere again
+        before = _processor(caller)
+        model.predict_proba(X)
+        if before == cpu == _processor(caller):  # (else Linux moved the caller meanwhile)
+            assert cpu not in os.sched_getaffinity(tid)
+            assert os.sched_getaffinity(tid) == allowed - {cpu}
+            return
+    pytest.skip("the caller never stayed on the worker's processor through a call")
 
 
 # ---------------------------------------------------------------------------------------
