@@ -19,9 +19,15 @@
   caller, unless a call found them asleep less than a millisecond before (a stream of
   calls, which the woken workers then serve).
 - **Where workers run.** Only fastnn's own threads (named ``fastnn-worker``) are placed: a
-  worker woken from sleep may run on any processor the calling thread may run on but the
-  caller's own, so that it is not queued behind the caller on one core while another
-  idles. The user's threads and the process's affinity mask are never changed.
+  worker woken from sleep, or one whose last job ran on the processor the caller has come
+  to run on, may run on any processor the calling thread may run on but the caller's own,
+  so that it is not queued behind the caller on one core while another idles. The user's
+  threads and the process's affinity mask are never changed.
+- **Team or one thread.** A fit times its steps on its team and on one thread, runs the
+  faster and times the other again now and then (the tuning table's ``probe_steps``,
+  ``hold_steps``); a team whose threads wait long at its barriers (a core busy elsewhere)
+  finishes its stretch on one thread and is tried again soon, then less often while that
+  repeats. Only the speed depends on this, never the weights.
 - **BLAS.** While fastnn calls BLAS, the BLAS libraries threadpoolctl finds run on one thread
   each (fastnn/_blas.pyx): fastnn's own threads share the work, each calling BLAS for its
   part, and OpenBLAS's split of a product among its threads changes the product's rounding
