@@ -295,7 +295,9 @@ FNN_NT_TILE(fnn_nt512_11, "avx512f", FNN_R1, FNN_C1, FNN_P11, __mmask16, FNN_MAS
 #undef V_LOADK
 #undef V_HSUM
 
-/* AVX2 with FMA: 8 floats a vector, tiles of 4 x 2 */
+/* AVX2 with FMA: 8 floats a vector, tiles of 4 x 2. A vector's 8 partial sums meet in the
+ * tree l + l+4, then l + l+2, then the two left: one vector at a time (fnn_hsum256), or the
+ * 4 x 2 tile's 8 vectors together (fnn_nt256_42) */
 __attribute__((target("avx2,fma"))) static inline float fnn_hsum256(__m256 v) {
     __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
     s = _mm_add_ps(s, _mm_movehl_ps(s, s));
@@ -313,7 +315,40 @@ __attribute__((target("avx2,fma"))) static inline __m256i fnn_mask256(ptrdiff_t 
 #define V_LOADU _mm256_loadu_ps
 #define V_LOADK(ptr, m) _mm256_maskload_ps(ptr, m)
 #define V_HSUM fnn_hsum256
-FNN_NT_TILE(fnn_nt256_42, "avx2,fma", FNN_R4, FNN_C2, FNN_P42, __m256i, fnn_mask256)
+__attribute__((target("avx2,fma"))) static inline __m256 fnn_tree4_256(__m256 x, __m256 y) {
+    /* the tree's first step for two vectors: lanes 0-3 x_l + x_l+4, lanes 4-7 y's */
+    return _mm256_add_ps(_mm256_permute2f128_ps(x, y, 0x20), _mm256_permute2f128_ps(x, y, 0x31));
+}
+__attribute__((target("avx2,fma"))) static inline __m256 fnn_tree2_256(__m256 a, __m256 b) {
+    /* in each 128-bit half: a's l + l+2 for l = 0, 1, then b's */
+    return _mm256_add_ps(_mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0)),
+                         _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2)));
+}
+__attribute__((target("avx2,fma"))) static inline void fnn_nt256_42(
+        ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,
+        float* C, ptrdiff_t ldc) {
+    FNN_P42(FNN_NT_ACC)
+    ptrdiff_t p = 0;
+    for (; p + V_W <= k; p += V_W) {
+        FNN_R4(FNN_NT_LOADA) FNN_C2(FNN_NT_LOADB) FNN_P42(FNN_NT_FMA)
+    }
+    if (p < k) { /* the last k mod V_W entries: the other lanes load zeros */
+        __m256i mk = fnn_mask256(k - p);
+        FNN_R4(FNN_NT_LOADA_TAIL) FNN_C2(FNN_NT_LOADB_TAIL) FNN_P42(FNN_NT_FMA)
+    }
+    /* t0: low half row 0's two entries' l + l+2 (column 0, then 1), high half row 1's; t1:
+     * rows 2 and 3. Then the pairs' sums: f's low half holds row 0 then row 2, its high
+     * half row 1 then row 3 */
+    __m256 t0 = fnn_tree2_256(fnn_tree4_256(c00, c10), fnn_tree4_256(c01, c11));
+    __m256 t1 = fnn_tree2_256(fnn_tree4_256(c20, c30), fnn_tree4_256(c21, c31));
+    __m256 f = _mm256_add_ps(_mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(2, 0, 2, 0)),
+                             _mm256_shuffle_ps(t0, t1, _MM_SHUFFLE(3, 1, 3, 1)));
+    __m128 lo = _mm256_castps256_ps128(f), hi = _mm256_extractf128_ps(f, 1);
+    _mm_storel_pi((__m64*)C, lo);
+    _mm_storel_pi((__m64*)(C + ldc), hi);
+    _mm_storeh_pi((__m64*)(C + 2 * ldc), lo);
+    _mm_storeh_pi((__m64*)(C + 3 * ldc), hi);
+}
 FNN_NT_TILE(fnn_nt256_41, "avx2,fma", FNN_R4, FNN_C1, FNN_P41, __m256i, fnn_mask256)
 FNN_NT_TILE(fnn_nt256_12, "avx2,fma", FNN_R1, FNN_C2, FNN_P12, __m256i, fnn_mask256)
 FNN_NT_TILE(fnn_nt256_11, "avx2,fma", FNN_R1, FNN_C1, FNN_P11, __m256i, fnn_mask256)
