@@ -660,8 +660,23 @@ cdef inline Py_ssize_t _own_size(TrainState* st) noexcept nogil:
 
 cdef inline void _gather_share(floating* tag, TrainState* st, const Py_ssize_t* rows,
                                Py_ssize_t B, floating* Xb, int tid, int T) noexcept nogil:
-    # thread tid of T: its rows of the batch of the B samples ``rows`` into Xb (B, n_in)
-    _gather(tag, st, rows, tid * B // T, (tid + 1) * B // T, Xb)
+    # thread tid of T: its rows of the batch of the B samples ``rows`` into Xb (B, n_in),
+    # unless X holds them as they are (_in_place)
+    if _in_place(tag, st, rows, B) == NULL:
+        _gather(tag, st, rows, tid * B // T, (tid + 1) * B // T, Xb)
+
+
+cdef inline floating* _in_place(floating* tag, TrainState* st, const Py_ssize_t* rows,
+                                Py_ssize_t B) noexcept nogil:
+    # the batch of the B samples ``rows`` where X holds it as a batch: consecutive rows of a
+    # C array of the fit's dtype (an epoch without shuffling); else NULL (it is gathered)
+    cdef Py_ssize_t r
+    if st.xkind != X_C:
+        return NULL
+    for r in range(1, B):
+        if rows[r] != rows[0] + r:
+            return NULL
+    return <floating*>st.X + rows[0] * st.dims[0]
 
 
 cdef void _units_forward(floating* tag, TrainState* st, const floating* Xb, Py_ssize_t B,
@@ -773,7 +788,9 @@ cdef void _units_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     _long_wait(barrier, T, &sense, &mark)
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
-        Xb = <floating*>st.Xb3 + (k % 3) * size_x
+        Xb = _in_place(tag, st, perm + s, B)  # (read where it lies, or gathered last step)
+        if Xb == NULL:
+            Xb = <floating*>st.Xb3 + (k % 3) * size_x
         pZ = <floating*>st.pZ + (k % 2) * size_z
         # phase A
         q = tid

@@ -1326,7 +1326,7 @@ def _units_problem(output, N, n_in, n_out, dtype):
 
 
 def _units_fit(parts, output, opt, dtype, threads, backend="cython", X=None, y=None,
-               N=401, act="relu"):
+               N=401, act="relu", shuffle=True):
     # N rows: the last batch is smaller than the others; an epoch's work above team_epoch
     n_in, hidden, batch = UNITS_SPLIT[parts]
     if X is None:
@@ -1334,7 +1334,7 @@ def _units_fit(parts, output, opt, dtype, threads, backend="cython", X=None, y=N
     model = MLP(n_in, hidden, 3, activation=act, output=output, dtype=dtype, random_state=1)
     with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"), \
             fastnn.use_backend(backend):
-        history = model.fit(X, y, epochs=2, batch_size=batch, random_state=2,
+        history = model.fit(X, y, epochs=2, batch_size=batch, random_state=2, shuffle=shuffle,
                             sample_weight=np.linspace(0.5, 2, len(X)) if opt == "adam" else None,
                             **{**TEAM_OPTIMIZERS[opt], "lr": 1e-3})
     return model, history
@@ -1402,6 +1402,18 @@ def test_the_step_split_by_units_converts_rows_as_it_gathers_them():
     X = np.asfortranarray(X)
     fits = [_units_fit(2, "softmax", "adam", "float32", 2, X=A, y=y)[0]
             for A in (X, np.ascontiguousarray(X, dtype=np.float32))]
+    for A, B in zip(weights(fits[0]), weights(fits[1])):
+        np.testing.assert_array_equal(A, B)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_step_split_by_units_reads_unshuffled_batches_in_place(threads):
+    # without shuffling, the batches of a C X of the model's dtype are runs of its rows, read
+    # where they lie; those of a Fortran copy are gathered (converted) a batch at a time:
+    # the same bits
+    X, y = _units_problem("softmax", 401, UNITS_SPLIT[2][0], 3, "float32")
+    fits = [_units_fit(2, "softmax", "momentum", "float32", threads, X=A, y=y,
+                       shuffle=False)[0] for A in (X, np.asfortranarray(X))]
     for A, B in zip(weights(fits[0]), weights(fits[1])):
         np.testing.assert_array_equal(A, B)
 
