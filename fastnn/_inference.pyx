@@ -19,6 +19,10 @@ from fastnn._losses cimport softmax_rows
 from fastnn._parallel cimport blocks_on
 from fastnn._tuning cimport Tuning, row_parts, tuned
 
+cdef extern from "_fastmath.h" nogil:
+    bint fnn_all_finite_f(const float* x, Py_ssize_t n)
+    bint fnn_all_finite_d(const double* x, Py_ssize_t n)
+
 cnp.import_array()
 
 cdef Tuning* tune = tuned()
@@ -109,7 +113,18 @@ cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
         _net_part(<double*>NULL, <Net*>ctx, q0, q1)
 
 
-def network(object X, object layers, object output):
+cdef bint _all_finite(cnp.ndarray X):
+    # no entry of the C float32/float64 array X is inf or NaN
+    cdef const void* data = cnp.PyArray_DATA(X)
+    cdef Py_ssize_t n = cnp.PyArray_SIZE(X)
+    cdef bint single = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32, ok
+    with nogil:
+        ok = fnn_all_finite_f(<const float*>data, n) if single \
+            else fnn_all_finite_d(<const double*>data, n)
+    return ok
+
+
+def network(object X, object layers, object output, bint finite=False):
     """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
     ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
     ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel.
@@ -122,6 +137,8 @@ def network(object X, object layers, object output):
     chained shapes, known activations; X a 2-D float32 or float64 array, aligned, in native
     byte order, of any strides: converted a part of its rows at a time unless it is a C
     array of the layers' dtype) and None otherwise; the caller then takes the general path.
+    With ``finite``, the common case is also narrower: X a C array of the layers' dtype whose
+    every value is finite (the check a model's predictions make first, in the same call).
     """
     if not readable(X) or type(layers) is not list:
         return None
@@ -133,6 +150,8 @@ def network(object X, object layers, object output):
         return None
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>first)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if finite and not (plain(X, 2, typenum) and _all_finite(<cnp.ndarray>X)):
         return None
     code = _OUTPUT_CODES.get(output) if type(output) is str else None
     if code is None:

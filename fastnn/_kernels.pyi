@@ -29,10 +29,12 @@ def linear(X: object, W: object, b: object, activation: object, out: object) -> 
     """U = g(X W^T + B) (eq. 10a) for 2-D C-contiguous arrays of one float dtype, or None
     for anything else (the caller then validates in Python)."""
 
-def network(X: object, layers: object, output: object) -> _FloatArray | None:
+def network(X: object, layers: object, output: object,
+            finite: bool = ...) -> _FloatArray | None:
     """g_out(g_L(... g_1(X W_1^T + B_1) ...)) for ``layers`` (objects with W, b, activation)
     and g_out in "identity", "sigmoid", "softmax"; None outside the common case (2-D
-    C-contiguous arrays of one float dtype, chained shapes): the caller takes the general path."""
+    C-contiguous arrays of one float dtype, chained shapes): the caller takes the general path.
+    ``finite``: also None unless X is a C array of the layers' dtype with every value finite."""
 
 def linear_backward(
     dU: _FloatArray, X: _FloatArray, W: _FloatArray, U: _FloatArray, code: int, need_dX: bool

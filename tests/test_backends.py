@@ -121,6 +121,26 @@ def test_native_ops_agree_with_the_reference_method_by_method(dtype, rng, assert
     assert s1 == pytest.approx(s2, rel=1e-12)
 
 
+def test_the_plain_network_takes_only_a_finite_c_array_of_the_models_dtype(dtype, rng):
+    # predict_proba's one call (``plain_network``): the bits of ``network`` for a finite C
+    # array of the layers' dtype; None for anything else, which the model then checks (and
+    # names) or converts first; the NumPy backend has no such call
+    model = MLP(5, 7, 3, dtype=dtype, random_state=0)
+    X = rng.standard_normal((9, 5)).astype(dtype)
+    for output in ("softmax", "identity"):
+        np.testing.assert_array_equal(native().plain_network(X, model.layers, output),
+                                      native().network(X, model.layers, output))
+    other = np.float32 if np.dtype(dtype) == np.float64 else np.float64
+    bad = X.copy()
+    bad[4, 2] = np.nan
+    for A in (bad, np.asfortranarray(X), X.astype(other), X[:, :4].copy(), X[0], X[:0],
+              X.tolist()):
+        assert native().plain_network(A, model.layers, "softmax") is None
+    assert Ops().plain_network(X, model.layers, "softmax") is None
+    with pytest.raises(ValueError, match="X"):
+        model.predict_proba(bad)
+
+
 # ---------------------------------------------------------------------------------------
 # fastnn's own float32 matrix product (fastnn/_gemm.h): C = alpha A B + beta C by register
 # tiles with no packing, on an AVX-512 and an AVX2 path (BLAS where the CPU has neither).

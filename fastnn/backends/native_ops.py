@@ -69,6 +69,9 @@ class NativeOps(Ops):
     def network(self, X: FloatArray, layers: Any, output: str) -> FloatArray | None:
         return _kernels.network(X, layers, output)
 
+    def plain_network(self, X: object, layers: Any, output: str) -> FloatArray | None:
+        return _kernels.network(X, layers, output, True)
+
     def loss(self, loss: Loss, Z: FloatArray, y: NDArray[Any], reduction: str,
              return_grad: bool) -> Any:
         N = Z.shape[0]

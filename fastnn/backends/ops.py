@@ -103,6 +103,12 @@ class Ops:
         dense, a C array of the layers' dtype or (``_validation.readable_rows``) another."""
         return None
 
+    def plain_network(self, X: object, layers: Any, output: str) -> FloatArray | None:
+        """``network`` on an X not yet checked, where X is the common case (a C array of the
+        layers' dtype, every value finite), checked in the same call; else None (the caller
+        then checks X first)."""
+        return None
+
     # -- losses --------------------------------------------------------------------------
 
     def loss(self, loss: Loss, Z: FloatArray, y: NDArray[Any], reduction: str,
