@@ -113,17 +113,6 @@ cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
         _net_part(<double*>NULL, <Net*>ctx, q0, q1)
 
 
-cdef bint _all_finite(cnp.ndarray X):
-    # no entry of the C float32/float64 array X is inf or NaN
-    cdef const void* data = cnp.PyArray_DATA(X)
-    cdef Py_ssize_t n = cnp.PyArray_SIZE(X)
-    cdef bint single = cnp.PyArray_TYPE(X) == cnp.NPY_FLOAT32, ok
-    with nogil:
-        ok = fnn_all_finite_f(<const float*>data, n) if single \
-            else fnn_all_finite_d(<const double*>data, n)
-    return ok
-
-
 def network(object X, object layers, object output, bint finite=False):
     """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
     ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
@@ -151,7 +140,7 @@ def network(object X, object layers, object output, bint finite=False):
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>first)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
         return None
-    if finite and not (plain(X, 2, typenum) and _all_finite(<cnp.ndarray>X)):
+    if finite and not plain(X, 2, typenum):
         return None
     code = _OUTPUT_CODES.get(output) if type(output) is str else None
     if code is None:
@@ -212,8 +201,16 @@ def network(object X, object layers, object output, bint finite=False):
         work += N * dims[l] * dims[l + 1]
         widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
+    cdef bint ok = True
+    cdef Py_ssize_t size = N * dims[0]
     with nogil:
-        blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
+        if finite:  # (every value of the C array X, before any is used)
+            ok = fnn_all_finite_f(<const float*>net.X, size) if net.single \
+                else fnn_all_finite_d(<const double*>net.X, size)
+        if ok:
+            blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
+    if not ok:
+        return None
     if net.failed:
         raise MemoryError("no memory for a part of the rows' hidden outputs")
     return out
