@@ -196,10 +196,8 @@ __attribute__((target("avx2,fma"))) static void fnn_sgemm_avx2(
 #define FNN_NT_LOADB_TAIL(S) V_T b##S = V_LOADK(B + (S) * ldb + p, mk);
 #define FNN_NT_STORE(R, S) C[(R) * ldc + (S)] = V_HSUM(c##R##S);
 
-#define FNN_NT_TILE(NAME, TARGET, ROWS, COLS, FOR_PAIRS, MASK, MASKOF)                      \
-__attribute__((target(TARGET))) static inline void NAME(                                   \
-        ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,          \
-        float* C, ptrdiff_t ldc) {                                                          \
+/* a tile's vectors of partial sums c_RS along k (declared here, summed across lanes after) */
+#define FNN_NT_SUMS(ROWS, COLS, FOR_PAIRS, MASK, MASKOF)                                    \
     FOR_PAIRS(FNN_NT_ACC)                                                                   \
     ptrdiff_t p = 0;                                                                        \
     for (; p + V_W <= k; p += V_W) {                                                        \
@@ -208,7 +206,13 @@ __attribute__((target(TARGET))) static inline void NAME(                        
     if (p < k) { /* the last k mod V_W entries: the other lanes load zeros */               \
         MASK mk = MASKOF(k - p);                                                            \
         ROWS(FNN_NT_LOADA_TAIL) COLS(FNN_NT_LOADB_TAIL) FOR_PAIRS(FNN_NT_FMA)               \
-    }                                                                                       \
+    }
+
+#define FNN_NT_TILE(NAME, TARGET, ROWS, COLS, FOR_PAIRS, MASK, MASKOF)                      \
+__attribute__((target(TARGET))) static inline void NAME(                                   \
+        ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,          \
+        float* C, ptrdiff_t ldc) {                                                          \
+    FNN_NT_SUMS(ROWS, COLS, FOR_PAIRS, MASK, MASKOF)                                        \
     FOR_PAIRS(FNN_NT_STORE)                                                                 \
 }
 
@@ -257,15 +261,7 @@ __attribute__((target("avx512f"))) static inline __m512 fnn_tree4_512(__m512 a, 
 __attribute__((target("avx512f"))) static inline void fnn_nt512_44(
         ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,
         float* C, ptrdiff_t ldc) {
-    FNN_P44(FNN_NT_ACC)
-    ptrdiff_t p = 0;
-    for (; p + V_W <= k; p += V_W) {
-        FNN_R4(FNN_NT_LOADA) FNN_C4(FNN_NT_LOADB) FNN_P44(FNN_NT_FMA)
-    }
-    if (p < k) { /* the last k mod V_W entries: the other lanes load zeros */
-        __mmask16 mk = FNN_MASK512(k - p);
-        FNN_R4(FNN_NT_LOADA_TAIL) FNN_C4(FNN_NT_LOADB_TAIL) FNN_P44(FNN_NT_FMA)
-    }
+    FNN_NT_SUMS(FNN_R4, FNN_C4, FNN_P44, __mmask16, FNN_MASK512)
     /* gS: quad R holds the 4 sums l + l+4 of c_RS (column S of the tile) */
     __m512 g0 = fnn_tree4_512(fnn_tree8_512(c00, c10), fnn_tree8_512(c20, c30));
     __m512 g1 = fnn_tree4_512(fnn_tree8_512(c01, c11), fnn_tree8_512(c21, c31));
@@ -327,15 +323,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 fnn_tree2_256(__m256 a,
 __attribute__((target("avx2,fma"))) static inline void fnn_nt256_42(
         ptrdiff_t k, const float* A, ptrdiff_t lda, const float* B, ptrdiff_t ldb,
         float* C, ptrdiff_t ldc) {
-    FNN_P42(FNN_NT_ACC)
-    ptrdiff_t p = 0;
-    for (; p + V_W <= k; p += V_W) {
-        FNN_R4(FNN_NT_LOADA) FNN_C2(FNN_NT_LOADB) FNN_P42(FNN_NT_FMA)
-    }
-    if (p < k) { /* the last k mod V_W entries: the other lanes load zeros */
-        __m256i mk = fnn_mask256(k - p);
-        FNN_R4(FNN_NT_LOADA_TAIL) FNN_C2(FNN_NT_LOADB_TAIL) FNN_P42(FNN_NT_FMA)
-    }
+    FNN_NT_SUMS(FNN_R4, FNN_C2, FNN_P42, __m256i, fnn_mask256)
     /* t0: low half row 0's two entries' l + l+2 (column 0, then 1), high half row 1's; t1:
      * rows 2 and 3. Then the pairs' sums: f's low half holds row 0 then row 2, its high
      * half row 1 then row 3 */
