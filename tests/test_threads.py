@@ -276,7 +276,7 @@ def test_a_caller_on_a_workers_processor_moves_the_worker_off_it(two_threads):
     for _ in range(5):
         for _ in range(20):  # two parts of 16 rows a call: the worker takes jobs
             model.predict_proba(X)
-        tid = next(iter(_workers()))
+        tid = min(_workers())  # worker 1, the first started: the one a two-part job uses
         cpu = _processor(tid)
         os.sched_setaffinity(0, {cpu})  # the caller moves onto the worker's processor ...
         os.sched_setaffinity(0, allowed)  # ... free to run anywhere again
