@@ -1463,7 +1463,7 @@ def test_a_team_that_disbands_is_tried_again_soon_then_less_often(trainers):
     # team again after probe_steps (P) steps, then 2, 4, ... times as many. In 12 P steps:
     # the untimed first stretch (P steps), the team's timing (P), one thread's (P), the team
     # (P), 2 P alone, the team, 4 P alone, the team: five disbands, the next try after 8 P.
-    # (Before, a team that disbanded once waited hold_steps: two disbands.)
+    # (Before, a team that disbanded once waited hold_steps, 64 then: two disbands.)
     pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
     if not _teams_possible():
         pytest.skip("needs two threads")
