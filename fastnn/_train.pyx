@@ -660,20 +660,18 @@ cdef inline Py_ssize_t _own_size(TrainState* st) noexcept nogil:
 
 cdef inline void _gather_share(floating* tag, TrainState* st, const Py_ssize_t* rows,
                                Py_ssize_t B, floating* Xb, int tid, int T) noexcept nogil:
-    # thread tid of T: its rows of the batch of the B samples ``rows`` into Xb (B, n_in),
-    # unless X holds them as they are (_in_place)
-    if _in_place(tag, st, rows, B) == NULL:
-        _gather(tag, st, rows, tid * B // T, (tid + 1) * B // T, Xb)
+    # thread tid of T: its rows of the batch of the B samples ``rows`` into Xb (B, n_in)
+    _gather(tag, st, rows, tid * B // T, (tid + 1) * B // T, Xb)
 
 
 cdef inline floating* _in_place(floating* tag, TrainState* st, const Py_ssize_t* rows,
-                                Py_ssize_t B) noexcept nogil:
-    # the batch of the B samples ``rows`` where X holds it as a batch: consecutive rows of a
-    # C array of the fit's dtype (an epoch without shuffling); else NULL (it is gathered)
+                                Py_ssize_t n) noexcept nogil:
+    # the n samples ``rows`` where X holds them in that order: consecutive rows of a C array
+    # of the fit's dtype (an epoch without shuffling); else NULL (their batches are gathered)
     cdef Py_ssize_t r
     if st.xkind != X_C:
         return NULL
-    for r in range(1, B):
+    for r in range(1, n):
         if rows[r] != rows[0] + r:
             return NULL
     return <floating*>st.X + rows[0] * st.dims[0]
@@ -784,20 +782,22 @@ cdef void _units_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     cdef floating* dZ2 = Z2 + st.B * d
     cdef floating* losses = dZ2 + st.B * d
     cdef floating* scratch = <floating*>st.scratch + tid * d
-    _gather_share(tag, st, perm + s, min(st.B, stop - s), <floating*>st.Xb3, tid, T)
+    # the stretch's batches read where X holds them, or each gathered during the step before
+    cdef floating* Xs = _in_place(tag, st, perm + start, stop - start)
+    if Xs == NULL:
+        _gather_share(tag, st, perm + s, min(st.B, stop - s), <floating*>st.Xb3, tid, T)
     _long_wait(barrier, T, &sense, &mark)
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
-        Xb = _in_place(tag, st, perm + s, B)  # (read where it lies, or gathered last step)
-        if Xb == NULL:
-            Xb = <floating*>st.Xb3 + (k % 3) * size_x
+        Xb = Xs + (s - start) * st.dims[0] if Xs != NULL \
+            else <floating*>st.Xb3 + (k % 3) * size_x
         pZ = <floating*>st.pZ + (k % 2) * size_z
         # phase A
         q = tid
         while q < P:
             _units_forward(tag, st, Xb, B, q, pZ + q * st.B * d)
             q += T
-        if s + B < stop:
+        if s + B < stop and Xs == NULL:
             _gather_share(tag, st, perm + s + B, min(st.B, stop - s - B),
                           <floating*>st.Xb3 + ((k + 1) % 3) * size_x, tid, T)
         if T > 1 and st.disband_from < 0 and (slow >= 2 or (tid == 0 and k == st.disband_at)):
