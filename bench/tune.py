@@ -46,6 +46,7 @@ import fastnn
 import fastnn.functional as F
 from fastnn import _tuning
 from fastnn.backends.native_ops import kernels
+from fastnn.benchmark.report import fmt_time
 from fastnn.config import config
 
 HUGE = 1 << 40  # above any size tried, and 2 * max_parts * HUGE still fits in 64 bits
@@ -632,10 +633,6 @@ def crossed(c):
     if c is None or c.between is None:
         return "-"
     return fmt_size(c.at) if c.at is not None else "{}-{}".format(*map(fmt_size, c.between))
-
-
-def fmt_time(s):
-    return f"{s * 1e6:.3g} us" if s < 1e-3 else f"{s * 1e3:.3g} ms"
 
 
 def table(rows):
