@@ -112,6 +112,12 @@ cdef class _Loop:
     cdef list saved  # a guarded run_epoch's copies of them, (array, copy) pairs
 
     cdef _bind_X(self, X)
+    cdef tuple _bind_layers(self, list W, list b, list acts, list state1, list state2, gW, gb,
+                            bint first_transposed)
+    cdef _plan_parts(self, X, bint own_grad, bint first_transposed)
+    cdef _hold_mirrors(self, list W, list state1, list state2, bint first_transposed)
+    cdef _allocate(self, X, cnp.ndarray Y, sample_weight, Py_ssize_t units,
+                   Py_ssize_t weights)
     cdef void _start_lazy(self)
     cdef void _finish_lazy(self, bint single, double lr)
     cdef void _mirror(self, bint into_loop)

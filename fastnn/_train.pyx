@@ -915,41 +915,57 @@ cdef class _Loop:
 
     def __cinit__(self, spec):
         cdef list W = list(spec.weights), b = list(spec.biases)
-        cdef list acts = [_ACTIVATION_CODES[a] for a in spec.activations]
-        cdef int loss = spec.loss.kernel
-        cdef double loss_scale = spec.loss.scale
-        cdef int optimizer = OPTIMIZER_CODES[spec.optimizer]
         cdef list state1 = list(spec.state[0]) or [None] * len(W)
         cdef list state2 = list(spec.state[1]) or [None] * len(W)
         X = spec.X
-        cdef cnp.ndarray Y = spec.Y
-        sample_weight = spec.sample_weight
-        cdef Py_ssize_t batch_size = spec.batch_size
-        cdef double momentum = spec.momentum, beta1 = spec.beta1, beta2 = spec.beta2
-        cdef double eps = spec.eps, weight_decay = spec.weight_decay
-        cdef bint nesterov = spec.nesterov, first_transposed = spec.first_transposed
-        cdef long long t = spec.t
         gW = None if spec.grad_weights is None else list(spec.grad_weights)
         gb = None if spec.grad_biases is None else list(spec.grad_biases)
-        cdef int L = len(W), l
+        cdef bint first_transposed = spec.first_transposed
+        cdef int L = len(W)
         cdef TrainState* st = &self.st
         if L > MAX_LAYERS:
             raise ValueError(f"at most {MAX_LAYERS} layers are supported, got {L}")
         self.typenum = cnp.PyArray_TYPE(<cnp.ndarray>W[0])
-        dtype = W[0].dtype
         self.N = X.shape[0]
-        B = min(batch_size, self.N)
-        st.n_layers, st.loss, st.optimizer, st.loss_scale = L, loss, optimizer, loss_scale
-        st.nesterov, st.momentum, st.beta1, st.beta2 = nesterov, momentum, beta1, beta2
-        st.eps, st.weight_decay, st.t, st.B = eps, weight_decay, t, B
+        cdef Py_ssize_t B = min(<Py_ssize_t>spec.batch_size, self.N)
+        st.n_layers, st.loss, st.loss_scale = L, spec.loss.kernel, spec.loss.scale
+        st.optimizer, st.t, st.B = OPTIMIZER_CODES[spec.optimizer], spec.t, B
+        st.nesterov, st.momentum, st.beta1, st.beta2 = (spec.nesterov, spec.momentum,
+                                                        spec.beta1, spec.beta2)
+        st.eps, st.weight_decay = spec.eps, spec.weight_decay
         st.dims[0] = X.shape[1]
-        keep = [X, Y, sample_weight]
-        self.keep = keep
+        self.keep = [X, spec.Y, spec.sample_weight]
         self._bind_X(X)
+        self.weights = W
+        units, weights = self._bind_layers(W, b, [_ACTIVATION_CODES[a] for a in spec.activations],
+                                           state1, state2, gW, gb, first_transposed)
+        self.one_step = spec.one_step
+        self._plan_parts(X, gW is None, first_transposed)
+        self._hold_mirrors(W, state1, state2, first_transposed)
+        self.updated = [A for pair in zip(W, b) for A in pair if A is not None] + [
+            A for states in (state1, state2) for s in states if s is not None
+            for A in s if A is not None]
+        self.chunk = max(tune.signal_batches, int(tune.signal_work / (B * self.work_per_row + 1)))
+        self._allocate(X, spec.Y, spec.sample_weight, units, weights)
+        self.team_stretches = self.alone_stretches = self.disbanded = 0
+        self.team_speed = self.alone_speed = 0
+        self.warm = False
+        self.since_probe, self.hold, self.probing, self.retry = 0, tune.hold_steps, False, 0
+        st.disband_at = -1
+
+    cdef tuple _bind_layers(self, list W, list b, list acts, list state1, list state2, gW, gb,
+                            bint first_transposed):
+        # each layer's arrays into the state: W, b, their gradients (the objective's, or
+        # zeros), the batch's U and dU, the optimizer's state; returns (units, weights), the
+        # units of all layers and the weights a part's share of the gradient holds
+        cdef TrainState* st = &self.st
+        cdef Py_ssize_t B = st.B
         cdef bint sparse = st.xkind == X_CSR
-        self.weights = list(W)
+        cdef int l
+        dtype = W[0].dtype
+        keep = self.keep
         units = weights = 0
-        for l in range(L):
+        for l in range(st.n_layers):
             st.dims[l + 1] = W[l].shape[1 if l == 0 and first_transposed else 0]
             st.acc_at[l], st.w_at[l] = units, weights
             units += st.dims[l + 1]
@@ -980,16 +996,25 @@ cdef class _Loop:
                 st.vW[l] = <void*>cnp.PyArray_DATA(state2[l][0])
                 if state2[l][1] is not None:
                     st.vb[l] = <void*>cnp.PyArray_DATA(state2[l][1])
-        # the parts of a step, by the shapes alone (see _tuning.parts): the rows phase's, a power of
-        # two of blocks of the batch's rows, and per layer the units phase's
+        return units, weights
+
+    cdef _plan_parts(self, X, bint own_grad, bint first_transposed):
+        # the parts of a step, by the shapes alone (see _tuning.parts): the rows phase's, a
+        # power of two of blocks of the batch's rows, and per layer the units phase's; and
+        # whether the first layer is held transposed. ``own_grad``: the gradient lives in the
+        # loop (a fit), not in the objective's arrays
+        cdef TrainState* st = &self.st
+        cdef Py_ssize_t B = st.B
+        cdef int L = st.n_layers, l
+        cdef bint sparse = st.xkind == X_CSR
         work = [B * st.dims[l] * st.dims[l + 1] for l in range(L)]
         # CSR rows: the first layer's products cost their non-zeros, its update (Adam, every
         # row) K M, or (SGD, lazy) the rows the batch reaches
-        st.lazy = sparse and optimizer == OPT_SGD and gW is None
+        st.lazy = sparse and st.optimizer == OPT_SGD and own_grad
         update0 = work[0]
         if sparse:
             work[0] = max(1, X.nnz * B // self.N) * st.dims[1]
-            update0 = work[0] if st.lazy or gW is not None else st.dims[0] * st.dims[1]
+            update0 = work[0] if st.lazy or not own_grad else st.dims[0] * st.dims[1]
         self.work_per_row = (3 * sum(work) + update0 - work[0]) / B
         st.row_work = 2 * sum(work) / B  # forward and dU, about two thirds of a step
         # (a row part reads every layer's W: fewer, larger parts where W is large)
@@ -1003,14 +1028,12 @@ cdef class _Loop:
         # (OpenBLAS's packing: 'nn' is 27% faster than 'nt' at 64 x 784->128 per part, 18% at
         # 128 x 784->256; the two copies, ~0.25 ns a weight each, take 50 us at 784 x 128).
         # Large layers gain 3-8% a step, less than transposing them costs (ms at 1024 x 1024).
-        self.mirrors = []  # (the model's array (M, K), the loop's W^T-layout copy (K, M))
         # (a loop that takes one batch per call, train_on_batch's, would copy in and out on
         # every step: 7 us of a 15 us step at 32 x 64->100)
-        self.one_step = spec.one_step
         # (CSR rows: always, W^T is what a non-zero reads)
         # (an epoch of fewer steps, an estimator's partial_fit of one batch, would copy in and
         # out for a step or two: 3 transposes of 64 x 128 with Adam, ~40% of its 16-row step)
-        st.transposed = first_transposed or sparse or gW is None and not self.one_step and (
+        st.transposed = first_transposed or sparse or own_grad and not self.one_step and (
             (self.N + B - 1) // B >= tune.mirror_steps and (
                 work[0] // R <= tune.blas_small
                 or st.dims[0] * st.dims[1] <= tune.mirror_weights))
@@ -1022,30 +1045,44 @@ cdef class _Loop:
             self.max_parts = max(self.max_parts, st.unit_parts[l])
         # one hidden layer on dense rows (not loss_grad's): the step split by hidden units
         by_units = unit_parts(tune, work[0], st.dims[1])
-        st.by_units = (L == 2 and not sparse and gW is None and not first_transposed
+        st.by_units = (L == 2 and not sparse and own_grad and not first_transposed
                        and by_units > 1)
         if st.by_units:
             st.unit_parts[0] = self.max_parts = by_units
         st.team = self.max_parts > 1
         st.grad_only, st.norm = False, 0
-        # (a step split by units holds each part's columns of its output layer's W whole
-        # too, W_q (d, j1 - j0) at d j0, and its first layer's W_q^T whole: _units_steps)
+
+    cdef _hold_mirrors(self, list W, list state1, list state2, bint first_transposed):
+        # the arrays the loop holds in its own layout during an epoch (see _mirror): the
+        # first layer's W^T and its optimizer state when held transposed, and (a step split
+        # by units) each part's columns of the output layer's W whole too, W_q (d, j1 - j0)
+        # at d j0, and its first layer's W_q^T whole: _units_steps
+        cdef TrainState* st = &self.st
         cdef void** slots[3]
+        cdef int l
+        self.mirrors = []  # (the model's array (M, K), the loop's copy, parts, first layer)
         for l in range(2 if st.by_units else 1):
             slots[0], slots[1], slots[2] = &st.W[l], &st.mW[l], &st.vW[l]
             for i, arr in enumerate((W[l], state1[l] and state1[l][0],
                                      state2[l] and state2[l][0])):
                 if arr is not None and (l == 1 or st.transposed and not first_transposed):
-                    mirror = np.empty(arr.size, dtype)
+                    mirror = np.empty(arr.size, W[0].dtype)
                     self.mirrors.append((arr, mirror, st.unit_parts[0] if st.by_units else 1,
                                          l == 0))
                     slots[i][0] = cnp.PyArray_DATA(mirror)
-        keep.append(self.mirrors)
-        self.updated = [A for pair in zip(W, b) for A in pair if A is not None] + [
-            A for states in (state1, state2) for s in states if s is not None
-            for A in s if A is not None]
-        self.chunk = max(tune.signal_batches, int(tune.signal_work / (B * self.work_per_row + 1)))
-        # the gathered batch (CSR rows: none, the first layer reads their non-zeros)
+        self.keep.append(self.mirrors)
+
+    cdef _allocate(self, X, cnp.ndarray Y, sample_weight, Py_ssize_t units,
+                   Py_ssize_t weights):
+        # the step's workspaces: the gathered batch (CSR rows: none, the first layer reads
+        # their non-zeros), a step split by units' three batches and partial outputs, the
+        # losses, the parts' scratch rows, the float64 bias sums; CSR rows' stamps
+        cdef TrainState* st = &self.st
+        cdef Py_ssize_t B = st.B
+        cdef int L = st.n_layers
+        cdef bint sparse = st.xkind == X_CSR
+        dtype = self.weights[0].dtype
+        keep = self.keep
         Xb = None if sparse else np.empty((B, X.shape[1]), dtype)
         st.Xb3 = st.pZ = st.own = NULL
         if st.by_units:  # (see _units_steps)
@@ -1076,12 +1113,6 @@ cdef class _Loop:
             st.touched = st.stamp + st.dims[0]
             if st.lazy:
                 st.current = st.touched + st.dims[0]
-
-        self.team_stretches = self.alone_stretches = self.disbanded = 0
-        self.team_speed = self.alone_speed = 0
-        self.warm = False
-        self.since_probe, self.hold, self.probing, self.retry = 0, tune.hold_steps, False, 0
-        st.disband_at = -1
 
     cdef _bind_X(self, X):
         # how the loop reads X (TrainState.xkind) and where
