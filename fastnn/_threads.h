@@ -20,13 +20,15 @@
  *   worker asleep, or whose core another process holds, would cost its wake-up or a
  *   scheduler slice, ~50 us to ms, for no work).
  * - Where a worker runs: before waking sleeping workers, and before a job for a worker that
- *   ran its last job on the caller's processor, the caller lets them run on the processors it
- *   may run on, its own excepted (Linux). Linux often queues a woken thread on its waker's
- *   processor, where it would wait behind the caller for the whole job while another
- *   processor idles: measured on a 2-core VM, a 4096-row predict_proba after a pause took
- *   8.3 ms (one thread's time) in 4 calls of 12 instead of 4.5 ms. And a caller that moves
- *   onto a spinning worker's processor (after a pause, or a fresh worker placed beside it)
- *   stayed there for tens of ms: batch-1 predict_proba calls took 9-10 us instead of 4.7.
+ *   ran its last job (or has spun since) on the caller's processor, the caller lets them run
+ *   on the processors it may run on, its own excepted (Linux). Linux often queues a woken
+ *   thread on its waker's processor, where it would wait behind the caller for the whole job
+ *   while another processor idles: measured on a 2-core VM, a 4096-row predict_proba after
+ *   a pause took 8.3 ms (one thread's time) in 4 calls of 12 instead of 4.5 ms. And a caller
+ *   that moves onto a spinning worker's processor (after a pause, or a fresh worker placed
+ *   beside it) stayed there for tens of ms: batch-1 predict_proba calls took 9-10 us
+ *   instead of 4.7. A spinning worker notes its processor at each yield, where Linux may
+ *   have moved it.
  * - Workers are named "fastnn-worker" (top -H, /proc/PID/task/TID/comm).
  * - fork: the child of a fork has none of the parent's workers; a handler run in the child
  *   forgets them, and the child starts its own on its first parallel job.
@@ -94,7 +96,8 @@ typedef struct {               /* a worker's mailbox */
     fnn_job job;               /* its current job: written before posted, read after */
     void* arg;
     int T;
-    volatile int cpu;          /* the processor it took its last job on (-1: not known) */
+    volatile int cpu;          /* the processor it took its last job on, or spins on since
+                                * (-1: not known) */
 #if !defined(_WIN32)
     pthread_t thread;          /* the worker (set when it starts) */
 #endif
@@ -163,7 +166,12 @@ static void fnn_worker_loop(fnn_slot* slot) {
         long spins = 0;
         double since = fnn_clock();
         while (FNN_LOAD(&slot->posted) == seen) {
-            if (++spins < FNN_SPINS_BEFORE_YIELD) FNN_PAUSE(); else FNN_YIELD();
+            if (++spins < FNN_SPINS_BEFORE_YIELD) {
+                FNN_PAUSE();
+            } else {  /* Linux may move it at a yield: where it spins is where it is now */
+                FNN_YIELD();
+                slot->cpu = fnn_current_cpu();
+            }
             if ((spins & 255) == 0 && fnn_clock() - since > FNN_SPIN_SECONDS) {
                 fnn_mutex_lock(&fnn_pool.sleep);
                 FNN_FETCH_INC(&fnn_pool.sleepers);
@@ -238,10 +246,10 @@ FNN_EXPORT void fastnn_set_num_threads(int n) { fnn_pool_set_limit(n); }
  * (Linux's wake-affine placement), and a caller may move onto a spinning worker's: there
  * the worker waits behind the caller for the whole job while the other processor idles,
  * and the job runs on one thread, at half speed. */
-static void fnn_keep_off_caller(int T) {
+static void fnn_keep_off_caller(int T, int cpu) {  /* cpu: the caller's processor */
 #if defined(__linux__)
     cpu_set_t mask;
-    int cpu = sched_getcpu(), w;
+    int w;
     if (cpu < 0 || cpu >= CPU_SETSIZE
             || pthread_getaffinity_np(pthread_self(), sizeof mask, &mask) != 0
             || !CPU_ISSET(cpu, &mask) || CPU_COUNT(&mask) < 2)
@@ -249,10 +257,11 @@ static void fnn_keep_off_caller(int T) {
     CPU_CLR(cpu, &mask);
     for (w = 1; w < T; w++) {
         pthread_setaffinity_np(fnn_pool.slot[w].thread, sizeof mask, &mask);
-        fnn_pool.slot[w].cpu = -1;  /* moved: where is known again at its next job */
+        fnn_pool.slot[w].cpu = -1;  /* moved: where is known again at its next job or yield */
     }
 #else
     (void)T;
+    (void)cpu;
 #endif
 }
 
@@ -279,7 +288,7 @@ static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
     for (w = 1; w < T && here >= 0; w++)
         beside |= fnn_pool.slot[w].cpu == here;
     if (beside)
-        fnn_keep_off_caller(T);
+        fnn_keep_off_caller(T, here);
     FNN_STORE(&fnn_pool.finished, 0);
     for (w = 1; w < T; w++) {
         fnn_slot* slot = &fnn_pool.slot[w];
@@ -291,7 +300,7 @@ static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
     }
     if (FNN_LOAD(&fnn_pool.sleepers) > 0) {
         if (!beside)
-            fnn_keep_off_caller(T);
+            fnn_keep_off_caller(T, here);
         fnn_mutex_lock(&fnn_pool.sleep);
         fnn_cond_broadcast(&fnn_pool.wake);
         fnn_mutex_unlock(&fnn_pool.sleep);
