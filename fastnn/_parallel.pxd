@@ -16,3 +16,6 @@ cdef int awake() noexcept nogil
 cdef int limit() noexcept nogil
 # a monotonic clock, seconds
 cdef double clock() noexcept nogil
+# (tests) the caller's processor at the latest job that found a worker that ran its last job
+# or spins there and moved it off (-1: none); ``reset`` forgets it
+cdef int met_caller(bint reset) noexcept nogil

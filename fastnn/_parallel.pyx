@@ -21,6 +21,7 @@ cdef extern from "_threads.h" nogil:
         int workers
         long forks
         long sleepers
+        int met
     fnn_pool_state fnn_pool
 
 
@@ -103,6 +104,13 @@ cdef int limit() noexcept nogil:
 
 cdef double clock() noexcept nogil:
     return fnn_clock()
+
+
+cdef int met_caller(bint reset) noexcept nogil:
+    cdef int cpu = fnn_pool.met
+    if reset:
+        fnn_pool.met = -1
+    return cpu
 
 
 def _default_threads(environ):

@@ -9,7 +9,7 @@ import contextlib
 import numpy as np
 
 from fastnn._blas cimport own_sgemm, use_gemm_path
-from fastnn._parallel cimport awake as _awake
+from fastnn._parallel cimport awake as _awake, met_caller
 from fastnn._train cimport _Loop
 from fastnn import _tuning
 
@@ -46,6 +46,13 @@ def awake():
     """The workers a small parallel call may count on now (_parallel.awake): those still
     spinning; all of them when a call found them all asleep less than a spin window ago."""
     return _awake()
+
+
+def met_worker(bint reset=False):
+    """The caller's processor at the latest job whose caller found a worker on it (that took
+    its last job there or spins there) and moved the worker off it; -1: none. ``reset``
+    forgets it (after reading)."""
+    return met_caller(reset)
 
 
 def disband_after(_Loop trainer, Py_ssize_t steps):

@@ -113,6 +113,8 @@ static struct {
     int workers;               /* workers started: threads 1..workers */
     int limit;                 /* threads a job may use */
     long forks;                /* forks this process came from (tests, diagnostics) */
+    volatile int met;          /* (tests) the caller's processor at the latest job that found
+                                * a worker there and moved it off; -1: none */
 } fnn_pool;
 
 enum { FNN_IDLE = 0, FNN_POSTED = 1, FNN_TAKEN = 2 };
@@ -128,6 +130,7 @@ static void fnn_pool_reset(void) {
         fnn_pool.slot[w].cpu = -1;
     }
     fnn_pool.workers = 0;
+    fnn_pool.met = -1;
 }
 
 #if !defined(_WIN32)
@@ -287,8 +290,10 @@ static int fnn_pool_run_shared(fnn_job job, void* arg, int T, int revocable) {
     here = fnn_current_cpu();  /* a worker on this processor would wait behind the caller */
     for (w = 1; w < T && here >= 0; w++)
         beside |= fnn_pool.slot[w].cpu == here;
-    if (beside)
+    if (beside) {
+        fnn_pool.met = here;
         fnn_keep_off_caller(T, here);
+    }
     FNN_STORE(&fnn_pool.finished, 0);
     for (w = 1; w < T; w++) {
         fnn_slot* slot = &fnn_pool.slot[w];
