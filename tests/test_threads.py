@@ -270,10 +270,10 @@ def test_a_caller_on_a_workers_processor_moves_the_worker_off_it(two_threads):
     """A caller that comes to run on the processor where a worker took its last job or
     spins (Linux moves threads) would have that worker wait behind it: the next job moves
     the worker to the caller's other processors. On a busy machine Linux may move either
-    thread between the test's look and the call (one run in four failed with the caller
-    and worker seen on one processor before and after it: the pool had found the worker
-    elsewhere); the checked build's hook says on which processor, if any, the pool found
-    them both."""
+    thread between the test's look and the call (under a busy loop, one run in four failed
+    with the caller and worker seen on one processor before and after it: the pool had
+    found the worker elsewhere); the checked build's hook says on which processor, if any,
+    the pool found them both."""
     model = MLP(784, 256, 10, random_state=0)
     X = np.random.default_rng(0).standard_normal((32, 784)).astype(np.float32)
     allowed = os.sched_getaffinity(0)
@@ -291,7 +291,7 @@ def test_a_caller_on_a_workers_processor_moves_the_worker_off_it(two_threads):
             assert met not in os.sched_getaffinity(tid)
             assert os.sched_getaffinity(tid) == allowed - {met}
             return
-    pytest.skip("the caller never stayed on the worker's processor through a call")
+    pytest.skip("the pool never found a worker on its caller's processor")
 
 
 # ---------------------------------------------------------------------------------------
