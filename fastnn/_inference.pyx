@@ -16,12 +16,9 @@ from fastnn._inputs cimport gather_rows, readable
 from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
                              linear_forward, plain, share)
 from fastnn._losses cimport softmax_rows
+from fastnn._math cimport fnn_all_finite_d, fnn_all_finite_f
 from fastnn._parallel cimport blocks_on
 from fastnn._tuning cimport Tuning, row_parts, tuned
-
-cdef extern from "_fastmath.h" nogil:
-    bint fnn_all_finite_f(const float* x, Py_ssize_t n)
-    bint fnn_all_finite_d(const double* x, Py_ssize_t n)
 
 cnp.import_array()
 

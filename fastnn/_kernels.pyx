@@ -23,6 +23,8 @@ cimport numpy as cnp
 from libc.string cimport memcpy
 
 from fastnn._layers cimport plain
+from fastnn._math cimport (fnn_all_finite_d, fnn_all_finite_f, fnn_all_finite_nonneg_d,
+                           fnn_all_finite_nonneg_f)
 
 import numpy as np
 
@@ -36,12 +38,6 @@ from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softma
 from fastnn._parallel import num_threads, pool_info, set_num_threads
 from fastnn._train import EpochRunner, Objective, penalized_gradient, shuffle
 from fastnn._tuning import values as tuning
-
-cdef extern from "_fastmath.h" nogil:
-    bint fnn_all_finite_f(const float* x, Py_ssize_t n)
-    bint fnn_all_finite_d(const double* x, Py_ssize_t n)
-    bint fnn_all_finite_nonneg_f(const float* x, Py_ssize_t n)
-    bint fnn_all_finite_nonneg_d(const double* x, Py_ssize_t n)
 
 cdef extern from *:
     int FASTNN_CHECKED_BUILD "FASTNN_CHECKED"  # set by setup.py

@@ -55,6 +55,8 @@ cdef extern from "_fastmath.h" nogil:
     void fnn_scale_d(double* x, double a, Py_ssize_t n)
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
     bint fnn_all_finite_d(const double* x, Py_ssize_t n)
+    bint fnn_all_finite_nonneg_f(const float* x, Py_ssize_t n)
+    bint fnn_all_finite_nonneg_d(const double* x, Py_ssize_t n)
     void fnn_gemv_f(const float* W, const float* X, const float* b, float* Z, Py_ssize_t N,
                     Py_ssize_t M, Py_ssize_t j0, Py_ssize_t j1, Py_ssize_t K)
     void fnn_gemv_d(const double* W, const double* X, const double* b, double* Z,
