@@ -132,7 +132,7 @@ def network(object X, object layers, object output, bint finite=False):
     if L == 0 or L > MAX_LAYERS:  # deeper networks take the per-layer path
         return None
     first = getattr(layers[0], "W", None)
-    if type(first) is not np.ndarray:
+    if not cnp.PyArray_CheckExact(first):
         return None
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>first)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:

@@ -131,7 +131,7 @@ cdef void gather_rows(floating* dst, const void* src, bint src64, Py_ssize_t s0,
 
 
 cdef bint readable(object X):
-    if not isinstance(X, np.ndarray):
+    if not cnp.PyArray_Check(X):
         return False
     cdef cnp.ndarray a = <cnp.ndarray>X
     cdef int typenum = cnp.PyArray_TYPE(a)

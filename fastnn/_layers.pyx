@@ -382,7 +382,7 @@ cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
 cdef bint plain(object A, int ndim, int typenum):
     # an exact ndarray of this ndim and dtype, C-contiguous, aligned and in the machine's byte
     # order (the type number does not say the byte order: a ">f8" array is NPY_DOUBLE too)
-    if type(A) is not np.ndarray:
+    if not cnp.PyArray_CheckExact(A):
         return False
     cdef cnp.ndarray a = <cnp.ndarray>A
     return (cnp.PyArray_NDIM(a) == ndim and cnp.PyArray_TYPE(a) == typenum
@@ -397,7 +397,7 @@ def linear(object X, object W, object b, object activation, object out):
     non-empty shapes, a known activation, ``out`` absent or a matching writeable array that
     overlaps no input) and None otherwise, in which case the caller validates in Python.
     """
-    if type(X) is not np.ndarray:
+    if not cnp.PyArray_CheckExact(X):
         return None
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
