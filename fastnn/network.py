@@ -309,12 +309,6 @@ class Sequential:
         """The last layer's output z^O on validated inputs (``_inputs``)."""
         return self._outputs(X, "identity")
 
-    def _plain_outputs(self, X: object, output: str) -> FloatArray | None:
-        """g_out(z^O) in one call where X is the common case, a finite C array of the model's
-        dtype (rows of n_inputs columns) and the backend has such a call; else None: the
-        caller then checks X and converts it (``_inputs``, which names what is wrong) first."""
-        return ops().plain_network(X, self.layers, output)
-
     def _outputs(self, X: Inputs, output: str) -> FloatArray:
         """g_out(z^O) (the output map ``output``) on validated inputs (``_inputs``)."""
         layers: list[Linear] = self.layers
@@ -383,7 +377,10 @@ class Sequential:
         >>> net.decision_function([[2.0], [4.0]])
         array([-0.5,  1.5])
         """
-        Z = self._plain_outputs(X, "identity")
+        # in one call where X is the common case, a finite C array of the model's dtype (rows
+        # of n_inputs columns), and the backend has such a call; else None: X is then checked
+        # and converted first (``_inputs``, which names what is wrong)
+        Z = ops().plain_network(X, self.layers, "identity")
         if Z is not None:
             return self._shape_out(Z, False)
         X, single = self._inputs(X, in_place=True)
@@ -411,7 +408,7 @@ class Sequential:
         array([[0.5       , 0.5       ],
                [0.73105858, 0.26894142]])
         """
-        P = self._plain_outputs(X, self.output)
+        P = ops().plain_network(X, self.layers, self.output)  # (as in decision_function)
         if P is not None:
             return self._shape_out(P, False)
         X, single = self._inputs(X, in_place=True)
