@@ -16,17 +16,22 @@ from fastnn.benchmark.runner import (NOT_INSTALLED, CaseResult, CaseRun, Contend
                                      Pool, ProcessWorker, Settings, compare, user_environment)
 
 # A contender module as the worker loads them: describe() and setup(); "double" returns
-# 2 X (the contender "bad" 2 X + 1), "explode" runs out of memory in its timed call.
+# 2 X (the contender "bad" 2 X + 1, "slow" after 2 ms), "explode" runs out of memory in its
+# timed call.
 FAKE_PEER = textwrap.dedent('''
+    import time
+
     import numpy as np
 
     def describe():
         return {"library": "fake", "version": "1.0"}
 
     class Double:
-        def __init__(self, X, offset):
-            self.X, self.offset = X, offset
+        def __init__(self, X, offset, pause=0.0):
+            self.X, self.offset, self.pause = X, offset, pause
         def run(self):
+            if self.pause:
+                time.sleep(self.pause)
             return 2 * self.X + self.offset
         def outputs(self):
             return {"Y": self.run()}
@@ -39,7 +44,8 @@ FAKE_PEER = textwrap.dedent('''
 
     def setup(name, workload, params, arrays, folder):
         if workload == "double":
-            return Double(arrays["X"], 1.0 if name == "bad" else 0.0)
+            return Double(arrays["X"], 1.0 if name == "bad" else 0.0,
+                          0.002 if name == "slow" else 0.0)
         if workload == "explode":
             return Explode()
         return None
@@ -53,12 +59,13 @@ SPIN_AND_THREAD_VARIABLES = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OPENBLAS_THRE
 
 @pytest.fixture
 def fake(tmp_path):
-    """Contenders "good", "bad" (a wrong result) and "ghost" (its library is missing),
-    all of the fake module."""
+    """Contenders "good", "bad" (a wrong result), "slow" and "ghost" (its library is
+    missing), all of the fake module."""
     path = tmp_path / "fake_peer.py"
     path.write_text(FAKE_PEER)
     return {name: Contender(name, str(path), requires, f"fake {name}")
             for name, requires in [("good", ("numpy",)), ("bad", ("numpy",)),
+                                   ("slow", ("numpy",)),
                                    ("ghost", ("no_such_library_for_fastnn_tests",))]}
 
 
@@ -111,6 +118,19 @@ def test_case_in_worker_processes_times_and_rejects_a_wrong_result(fake, tmp_pat
     assert bad.status.startswith("error: disagrees with good: Y differs from good's by up to 1")
     assert not bad.samples  # a wrong result is never timed
     assert result.ratio("bad") is None
+
+
+def test_every_contender_of_a_case_takes_samples_of_the_same_calls(fake, tmp_path):
+    # a sample's first call comes after the other contenders' turns: the same loops and
+    # calls for all, planned by the base's time, weigh it alike (a contender 2 ms a call
+    # slower planned by its own time would take 1 call a sample, the base many)
+    pool = Pool(contenders=fake)
+    result = run(double_case("good", "slow"), pool, tmp_path)
+    good, slow = result.outcomes["good"], result.outcomes["slow"]
+    assert good.ok and slow.ok
+    assert (slow.info["calls"], slow.info["chunks"]) == (good.info["calls"],
+                                                         good.info["chunks"])
+    assert good.info["calls"] * good.info["chunks"] > 1
 
 
 def test_compare_rejects_a_wrong_result():
