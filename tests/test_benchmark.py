@@ -6,6 +6,7 @@ import json
 import math
 import os
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -14,9 +15,10 @@ from fastnn.benchmark import cli, goals, report
 from fastnn.benchmark.cases import Case, Inputs
 from fastnn.benchmark.runner import (NOT_INSTALLED, CaseResult, CaseRun, Contender, Outcome,
                                      Pool, ProcessWorker, Settings, compare, user_environment)
+from fastnn.benchmark.worker import estimate_call
 
 # A contender module as the worker loads them: describe() and setup(); "double" returns
-# 2 X (the contender "bad" 2 X + 1, "slow" after 2 ms), "explode" runs out of memory in its
+# 2 X (the contender "bad" 2 X + 1, "slow" after 0.2 ms), "explode" runs out of memory in its
 # timed call.
 FAKE_PEER = textwrap.dedent('''
     import time
@@ -45,7 +47,7 @@ FAKE_PEER = textwrap.dedent('''
     def setup(name, workload, params, arrays, folder):
         if workload == "double":
             return Double(arrays["X"], 1.0 if name == "bad" else 0.0,
-                          0.002 if name == "slow" else 0.0)
+                          0.0002 if name == "slow" else 0.0)
         if workload == "explode":
             return Explode()
         return None
@@ -122,22 +124,31 @@ def test_case_in_worker_processes_times_and_rejects_a_wrong_result(fake, tmp_pat
 
 def test_every_contender_of_a_case_takes_samples_of_the_same_calls(fake, tmp_path):
     # a sample's first call comes after the other contenders' turns: the same loops and
-    # calls for all weigh it alike (planned each by its own time, the contender 2 ms a call
-    # slower would take 1 call a sample, the base many)
+    # calls for all weigh it alike (planned each by its own time, the contender 0.2 ms a
+    # call slower would take 1 or 2 calls a sample, the base many)
     pool = Pool(contenders=fake)
-    settings = Settings(samples=3, min_samples=3, target=0.010, budget=0.05)
-    try:
-        result = CaseRun(double_case("good", "slow"), pool, settings,
-                         str(tmp_path / "case")).run()
-    finally:
-        pool.close()
+    result = run(double_case("good", "slow"), pool, tmp_path)
     good, slow = result.outcomes["good"], result.outcomes["slow"]
     assert good.ok and slow.ok
-    # ~10 ms of the slowest's calls (up to 5 of 2 ms or more), for both; by its own time
-    # the base would take thousands
+    # 0.5 ms of the base's calls, for both: many more than the 1 or 2 that the slow one
+    # would take on its own
     plan = (good.info["calls"], good.info["chunks"])
     assert plan == (slow.info["calls"], slow.info["chunks"])
-    assert plan[0] * plan[1] <= 5
+    assert plan[0] * plan[1] > 5
+
+
+def test_calibration_is_not_sized_by_one_slow_call():
+    # the first timed call takes 20 ms (a lazy start), the others microseconds: the
+    # estimate is theirs, not 20 ms (which, as the base's plan, would make every
+    # contender's sample one cold call)
+    calls = []
+
+    def run():
+        calls.append(None)
+        if len(calls) == 2:  # (the first after the warm-up)
+            time.sleep(0.02)
+
+    assert estimate_call(run) < 0.005
 
 
 def test_compare_rejects_a_wrong_result():

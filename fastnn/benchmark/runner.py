@@ -6,7 +6,7 @@ anything is timed, calibrates a sample of about ``target`` seconds per contender
 unrecorded warm-up round, then rounds in which each contender takes one sample in turn (the
 order rotating from round to round). A sample is the median time per call of a few loops of
 back-to-back calls, the same numbers of loops and calls for every contender of the case
-(about ``target`` seconds of the slowest contender's calls), so that each sample weighs its
+(about ``target`` seconds of the base contender's calls), so that each sample weighs its
 first, cold call alike. Before each sample the parent waits until the previous
 worker's threads have gone quiet (none of its threads runs, at most ``SETTLE_MAX``
 seconds): an idle BLAS or OpenMP pool spins for up to ~0.1 s after a call, and it must not
@@ -606,13 +606,13 @@ class CaseRun:
                 per_call[name] = reply["per_call"]
         if not per_call:
             return 0
-        # one plan for every contender, ``target`` seconds of the slowest's calls: the first
-        # call of a sample, after the other contenders' turns, finds cold caches and
-        # sleeping threads, and a sample of 1 call is that call alone while a median of 2
-        # loops of 1 call is its mean with a warm one. (Planned each by its own calibration,
-        # fastnn's batch-4096 samples were 1 call and ONNX Runtime's 2.) Sized by the
-        # slowest, no contender's sample outlasts the target, and the rounds fit the budget.
-        plan = plan_sample(max(per_call.values()), s.target)
+        # one plan for every contender, ``target`` seconds of the base's calls (else the
+        # fastest's): the first call of a sample, after the other contenders' turns, finds
+        # cold caches and sleeping threads, and a sample of 1 call is that call alone while
+        # a median of 2 loops of 1 call is its mean with a warm one. (Planned each by its
+        # own calibration, fastnn's batch-4096 samples were 1 call and ONNX Runtime's 2.) A
+        # slower contender's samples last longer; the budget then allows fewer rounds.
+        plan = plan_sample(per_call.get(self.case.base, min(per_call.values())), s.target)
         plans = {name: plan for name in per_call}
         for name in plans:
             self.outcomes[name].info.update(calls=plan[0], chunks=plan[1])
