@@ -70,6 +70,8 @@ cdef struct Net:  # a network's output over parts of a batch's rows, for fastnn'
     bint x64            # (convert) X is float64
     Py_ssize_t xs0      # (convert) X's strides in elements
     Py_ssize_t xs1
+    bint check          # each part checks that its rows of X are finite before using them
+    bint nonfinite      # (check) some part found a value that is not: the output is dropped
     bint failed         # a part's buffer could not be allocated
 
 
@@ -86,6 +88,13 @@ cdef void _net_part(floating* tag, Net* n, Py_ssize_t q0, Py_ssize_t q1) noexcep
         r0, r1 = q * n.N // n.parts, (q + 1) * n.N // n.parts
         rows = r1 - r0
         X = <const floating*>n.X + r0 * K
+        if n.check:  # (in the part, on the threads: a pass over X before the call cost
+            # 0.1-0.35 ms of a 4 ms batch of 4096 rows on one thread)
+            if n.nonfinite or not (fnn_all_finite_f(<const float*>X, rows * K)
+                                   if floating is float
+                                   else fnn_all_finite_d(<const double*>X, rows * K)):
+                n.nonfinite = True
+                return
         hidden = <floating*>n.buf + 2 * r0 * n.width
         if n.buf == NULL:
             mem = <floating*>malloc((2 * rows * n.width + (rows * K if n.convert else 0))
@@ -124,7 +133,9 @@ def network(object X, object layers, object output, bint finite=False):
     byte order, of any strides: converted a part of its rows at a time unless it is a C
     array of the layers' dtype) and None otherwise; the caller then takes the general path.
     With ``finite``, the common case is also narrower: X a C array of the layers' dtype whose
-    every value is finite (the check a model's predictions make first, in the same call).
+    every value is finite (the check a model's predictions make first, in the same call:
+    each part checks its rows before it uses them, and a value that is not finite anywhere
+    drops the whole output).
     """
     if not readable(X) or type(layers) is not list:
         return None
@@ -190,7 +201,7 @@ def network(object X, object layers, object output, bint finite=False):
     net.x64 = cnp.PyArray_TYPE(<cnp.ndarray>X) == cnp.NPY_FLOAT64
     net.xs0 = (<cnp.ndarray>X).strides[0] // itemsize
     net.xs1 = (<cnp.ndarray>X).strides[1] // itemsize
-    net.failed = False
+    net.check, net.nonfinite, net.failed = finite, False, False
     net.buf = small if not net.convert and 2 * N * width * cnp.PyArray_ITEMSIZE(out) \
         <= <Py_ssize_t>sizeof(small) else NULL
     work = widest = 0
@@ -198,15 +209,9 @@ def network(object X, object layers, object output, bint finite=False):
         work += N * dims[l] * dims[l + 1]
         widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
-    cdef bint ok = True
-    cdef Py_ssize_t size = N * dims[0]
     with nogil:
-        if finite:  # (every value of the C array X, before any is used)
-            ok = fnn_all_finite_f(<const float*>net.X, size) if net.single \
-                else fnn_all_finite_d(<const double*>net.X, size)
-        if ok:
-            blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
-    if not ok:
+        blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
+    if net.nonfinite:
         return None
     if net.failed:
         raise MemoryError("no memory for a part of the rows' hidden outputs")

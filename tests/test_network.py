@@ -682,6 +682,20 @@ def test_non_finite_X_in_the_models_own_dtype_is_refused(backend):
         net.predict(X)  # the fast path: C-contiguous float64 of the model's dtype
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("row", [0, 2047, 4095])
+def test_non_finite_X_is_refused_where_a_batch_is_cut_into_parts(dtype, row):
+    # a batch of 4096 rows runs as parts on fastnn's threads, each checking its own rows:
+    # a NaN in any part's rows refuses the whole call
+    net = MLP(784, 256, 10, dtype=dtype, random_state=0)
+    X = np.zeros((4096, 784), dtype)
+    X[row, 783] = np.nan
+    with pytest.raises(ValueError, match="X must be finite"):
+        net.predict_proba(X)
+    X[row, 783] = 0
+    np.testing.assert_array_equal(net.predict_proba(X), net.predict_proba(X[:1])[[0] * 4096])
+
+
 def test_sparse_input_names_what_was_passed():
     sparse = pytest.importorskip("scipy.sparse")
     net = MLP(3, 4, 2, random_state=0)
