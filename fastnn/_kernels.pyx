@@ -94,7 +94,7 @@ def finite_input(object X, object W):
     ndarray of W's dtype (float32/float64), C-contiguous, aligned, in native byte order,
     with at least one row and W.shape[1] columns, every value finite. W: the first layer's
     (M, K) weights."""
-    if type(W) is not np.ndarray or cnp.PyArray_NDIM(<cnp.ndarray>W) != 2:
+    if not cnp.PyArray_CheckExact(W) or cnp.PyArray_NDIM(<cnp.ndarray>W) != 2:
         return False
     cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>W)
     if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
