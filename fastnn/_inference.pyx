@@ -10,8 +10,6 @@ cimport numpy as cnp
 from cython cimport floating
 from libc.stdlib cimport malloc, free
 
-import numpy as np
-
 from fastnn._inputs cimport gather_rows, readable
 from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
                              linear_forward, plain, share)
