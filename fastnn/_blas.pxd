@@ -21,6 +21,13 @@ cdef void product_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* A
                      Py_ssize_t lda, const floating* B, Py_ssize_t ldb, floating* C,
                      Py_ssize_t ldc) noexcept nogil
 
+# a frozen layer's W^T in panels of PANEL units, a panel's rows of its width contiguous
+# (_gemm.h); z (w) = x (1 x k) times the panel (k x w) at B, one fused chain per unit
+cdef extern from "_gemm.h" nogil:
+    enum: PANEL "FNN_PANEL_UNITS"
+    void panel_gemv "fnn_pgemv"(Py_ssize_t k, Py_ssize_t w, const float* x, const float* B,
+                                float* z)
+
 # fastnn's own product, A's element (i, p) at A[i sai + p sap]: 0 where the CPU lacks it
 cdef int own_sgemm(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, float alpha, const float* A,
                    Py_ssize_t sai, Py_ssize_t sap, const float* B, Py_ssize_t ldb, float beta,

@@ -160,6 +160,11 @@ cdef int use_gemm_path(int level) noexcept nogil:
     return fnn_sgemm_use(level)
 
 
+def panel_units():
+    """The units a panel of a frozen layer's packed weights holds (Linear.freeze)."""
+    return PANEL
+
+
 def gemm_path():
     """fastnn's own float32 product (_gemm.h): the instruction set it runs, 2 (AVX-512), 1
     (AVX2 + FMA) or 0 (none: BLAS does every product)."""

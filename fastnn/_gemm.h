@@ -26,6 +26,7 @@
 #define FASTNN_GEMM_H
 
 #include <stddef.h>
+#include <math.h>
 
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FNN_NO_GEMM)
 #include <immintrin.h>
@@ -419,6 +420,102 @@ static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const floa
     }
 }
 
+
+/* ---- one sample through a layer whose W is packed in panels (a frozen model's) ----------
+ *
+ *     z (w) = x (1 x k) Wp_panel (k x w)        (x W^T for the panel's w units)
+ *
+ * A frozen layer holds W^T (k x M) cut into panels of FNN_PANEL_UNITS units, a panel's k
+ * rows of its width w contiguous: one stream, which a core reads at its L2 cache's bandwidth
+ * (401 KB in 1.8 us on the machine of BENCHMARKS.md, against 2.7-2.9 us for the same bytes as
+ * rows of W read beside x, in any order of the rows tried, and for a panel's columns read
+ * out of the whole W^T). Each z_j is one fused multiply-add chain over p = 0..k-1 from zero:
+ * the bits fnn_sgemm gives the same row with the same panel. */
+#define FNN_PANEL_UNITS 128
+
+#define FNN_PG_ACC(R) V_T c##R = V_ZERO();
+#define FNN_PG_FMA(R) c##R = V_FMADD(V_LOAD(Bp + p * w + (R) * V_W, m##R), xp, c##R);
+#define FNN_PG_STORE(R) V_STORE(zp + (R) * V_W, m##R, c##R);
+#define FNN_PG_BODY(COLS) /* the columns of Bp (row stride w) into zp, those under m0.. */ \
+    COLS(FNN_PG_ACC)                                                                        \
+    for (ptrdiff_t p = 0; p < k; p++) { /* z += x_p B[p, :], p in order */                  \
+        V_T xp = V_SET1(x[p]);                                                              \
+        COLS(FNN_PG_FMA)                                                                    \
+    }                                                                                       \
+    COLS(FNN_PG_STORE)
+#define FNN_COLS_8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+#define V_T __m512
+#define V_W 16
+#define V_ZERO _mm512_setzero_ps
+#define V_SET1 _mm512_set1_ps
+#define V_FMADD _mm512_fmadd_ps
+#define V_LOAD(p, m) _mm512_maskz_loadu_ps(m, p)
+#define V_STORE(p, m, v) _mm512_mask_storeu_ps(p, m, v)
+__attribute__((target("avx512f"))) static void fnn_pgemv_avx512(
+        ptrdiff_t k, ptrdiff_t w, const float* x, const float* B, float* z) {
+    /* w <= 128: 8 vectors, those past w masked off */
+#define FNN_PG_MASK(r) (__mmask16)(w - 16 * (r) >= 16 ? 0xFFFFu                               \
+                                  : w - 16 * (r) <= 0 ? 0u : (1u << (w - 16 * (r))) - 1)
+    __mmask16 m0 = FNN_PG_MASK(0), m1 = FNN_PG_MASK(1), m2 = FNN_PG_MASK(2),
+              m3 = FNN_PG_MASK(3), m4 = FNN_PG_MASK(4), m5 = FNN_PG_MASK(5),
+              m6 = FNN_PG_MASK(6), m7 = FNN_PG_MASK(7);
+#undef FNN_PG_MASK
+    const float* Bp = B;
+    float* zp = z;
+    FNN_PG_BODY(FNN_COLS_8)
+}
+#undef V_T
+#undef V_W
+#undef V_ZERO
+#undef V_SET1
+#undef V_FMADD
+#undef V_LOAD
+#undef V_STORE
+
+#define V_T __m256
+#define V_W 8
+#define V_ZERO _mm256_setzero_ps
+#define V_SET1 _mm256_set1_ps
+#define V_FMADD _mm256_fmadd_ps
+#define V_LOAD(p, m) _mm256_maskload_ps(p, m)
+#define V_STORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+__attribute__((target("avx2,fma"))) static void fnn_pgemv_avx2(
+        ptrdiff_t k, ptrdiff_t w, const float* x, const float* B, float* z) {
+    /* w <= 128: two halves of 8 vectors (16 registers hold no more), each a pass over k */
+    for (ptrdiff_t h = 0; h < w; h += 64) {
+        ptrdiff_t width = w - h;
+        __m256i m0 = fnn_mask256(width), m1 = fnn_mask256(width - 8),
+                m2 = fnn_mask256(width - 16), m3 = fnn_mask256(width - 24),
+                m4 = fnn_mask256(width - 32), m5 = fnn_mask256(width - 40),
+                m6 = fnn_mask256(width - 48), m7 = fnn_mask256(width - 56);
+        const float* Bp = B + h;
+        float* zp = z + h;
+        FNN_PG_BODY(FNN_COLS_8)
+    }
+}
+#undef V_T
+#undef V_W
+#undef V_ZERO
+#undef V_SET1
+#undef V_FMADD
+#undef V_LOAD
+#undef V_STORE
+
+/* z (w) = x Wp_panel: the panel's units, on the CPU's path; elsewhere a plain loop of the
+ * same fused chains (fmaf rounds once, as the instructions do) */
+static inline void fnn_pgemv(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
+                             float* z) {
+    switch (fnn_sgemm_level()) {
+    case 2: fnn_pgemv_avx512(k, w, x, B, z); return;
+    case 1: fnn_pgemv_avx2(k, w, x, B, z); return;
+    default:
+        for (ptrdiff_t j = 0; j < w; j++) z[j] = 0.0f;
+        for (ptrdiff_t p = 0; p < k; p++)
+            for (ptrdiff_t j = 0; j < w; j++) z[j] = fmaf(x[p], B[p * w + j], z[j]);
+    }
+}
+
 #else
 #define FNN_HAVE_GEMM 0
 static inline int fnn_sgemm_level(void) { return 0; }
@@ -436,6 +533,13 @@ static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const floa
                                ptrdiff_t ldc) {
     (void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
     return 0;
+}
+#define FNN_PANEL_UNITS 128
+static inline void fnn_pgemv(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
+                             float* z) {  /* the fused chains of the x86-64 paths */
+    for (ptrdiff_t j = 0; j < w; j++) z[j] = 0.0f;
+    for (ptrdiff_t p = 0; p < k; p++)
+        for (ptrdiff_t j = 0; j < w; j++) z[j] = fmaf(x[p], B[p * w + j], z[j]);
 }
 #endif
 

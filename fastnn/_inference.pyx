@@ -12,7 +12,7 @@ from libc.stdlib cimport malloc, free
 
 from fastnn._inputs cimport gather_rows, readable
 from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
-                             linear_forward, plain, share)
+                             linear_forward, linear_forward_packed, plain, share)
 from fastnn._losses cimport softmax_rows
 from fastnn._math cimport fnn_all_finite_d, fnn_all_finite_f
 from fastnn._parallel cimport blocks_on
@@ -29,19 +29,23 @@ OUTPUT_CODES = {"identity": IDENTITY, "sigmoid": SIGMOID, "exp": EXP, "softmax":
 cdef dict _OUTPUT_CODES = OUTPUT_CODES
 
 
-cdef void _network(const floating* X, floating** W, floating** b, const Py_ssize_t* dims,
-                   const int* codes, int L, floating* buf, Py_ssize_t half, floating* out,
-                   Py_ssize_t N, int output) noexcept nogil:
+cdef void _network(const floating* X, floating** W, void** Wp, floating** b,
+                   const Py_ssize_t* dims, const int* codes, int L, floating* buf,
+                   Py_ssize_t half, floating* out, Py_ssize_t N, int output) noexcept nogil:
     # U_0 = X; U_l = g_l(U_{l-1} W_l^T + B_l) for l = 1..L (eq. 10), the hidden U_l in the two
     # halves of buf by turns; out = U_L (identity, eq. 7), sigmoid(U_L) (eq. 3), exp(U_L)
-    # (the Poisson loss's mean) or softmax(U_L) row by row (eq. 5). The kernels of linear,
-    # the activations and softmax.
+    # (the Poisson loss's mean) or softmax(U_L) row by row (eq. 5). The kernels of linear
+    # (a frozen layer's: its packed W, see network), the activations and softmax.
     cdef const floating* inp = X
     cdef floating* U
     cdef int l
     for l in range(L):
         U = out if l == L - 1 and output != -1 else buf + (l % 2) * half
-        linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
+        if floating is float and Wp[l] != NULL:
+            linear_forward_packed(inp, W[l], <float*>Wp[l], b[l], U, N, dims[l], dims[l + 1],
+                                  codes[l])
+        else:
+            linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
         inp = U
     if output == SIGMOID or output == EXP:  # eq. 3, or the Poisson loss's mean e^z
         activate_flat(out, out, N * dims[L], output)
@@ -56,6 +60,7 @@ cdef struct Net:  # a network's output over parts of a batch's rows, for fastnn'
     void** b
     const Py_ssize_t* dims
     const int* codes
+    void** Wp           # a frozen layer's W^T in panels (float32), else NULL
     int L
     void* buf           # small N: the hidden outputs, 2 N width entries (part q's rows at
                         # 2 r0 width); NULL: each part allocates its own (and its X's rows)
@@ -104,7 +109,7 @@ cdef void _net_part(floating* tag, Net* n, Py_ssize_t q0, Py_ssize_t q1) noexcep
         if n.convert:  # this part's rows, converted to a C array of the layers' dtype
             gather_rows(mem + 2 * rows * n.width, n.X, n.x64, n.xs0, n.xs1, NULL, r0, r1, K)
             X = mem + 2 * rows * n.width
-        _network(X, <floating**>n.W, <floating**>n.b, n.dims, n.codes, n.L, hidden,
+        _network(X, <floating**>n.W, n.Wp, <floating**>n.b, n.dims, n.codes, n.L, hidden,
                  rows * n.width, <floating*>n.out + r0 * n.dims[n.L], rows, n.output)
         free(mem)
         mem = NULL
@@ -117,10 +122,25 @@ cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
         _net_part(<double*>NULL, <Net*>ctx, q0, q1)
 
 
+cdef object _frozen(object layer, object w):
+    # a frozen layer's packed W^T (Linear.freeze): its ``_packed`` (W, panels) while W is
+    # still that very array, read-only (so nothing wrote it since), and the panels have
+    # W's size; else None (the layer computes from W)
+    pk = getattr(layer, "_packed", None)
+    if type(pk) is not tuple or len(<tuple>pk) != 2 or (<tuple>pk)[0] is not w:
+        return None
+    wp = (<tuple>pk)[1]
+    if not plain(wp, 1, cnp.NPY_FLOAT32) \
+            or cnp.PyArray_SIZE(<cnp.ndarray>wp) != cnp.PyArray_SIZE(<cnp.ndarray>w):
+        return None
+    return wp
+
+
 def network(object X, object layers, object output, bint finite=False):
     """The output map of a stack of layers on X (N, n_in): g_out(g_L(... g_1(X W_1^T + B_1)
     ...)) with g_out "identity", "sigmoid" or "softmax"; ``layers``: a list of objects with
-    ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel.
+    ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel,
+    or a frozen float32 layer (Linear.freeze) the product of its W^T packed in panels.
     A batch's rows are cut into parts by the shapes (_tuning.parts), each part taken through
     every layer while its rows are in cache, and fastnn's threads share the parts: the same
     result on any number of threads.
@@ -155,6 +175,7 @@ def network(object X, object layers, object output, bint finite=False):
     cdef void* W[MAX_LAYERS]
     cdef void* b[MAX_LAYERS]
     cdef int codes[MAX_LAYERS]
+    cdef void* Wp[MAX_LAYERS]
     cdef Py_ssize_t dims[MAX_LAYERS + 1]
     cdef Py_ssize_t N = (<cnp.ndarray>X).shape[0], width = 0
     dims[0] = (<cnp.ndarray>X).shape[1]
@@ -178,6 +199,12 @@ def network(object X, object layers, object output, bint finite=False):
         arrays[2 * l] = w
         arrays[2 * l + 1] = bias
         W[l] = cnp.PyArray_DATA(<cnp.ndarray>w)
+        Wp[l] = NULL
+        if typenum == cnp.NPY_FLOAT32 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>w):
+            wp = _frozen(layer, w)
+            if wp is not None:  # a frozen layer: its packed W^T (held here, as w is)
+                arrays.append(wp)
+                Wp[l] = cnp.PyArray_DATA(<cnp.ndarray>wp)
         b[l] = cnp.PyArray_DATA(<cnp.ndarray>bias) if bias is not None else NULL
         codes[l] = code
         width = max(width, dims[l + 1])
@@ -193,7 +220,7 @@ def network(object X, object layers, object output, bint finite=False):
     cdef Py_ssize_t itemsize = cnp.PyArray_ITEMSIZE(<cnp.ndarray>X)
     net.single, net.X, net.W, net.b = typenum == cnp.NPY_FLOAT32, cnp.PyArray_DATA(
         <cnp.ndarray>X), W, b
-    net.dims, net.codes, net.L, net.width = dims, codes, L, width
+    net.dims, net.codes, net.Wp, net.L, net.width = dims, codes, Wp, L, width
     net.out, net.N, net.output = cnp.PyArray_DATA(out), N, out_code
     net.convert = not plain(X, 2, typenum)
     net.x64 = cnp.PyArray_TYPE(<cnp.ndarray>X) == cnp.NPY_FLOAT64

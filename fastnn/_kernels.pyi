@@ -74,6 +74,9 @@ def squared_error(
 def gemm_path() -> int:
     """fastnn's own float32 product: 2 (AVX-512), 1 (AVX2 + FMA) or 0 (none: BLAS)."""
 
+def panel_units() -> int:
+    """The units a panel of a frozen float32 layer's packed W^T holds (Linear.freeze)."""
+
 def own_small_products(flag: bool | None = None) -> bool:
     """Whether fastnn's own float32 product also takes the small products (up to 2^20
     multiply-adds); ``flag`` sets it (once, at import)."""

@@ -28,7 +28,7 @@ from fastnn._math cimport (fnn_all_finite_d, fnn_all_finite_f, fnn_all_finite_no
 
 import numpy as np
 
-from fastnn._blas import drive_blas_threads, gemm_path, own_small_products
+from fastnn._blas import drive_blas_threads, gemm_path, own_small_products, panel_units
 from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
 from fastnn._inputs import finite_rows, sparse_linear, sparse_linear_backward

@@ -10,6 +10,7 @@ from numpy.typing import ArrayLike, DTypeLike
 
 from . import _validation as _v
 from . import functional as F
+from .backends import native
 from ._typing import FloatArray, SeedLike
 
 __all__ = ["Linear"]
@@ -46,6 +47,17 @@ def aligned_copy(A: ArrayLike, dtype: DTypeLike) -> FloatArray:
     out = buf[start:start + A.size * dtype.itemsize].view(dtype).reshape(A.shape)
     out[...] = A
     return out
+
+
+def read_only(A: FloatArray) -> FloatArray:
+    """``A`` made read-only for good: the array that owns its memory first (a view of a
+    read-only array cannot be made writeable again), then ``A``."""
+    owner = A
+    while isinstance(owner.base, np.ndarray):
+        owner = owner.base
+    owner.flags.writeable = False
+    A.flags.writeable = False
+    return A
 
 
 def writable(A: np.ndarray, dtype: np.dtype[Any]) -> FloatArray:
@@ -97,6 +109,7 @@ class Linear:
     W: FloatArray
     b: FloatArray | None
     activation: str
+    _packed: tuple[FloatArray, FloatArray] | None  # (freeze) W, and W^T in panels
 
     def __init__(self, n_in: int, n_out: int, activation: str = "identity", bias: bool = True, *,
                  dtype: DTypeLike = "float32", random_state: SeedLike = None) -> None:
@@ -175,6 +188,50 @@ class Linear:
             [W, b], or [W] without a bias.
         """
         return [self.W] if self.b is None else [self.W, self.b]
+
+    def freeze(self: _Layer) -> _Layer:
+        """Fix the layer's weights for serving predictions, as ONNX Runtime fixes a model's
+        when it opens a session.
+
+        ``W`` and ``b`` become new read-only arrays of the same values. A float32 layer of
+        at least 128 units also keeps W^T packed in panels of 128 units, each one stretch of
+        memory that a sample's product reads at the speed of the core's cache (1.6 times
+        the speed of W's rows read beside the sample, on the machine of BENCHMARKS.md). The
+        model's predictions use it while ``W`` is that read-only array; the results differ
+        from an unfrozen layer's in rounding only.
+
+        Training (``fit``, ``train_on_batch``, an optimizer's step) replaces the read-only
+        arrays by writeable copies and so thaws the layer; writing into a frozen ``W`` raises
+        NumPy's ValueError ("assignment destination is read-only"): assign a new array
+        instead (``layer.W = layer.W.copy()``). Pickles and saved models hold the weights,
+        not the packed copy.
+
+        Returns
+        -------
+        Linear
+            The layer itself.
+
+        Examples
+        --------
+        >>> from fastnn import Linear
+        >>> layer = Linear(2, 3, "relu", random_state=0).freeze()
+        >>> layer.W.flags.writeable
+        False
+        """
+        W = read_only(aligned_copy(self.W, self.dtype))
+        packed = native().packed_weights(W)
+        if packed is not None:
+            packed = read_only(aligned_copy(packed, W.dtype))
+        if self.b is not None:
+            self.b = read_only(aligned_copy(self.b, self.dtype))
+        self.W = W
+        self._packed = None if packed is None else (W, packed)
+        return self
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state.pop("_packed", None)  # (a frozen layer's packed W^T: rebuilt by freeze)
+        return state
 
     def forward(self, X: ArrayLike) -> FloatArray:
         """U = g(X W^T + B) (eq. 10a; one sample: eq. 1a), fused in one kernel.

@@ -35,6 +35,7 @@ LOSS_OF_OUTPUT = {output: _losses.loss_of_output(output)
                   for output in dict.fromkeys(OUTPUT_OF_LOSS.values())}
 
 _MLP = TypeVar("_MLP", bound="MLP")
+_Seq = TypeVar("_Seq", bound="Sequential")
 
 
 class Trace:
@@ -167,6 +168,29 @@ class Sequential:
             b is None for a layer without bias; the arrays are not copies.
         """
         return [(layer.W, layer.b) for layer in self.layers]
+
+    def freeze(self: _Seq) -> _Seq:
+        """Fix the weights for serving predictions (each layer's ``Linear.freeze``): read-only
+        arrays, and a float32 layer's W^T packed for the products of ``predict``,
+        ``predict_proba`` and ``decision_function``. Training thaws the model (its arrays are
+        replaced by writeable copies); writing into a frozen ``W`` raises a ValueError.
+
+        Returns
+        -------
+        Sequential
+            The model itself.
+
+        Examples
+        --------
+        >>> from fastnn import MLP
+        >>> net = MLP(784, 256, 10, random_state=0).freeze()
+        >>> net.layers[0].W.flags.writeable
+        False
+        """
+        self._check_layers()
+        for layer in self.layers:
+            layer.freeze()
+        return self
 
     def _check_layers(self) -> None:
         """Every layer's activation known, its W a non-empty 2-D array, shapes chained and

@@ -277,6 +277,27 @@ def test_linear_backward_on_each_path(path, N, K, M, assert_close):
         assert_close(g, w, np.float32)
 
 
+@pytest.mark.parametrize("n_in, units", [(1, 128), (40, 129), (33, 200), (300, 384)])
+def test_a_frozen_layers_panels_on_each_path(path, n_in, units, assert_close):
+    # the packed W^T of a frozen float32 layer (Linear.freeze): panels of 128 units, the last
+    # narrower (1 or 72 units here: AVX2's masked halves, AVX-512's masked vectors). A sample
+    # against float64 NumPy, and its bits against its row in a batch (fastnn's own product on
+    # the same panels: each unit one fused chain over the inputs in order), on 1 and 2
+    # threads
+    rng = np.random.default_rng([n_in, units])
+    layer = fastnn.Linear(n_in, units, "tanh", random_state=0).freeze()
+    assert layer._packed is not None
+    model = fastnn.Sequential([layer], loss="squared_error")
+    X = rng.standard_normal((6, n_in)).astype(np.float32)
+    want = np.tanh(X.astype(np.float64) @ layer.W.T.astype(np.float64) + layer.b)
+    batch = model.predict(X)
+    assert_close(batch, want, np.float32)
+    for threads in (1, 2):
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+            for i in range(len(X)):
+                np.testing.assert_array_equal(model.predict(X[i]), batch[i])
+
+
 @pytest.mark.parametrize("shape", [(64, (128,), 10, 32, 400),    # small: W^T, small products
                                    (784, (128,), 10, 128, 640),  # mid-size, held transposed
                                    (30, (50, 40), 3, 16, 200)])  # deeper, dX of hidden layers

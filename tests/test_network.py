@@ -810,3 +810,110 @@ def test_models_one_call_matches_reference_at_batch_one(dtype, assert_close):
         with fastnn.use_backend("numpy"):
             want = model.predict_proba(X)
         assert_close(model.predict_proba(X), want, dtype)
+
+
+# ---------------------------------------------------------------------------------------
+# Frozen models (Sequential.freeze): read-only weights, float32 layers' W^T in panels
+# ---------------------------------------------------------------------------------------
+
+
+def _twin(model):
+    """A model with copies of ``model``'s weights, activations and output (not frozen)."""
+    layers = [Linear.from_arrays(layer.W, layer.b, layer.activation, dtype=layer.dtype)
+              for layer in model.layers]
+    return Sequential(layers, loss=model.loss_name)
+
+
+@pytest.mark.parametrize("output, n_out", [("softmax", 10), ("sigmoid", 1), ("identity", 3)])
+@pytest.mark.parametrize("hidden", [256, (300, 129), 64], ids=["h256", "h300-129", "h64"])
+def test_a_frozen_model_predicts_as_the_notes_say(dtype, output, n_out, hidden, rng,
+                                                  assert_close):
+    # eq. 10 then eq. 5, 3 or 7 in float64 NumPy from the model's weights; layers of 128
+    # units or more (more than one panel, and a last panel narrower than the rest) take the
+    # packed product in float32, the narrower ones W's
+    model = MLP(70, hidden, n_out, output=output, dtype=dtype, random_state=0)
+    plain = _twin(model)
+    assert model.freeze() is model
+    for layer in model.layers:
+        packed = getattr(layer, "_packed", None)
+        assert (packed is not None) == (np.dtype(dtype) == np.float32 and layer.n_out >= 128)
+    for N in (1, 2, 5, 33, 300):
+        X = rng.standard_normal((N, 70)).astype(dtype)
+        want = _manual_trace(model, X)[1][-1]
+        got = model.predict_proba(X)
+        assert_close(got.reshape(want.shape), want, dtype)
+        assert_close(model.decision_function(X), plain.decision_function(X), dtype)
+        if output != "identity":
+            np.testing.assert_array_equal(model.predict(X), plain.predict(X))
+        if np.dtype(dtype) == np.float64:  # (no packed copy: the very same products)
+            assert same_bits(got, plain.predict_proba(X))
+    x = rng.standard_normal(70).astype(dtype)
+    assert_close(model.predict_proba(x), plain.predict_proba(x), dtype)
+
+
+def test_frozen_weights_are_read_only(dtype):
+    model = MLP(5, 130, 2, dtype=dtype, random_state=0).freeze()
+    for layer in model.layers:
+        for A in (layer.W, layer.b):
+            with pytest.raises(ValueError, match="read-only"):
+                A[0] = 1.0
+            with pytest.raises(ValueError):
+                A.flags.writeable = True
+            with pytest.raises(ValueError):
+                A.base[...] = 0  # (nor through the buffer W is a view of)
+
+
+def test_training_thaws_a_frozen_model(rng):
+    X = rng.standard_normal((64, 20)).astype(np.float32)
+    y = rng.integers(0, 3, 64)
+    model = MLP(20, 200, 3, random_state=0)
+    twin = _twin(model)
+    model.freeze()
+    frozen_W = model.layers[0].W
+    model.fit(X, y, epochs=2, batch_size=16, random_state=0)
+    twin.fit(X, y, epochs=2, batch_size=16, random_state=0)
+    assert model.layers[0].W is not frozen_W and model.layers[0].W.flags.writeable
+    assert same_bits(model.parameters(), twin.parameters())
+    assert same_bits(model.predict_proba(X), twin.predict_proba(X))
+    model.layers[0].W[0, 0] += 1.0  # writeable again, and used as written
+    twin.layers[0].W[0, 0] += 1.0
+    assert same_bits(model.predict_proba(X), twin.predict_proba(X))
+
+
+def test_a_frozen_layer_follows_a_new_W(rng, assert_close):
+    model = MLP(30, 160, 4, random_state=0).freeze()
+    X = rng.standard_normal((3, 30)).astype(np.float32)
+    W = rng.standard_normal((160, 30)).astype(np.float32)
+    model.layers[0].W = W  # (the packed copy is of the frozen W: no longer used)
+    assert_close(model.predict_proba(X), _manual_trace(model, X)[1][-1], "float32")
+    for x in X:
+        assert_close(model.predict_proba(x), _manual_trace(model, x[None])[1][-1][0], "float32")
+    model.layers[0].W = np.array(W)  # read-only but not the frozen array: W's own product
+    model.layers[0].W.flags.writeable = False
+    assert_close(model.predict_proba(X), _manual_trace(model, X)[1][-1], "float32")
+    layer = model.freeze().layers[0]
+    layer._packed = (layer.W, np.zeros(3, np.float32))  # not W's size: not used
+    assert_close(model.predict_proba(X), _manual_trace(model, X)[1][-1], "float32")
+
+
+def test_a_frozen_model_still_checks_its_inputs():
+    model = MLP(6, 140, 2, random_state=0).freeze()
+    X = np.ones((4, 6), np.float32)
+    X[2, 3] = np.nan
+    with pytest.raises(ValueError, match="X"):
+        model.predict_proba(X)
+    with pytest.raises(ValueError, match="features"):
+        model.predict_proba(np.ones((4, 5), np.float32))
+
+
+def test_a_frozen_model_pickles_and_copies_its_weights_only(rng):
+    import copy
+    import pickle
+
+    model = MLP(40, 300, 5, random_state=0).freeze()
+    X = rng.standard_normal((7, 40)).astype(np.float32)
+    want = model.predict_proba(X)
+    for other in (pickle.loads(pickle.dumps(model)), copy.deepcopy(model)):
+        assert all(getattr(layer, "_packed", None) is None for layer in other.layers)
+        assert same_bits(other.parameters(), model.parameters())
+        assert same_bits(other.freeze().predict_proba(X), want)

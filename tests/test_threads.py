@@ -6,6 +6,7 @@ The parallel calls below are each of the kinds of work fastnn shares among its t
 training loop's team, the lbfgs objective, one sample's large layer, and the elementwise
 passes (activations, sigmoid and softmax outputs, softmax, log-softmax, cross-entropy)."""
 
+import copy
 import multiprocessing
 import os
 import subprocess
@@ -357,6 +358,7 @@ def test_the_same_seed_gives_the_same_bits_on_one_processor():
 def test_predictions_and_kernels_have_the_same_bits_on_any_thread_count(dtype):
     rng = np.random.default_rng(5)
     net = MLP(300, [400, 100], 10, dtype=dtype, random_state=0)
+    frozen = copy.deepcopy(net).freeze()  # (float32: its 400 units' W^T in 4 panels)
     batches = [rng.standard_normal((n, 300)).astype(dtype) for n in (1, 2, 17, 33, 257, 2048)]
     W = rng.standard_normal((700, 300)).astype(dtype)
     before = fastnn.get_num_threads()
@@ -365,6 +367,7 @@ def test_predictions_and_kernels_have_the_same_bits_on_any_thread_count(dtype):
         for threads in (1, 2, 5):
             fastnn.set_num_threads(threads)
             results.append([net.predict_proba(X) for X in batches]
+                           + [frozen.predict_proba(X) for X in batches]
                            + [F.linear(X, W, None, "tanh") for X in batches])
     finally:
         fastnn.set_num_threads(before)

@@ -69,6 +69,13 @@ class NativeOps(Ops):
     def network(self, X: FloatArray, layers: Any, output: str) -> FloatArray | None:
         return _kernels.network(X, layers, output)
 
+    def packed_weights(self, W: FloatArray) -> FloatArray | None:
+        P = _kernels.panel_units()
+        if W.dtype != np.float32 or W.shape[0] < P:
+            return None  # (float64, or narrower than a panel: W's own product is as fast)
+        # panel p: W^T's columns (units) p P .. p P + w as an (n_in, w) C array, in turn
+        return np.concatenate([W[j:j + P].T.ravel() for j in range(0, W.shape[0], P)])
+
     def plain_network(self, X: object, layers: Any, output: str) -> FloatArray | None:
         return _kernels.network(X, layers, output, True)
 

@@ -103,6 +103,12 @@ class Ops:
         dense, a C array of the layers' dtype or (``_validation.readable_rows``) another."""
         return None
 
+    def packed_weights(self, W: FloatArray) -> FloatArray | None:
+        """A frozen layer's W (n_out, n_in) packed for this backend's products of its
+        predictions (``Linear.freeze``; ``network`` uses it while W is the frozen array), or
+        None where the backend has none for it."""
+        return None
+
     def plain_network(self, X: object, layers: Any, output: str) -> FloatArray | None:
         """``network`` on an X not yet checked, where X is the common case (a C array of the
         layers' dtype, every value finite), checked in the same call; else None (the caller
