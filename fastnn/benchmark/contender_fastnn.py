@@ -113,7 +113,8 @@ def setup(name: str, workload: str, params: dict[str, Any], arrays: Arrays,
         return DigitsFit(arrays, params, backend)
     if workload == "inference":
         model = mlp(arrays)
-        if not ref:
+        if not ref:  # fixed for serving (its W^T packed), as ONNX Runtime's session is
+            model.freeze()
             return (lambda: model.predict_proba(a["X"]), ("P",))
 
         def predict_proba() -> Any:
