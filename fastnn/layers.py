@@ -196,9 +196,10 @@ class Linear:
         ``W`` and ``b`` become new read-only arrays of the same values. A float32 layer of
         at least 128 units also keeps W^T packed in panels of 128 units, each one stretch of
         memory that a sample's product reads at the speed of the core's cache (1.6 times
-        the speed of W's rows read beside the sample, on the machine of BENCHMARKS.md). The
-        model's predictions use it while ``W`` is that read-only array; the results differ
-        from an unfrozen layer's in rounding only.
+        the speed of W's rows read beside the sample, on the machine of BENCHMARKS.md), at
+        the cost of a second copy of W's memory. The model's predictions use it while ``W``
+        is that read-only array; the results differ from an unfrozen layer's in rounding
+        only.
 
         Training (``fit``, ``train_on_batch``, an optimizer's step) replaces the read-only
         arrays by writeable copies and so thaws the layer; writing into a frozen ``W`` raises
