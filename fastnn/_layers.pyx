@@ -398,7 +398,7 @@ cdef void linear_forward_packed(const float* X, const float* W, const float* Wp,
     # packs its operands anyway: W's own product, 3% faster at 4096 x 784 -> 256)
     cdef Py_ssize_t p, j, w, panels = (M + PANEL - 1) // PANEL
     cdef Elementwise job
-    if N * M * K > tune.own_gemm:
+    if N > 1 and N * M * K > tune.own_gemm:
         linear_forward(X, W, b, U, N, K, M, code)
         return
     if N == 1:

@@ -298,6 +298,23 @@ def test_a_frozen_layers_panels_on_each_path(path, n_in, units, assert_close):
                 np.testing.assert_array_equal(model.predict(X[i]), batch[i])
 
 
+def test_a_frozen_layers_batch_beyond_own_gemm_takes_ws_product(assert_close):
+    # above own_gemm multiply-adds a batch's product is BLAS's on W (the panels' would pack
+    # them again); one sample still reads the panels
+    if _testing is None:
+        pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
+    rng = np.random.default_rng(3)
+    layer = fastnn.Linear(50, 260, "relu", random_state=0).freeze()
+    model = fastnn.Sequential([layer], loss="squared_error")
+    X = rng.standard_normal((9, 50)).astype(np.float32)
+    want = np.maximum(X.astype(np.float64) @ layer.W.T.astype(np.float64) + layer.b, 0)
+    with _testing.tuning(own_gemm=1000):
+        assert_close(model.predict(X), want, np.float32)
+        assert_close(model.predict(X[4]), want[4], np.float32)
+        np.testing.assert_array_equal(model.predict(X),
+                                      F.linear(X, np.array(layer.W), layer.b, "relu"))
+
+
 @pytest.mark.parametrize("shape", [(64, (128,), 10, 32, 400),    # small: W^T, small products
                                    (784, (128,), 10, 128, 640),  # mid-size, held transposed
                                    (30, (50, 40), 3, 16, 200)])  # deeper, dX of hidden layers
