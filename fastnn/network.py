@@ -237,7 +237,10 @@ class Sequential:
                             "use); give each layer arrays of its own (e.g. W.copy())")
                 if isinstance(A, np.ndarray):
                     arrays.append((f"layers[{l}].{name}", A))
-            layer.W = writable(layer.W, dtype)
+            W = writable(layer.W, dtype)
+            if W is not layer.W:
+                layer.W = W
+                layer._packed = None  # (a frozen layer thawed: its packed W^T goes)
             if layer.b is not None:
                 layer.b = writable(layer.b, dtype)
         return self.parameters()

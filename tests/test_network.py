@@ -873,6 +873,7 @@ def test_training_thaws_a_frozen_model(rng):
     model.fit(X, y, epochs=2, batch_size=16, random_state=0)
     twin.fit(X, y, epochs=2, batch_size=16, random_state=0)
     assert model.layers[0].W is not frozen_W and model.layers[0].W.flags.writeable
+    assert model.layers[0]._packed is None  # (its memory is not held on)
     assert same_bits(model.parameters(), twin.parameters())
     assert same_bits(model.predict_proba(X), twin.predict_proba(X))
     model.layers[0].W[0, 0] += 1.0  # writeable again, and used as written
