@@ -28,6 +28,15 @@
 #include <stddef.h>
 #include <math.h>
 
+/* a frozen layer's panel (see fnn_pgemv below) by a plain loop: z (w) = x (1 x k) B (k x w),
+ * each z_j one fused chain over p = 0..k-1 from zero (fmaf rounds once, as FMA does) */
+static inline void fnn_pgemv_plain(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
+                                   float* z) {
+    for (ptrdiff_t j = 0; j < w; j++) z[j] = 0.0f;
+    for (ptrdiff_t p = 0; p < k; p++)
+        for (ptrdiff_t j = 0; j < w; j++) z[j] = fmaf(x[p], B[p * w + j], z[j]);
+}
+
 #if (defined(__GNUC__) || defined(__clang__)) && defined(__x86_64__) && !defined(FNN_NO_GEMM)
 #include <immintrin.h>
 #define FNN_HAVE_GEMM 1
@@ -503,16 +512,13 @@ __attribute__((target("avx2,fma"))) static void fnn_pgemv_avx2(
 #undef V_STORE
 
 /* z (w) = x Wp_panel: the panel's units, on the CPU's path; elsewhere a plain loop of the
- * same fused chains (fmaf rounds once, as the instructions do) */
+ * same fused chains */
 static inline void fnn_pgemv(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
                              float* z) {
     switch (fnn_sgemm_level()) {
     case 2: fnn_pgemv_avx512(k, w, x, B, z); return;
     case 1: fnn_pgemv_avx2(k, w, x, B, z); return;
-    default:
-        for (ptrdiff_t j = 0; j < w; j++) z[j] = 0.0f;
-        for (ptrdiff_t p = 0; p < k; p++)
-            for (ptrdiff_t j = 0; j < w; j++) z[j] = fmaf(x[p], B[p * w + j], z[j]);
+    default: fnn_pgemv_plain(k, w, x, B, z);
     }
 }
 
@@ -536,10 +542,8 @@ static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const floa
 }
 #define FNN_PANEL_UNITS 128
 static inline void fnn_pgemv(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
-                             float* z) {  /* the fused chains of the x86-64 paths */
-    for (ptrdiff_t j = 0; j < w; j++) z[j] = 0.0f;
-    for (ptrdiff_t p = 0; p < k; p++)
-        for (ptrdiff_t j = 0; j < w; j++) z[j] = fmaf(x[p], B[p * w + j], z[j]);
+                             float* z) {
+    fnn_pgemv_plain(k, w, x, B, z);
 }
 #endif
 

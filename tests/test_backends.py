@@ -298,6 +298,26 @@ def test_a_frozen_layers_panels_on_each_path(path, n_in, units, assert_close):
                 np.testing.assert_array_equal(model.predict(X[i]), batch[i])
 
 
+def test_a_frozen_layers_panels_by_the_plain_loop(assert_close):
+    # a CPU with neither AVX-512 nor AVX2 + FMA: the panels' plain loop of fmaf chains
+    if _testing is None:
+        pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
+    rng = np.random.default_rng(4)
+    layer = fastnn.Linear(33, 200, "sigmoid", random_state=0).freeze()
+    model = fastnn.Sequential([layer], loss="squared_error")
+    X = rng.standard_normal((3, 33)).astype(np.float32)
+    want = 1 / (1 + np.exp(-(X.astype(np.float64) @ layer.W.T.astype(np.float64) + layer.b)))
+    fast = [model.predict(x) for x in X]
+    try:
+        assert _testing.gemm_path(0) == 0
+        for x, w, f in zip(X, want, fast):
+            got = model.predict(x)
+            assert_close(got, w, np.float32)
+            np.testing.assert_array_equal(got, f)  # (one fused chain a unit on every path)
+    finally:
+        _testing.gemm_path(CPU_PATH)
+
+
 def test_a_frozen_layers_batch_beyond_own_gemm_takes_ws_product(assert_close):
     # above own_gemm multiply-adds a batch's product is BLAS's on W (the panels' would pack
     # them again); one sample still reads the panels
