@@ -28,6 +28,9 @@
 #include <stddef.h>
 #include <math.h>
 
+/* the units a panel of a frozen layer's packed W^T holds (see fnn_pgemv below) */
+#define FNN_PANEL_UNITS 128
+
 /* a frozen layer's panel (see fnn_pgemv below) by a plain loop: z (w) = x (1 x k) B (k x w),
  * each z_j one fused chain over p = 0..k-1 from zero (fmaf rounds once, as FMA does) */
 static inline void fnn_pgemv_plain(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
@@ -440,7 +443,6 @@ static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const floa
  * rows of W read beside x, in any order of the rows tried, and for a panel's columns read
  * out of the whole W^T). Each z_j is one fused multiply-add chain over p = 0..k-1 from zero:
  * the bits fnn_sgemm gives the same row with the same panel. */
-#define FNN_PANEL_UNITS 128
 
 #define FNN_PG_ACC(R) V_T c##R = V_ZERO();
 #define FNN_PG_FMA(R) c##R = V_FMADD(V_LOAD(Bp + p * w + (R) * V_W, m##R), xp, c##R);
@@ -540,7 +542,6 @@ static inline int fnn_sgemm_nt(ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const floa
     (void)m; (void)n; (void)k; (void)A; (void)lda; (void)B; (void)ldb; (void)C; (void)ldc;
     return 0;
 }
-#define FNN_PANEL_UNITS 128
 static inline void fnn_pgemv(ptrdiff_t k, ptrdiff_t w, const float* x, const float* B,
                              float* z) {
     fnn_pgemv_plain(k, w, x, B, z);
