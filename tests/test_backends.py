@@ -11,7 +11,7 @@ import threadpoolctl
 
 import fastnn
 import fastnn.functional as F
-from fastnn import MLP, _kernels, backends, losses
+from fastnn import MLP, _kernels, backends, losses, reference
 from fastnn.backends import Ops, native
 from helpers import tuning
 
@@ -277,6 +277,17 @@ def test_linear_backward_on_each_path(path, N, K, M, assert_close):
         assert_close(g, w, np.float32)
 
 
+def _frozen_layer(n_in, units, activation, N, seed):
+    """A one-layer model of a frozen float32 Linear (its W^T in panels), N rows of X and the
+    layer's output on them by fastnn.reference in float64."""
+    layer = fastnn.Linear(n_in, units, activation, random_state=0).freeze()
+    assert layer._packed is not None
+    X = np.random.default_rng(seed).standard_normal((N, n_in)).astype(np.float32)
+    want = reference.linear(X.astype(np.float64), layer.W.astype(np.float64),
+                            layer.b.astype(np.float64), activation)
+    return fastnn.Sequential([layer], loss="squared_error"), X, want
+
+
 @pytest.mark.parametrize("n_in, units", [(1, 128), (40, 129), (33, 200), (300, 384)])
 def test_a_frozen_layers_panels_on_each_path(path, n_in, units, assert_close):
     # the packed W^T of a frozen float32 layer (Linear.freeze): panels of 128 units, the last
@@ -284,12 +295,7 @@ def test_a_frozen_layers_panels_on_each_path(path, n_in, units, assert_close):
     # against float64 NumPy, and its bits against its row in a batch (fastnn's own product on
     # the same panels: each unit one fused chain over the inputs in order), on 1 and 2
     # threads
-    rng = np.random.default_rng([n_in, units])
-    layer = fastnn.Linear(n_in, units, "tanh", random_state=0).freeze()
-    assert layer._packed is not None
-    model = fastnn.Sequential([layer], loss="squared_error")
-    X = rng.standard_normal((6, n_in)).astype(np.float32)
-    want = np.tanh(X.astype(np.float64) @ layer.W.T.astype(np.float64) + layer.b)
+    model, X, want = _frozen_layer(n_in, units, "tanh", 6, [n_in, units])
     batch = model.predict(X)
     assert_close(batch, want, np.float32)
     for threads in (1, 2):
@@ -302,11 +308,7 @@ def test_a_frozen_layers_panels_by_the_plain_loop(assert_close):
     # a CPU with neither AVX-512 nor AVX2 + FMA: the panels' plain loop of fmaf chains
     if _testing is None:
         pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
-    rng = np.random.default_rng(4)
-    layer = fastnn.Linear(33, 200, "sigmoid", random_state=0).freeze()
-    model = fastnn.Sequential([layer], loss="squared_error")
-    X = rng.standard_normal((3, 33)).astype(np.float32)
-    want = 1 / (1 + np.exp(-(X.astype(np.float64) @ layer.W.T.astype(np.float64) + layer.b)))
+    model, X, want = _frozen_layer(33, 200, "sigmoid", 3, 4)
     fast = [model.predict(x) for x in X]
     try:
         assert _testing.gemm_path(0) == 0
@@ -323,11 +325,8 @@ def test_a_frozen_layers_batch_beyond_own_gemm_takes_ws_product(assert_close):
     # them again); one sample still reads the panels
     if _testing is None:
         pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
-    rng = np.random.default_rng(3)
-    layer = fastnn.Linear(50, 260, "relu", random_state=0).freeze()
-    model = fastnn.Sequential([layer], loss="squared_error")
-    X = rng.standard_normal((9, 50)).astype(np.float32)
-    want = np.maximum(X.astype(np.float64) @ layer.W.T.astype(np.float64) + layer.b, 0)
+    model, X, want = _frozen_layer(50, 260, "relu", 9, 3)
+    layer = model.layers[0]
     with _testing.tuning(own_gemm=1000):
         assert_close(model.predict(X), want, np.float32)
         assert_close(model.predict(X[4]), want[4], np.float32)
