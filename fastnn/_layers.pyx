@@ -355,15 +355,20 @@ cdef inline void _transpose_tile(const floating* A, Py_ssize_t lda, floating* ti
             tile[j * 32 + i] = A[i * lda + j]
 
 
+cdef inline bint _split_sample(Py_ssize_t weights) noexcept nogil:
+    # whether one sample's layer of this many weights is worth sharing among the threads:
+    # a W too large for one core's cache, or (while fastnn's threads are still awake from a
+    # recent call, so that no wake-up is paid) one of part_work or more
+    return weights >= tune.split_gemv or (weights >= tune.part_work and awake() > 0)
+
+
 cdef void gemv_layer(const floating* W, const floating* x, const floating* b, floating* u,
                       Py_ssize_t K, Py_ssize_t M, int code) noexcept nogil:
     # one sample, eq. 1a: u_j = g(sum_k W_jk x_k + b_j). A large W is cut into blocks of rows
     # that the threads take (each streams its part of W from its own core's cache); a row's
     # sum does not depend on the block, so the result is the same for any thread count.
-    # Worth splitting: a W too large for one core's cache, or (while fastnn's threads are
-    # still awake from a recent call, so that no wake-up is paid) one of part_work or more.
     cdef Elementwise job
-    if M >= 32 and (M * K >= tune.split_gemv or (M * K >= tune.part_work and awake() > 0)):
+    if M >= 32 and _split_sample(M * K):
         job.single, job.A, job.W, job.x, job.b = floating is float, u, W, x, b
         job.width, job.size, job.code = K, M, code
         blocks(_gemv_row_blocks, &job, M // 16)  # blocks of 16 rows: no cache line shared
@@ -404,8 +409,7 @@ cdef void linear_forward_packed(const float* X, const float* W, const float* Wp,
     if N == 1:
         job.single, job.A, job.W, job.x, job.b = True, U, Wp, X, b
         job.width, job.size, job.code = K, M, code
-        if panels > 1 and (M * K >= tune.split_gemv
-                           or (M * K >= tune.part_work and awake() > 0)):
+        if panels > 1 and _split_sample(M * K):
             blocks(_panel_blocks, &job, panels)
         else:
             _panel_blocks(&job, 0, panels)
