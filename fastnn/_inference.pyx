@@ -232,7 +232,8 @@ def network(object X, object layers, object output, bint finite=False):
     work = widest = 0
     for l in range(L):
         work += N * dims[l] * dims[l + 1]
-        widest = max(widest, dims[l] * dims[l + 1])
+        if Wp[l] == NULL:  # (a frozen layer's panels are read by each part, not packed)
+            widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
     with nogil:
         blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)

@@ -196,8 +196,9 @@ class Linear:
         ``W`` and ``b`` become new read-only arrays of the same values. A float32 layer of
         at least 128 units also keeps W^T packed in panels of 128 units, each one stretch of
         memory that a sample's product reads at the speed of the core's cache (1.6 times
-        the speed of W's rows read beside the sample, on the machine of BENCHMARKS.md), at
-        the cost of a second copy of W's memory. The model's predictions use it while ``W``
+        the speed of W's rows read beside the sample, on the machine of BENCHMARKS.md), and
+        that a batch's product takes as they are (BLAS would copy W into such panels on
+        every call), at the cost of a second copy of W's memory. The model's predictions use it while ``W``
         is that read-only array; the results differ from an unfrozen layer's in rounding
         only.
 

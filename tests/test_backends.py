@@ -320,18 +320,18 @@ def test_a_frozen_layers_panels_by_the_plain_loop(assert_close):
         _testing.gemm_path(CPU_PATH)
 
 
-def test_a_frozen_layers_batch_beyond_own_gemm_takes_ws_product(assert_close):
-    # above own_gemm multiply-adds a batch's product is BLAS's on W (the panels' would pack
-    # them again); one sample still reads the panels
-    if _testing is None:
-        pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
-    model, X, want = _frozen_layer(50, 260, "relu", 9, 3)
-    layer = model.layers[0]
-    with _testing.tuning(own_gemm=1000):
-        assert_close(model.predict(X), want, np.float32)
-        assert_close(model.predict(X[4]), want[4], np.float32)
-        np.testing.assert_array_equal(model.predict(X),
-                                      F.linear(X, np.array(layer.W), layer.b, "relu"))
+def test_a_frozen_layers_batch_takes_the_panels_product_at_any_size(assert_close):
+    # a frozen layer's batch, however large (here above the tuning table's own_gemm, where an
+    # unfrozen layer's product is BLAS's), is fastnn's own product on the panels: each row
+    # gets the bits of its sample alone, whichever part of the batch it falls in
+    N, n_in, units = 1100, 120, 260
+    assert N * n_in * units > tuning()["own_gemm"]
+    model, X, want = _frozen_layer(n_in, units, "relu", N, 3)
+    batch = model.predict(X)
+    assert_close(batch, want, np.float32)
+    for i in (0, 1, 517, N - 1):
+        np.testing.assert_array_equal(model.predict(X[i]), batch[i])
+    np.testing.assert_array_equal(model.predict(X[500:900]), batch[500:900])
 
 
 @pytest.mark.parametrize("shape", [(64, (128,), 10, 32, 400),    # small: W^T, small products
