@@ -853,6 +853,8 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
     cdef StepsJob* job = <StepsJob*>arg
     cdef double until
     cdef long sense = 0
+    if tid > 0:  # BLAS held once for its products here (the caller holds it for thread 0)
+        hold_blas()
     if T > 1:
         fnn_barrier_wait(&job.start_line, T, &sense)
         if tid == 0:
@@ -874,6 +876,8 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
     else:
         _train_steps(<double*>NULL, job.st, job.perm, job.start, job.stop, job.n, job.lr, tid,
                      T, &job.barrier, &job.total)
+    if tid > 0:
+        release_blas()
 
 
 cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,

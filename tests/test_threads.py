@@ -374,3 +374,35 @@ def test_predictions_and_kernels_have_the_same_bits_on_any_thread_count(dtype):
     for other in results[1:]:
         for A, B in zip(results[0], other):
             np.testing.assert_array_equal(A, B)
+
+
+def test_blas_held_by_nested_and_concurrent_holders_until_the_last_lets_go():
+    # fastnn holds BLAS on one thread around its products: a thread's nested holds touch
+    # the shared count once (its first and last), other threads' holds count on their own,
+    # and the counts found come back when the last holder lets go
+    import threading
+
+    from fastnn.threads import one_blas_thread
+    from helpers import blas_threads
+
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        found = blas_threads()
+        assert found and all(n == 2 for n in found)
+        held, go = threading.Event(), threading.Event()
+
+        def other():
+            with one_blas_thread():
+                held.set()
+                go.wait(10)
+
+        with one_blas_thread():
+            with one_blas_thread():
+                assert all(n == 1 for n in blas_threads())
+            assert all(n == 1 for n in blas_threads())  # the outer hold still counts
+            partner = threading.Thread(target=other)
+            partner.start()
+            assert held.wait(10)
+        assert all(n == 1 for n in blas_threads())  # the partner holds it still
+        go.set()
+        partner.join(10)
+        assert blas_threads() == found
