@@ -51,6 +51,7 @@ static inline void fnn_pgemv_plain(ptrdiff_t k, ptrdiff_t w, const float* x, con
  * expands X(R) for R = 0..MR-1; the V_ macros are the instruction set's, defined below. */
 #define FNN_ROWS_1(X) X(0)
 #define FNN_ROWS_4(X) X(0) X(1) X(2) X(3)
+#define FNN_ROWS_6(X) X(0) X(1) X(2) X(3) X(4) X(5)
 #define FNN_ROWS_8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
 
 #define FNN_ZERO_ROW(R) V_T c##R##0 = V_ZERO(), c##R##1 = V_ZERO();
@@ -129,12 +130,14 @@ FNN_TILE(fnn_tile512_1, "avx512f", 1, __mmask16)
 #define V_ADD _mm256_add_ps
 #define V_LOAD(p, m) _mm256_loadu_ps(p)
 #define V_STORE(p, m, v) _mm256_storeu_ps(p, v)
+FNN_TILE(fnn_tile256_6_full, "avx2,fma", 6, __m256i)
 FNN_TILE(fnn_tile256_4_full, "avx2,fma", 4, __m256i)
 FNN_TILE(fnn_tile256_1_full, "avx2,fma", 1, __m256i)
 #undef V_LOAD
 #undef V_STORE
 #define V_LOAD(p, m) _mm256_maskload_ps(p, m)
 #define V_STORE(p, m, v) _mm256_maskstore_ps(p, m, v)
+FNN_TILE(fnn_tile256_6, "avx2,fma", 6, __m256i)
 FNN_TILE(fnn_tile256_4, "avx2,fma", 4, __m256i)
 FNN_TILE(fnn_tile256_1, "avx2,fma", 1, __m256i)
 #undef V_T
@@ -157,6 +160,9 @@ FNN_TILE(fnn_tile256_1, "avx2,fma", 1, __m256i)
     for (; i < m; i++) FNN_TILE_AT(T1, i)
 #define FNN_PANEL8(T8, T4, T1)                                                              \
     for (; i + 8 <= m; i += 8) FNN_TILE_AT(T8, i)                                           \
+    FNN_PANEL(T4, T1)
+#define FNN_PANEL6(T6, T4, T1) /* (8 rows left: two tiles of 4, not 6 + 1 + 1) */          \
+    for (; i + 6 <= m && m - i != 8; i += 6) FNN_TILE_AT(T6, i)                             \
     FNN_PANEL(T4, T1)
 
 __attribute__((target("avx512f"))) static void fnn_sgemm_avx512(
@@ -186,9 +192,9 @@ __attribute__((target("avx2,fma"))) static void fnn_sgemm_avx2(
         __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
         __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
         if (w == 16) {
-            FNN_PANEL(fnn_tile256_4_full, fnn_tile256_1_full)
+            FNN_PANEL6(fnn_tile256_6_full, fnn_tile256_4_full, fnn_tile256_1_full)
         } else {
-            FNN_PANEL(fnn_tile256_4, fnn_tile256_1)
+            FNN_PANEL6(fnn_tile256_6, fnn_tile256_4, fnn_tile256_1)
         }
     }
 }
