@@ -248,6 +248,18 @@ def blas_small(sizes):
                    {"own_gemm": 0}, {"own_gemm": HUGE, "own_small": True})
 
 
+@measures("own_panels", "own", "BLAS", "multiply-adds (a frozen layer's batch)",
+          "predict_proba of a frozen 784 -> 256 relu layer, N rows (fastnn's threads); the "
+          "same batches whatever the current value (--quick: two)", (-1, 0), (0,), threads=True)
+def own_panels(sizes):
+    layer = fastnn.Linear(784, 256, "relu", random_state=0).freeze()
+    model = fastnn.Sequential([layer], loss="squared_error")
+    for N in (256, 1024, 2048, 4096, 8192) if len(sizes) > 1 else (256, 4096):
+        X = RNG.standard_normal((N, 784)).astype(np.float32)
+        yield Case(f"{N} x 784 -> 256", N * 784 * 256, lambda X=X: model.predict(X),
+                   {"own_panels": HUGE}, {"own_panels": 0})
+
+
 @measures("parallel_elements", "one thread", "threads", "elements",
           "F.sigmoid on a float32 array, warm and cold",
           (-4, -3, -2, -1, 0, 1, 2), (-2, 0, 2), threads=True)

@@ -26,6 +26,11 @@ cdef extern from "_barrier.h" nogil:
 
 cdef Tuning* tune = tuned()
 
+if fnn_sgemm_level() == 1:  # fastnn's product runs its AVX2 kernels: their own values
+    from fastnn._tuning import AVX2, _set
+    for _name, _value in AVX2.items():
+        _set(_name, _value)
+
 
 # ---------------------------------------------------------------------------------------
 # BLAS on one thread while fastnn calls it

@@ -399,13 +399,16 @@ cdef void linear_forward_packed(const float* X, const float* W, const float* Wp,
     # linear_forward for a frozen layer, which also holds W^T in panels: panel p (units
     # p PANEL .. + w) at Wp + p PANEL K, (K, w) row-major. One sample: each panel is one
     # stream of W^T and a thread's panels one stretch of memory (split as gemv_layer splits
-    # W's rows); a batch: fastnn's own product per panel at any size, the panel being the
-    # packed operand BLAS would copy W into on every call (4096 x 784 -> 256 on two threads:
-    # 3.37 against BLAS's 3.68 ms warm, 3.90 against 4.31 ms after a pause; BLAS where the
-    # CPU lacks it). Every unit is one fused chain over the inputs, so a row gets the same
-    # bits in any batch and alone.
+    # W's rows); a batch: a product per panel, fastnn's own up to own_panels multiply-adds
+    # (the panel being the packed operand BLAS would copy W into on every call), beyond
+    # that W's own BLAS product. Every unit is one fused chain over the inputs wherever
+    # fastnn's product computes it, so a row gets the same bits alone and in a batch up to
+    # own_panels.
     cdef Py_ssize_t p, j, w, panels = (M + PANEL - 1) // PANEL
     cdef Elementwise job
+    if N > 1 and N * M * K > tune.own_panels:
+        linear_forward(X, W, b, U, N, K, M, code)
+        return
     if N == 1:
         job.single, job.A, job.W, job.x, job.b = True, U, Wp, X, b
         job.width, job.size, job.code = K, M, code

@@ -15,6 +15,7 @@ T.small_gemm = 4096
 T.own_gemm = 1 << 25
 T.blas_small = 1 << 20
 T.own_small = False
+T.own_panels = 1 << 62
 T.parallel_elements = 1 << 18
 T.split_gemv = 1 << 22
 T.part_work = 1 << 17
@@ -34,6 +35,12 @@ T.signal_batches = 32
 T.signal_work = 2.0 ** 31
 T.sparse_transpose = 0.25
 
+#: the values that differ where fastnn's own product runs its AVX2 kernels (a CPU without
+#: AVX-512; set at import, _blas.pyx), measured on a 2-core AMD EPYC (Zen 3) VM: BLAS's
+#: product of W beats the panels' from 4096 x 784 -> 256 (10.7 against 11.7 ms), the panels
+#: win up to 2048 rows (5.6 against 6.6 ms; 1024: 2.8 against 4.4)
+AVX2 = {"own_panels": 1 << 29}
+
 #: what each threshold trades (one line each)
 NOTES = {
     "small_gemm": "multiply-adds below which a product's direct loops beat a BLAS call "
@@ -44,6 +51,9 @@ NOTES = {
                   "OpenBLAS) beat fastnn's own product (rounding)",
     "own_small": "whether fastnn's own product also takes the products up to blas_small: "
                  "where the BLAS loaded has no small-matrix kernels (set once at import)",
+    "own_panels": "multiply-adds of a frozen layer's batch up to which fastnn's own product "
+                  "over the panels freeze() packed beats BLAS's product of W, which packs W "
+                  "again each call (rounding)",
     "parallel_elements": "elements from which an elementwise pass that evaluates exp "
                          "(sigmoid, tanh, exp, softmax, cross-entropy) uses the threads",
     "split_gemv": "W's size (M K) from which one sample's layer splits W's rows among the "

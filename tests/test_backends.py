@@ -320,18 +320,29 @@ def test_a_frozen_layers_panels_by_the_plain_loop(assert_close):
         _testing.gemm_path(CPU_PATH)
 
 
-def test_a_frozen_layers_batch_takes_the_panels_product_at_any_size(assert_close):
-    # a frozen layer's batch, however large (here above the tuning table's own_gemm, where an
-    # unfrozen layer's product is BLAS's), is fastnn's own product on the panels: each row
+def test_a_frozen_layers_batch_takes_the_panels_product_up_to_own_panels(assert_close):
+    # a frozen layer's batch up to own_panels (here above the tuning table's own_gemm, where
+    # an unfrozen layer's product is BLAS's) is fastnn's own product on the panels: each row
     # gets the bits of its sample alone, whichever part of the batch it falls in
     N, n_in, units = 1100, 120, 260
-    assert N * n_in * units > tuning()["own_gemm"]
+    assert tuning()["own_gemm"] < N * n_in * units <= tuning()["own_panels"]
     model, X, want = _frozen_layer(n_in, units, "relu", N, 3)
     batch = model.predict(X)
     assert_close(batch, want, np.float32)
     for i in (0, 1, 517, N - 1):
         np.testing.assert_array_equal(model.predict(X[i]), batch[i])
     np.testing.assert_array_equal(model.predict(X[500:900]), batch[500:900])
+
+
+def test_a_frozen_layers_batch_above_own_panels_is_blas_product_of_w(assert_close):
+    # above own_panels (AVX2 CPUs: 2^29 multiply-adds) the batch is BLAS's product of W
+    if _testing is None:
+        pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
+    model, X, want = _frozen_layer(120, 260, "relu", 300, 5)
+    with _testing.tuning(own_panels=300 * 120 * 260 - 1):
+        got = model.predict(X)
+    assert_close(got, want, np.float32)
+    np.testing.assert_array_equal(model.predict(X[:10]), model.predict(X)[:10])
 
 
 @pytest.mark.parametrize("shape", [(64, (128,), 10, 32, 400),    # small: W^T, small products
