@@ -105,6 +105,10 @@ def finite_input(X: object, W: _FloatArray) -> bool:
     """Whether X is a model's input in the common case (a 2-D C array of W's dtype, native
     order, aligned, rows >= 1, W.shape[1] columns), every value finite."""
 
+def plain_labels(y: object, N: int, K: int) -> bool:
+    """Whether y is a classifier's labels in the common case (a 1-D C array of intp, native
+    order, aligned, N labels in 0..K-1)."""
+
 def finite_rows(X: _FloatArray, single: bool) -> bool:
     """Whether every entry of the 2-D float32/float64 array X (aligned, native byte order, any
     strides) is finite, and stays so as float32 when ``single``."""

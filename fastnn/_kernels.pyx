@@ -105,3 +105,17 @@ def finite_input(object X, object W):
     if a.shape[0] == 0 or a.shape[1] != (<cnp.ndarray>W).shape[1]:
         return False
     return all_finite(a)
+
+
+def plain_labels(object y, Py_ssize_t N, Py_ssize_t K):
+    """Whether y is a classifier's labels in the common case, checked in one call: an exact
+    1-D intp ndarray, C-contiguous, aligned, in native byte order, of N labels in 0..K-1."""
+    if not plain(y, 1, cnp.NPY_INTP) or (<cnp.ndarray>y).shape[0] != N:
+        return False
+    cdef const Py_ssize_t* labels = <const Py_ssize_t*>cnp.PyArray_DATA(<cnp.ndarray>y)
+    cdef Py_ssize_t i
+    cdef size_t bad = 0
+    with nogil:
+        for i in range(N):  # (a label below 0 wraps to above K - 1)
+            bad |= <size_t>labels[i] >= <size_t>K
+    return bad == 0

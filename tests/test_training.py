@@ -1643,6 +1643,26 @@ def test_all_finite_arrays_and_finite_input_agree_on_both_backends(backend, dtyp
         assert not ops().finite_input(bad, W), bad
 
 
+def test_plain_labels_agree_on_both_backends_and_fall_back_to_the_checks(backend):
+    """plain_labels (a classifier's common y: an exact 1-D C array of intp, N labels in
+    0..K-1) gives the same answers on both backends; whatever it turns down, fit checks in
+    full and names (or converts) as before."""
+    y = np.array([0, 3, 1, 2, 2], dtype=np.intp)
+    assert ops().plain_labels(y, 5, 4)
+    assert ops().plain_labels(np.zeros(0, np.intp), 0, 4)
+    for bad, N in ((y, 4), (y.tolist(), 5), (y.astype(np.int32), 5), (y.astype(float), 5),
+                   (np.repeat(y, 2)[::2], 5), (y.astype(np.dtype(np.intp).newbyteorder()), 5),
+                   (y - 1, 5), (y + 1, 5), (y.reshape(5, 1), 5),
+                   (np.array([0, 1, 2, 3, np.iinfo(np.intp).min], np.intp), 5)):
+        assert not ops().plain_labels(bad, N, 4), bad
+    net = MLP(3, 4, 4, random_state=0)
+    X = np.ones((5, 3), np.float32)
+    for labels in (y - 1, y + 1):
+        with pytest.raises(ValueError, match="class labels in 0..3"):
+            net.fit(X, labels, epochs=1)
+    net.fit(X, y.astype(np.int32), epochs=1)  # (converted)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_all_finite_nonnegative(dtype):
     """Adam's second moments: finite and >= 0, -0.0 included; a negative, NaN (of either

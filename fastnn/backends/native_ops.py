@@ -115,6 +115,9 @@ class NativeOps(Ops):
     def finite_input(self, X: object, W: FloatArray) -> bool:
         return bool(_kernels.finite_input(X, W))
 
+    def plain_labels(self, y: object, N: int, K: int) -> bool:
+        return bool(_kernels.plain_labels(y, N, K))
+
     def finite_rows(self, X: FloatArray, single: bool) -> bool:
         return bool(_kernels.finite_rows(X, single))
 

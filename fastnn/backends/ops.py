@@ -177,6 +177,13 @@ class Ops:
                 and X.dtype.isnative and X.shape[0] > 0 and X.shape[1] == W.shape[1]
                 and X.flags.c_contiguous and X.flags.aligned and self.all_finite(X))
 
+    def plain_labels(self, y: object, N: int, K: int) -> bool:
+        """Whether y is a classifier's labels in the common case: an exact 1-D intp ndarray,
+        C-contiguous, aligned, in native byte order, of N labels in 0..K-1."""
+        return (type(y) is np.ndarray and y.ndim == 1 and y.dtype == np.intp
+                and y.dtype.isnative and y.shape[0] == N and y.flags.c_contiguous
+                and y.flags.aligned and not (N and (y.min() < 0 or y.max() >= K)))
+
     def finite_rows(self, X: FloatArray, single: bool) -> bool:
         """Whether every entry of the 2-D float array X (any layout) is finite, and stays so
         as float32 when ``single``; a block of rows at a time (no copy of X)."""
