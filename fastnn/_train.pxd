@@ -33,6 +33,9 @@ cdef struct TrainState:
     bint disband                    # a thread of the team waited long: thread 0 goes on alone
     Py_ssize_t disband_from         # (by_units) the step after whose barrier it does, or -1
     Py_ssize_t disband_at           # (tests: thread 0 disbands the team after this step)
+    double timed_from               # thread 0's clock at the barrier after the stretch's first
+    double timed_to                 # step, and at its latest barrier since, timed_steps steps
+    Py_ssize_t timed_steps          # later (0: the stretch was too short to time so)
     int unit_parts[MAX_LAYERS]      # blocks of layer l's units in the units phase
     Py_ssize_t dims[MAX_LAYERS + 1]  # dims[0] = n_in, dims[l + 1] = layer l's width
     int acts[MAX_LAYERS]
@@ -124,7 +127,7 @@ cdef class _Loop:
     cdef void _transpose(self, void* A, void* B, Py_ssize_t rows, Py_ssize_t cols)
     cdef int _team_size(self)
     cdef int _threads_for(self, Py_ssize_t* steps)
-    cdef void _after(self, int threads, Py_ssize_t steps, double seconds)
+    cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds)
     cdef void _save(self)
     cdef bint _all_finite(self)
     cdef void _restore_saved(self)

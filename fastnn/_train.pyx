@@ -537,6 +537,15 @@ cdef void _units_pass(floating* tag, TrainState* st, Py_ssize_t B, int l, int q,
                 j1 - j0, st, lr, 0.0, t)
 
 
+cdef inline void _time_step(TrainState* st, Py_ssize_t done) noexcept nogil:
+    # thread 0 at a barrier that ends ``done`` steps after the one ending the stretch's first
+    # step: a stretch's speed is timed from there (_train_batches)
+    if done == 0:
+        st.timed_from = clock()
+    else:
+        st.timed_to, st.timed_steps = clock(), done
+
+
 cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
                             double* mark) noexcept nogil:
     # the barrier; whether this thread waited long there: longer than it worked since its
@@ -611,6 +620,8 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         if T > 1 and (slow >= 2 or (tid == 0 and steps == st.disband_at)):
             st.disband = True
         slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        if tid == 0:
+            _time_step(st, steps - 1)
         s += B
         if T > 1 and st.disband:
             if tid != 0:
@@ -803,6 +814,8 @@ cdef void _units_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         if T > 1 and st.disband_from < 0 and (slow >= 2 or (tid == 0 and k == st.disband_at)):
             st.disband_from = k
         slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        if tid == 0 and k > 0:
+            _time_step(st, k - 1)
         if T > 1 and 0 <= st.disband_from <= k:  # thread 0 goes on alone from here
             if tid != 0:
                 return
@@ -882,26 +895,34 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
 
 cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
                            Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n, double lr,
-                           double total, int threads, double* seconds,
+                           double total, int threads, double* step_seconds,
                            double delay=0) noexcept nogil:
     # the steps on the batches of perm[start:stop] (of an epoch's n), on up to ``threads`` of
     # fastnn's threads; returns ``total`` plus their summed (weighted) losses, one batch at a
     # time (the same sum however an epoch is cut into stretches), non-finite after a
-    # diverging batch. ``seconds``: how long the steps took, a team's from when all its
-    # threads had started: waking a worker that slept (while one thread ran the stretch
-    # before) is not the team's speed, and counting it made a fit that once ran alone keep
-    # finding its team slower (the digits fit after a pause: 15 team stretches of 46)
+    # diverging batch. ``step_seconds``: the time a step took, over the steps after the
+    # stretch's first where there are any (_time_step), else over all from when a team's
+    # threads had all started. Neither waking a worker that slept (while one thread ran the
+    # stretch before) nor a first step is the stretch's speed: a first step moves the
+    # weights' lines to the cores that update them now (a team's after a stretch on one
+    # thread; both ways). Counted, a digits fit (64-128-10, 32 rows) that once ran alone
+    # timed its 4-step team probes at 22-25 us a step against 19.5 alone (13.5 in a team's
+    # long stretches) and kept running alone: 27-29 ms fits instead of 19
     cdef StepsJob job
+    cdef Py_ssize_t steps = (stop - start + st.B - 1) // st.B
     job.st, job.perm, job.start, job.stop, job.lr = st, perm, start, stop, lr
     job.n = n
     job.single, job.total, job.delay = single, total, delay
     fnn_barrier_init(&job.barrier)
     fnn_barrier_init(&job.start_line)
-    st.disband, st.disband_from = False, -1
+    st.disband, st.disband_from, st.timed_steps = False, -1, 0
     hold_blas()  # (once for the stretch's products)
     job.began = clock()
     run(_steps_job, &job, threads)
-    seconds[0] = clock() - job.began
+    if st.timed_steps > 0:
+        step_seconds[0] = (st.timed_to - st.timed_from) / st.timed_steps
+    else:
+        step_seconds[0] = (clock() - job.began) / max(steps, 1)
     release_blas()
     return job.total
 
@@ -1273,8 +1294,9 @@ cdef class _Loop:
         steps[0] = min(steps[0], self.hold - self.since_probe)
         return faster
 
-    cdef void _after(self, int threads, Py_ssize_t steps, double seconds):
-        # record a stretch of ``steps`` steps that took ``seconds`` on ``threads`` threads
+    cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds):
+        # record a stretch of ``steps`` steps on ``threads`` threads, timed at
+        # ``step_seconds`` a step (_train_batches)
         cdef bint team_was_faster = self.team_speed <= self.alone_speed
         if threads <= 1:
             self.alone_stretches += 1
@@ -1303,9 +1325,9 @@ cdef class _Loop:
             self.since_probe, self.hold = 0, self.retry
             return
         if threads > 1:
-            self.team_speed, self.retry = seconds / steps, 0
+            self.team_speed, self.retry = step_seconds, 0
         else:
-            self.alone_speed = seconds / steps
+            self.alone_speed = step_seconds
         if (self.team_speed <= self.alone_speed) != team_was_faster:
             # the other is faster now (timed again, or the faster timed slower while
             # running its hold): run it for hold_steps, then time this one again
