@@ -66,6 +66,18 @@ def start_late(_Loop trainer, double seconds):
     trainer.partner_delay = seconds
 
 
+def choose_and_time(_Loop trainer, double team_step, double alone_step,
+                    Py_ssize_t steps=1 << 40):
+    """One stretch of ``trainer``'s choice of threads, not run: the threads and steps it
+    would run (at most ``steps``), recorded as if a step had taken ``team_step`` seconds on
+    the team or ``alone_step`` on one thread. Returns (threads, steps)."""
+    cdef Py_ssize_t n = steps
+    cdef int threads = trainer._threads_for(&n)
+    trainer.st.disband = False
+    trainer._after(threads, n, team_step if threads > 1 else alone_step)
+    return threads, n
+
+
 @contextlib.contextmanager
 def tuning(**values):
     """Move thresholds of fastnn._tuning for a ``with`` block (a test reaching both sides)."""

@@ -101,7 +101,9 @@ cdef class _Loop:
     # stretches it ran (probe_steps steps of each first: _tuning), runs the faster, and every
     # ``hold`` steps times the other again for probe_steps steps; the hold doubles (up to
     # max_hold_steps) while the same one stays faster, and starts again at hold_steps when
-    # the other wins, also when the faster loses while running its hold. A team that
+    # the other wins, also when the faster loses while running its hold; while the team is
+    # the faster, the hold is at least long enough that timing one thread costs at most
+    # probe_share of the time (_team_hold). A team that
     # disbands (see _train_steps) counts as infinitely slow until it is tried again after
     # ``retry`` steps: probe_steps, doubled (up to max_hold_steps) at each disband in a row.
     cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
@@ -128,6 +130,7 @@ cdef class _Loop:
     cdef int _team_size(self)
     cdef int _threads_for(self, Py_ssize_t* steps)
     cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds)
+    cdef Py_ssize_t _team_hold(self, Py_ssize_t hold)
     cdef void _save(self)
     cdef bint _all_finite(self)
     cdef void _restore_saved(self)

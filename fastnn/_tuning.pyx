@@ -29,6 +29,7 @@ T.team_epoch = 1 << 23
 T.probe_steps = 4
 T.hold_steps = 16
 T.max_hold_steps = 4096
+T.probe_share = 0.03
 T.mirror_weights = 1 << 17
 T.mirror_steps = 4
 T.signal_batches = 32
@@ -80,6 +81,8 @@ NOTES = {
     "hold_steps": "steps on the faster before timing the slower again (doubled up to "
                   "max_hold_steps while the same one wins)",
     "max_hold_steps": "the longest hold",
+    "probe_share": "while the team is the faster, its hold is at least long enough that "
+                   "timing one thread again costs at most this share of the hold's time",
     "mirror_weights": "weights up to which the training loop holds a first layer as W^T "
                       "(its forward is then X W^T without packing W; two copies a fit)",
     "mirror_steps": "... when an epoch has at least this many steps",

@@ -25,7 +25,8 @@
   threads and the process's affinity mask are never changed.
 - **Team or one thread.** A fit times its steps on its team and on one thread, runs the
   faster and times the other again now and then (the tuning table's ``probe_steps``,
-  ``hold_steps``); a team whose threads wait long at its barriers (a core busy elsewhere)
+  ``hold_steps``; timing one thread while the team is much faster costs at most
+  ``probe_share`` of the time); a team whose threads wait long at its barriers (a core busy elsewhere)
   finishes its stretch on one thread and is tried again soon, then less often while that
   repeats. Only the speed depends on this, never the weights.
 - **BLAS.** While fastnn calls BLAS, the BLAS libraries threadpoolctl finds run on one thread

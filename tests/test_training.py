@@ -1482,6 +1482,38 @@ def test_a_team_that_disbands_is_tried_again_soon_then_less_often(trainers):
     assert runner.retry == runner.hold == 8 * P
 
 
+@pytest.mark.parametrize("team_faster", [True, False])
+def test_a_team_much_faster_than_one_thread_is_timed_alone_seldom(trainers, team_faster):
+    # a step 1 ms on the team and 2 ms alone: after timing each (probe_steps, P), the hold on
+    # the team is long enough that timing one thread again (P steps, 1 ms extra each) costs
+    # at most probe_share of its time, and doubles; the other way round (a team slowed by
+    # another process), the team is timed again hold_steps after it was, then 2, 4, ... times
+    _testing = pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
+    P, share = TUNING["probe_steps"], TUNING["probe_share"]
+    arch = ARCHS["digits"]
+    batch = max(32, -(-TUNING["team_epoch"] // (P * _epoch_work(arch, 1))))
+    X, y = _team_problem("softmax", 4 * P * batch, arch[0], arch[2], "float32")
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        _team_model(arch, "float32").fit(X, y, epochs=1, batch_size=batch, shuffle=False)
+        runner = trainers[-1]
+        runner.team_speed = runner.alone_speed = 0.0  # (a fresh choice, the loop warm)
+        runner.since_probe, runner.hold, runner.retry = 0, TUNING["hold_steps"], 0
+        team, alone = (1e-3, 2e-3) if team_faster else (2e-3, 1e-3)
+        ran = [_testing.choose_and_time(runner, team, alone) for _ in range(6)]
+    if max(threads for threads, _ in ran) == 1:
+        pytest.skip("no team for this step with this tuning table")
+    on = [threads > 1 for threads, _ in ran]
+    assert on[:2] == [True, False] and [steps for _, steps in ran[:2]] == [P, P]
+    H = TUNING["hold_steps"]
+    if team_faster:
+        hold = max(H, math.ceil(P * (2 - 1) / share))
+        expected = [(True, hold), (False, P), (True, min(2 * hold, TUNING["max_hold_steps"])),
+                    (False, P)]
+    else:
+        expected = [(False, H - P), (True, P), (False, 2 * H), (True, P)]
+    assert [(o, steps) for o, (_, steps) in zip(on[2:], ran[2:])] == expected
+
+
 def test_a_short_stretch_runs_on_one_thread(trainers):
     # 3 epochs of 2 batches of a 10-100-1 net, less work an epoch than the tuning table's
     # team_epoch: too little to wake a team for
