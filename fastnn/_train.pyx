@@ -905,9 +905,9 @@ cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
     # threads had all started. Neither waking a worker that slept (while one thread ran the
     # stretch before) nor a first step is the stretch's speed: a first step moves the
     # weights' lines to the cores that update them now (a team's after a stretch on one
-    # thread; both ways). Counted, a digits fit (64-128-10, 32 rows) that once ran alone
-    # timed its 4-step team probes at 22-25 us a step against 19.5 alone (13.5 in a team's
-    # long stretches) and kept running alone: 27-29 ms fits instead of 19
+    # thread; both ways). In a digits fit (64-128-10, 32 rows, 2 cores) a 4-step team
+    # stretch after one thread's took 14.7 us a step whole, 13.4 after its first step (one
+    # thread's: 19.9 and 19.3): a probe timed whole is biased against the one it times
     cdef StepsJob job
     cdef Py_ssize_t steps = (stop - start + st.B - 1) // st.B
     job.st, job.perm, job.start, job.stop, job.lr = st, perm, start, stop, lr
