@@ -1337,7 +1337,6 @@ cdef class _Loop:
         else:
             self.since_probe += steps
 
-
     cdef Py_ssize_t _team_hold(self, Py_ssize_t hold):
         # the hold on the faster (at most max_hold_steps); while the team is the faster, at
         # least the steps that make timing one thread again (probe_steps steps at alone_speed

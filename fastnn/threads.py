@@ -26,9 +26,9 @@
 - **Team or one thread.** A fit times its steps on its team and on one thread, runs the
   faster and times the other again now and then (the tuning table's ``probe_steps``,
   ``hold_steps``; timing one thread while the team is much faster costs at most
-  ``probe_share`` of the time); a team whose threads wait long at its barriers (a core busy elsewhere)
-  finishes its stretch on one thread and is tried again soon, then less often while that
-  repeats. Only the speed depends on this, never the weights.
+  ``probe_share`` of the time); a team whose threads wait long at its barriers (a core
+  busy elsewhere) finishes its stretch on one thread and is tried again soon, then less
+  often while that repeats. Only the speed depends on this, never the weights.
 - **BLAS.** While fastnn calls BLAS, the BLAS libraries threadpoolctl finds run on one thread
   each (fastnn/_blas.pyx): fastnn's own threads share the work, each calling BLAS for its
   part, and OpenBLAS's split of a product among its threads changes the product's rounding
