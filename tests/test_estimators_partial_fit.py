@@ -139,3 +139,38 @@ def test_feature_names_keep_the_full_path(digits):
     assert "_quick" not in reg.__dict__  # (fitted with names: every call checks them)
     with pytest.warns(UserWarning, match="feature names"):
         reg.partial_fit(X[16:32], y[16:32].astype(float))
+
+
+@pytest.mark.parametrize("Estimator", [MLPClassifier, MLPRegressor])
+def test_the_quick_path_reads_a_strided_or_reversed_x_where_it_lies(digits, Estimator,
+                                                                    monkeypatch):
+    # a view's values are checked (and read) row by row, never as a block from its first
+    # element: a NaN past that block is found, and a reversed view reads no memory beyond it
+    X, y = digits
+    y = y if Estimator is MLPClassifier else y / 9.0
+    kwargs = {"classes": np.arange(10)} if Estimator is MLPClassifier else {}
+    make = lambda: Estimator(hidden_layer_sizes=(8,), random_state=0)  # noqa: E731
+    est = make().partial_fit(X[:16], y[:16], **kwargs)
+    wide = np.zeros((16, 128))
+    wide[:, ::2] = X[16:32]
+    wide[15, 2] = np.nan  # row 15 of the view: past the first 16 x 64 values of `wide`
+    with pytest.raises(ValueError, match="Input X contains NaN"):  # (scikit-learn's check)
+        est.partial_fit(wide[:, ::2], y[16:32])
+    # too large for the float32 model: the full path's error, the weights kept
+    wide[15, 2] = 1e300
+    before = [A.copy() for A in est.coefs_ + est.intercepts_]
+    with pytest.raises(ValueError, match="large values"):
+        est.partial_fit(wide[:, ::2], y[16:32])
+    for A, B in zip(est.coefs_ + est.intercepts_, before):
+        np.testing.assert_array_equal(A, B)
+    # a reversed view (negative strides: its data pointer at its last row, in the middle of
+    # its base) trains quick, as its C-contiguous copy does; the base's NaN after the view's
+    # last row is not the view's
+    same = make().partial_fit(X[:16], y[:16], **kwargs)
+    est = make().partial_fit(X[:16], y[:16], **kwargs)
+    base = np.vstack([X[16:32][::-1], np.full((16, 64), np.nan)])
+    backwards = base[15::-1]
+    assert backwards.strides[0] < 0
+    assert _run(est, [(backwards, y[16:32])], False, monkeypatch) == [True]
+    same.partial_fit(np.ascontiguousarray(backwards), y[16:32])
+    _assert_same(est, same)

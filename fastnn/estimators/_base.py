@@ -396,7 +396,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
             return False
         model = self._model
         X_model = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
-        if not native().all_finite(X_model):
+        # (X_model may be any readable view, strided or reversed: checked row by row where it
+        # lies, and finite in the model's dtype, as the full path checks it)
+        if not native().finite_rows(X_model, model.dtype == np.float32):
             return False
         targets = self._quick_targets(y, X_model.shape[0], classes)
         if targets is None:
