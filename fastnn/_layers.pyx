@@ -27,6 +27,10 @@ cnp.import_array()
 
 cdef Tuning* tune = tuned()
 
+# the sums a small product's direct loop keeps at once (in vector lanes, on the stack)
+cdef enum:
+    SUMS = 64
+
 ACTIVATION_CODES = {"identity": IDENTITY, "step": STEP, "sigmoid": SIGMOID,
                     "relu": RELU, "tanh": TANH, "exp": EXP}
 _ACTIVATION_CODES = ACTIVATION_CODES  # typed (the .pxd): .get is a C call on the fast paths
@@ -525,18 +529,25 @@ cdef bint grad_dW(const floating* dZ, const floating* X, floating* dW, floating*
     # SGD update itself on W (alpha = -lr, beta = 1) or on a momentum velocity (beta = mu).
     # P (M, K), optional: P += dW on those rows, fused into the product where fastnn's own
     # runs it; returns whether it did (else the caller adds).
-    cdef Py_ssize_t i, j, k, w = j1 - j0
-    cdef floating s
+    cdef Py_ssize_t i, j, k, c, w = j1 - j0
+    cdef floating a
+    cdef floating s[SUMS]
     if db != NULL:
         grad_db(dZ, db, acc, N, M, j0, j1)
     if N * w * K <= tune.small_gemm:
-        # dW_jk = sum_i dZ_ij x_ik
+        # dW_jk = sum_i dZ_ij x_ik, for SUMS columns k at a time: the sums over i added row by
+        # row of X (the same order as one sum at a time, in vector lanes)
         for j in range(j0, j1):
-            for k in range(K):
-                s = 0
+            for c in range(0, K, 64):  # (SUMS at a time: Cython's range wants a literal step)
+                for k in range(min(SUMS, K - c)):
+                    s[k] = 0
                 for i in range(N):
-                    s = s + dZ[i * M + j] * X[i * K + k]
-                dW[j * K + k] = alpha * s if beta == 0 else beta * dW[j * K + k] + alpha * s
+                    a = dZ[i * M + j]
+                    for k in range(min(SUMS, K - c)):
+                        s[k] = s[k] + a * X[i * K + c + k]
+                for k in range(min(SUMS, K - c)):
+                    dW[j * K + c + k] = (alpha * s[k] if beta == 0
+                                         else beta * dW[j * K + c + k] + alpha * s[k])
     else:  # dW[j0:j1] = dZ[:, j0:j1]^T X
         return product(True, w, K, N, alpha, dZ + j0, M, X, K, beta, dW + j0 * K, K,
                        P + j0 * K if P != NULL else NULL)
@@ -548,16 +559,22 @@ cdef bint grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssiz
                     floating beta, floating* P=NULL) noexcept nogil:
     # rows k0..k1 of dW^T = X^T dZ (K, M), the transposed layout of _linear_forward_t; as
     # _grad_dW, dWT = beta dWT + alpha X^T dZ (beta 0: dWT is not read), and P += dWT
-    cdef Py_ssize_t i, j, k
-    cdef floating s
+    cdef Py_ssize_t i, j, k, c
+    cdef floating x
+    cdef floating s[SUMS]
     if N * M * (k1 - k0) <= tune.small_gemm:
-        # dWT_kj = sum_i x_ik dZ_ij
+        # dWT_kj = sum_i x_ik dZ_ij, for SUMS units j at a time (row by row of dZ, as grad_dW)
         for k in range(k0, k1):
-            for j in range(M):
-                s = 0
+            for c in range(0, M, 64):  # (SUMS at a time)
+                for j in range(min(SUMS, M - c)):
+                    s[j] = 0
                 for i in range(N):
-                    s = s + X[i * K + k] * dZ[i * M + j]
-                dWT[k * M + j] = alpha * s if beta == 0 else beta * dWT[k * M + j] + alpha * s
+                    x = X[i * K + k]
+                    for j in range(min(SUMS, M - c)):
+                        s[j] = s[j] + x * dZ[i * M + c + j]
+                for j in range(min(SUMS, M - c)):
+                    dWT[k * M + c + j] = (alpha * s[j] if beta == 0
+                                          else beta * dWT[k * M + c + j] + alpha * s[j])
         return False
     # dWT[k0:k1] = X[:, k0:k1]^T dZ
     return product(True, k1 - k0, M, N, alpha, X + k0, K, dZ, M, beta, dWT + k0 * M, M,
@@ -568,15 +585,17 @@ cdef void grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_
                    Py_ssize_t K, Py_ssize_t M) noexcept nogil:
     # dX = dZ W: dZ (N, M), W (M, K), dX (N, K)
     cdef Py_ssize_t i, j, k
-    cdef floating s
+    cdef floating a
     if N * M * K <= tune.small_gemm:
-        # dX_ik = sum_j dZ_ij W_jk
+        # dX_ik = sum_j dZ_ij W_jk, a row of dX at a time: the sums over j added row by row
+        # of W (the same order as one sum at a time, in vector lanes)
         for i in range(N):
             for k in range(K):
-                s = 0
-                for j in range(M):
-                    s = s + dZ[i * M + j] * W[j * K + k]
-                dX[i * K + k] = s
+                dX[i * K + k] = 0
+            for j in range(M):
+                a = dZ[i * M + j]
+                for k in range(K):
+                    dX[i * K + k] = dX[i * K + k] + a * W[j * K + k]
     else:
         product(False, N, K, M, 1, dZ, M, W, K, 0, dX, K)  # dX = dZ W
 
