@@ -270,6 +270,16 @@ FNN_CLONES static void fnn_colsum_##S(const T* restrict Z, double* restrict acc,
                                       ptrdiff_t N, ptrdiff_t M, ptrdiff_t ld) {             \
     for (ptrdiff_t i = 0; i < N; i++)                                                       \
         for (ptrdiff_t j = 0; j < M; j++) acc[j] += Z[i * ld + j];                          \
+}                                                                                           \
+/* sum_k x_k^2 in float64 (the L2 penalty's ||W||^2), x_k^2 in lane k % 8, the lanes added  \
+ * in a fixed order: the same bits on any machine, inf only once float64 overflows */       \
+FNN_CLONES static double fnn_sum_squares_##S(const T* restrict x, ptrdiff_t n) {             \
+    double lane[8] = {0, 0, 0, 0, 0, 0, 0, 0};                                              \
+    ptrdiff_t i = 0;                                                                        \
+    for (; i + 8 <= n; i += 8)                                                              \
+        for (int k = 0; k < 8; k++) lane[k] += (double)x[i + k] * (double)x[i + k];         \
+    for (int k = 0; i < n; i++, k++) lane[k] += (double)x[i] * (double)x[i];                \
+    return fnn_lanes8(lane);                                                                \
 }
 
 /* whether no element is inf or NaN: an exponent of all ones, tested on the bits so the loop

@@ -53,6 +53,8 @@ cdef extern from "_fastmath.h" nogil:
     double fnn_max_d(const double* z, Py_ssize_t n)
     void fnn_scale_f(float* x, float a, Py_ssize_t n)
     void fnn_scale_d(double* x, double a, Py_ssize_t n)
+    double fnn_sum_squares_f(const float* x, Py_ssize_t n)
+    double fnn_sum_squares_d(const double* x, Py_ssize_t n)
     bint fnn_all_finite_f(const float* x, Py_ssize_t n)
     bint fnn_all_finite_d(const double* x, Py_ssize_t n)
     bint fnn_all_finite_nonneg_f(const float* x, Py_ssize_t n)

@@ -1638,6 +1638,28 @@ def test_all_finite(dtype):
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_sum_squares(backend, dtype):
+    """The L2 penalty's sum ||W||^2 over a model's weights (an estimator's reported loss), in
+    float64 on both backends: equal to the float64 sum (the vector body and the tail; no
+    array, an empty one); any layout (a transposed view, a reversed one, byte-swapped) by
+    value; an overflow of float64 is inf, never an error."""
+    rng = np.random.default_rng(0)
+    arrays = [rng.standard_normal(n).astype(dtype) for n in (1, 7, 8, 9, 64, 1001)]
+    arrays += [np.zeros(0, dtype), rng.standard_normal((13, 5)).astype(dtype)]
+    exact = math.fsum(float(x) ** 2 for A in arrays for x in A.ravel())
+    assert ops().sum_squares(arrays) == pytest.approx(exact, rel=1e-13)
+    assert ops().sum_squares([]) == 0.0
+    A = rng.standard_normal((6, 9)).astype(dtype)
+    for view in (A.T, A[::-1, ::2], A.astype(np.dtype(dtype).newbyteorder())):
+        assert ops().sum_squares([view]) == pytest.approx(
+            math.fsum(float(x) ** 2 for x in np.asarray(view).ravel()), rel=1e-13)
+    big = np.full(3, np.finfo(dtype).max, dtype)
+    assert ops().sum_squares([big]) == (np.inf if dtype == np.float64 else
+                                        pytest.approx(3 * float(np.finfo(dtype).max) ** 2))
+    assert ops().sum_squares([np.array([1.0, np.inf], dtype)]) == np.inf
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_copy_arrays(backend, dtype):
     """A fit's per-epoch save and restore, on both backends: every pair copied, C arrays (by
     memcpy in the compiled one), any other layout (a transposed view, a byte-swapped array)

@@ -106,6 +106,9 @@ class NativeOps(Ops):
     def all_finite(self, A: FloatArray, nonnegative: bool = False) -> bool:
         return bool(_kernels.all_finite(A, nonnegative))
 
+    def sum_squares(self, arrays: list[FloatArray]) -> float:
+        return float(_kernels.sum_squares(arrays))
+
     def copy_arrays(self, dst: list[FloatArray], src: list[FloatArray]) -> None:
         _kernels.copy_arrays(dst, src)
 

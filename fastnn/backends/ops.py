@@ -160,6 +160,12 @@ class Ops:
         """Whether no entry of A is NaN or inf (and, with ``nonnegative``, none below 0)."""
         return bool(np.isfinite(A).all()) and not (nonnegative and A.size and A.min() < 0)
 
+    def sum_squares(self, arrays: list[FloatArray]) -> float:
+        """sum ||A||^2 over the arrays, in float64 (the L2 penalty's sum of squares)."""
+        with np.errstate(over="ignore"):  # (an overflow is inf, as the compiled one gives)
+            return float(sum(np.dot(a, a) for a in (np.ravel(A).astype(np.float64)
+                                                    for A in arrays)))
+
     def copy_arrays(self, dst: list[FloatArray], src: list[FloatArray]) -> None:
         """``dst[i][...] = src[i]`` for each pair (the same shapes and dtypes)."""
         for D, S in zip(dst, src):

@@ -464,9 +464,9 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
         return float((sw * losses).sum() / sw.sum())
 
     def _l2(self) -> float:
-        """sum ||W||^2 over the layers (the L2 penalty's sum; inf once the weights overflow)."""
-        # (BLAS's dot: an overflow gives inf without NumPy's floating-point warnings)
-        return float(sum(np.dot(W, W) for W in [layer.W.ravel() for layer in self._model.layers]))
+        """sum ||W||^2 over the layers (the L2 penalty's sum, in float64 in a fixed order:
+        the same bits on any machine; inf only once float64 overflows)."""
+        return native().sum_squares([layer.W for layer in self._model.layers])
 
     def _validation_split(self, X: Inputs, Y: NDArray[Any], y_out: NDArray[Any],
                           sw: NDArray[np.float64] | None) -> tuple[_Training, Validation]:
