@@ -193,9 +193,10 @@ class MLPRegressor(RegressorMixin, _BaseMLP):  # type: ignore[misc]  # (scikit-l
         if (type(y) is not np.ndarray or y.dtype.kind not in "fiu"
                 or y.shape != ((n,) if d == 1 else (n, d))):
             return None
-        Y = np.require(y.reshape(n, d), self._model.dtype, ["C", "A"])
-        if not native().all_finite(Y, self.loss == "poisson"):  # (poisson: y >= 0)
-            return None
+        # (astype, not np.require: a copy in the model's dtype, or y itself where it is one)
+        Y = y.reshape(n, d).astype(self._model.dtype, order="C", copy=False)
+        if not Y.flags.aligned or not native().all_finite(Y, self.loss == "poisson"):
+            return None  # (poisson: y >= 0)
         return Y, y
 
     def predict(self, X: ArrayLike) -> FloatArray:
