@@ -174,6 +174,9 @@ def _callback_parameters(model: Sequential, layout: tuple[Any, ...]) -> Params:
     return params
 
 
+_STATE_KEYS = frozenset(("optimizer", "momentum", "t", "state"))  # an optimizer_state_'s
+
+
 def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
                  kept: _KeptLoop | None = None) -> tuple[OptState, int]:
     """The optimizer state a fit starts from and its step count: ``previous`` (a model's
@@ -185,8 +188,7 @@ def _start_state(previous: Any, params: Params, optimizer: str, momentum: float,
     them, only their values are checked (one backend call)."""
     if previous is None:
         return new_state(params, optimizer, momentum), 0
-    if not isinstance(previous, dict) or not {"optimizer", "momentum", "t", "state"} <= set(
-            previous):
+    if not isinstance(previous, dict) or not previous.keys() >= _STATE_KEYS:
         problem: str | None = "optimizer_state_ is not a dict of a fit's state"
     elif previous["optimizer"] != optimizer or previous["momentum"] != momentum:
         return new_state(params, optimizer, momentum), 0  # another optimizer: a new start
