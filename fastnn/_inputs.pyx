@@ -144,6 +144,13 @@ cdef bint readable(object X):
     return a.strides[0] % size == 0 and a.strides[1] % size == 0
 
 
+def readable_finite_rows(object X, bint single):
+    """Whether X is an array the kernels read where it lies (2-D, float32 or float64,
+    aligned, native byte order, strides of whole elements: ``readable``) and every value
+    finite (``finite_rows``): an estimator's quick partial_fit checks its X in this call."""
+    return readable(X) and finite_rows(X, single)
+
+
 def finite_rows(object X, bint single):
     """Whether every value of X (2-D, float32 or float64, ``readable``) is finite, and stays
     so converted to float32 when ``single`` (|x| within float32's range): a pass over X where

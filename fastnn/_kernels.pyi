@@ -112,6 +112,10 @@ def plain_labels(y: object, N: int, K: int) -> bool:
     """Whether y is a classifier's labels in the common case (a 1-D C array of intp, native
     order, aligned, N labels in 0..K-1)."""
 
+def readable_finite_rows(X: object, single: bool) -> bool:
+    """Whether X is a 2-D float32/float64 ndarray the kernels read where it lies (aligned,
+    native byte order, strides of whole elements) and ``finite_rows(X, single)``."""
+
 def finite_rows(X: _FloatArray, single: bool) -> bool:
     """Whether every entry of the 2-D float32/float64 array X (aligned, native byte order, any
     strides) is finite, and stays so as float32 when ``single``."""

@@ -31,7 +31,8 @@ import numpy as np
 from fastnn._blas import drive_blas_threads, gemm_path, own_small_products, panel_units
 from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
-from fastnn._inputs import finite_rows, sparse_linear, sparse_linear_backward
+from fastnn._inputs import (finite_rows, readable_finite_rows, sparse_linear,
+                            sparse_linear_backward)
 from fastnn._layers import ACTIVATION_CODES, activate, activation_grad, linear, linear_backward
 from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softmax,
                             squared_error)

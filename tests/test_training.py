@@ -1697,6 +1697,31 @@ def test_all_finite_arrays_and_finite_input_agree_on_both_backends(backend, dtyp
         assert not ops().finite_input(bad, W), bad
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_readable_finite_rows_agree_on_both_backends(backend, dtype):
+    """An estimator's quick partial_fit checks X in one call: an ndarray the kernels read where
+    it lies (any strides of whole elements, reversed too) with every value finite, and finite
+    as float32 for a float32 model; anything else is turned down (the full path converts or
+    names it)."""
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((6, 8)).astype(dtype)
+    for good in (X, X.T, X[::-1], X[::2, ::-3], np.asfortranarray(X)):
+        assert ops().readable_finite_rows(good, False)
+        assert ops().readable_finite_rows(good, True)
+    buffer = np.zeros(X.nbytes + 1, np.uint8)[1:]  # an unaligned copy of X
+    unaligned = np.frombuffer(buffer, dtype).reshape(X.shape)
+    for bad in (X.tolist(), X[0], X.astype(np.dtype(dtype).newbyteorder()), unaligned,
+                X.astype(np.float16), X.astype(np.int64), X.reshape(2, 3, 8)):
+        assert not ops().readable_finite_rows(bad, False), bad
+    wide = np.ones((6, 16), dtype)
+    wide[5, 2] = np.nan  # in the view below, past its first 6 x 8 values in memory
+    assert not ops().readable_finite_rows(wide[:, ::2], False)
+    if dtype == np.float64:
+        big = np.full((2, 3), 1e300)
+        assert ops().readable_finite_rows(big, False)
+        assert not ops().readable_finite_rows(big, True)
+
+
 def test_plain_labels_agree_on_both_backends_and_fall_back_to_the_checks(backend):
     """plain_labels (a classifier's common y: an exact 1-D C array of intp, N labels in
     0..K-1) gives the same answers on both backends; whatever it turns down, fit checks in

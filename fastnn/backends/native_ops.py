@@ -121,6 +121,9 @@ class NativeOps(Ops):
     def plain_labels(self, y: object, N: int, K: int) -> bool:
         return bool(_kernels.plain_labels(y, N, K))
 
+    def readable_finite_rows(self, X: object, single: bool) -> bool:
+        return bool(_kernels.readable_finite_rows(X, single))
+
     def finite_rows(self, X: FloatArray, single: bool) -> bool:
         return bool(_kernels.finite_rows(X, single))
 

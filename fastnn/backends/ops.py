@@ -190,6 +190,14 @@ class Ops:
                 and y.dtype.isnative and y.shape[0] == N and y.flags.c_contiguous
                 and y.flags.aligned and not (N and (y.min() < 0 or y.max() >= K)))
 
+    def readable_finite_rows(self, X: object, single: bool) -> bool:
+        """Whether X is a 2-D float32/float64 ndarray the kernels read where it lies (aligned,
+        native byte order, strides of whole elements) and ``finite_rows(X, single)``."""
+        return (isinstance(X, np.ndarray) and X.ndim == 2
+                and X.dtype in (np.dtype(np.float32), np.dtype(np.float64))
+                and X.flags.aligned and all(s % X.itemsize == 0 for s in X.strides)
+                and self.finite_rows(X, single))
+
     def finite_rows(self, X: FloatArray, single: bool) -> bool:
         """Whether every entry of the 2-D float array X (any layout) is finite, and stays so
         as float32 when ``single``; a block of rows at a time (no copy of X)."""

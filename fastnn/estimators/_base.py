@@ -395,11 +395,13 @@ class _BaseMLP(BaseEstimator):  # type: ignore[misc]  # (scikit-learn is not typ
         if not all(map(operator.is_, self._parameter_values(), quick)):
             return False
         model = self._model
-        X_model = self._model_input(X, model.dtype)  # (float64 X of a float32 model: in place)
-        # (X_model may be any readable view, strided or reversed: checked row by row where it
-        # lies, and finite in the model's dtype, as the full path checks it)
-        if not native().finite_rows(X_model, model.dtype == np.float32):
+        # X where it lies (a float64 X of a float32 model too; any view, strided or reversed),
+        # its values checked row by row, finite in the model's dtype, as the full path checks
+        # them; an X the kernels cannot read in place (byte-swapped, unaligned) goes the full
+        # path, which converts it
+        if not native().readable_finite_rows(X, model.dtype == np.float32):
             return False
+        X_model = cast(Inputs, X)
         targets = self._quick_targets(y, X_model.shape[0], classes)
         if targets is None:
             return False
