@@ -266,6 +266,30 @@ def test_shuffle_false_ignores_the_seed_and_shuffle_true_uses_it(backend, rng):
     assert not np.array_equal(weights(m)[0], weights(c)[0])
 
 
+def test_random_state_none_draws_from_the_os_only_to_shuffle(backend, rng, monkeypatch):
+    """random_state=None: each fit's shuffles from a seed the OS gives, drawn when the first
+    shuffle needs it (a fit with shuffle=False makes no system call for it)."""
+    import os
+
+    from fastnn import _validation
+
+    X, y, _ = _problem("softmax", rng, N=40)
+    drawn, real = [], os.urandom
+
+    def urandom(n):
+        drawn.append(n)
+        return real(n)
+
+    monkeypatch.setattr(_validation.os, "urandom", urandom)
+    m = MLP(4, 5, 3, dtype="float64", random_state=0)
+    m.fit(X, y, epochs=2, batch_size=8, lr=0.1, shuffle=False)
+    assert drawn == []
+    m.fit(X, y, epochs=3, batch_size=8, lr=0.1)
+    assert drawn == [8]  # one seed, its stream for the 3 epochs
+    a, b = _validation.seeds(None), _validation.seeds(None)
+    assert a() != b()
+
+
 def test_sample_weight_two_equals_double_lr(backend, dtype, rng):
     X, y, _ = _problem("softmax", rng, N=50, dtype=dtype)
     a = MLP(4, 6, 3, dtype=dtype, random_state=0)
