@@ -223,6 +223,18 @@ FNN_CLONES static void fnn_adam_##S(T* restrict P, const T* restrict G, T* restr
         P[i] = P[i] - lr_t * M[i] / (SQRT(V[i]) + eps);                                     \
     }                                                                                       \
 }                                                                                           \
+/* fnn_adam on g = G + wd P (the L2 penalty's gradient added as fnn_add_scaled adds it, the \
+ * same numbers, in the same pass; G is not written) */                                     \
+FNN_CLONES static void fnn_adam_l2_##S(T* restrict P, const T* restrict G, T* restrict M,    \
+                                       T* restrict V, T wd, T b1, T b2, T lr_t, T eps,      \
+                                       ptrdiff_t n) {                                       \
+    for (ptrdiff_t i = 0; i < n; i++) {                                                     \
+        T g = G[i] + wd * P[i];                                                             \
+        M[i] = b1 * M[i] + (1 - b1) * g;                                                    \
+        V[i] = b2 * V[i] + (1 - b2) * g * g;                                                \
+        P[i] = P[i] - lr_t * M[i] / (SQRT(V[i]) + eps);                                     \
+    }                                                                                       \
+}                                                                                           \
 /* G += wd P (the L2 penalty's gradient) */                                                 \
 FNN_CLONES static void fnn_add_scaled_##S(T* restrict G, const T* restrict P, T wd,          \
                                           ptrdiff_t n) {                                    \

@@ -25,6 +25,10 @@ cdef extern from "_fastmath.h" nogil:
                     float lr_t, float eps, Py_ssize_t n)
     void fnn_adam_d(double* P, const double* G, double* M, double* V, double b1, double b2,
                     double lr_t, double eps, Py_ssize_t n)
+    void fnn_adam_l2_f(float* P, const float* G, float* M, float* V, float wd, float b1,
+                       float b2, float lr_t, float eps, Py_ssize_t n)
+    void fnn_adam_l2_d(double* P, const double* G, double* M, double* V, double wd, double b1,
+                       double b2, double lr_t, double eps, Py_ssize_t n)
     void fnn_add_scaled_f(float* G, const float* P, float wd, Py_ssize_t n)
     void fnn_add_scaled_d(double* G, const double* P, double wd, Py_ssize_t n)
     void fnn_adam_decay_f(float* P, float* M, float* V, float wd, float b1, float b2,

@@ -52,6 +52,7 @@ from fastnn._layers cimport (IDENTITY, _ACTIVATION_CODES, activate_row, activate
                              mul_grad_row, transpose)
 from fastnn._losses cimport binary_cross_entropy_, cross_entropy_rows, poisson_, squared_error_
 from fastnn._math cimport (fnn_adam_f, fnn_adam_d, fnn_adam_decay_f, fnn_adam_decay_d,
+                           fnn_adam_l2_f, fnn_adam_l2_d,
                            fnn_add_f, fnn_add_d, fnn_add_scaled_f,
                            fnn_all_finite_f, fnn_all_finite_d,
                            fnn_add_scaled_d, fnn_colsum_f, fnn_colsum_d, fnn_lanes8,
@@ -94,18 +95,25 @@ cdef void _update(floating* P, floating* G, floating* M1, floating* M2, Py_ssize
     # eq. 21 and its variants on one parameter array P with gradient G (the loops are in
     # _fastmath.h, built per instruction set)
     cdef floating wd = <floating>decay, lr_f = <floating>lr, lr_t
+    if st.optimizer == OPT_ADAM:
+        lr_t = _adam_lr(P, st, lr, t)  # (P: the dtype)
+        if wd != 0:  # L2 penalty: g = dL/dP + wd P, in Adam's pass
+            if floating is float:
+                fnn_adam_l2_f(P, G, M1, M2, wd, <float>st.beta1, <float>st.beta2, lr_t,
+                              <float>st.eps, n)
+            else:
+                fnn_adam_l2_d(P, G, M1, M2, wd, st.beta1, st.beta2, lr_t, st.eps, n)
+        elif floating is float:
+            fnn_adam_f(P, G, M1, M2, <float>st.beta1, <float>st.beta2, lr_t, <float>st.eps, n)
+        else:
+            fnn_adam_d(P, G, M1, M2, st.beta1, st.beta2, lr_t, st.eps, n)
+        return
     if wd != 0:  # L2 penalty: g = dL/dP + wd P
         if floating is float:
             fnn_add_scaled_f(G, P, wd, n)
         else:
             fnn_add_scaled_d(G, P, wd, n)
-    if st.optimizer == OPT_ADAM:
-        lr_t = _adam_lr(P, st, lr, t)  # (P: the dtype)
-        if floating is float:
-            fnn_adam_f(P, G, M1, M2, <float>st.beta1, <float>st.beta2, lr_t, <float>st.eps, n)
-        else:
-            fnn_adam_d(P, G, M1, M2, st.beta1, st.beta2, lr_t, st.eps, n)
-    elif M1 != NULL:
+    if M1 != NULL:
         if floating is float:
             fnn_momentum_f(P, G, M1, <float>st.momentum, lr_f, st.nesterov, n)
         else:
