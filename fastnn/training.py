@@ -467,7 +467,9 @@ def _train(model: Sequential, X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64
     saved_t: int
     before_last: tuple[_Saved, int] | None = None
     start = time.perf_counter()
-    perm = np.arange(N, dtype=np.intp)
+    # the samples' order: shuffled in place from epoch to epoch, or (unshuffled, a small N)
+    # the kept read-only 0..N-1 of train_on_batch's steps (np.arange: ~1 us of a small fit)
+    perm = np.arange(N, dtype=np.intp) if shuffle or N > _KEPT_ROWS else _rows(N)
     try:  # whatever ends the fit (a divergence, Ctrl-C), history_ has the finished epochs
         for epoch in range(epochs):
             lr_epoch = learning_rate(lr_schedule, lr, epoch, epochs)
@@ -689,10 +691,12 @@ def _same_arrays(state: Any, arrays: list[Any]) -> bool:
 
 
 _ROWS: dict[int, NDArray[np.intp]] = {}
+_KEPT_ROWS = 1 << 14  # the largest N whose 0..N-1 a fit keeps (_rows) between calls
 
 
 def _rows(N: int) -> NDArray[np.intp]:
-    """0..N-1 (a batch's rows in order), kept for the few batch sizes a loop uses."""
+    """0..N-1 (a batch's rows in order), kept for the few batch sizes a loop uses (and an
+    unshuffled fit's order, up to _KEPT_ROWS samples); read-only."""
     rows = _ROWS.get(N)
     if rows is None:
         if len(_ROWS) > 8:
