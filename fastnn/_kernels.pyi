@@ -96,7 +96,7 @@ def all_finite(a: _FloatArray, nonnegative: bool = False) -> bool:
     """Whether no entry of the C-contiguous float array ``a`` is inf or NaN."""
 
 def sum_squares(arrays: list[_FloatArray]) -> float:
-    """sum ||A||^2 over the C-contiguous float arrays, in float64 (8 lanes, a fixed order)."""
+    """sum ||A||^2 over the arrays, in float64 (8 lanes, a fixed order; any layout)."""
 
 def copy_arrays(dst: list[_FloatArray], src: list[_FloatArray]) -> None:
     """``dst[i][...] = src[i]`` for each pair (the same shapes and dtypes)."""

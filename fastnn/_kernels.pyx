@@ -81,9 +81,11 @@ def sum_squares(list arrays):
     copy."""
     cdef double s = 0
     cdef cnp.ndarray a
+    cdef int typenum
     for a in arrays:
+        typenum = cnp.PyArray_TYPE(a)
         if not (cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a)) or (
-                cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT32 and cnp.PyArray_TYPE(a) != cnp.NPY_FLOAT64):
+                typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64):
             a = np.ascontiguousarray(a, dtype=np.float64)
         if cnp.PyArray_TYPE(a) == cnp.NPY_FLOAT32:
             s += fnn_sum_squares_f(<float*>cnp.PyArray_DATA(a), cnp.PyArray_SIZE(a))

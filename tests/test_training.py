@@ -447,6 +447,31 @@ def test_native_and_numpy_backends_agree(output, n_out, opt, rng):
     assert models[0].optimizer_state_["t"] == models[1].optimizer_state_["t"] == 12
 
 
+@pytest.mark.parametrize("opt", ["momentum", "adam_decay"])
+@pytest.mark.parametrize("n_in, hidden, n_out, batch", [
+    (2, 200, 3, 4),   # the first layer's small products: 200 units, beyond one row of sums
+    (3, 130, 2, 8),   # 130 units: two rows of sums and a remainder
+    (1, 65, 70, 2),   # one input; the output layer's 70 units
+    (130, 3, 1, 4),   # 130 inputs (the first layer's dW rows), one output
+])
+def test_small_products_agree_with_the_numpy_loop(n_in, hidden, n_out, batch, opt, rng):
+    """Products under small_gemm multiply-adds run fastnn's direct loops, which keep up to 64
+    sums at a time: layers of more units or inputs than that, and one-output layers, train as
+    the NumPy loop does."""
+    X = rng.standard_normal((32, n_in))
+    y = rng.integers(0, n_out, 32) if n_out > 1 else rng.standard_normal((32, 1))
+    output = "softmax" if n_out > 1 else "identity"
+    kwargs = (dict(momentum=0.9) if opt == "momentum"
+              else dict(optimizer="adam", weight_decay=0.01))
+    models = []
+    for backend in ("cython", "numpy"):
+        with fastnn.use_backend(backend):
+            m = MLP(n_in, hidden, n_out, output=output, dtype="float64", random_state=0)
+            m.fit(X, y, epochs=3, batch_size=batch, lr=0.01, random_state=1, **kwargs)
+            models.append(m)
+    assert_same_weights(*models, rtol=1e-10, atol=1e-12)
+
+
 def test_native_and_numpy_backends_agree_float32(rng):
     X, y, _ = _problem("softmax", rng, N=60, dtype=np.float32)
     models = []
