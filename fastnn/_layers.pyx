@@ -519,6 +519,32 @@ cdef void grad_db(const floating* dZ, floating* db, double* acc, Py_ssize_t N, P
         db[j] = <floating>acc[j]
 
 
+cdef void _small_sums(const floating* A, Py_ssize_t lda, const floating* B, Py_ssize_t ldb,
+                      floating* C, Py_ssize_t N, Py_ssize_t r0, Py_ssize_t r1, Py_ssize_t cols,
+                      floating alpha, floating beta) noexcept nogil:
+    # rows r0..r1 of C (., cols) = beta C + alpha A^T B, A (N, lda), B (N, ldb), as direct
+    # loops for small products (beta 0: C is not read): C_rc = sum_i A_ir B_ic for n <= SUMS
+    # columns c at a time, the sums over i added row by row of B (the same order as one
+    # sum at a time, in vector lanes)
+    cdef Py_ssize_t i, r, c, k, n
+    cdef floating a
+    cdef floating s[SUMS]
+    for r in range(r0, r1):
+        c = 0
+        while c < cols:
+            n = min(<Py_ssize_t>SUMS, cols - c)
+            for k in range(n):
+                s[k] = 0
+            for i in range(N):
+                a = A[i * lda + r]
+                for k in range(n):
+                    s[k] = s[k] + a * B[i * ldb + c + k]
+            for k in range(n):
+                C[r * cols + c + k] = (alpha * s[k] if beta == 0
+                                       else beta * C[r * cols + c + k] + alpha * s[k])
+            c += n
+
+
 cdef bint grad_dW(const floating* dZ, const floating* X, floating* dW, floating* db,
                    double* acc, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M, Py_ssize_t j0,
                    Py_ssize_t j1, floating alpha=1, floating beta=0,
@@ -529,28 +555,11 @@ cdef bint grad_dW(const floating* dZ, const floating* X, floating* dW, floating*
     # SGD update itself on W (alpha = -lr, beta = 1) or on a momentum velocity (beta = mu).
     # P (M, K), optional: P += dW on those rows, fused into the product where fastnn's own
     # runs it; returns whether it did (else the caller adds).
-    cdef Py_ssize_t i, j, k, c, n, w = j1 - j0
-    cdef floating a
-    cdef floating s[SUMS]
+    cdef Py_ssize_t w = j1 - j0
     if db != NULL:
         grad_db(dZ, db, acc, N, M, j0, j1)
-    if N * w * K <= tune.small_gemm:
-        # dW_jk = sum_i dZ_ij x_ik, for n <= SUMS columns k at a time: the sums over i added
-        # row by row of X (the same order as one sum at a time, in vector lanes)
-        for j in range(j0, j1):
-            c = 0
-            while c < K:
-                n = min(<Py_ssize_t>SUMS, K - c)
-                for k in range(n):
-                    s[k] = 0
-                for i in range(N):
-                    a = dZ[i * M + j]
-                    for k in range(n):
-                        s[k] = s[k] + a * X[i * K + c + k]
-                for k in range(n):
-                    dW[j * K + c + k] = (alpha * s[k] if beta == 0
-                                         else beta * dW[j * K + c + k] + alpha * s[k])
-                c += n
+    if N * w * K <= tune.small_gemm:  # dW_jk = sum_i dZ_ij x_ik
+        _small_sums(dZ, M, X, K, dW, N, j0, j1, K, alpha, beta)
     else:  # dW[j0:j1] = dZ[:, j0:j1]^T X
         return product(True, w, K, N, alpha, dZ + j0, M, X, K, beta, dW + j0 * K, K,
                        P + j0 * K if P != NULL else NULL)
@@ -562,26 +571,8 @@ cdef bint grad_dWT(const floating* dZ, const floating* X, floating* dWT, Py_ssiz
                     floating beta, floating* P=NULL) noexcept nogil:
     # rows k0..k1 of dW^T = X^T dZ (K, M), the transposed layout of _linear_forward_t; as
     # _grad_dW, dWT = beta dWT + alpha X^T dZ (beta 0: dWT is not read), and P += dWT
-    cdef Py_ssize_t i, j, k, c, n
-    cdef floating x
-    cdef floating s[SUMS]
-    if N * M * (k1 - k0) <= tune.small_gemm:
-        # dWT_kj = sum_i x_ik dZ_ij, for n <= SUMS units j at a time (row by row of dZ, as
-        # grad_dW)
-        for k in range(k0, k1):
-            c = 0
-            while c < M:
-                n = min(<Py_ssize_t>SUMS, M - c)
-                for j in range(n):
-                    s[j] = 0
-                for i in range(N):
-                    x = X[i * K + k]
-                    for j in range(n):
-                        s[j] = s[j] + x * dZ[i * M + c + j]
-                for j in range(n):
-                    dWT[k * M + c + j] = (alpha * s[j] if beta == 0
-                                          else beta * dWT[k * M + c + j] + alpha * s[j])
-                c += n
+    if N * M * (k1 - k0) <= tune.small_gemm:  # dWT_kj = sum_i x_ik dZ_ij
+        _small_sums(X, K, dZ, M, dWT, N, k0, k1, M, alpha, beta)
         return False
     # dWT[k0:k1] = X[:, k0:k1]^T dZ
     return product(True, k1 - k0, M, N, alpha, X + k0, K, dZ, M, beta, dWT + k0 * M, M,
