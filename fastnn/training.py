@@ -350,12 +350,18 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
         model._fit_lock.release()
 
 
-def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size: int, lr: float,
-         optimizer: str, momentum: float, nesterov: bool, weight_decay: float, shuffle: bool,
-         sample_weight: ArrayLike | None, validation_data: tuple[ArrayLike, ArrayLike] | None,
-         early_stopping: bool, patience: int, random_state: SeedLike, verbose: int | bool,
-         lr_schedule: str | Callable[[int], float], beta1: float, beta2: float, eps: float,
-         warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
+#: the scalar arguments of the last fit whose checks passed, and what the checks returned:
+#: a fit given the very same objects (immutable: see _remember) takes the checked values
+#: (the checks cost ~6 us of a small fit's ~30)
+_LAST_SETTINGS: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
+_IMMUTABLE = frozenset((int, float, bool, str, type(None)))
+
+
+def _settings(epochs: Any, batch_size: Any, lr: Any, optimizer: Any, momentum: Any,
+              nesterov: Any, weight_decay: Any, shuffle: Any, early_stopping: Any,
+              patience: Any, verbose: Any, warm_start: Any, beta1: Any, beta2: Any, eps: Any,
+              lr_schedule: Any, callback: Any) -> tuple[Any, ...]:
+    """fit's scalar arguments checked (the errors name the argument), in _fit's order."""
     epochs = check_count(epochs, "epochs")
     batch_size = check_count(batch_size, "batch_size")
     lr = _v.real(lr, "lr", 0, low_open=True)
@@ -376,6 +382,37 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
+    return (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
+            early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
+            callback)
+
+
+def _remember(raw: tuple[Any, ...], checked: tuple[Any, ...]) -> None:
+    """Keep (raw, checked) for the next fit when every scalar of ``raw`` is a plain int,
+    float, bool, str or None (the same object then has the same value); the schedule and
+    callback are only checked to be callable, which their identity keeps."""
+    global _LAST_SETTINGS
+    if all(type(value) in _IMMUTABLE for value in raw[:-2]) and (
+            type(raw[-2]) is str or callable(raw[-2])):
+        _LAST_SETTINGS = (raw, checked)
+
+
+def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size: int, lr: float,
+         optimizer: str, momentum: float, nesterov: bool, weight_decay: float, shuffle: bool,
+         sample_weight: ArrayLike | None, validation_data: tuple[ArrayLike, ArrayLike] | None,
+         early_stopping: bool, patience: int, random_state: SeedLike, verbose: int | bool,
+         lr_schedule: str | Callable[[int], float], beta1: float, beta2: float, eps: float,
+         warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
+    raw = (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
+           early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
+           callback)
+    seen, checked = _LAST_SETTINGS
+    if len(seen) != len(raw) or not all(map(operator.is_, raw, seen)):
+        checked = _settings(*raw)
+        _remember(raw, checked)
+    (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
+     early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
+     callback) = checked
     # finite: NaN in X would look like a divergence. A sparse X or a dense one of another
     # dtype or layout is read in place: the loop gathers and converts each batch's rows
     X_in = model._inputs(X, in_place=True)[0]

@@ -671,6 +671,30 @@ def test_bad_fit_arguments(backend, kwargs, exc, name, rng):
     assert_same_weights(before, model)  # nothing was trained
 
 
+def test_fit_checks_again_what_differs_from_the_last_fit(backend, rng):
+    # a fit keeps the checked values of its scalar arguments for a next fit given the very
+    # same objects: any other object is checked again, and a NumPy scalar is never kept
+    from fastnn import training
+    X, y = rng.standard_normal((20, 4)), rng.integers(0, 3, 20)
+    model = MLP(4, 3, 3, random_state=0)
+    good = {"epochs": 1, "lr": 0.1, "momentum": 0.5, "nesterov": True}
+    model.fit(X, y, **good)
+    model.fit(X, y, **good)  # (the kept checks)
+    before = weights(model)
+    for kwargs, exc in [(dict(lr=-0.1), ValueError), (dict(nesterov=1), TypeError),
+                        (dict(epochs=True), TypeError), (dict(lr=np.float64("nan")), TypeError),
+                        (dict(momentum=1.0), ValueError), (dict(lr_schedule="step"), ValueError),
+                        (dict(callback=3), TypeError)]:
+        with pytest.raises(exc):
+            model.fit(X, y, **{**good, **kwargs})
+        assert_same_weights(before, model)  # nothing was trained
+    lr = np.float64(0.1)
+    model.fit(X, y, epochs=1, lr=lr)
+    assert all(value is not lr for value in training._LAST_SETTINGS[0])
+    model.fit(X, y, epochs=1, lr=0.1)
+    assert any(value is good["lr"] for value in training._LAST_SETTINGS[0])
+
+
 @pytest.mark.parametrize("output, y, match", [
     ("softmax", [0, 1, 3] * 5, "0..2"),
     ("softmax", [0, 1, -1] * 5, "y"),
