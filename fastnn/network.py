@@ -24,7 +24,7 @@ from ._typing import FloatArray, Inputs, Loss, Params, SeedLike
 from .backends import native, ops
 from .layers import Linear, check_count, check_dtype, writable
 from .optim import Optimizer
-from .training import History, fit, train_on_batch
+from .training import History, _fit, train_on_batch
 
 __all__ = ["MLP", "Sequential", "Trace"]
 
@@ -603,12 +603,11 @@ class Sequential:
         >>> history.epochs, history.loss[-1] < history.loss[0]
         (5, True)
         """
-        return fit(self, X, y, epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
-                   momentum=momentum, nesterov=nesterov, weight_decay=weight_decay,
-                   shuffle=shuffle, sample_weight=sample_weight, validation_data=validation_data,
-                   early_stopping=early_stopping, patience=patience, random_state=random_state,
-                   verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
-                   warm_start=warm_start, callback=callback)
+        # (training.fit's arguments in its order: passed by position, ~1 us less a call)
+        return _fit(self, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
+                    weight_decay, shuffle, sample_weight, validation_data, early_stopping,
+                    patience, random_state, verbose, lr_schedule, beta1, beta2, eps, warm_start,
+                    callback)
 
     def train_on_batch(self, X: ArrayLike, y: ArrayLike, optimizer: Optimizer, *,
                        sample_weight: ArrayLike | None = None) -> float:

@@ -16,7 +16,7 @@ import operator
 import time
 import warnings
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
@@ -337,31 +337,45 @@ def fit(model: Sequential, X: ArrayLike, y: ArrayLike, *, epochs: int = 10,
     >>> round(float(net.layers[0].W[0, 0]), 4), history.loss[-1] < 1e-8
     (2.0, True)
     """
-    if not model._fit_lock.acquire(blocking=False):
-        raise RuntimeError("fit is already running on this model in another thread; "
-                           "train separate models, or wait for that fit to end")
-    try:
-        with one_blas_thread():
-            return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
-                        weight_decay, shuffle, sample_weight, validation_data, early_stopping,
-                        patience, random_state, verbose, lr_schedule, beta1, beta2, eps,
-                        warm_start, callback)
-    finally:
-        model._fit_lock.release()
+    return _fit(model, X, y, epochs, batch_size, lr, optimizer, momentum, nesterov,
+                weight_decay, shuffle, sample_weight, validation_data, early_stopping, patience,
+                random_state, verbose, lr_schedule, beta1, beta2, eps, warm_start, callback)
+
+
+class _Settings(NamedTuple):
+    """fit's scalar arguments, checked (``_settings``)."""
+
+    epochs: int
+    batch_size: int
+    lr: float
+    optimizer: str
+    momentum: float
+    nesterov: bool
+    weight_decay: float
+    shuffle: bool
+    early_stopping: bool
+    patience: int
+    verbose: int
+    warm_start: bool
+    beta1: float
+    beta2: float
+    eps: float
+    lr_schedule: str | Callable[[int], float]
+    callback: Callable[[int, History], bool | None] | None
 
 
 #: the scalar arguments of the last fit whose checks passed, and what the checks returned:
 #: a fit given the very same objects (immutable: see _remember) takes the checked values
 #: (the checks cost ~6 us of a small fit's ~30)
-_LAST_SETTINGS: tuple[tuple[Any, ...], tuple[Any, ...]] = ((), ())
+_LAST_SETTINGS: tuple[tuple[Any, ...], _Settings | None] = ((), None)
 _IMMUTABLE = frozenset((int, float, bool, str, type(None)))
 
 
 def _settings(epochs: Any, batch_size: Any, lr: Any, optimizer: Any, momentum: Any,
               nesterov: Any, weight_decay: Any, shuffle: Any, early_stopping: Any,
               patience: Any, verbose: Any, warm_start: Any, beta1: Any, beta2: Any, eps: Any,
-              lr_schedule: Any, callback: Any) -> tuple[Any, ...]:
-    """fit's scalar arguments checked (the errors name the argument), in _fit's order."""
+              lr_schedule: Any, callback: Any) -> _Settings:
+    """fit's scalar arguments checked (the errors name the argument)."""
     epochs = check_count(epochs, "epochs")
     batch_size = check_count(batch_size, "batch_size")
     lr = _v.real(lr, "lr", 0, low_open=True)
@@ -382,12 +396,12 @@ def _settings(epochs: Any, batch_size: Any, lr: Any, optimizer: Any, momentum: A
         raise ValueError(f"lr_schedule must be one of {SCHEDULES} or a callable, got {lr_schedule!r}")
     if callback is not None and not callable(callback):
         raise TypeError(f"callback must be callable, got {callback!r}")
-    return (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
-            early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
-            callback)
+    return _Settings(epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay,
+                     shuffle, early_stopping, patience, verbose, warm_start, beta1, beta2, eps,
+                     lr_schedule, callback)
 
 
-def _remember(raw: tuple[Any, ...], checked: tuple[Any, ...]) -> None:
+def _remember(raw: tuple[Any, ...], checked: _Settings) -> None:
     """Keep (raw, checked) for the next fit when every scalar of ``raw`` is a plain int,
     float, bool, str or None (the same object then has the same value); the schedule and
     callback are only checked to be callable, which their identity keeps."""
@@ -403,40 +417,43 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
          early_stopping: bool, patience: int, random_state: SeedLike, verbose: int | bool,
          lr_schedule: str | Callable[[int], float], beta1: float, beta2: float, eps: float,
          warm_start: bool, callback: Callable[[int, History], bool | None] | None) -> History:
-    raw = (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
-           early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
-           callback)
-    seen, checked = _LAST_SETTINGS
-    if len(seen) != len(raw) or not all(map(operator.is_, raw, seen)):
-        checked = _settings(*raw)
-        _remember(raw, checked)
-    (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
-     early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
-     callback) = checked
-    # finite: NaN in X would look like a divergence. A sparse X or a dense one of another
-    # dtype or layout is read in place: the loop gathers and converts each batch's rows
-    X_in = model._inputs(X, in_place=True)[0]
-    N = X_in.shape[0]
-    Y = model._targets(y, N)
-    sw = _sample_weight(sample_weight, N)
-    if validation_data is not None:
-        if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
-            raise TypeError("validation_data must be a pair (X_val, y_val)")
-        X_val = model._inputs(validation_data[0], "X_val", in_place=True)[0]
-        Y_val = model._targets(validation_data[1], X_val.shape[0], "y_val")
-    elif early_stopping:
-        raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
-    return _train(
-        model, X_in, Y, sw, None if validation_data is None else (X_val, Y_val), epochs=epochs,
-        batch_size=batch_size, lr=lr, optimizer=optimizer, momentum=momentum,
-        nesterov=nesterov, weight_decay=weight_decay, shuffle=shuffle,
-        early_stopping=early_stopping, patience=patience, random_state=random_state,
-        verbose=verbose, lr_schedule=lr_schedule, beta1=beta1, beta2=beta2, eps=eps,
-        warm_start=warm_start, callback=callback)
+    """fit (which see), its arguments in order: the lock, BLAS held, the checks."""
+    if not model._fit_lock.acquire(blocking=False):
+        raise RuntimeError("fit is already running on this model in another thread; "
+                           "train separate models, or wait for that fit to end")
+    try:
+        with one_blas_thread():
+            raw = (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay,
+                   shuffle, early_stopping, patience, verbose, warm_start, beta1, beta2, eps,
+                   lr_schedule, callback)
+            seen, checked = _LAST_SETTINGS
+            if checked is None or not all(map(operator.is_, raw, seen)):
+                checked = _settings(*raw)
+                _remember(raw, checked)
+            # finite: NaN in X would look like a divergence. A sparse X or a dense one of
+            # another dtype or layout is read in place: the loop gathers and converts each
+            # batch's rows
+            X_in = model._inputs(X, in_place=True)[0]
+            N = X_in.shape[0]
+            Y = model._targets(y, N)
+            sw = _sample_weight(sample_weight, N)
+            validation = None
+            if validation_data is not None:
+                if not isinstance(validation_data, (tuple, list)) or len(validation_data) != 2:
+                    raise TypeError("validation_data must be a pair (X_val, y_val)")
+                X_val = model._inputs(validation_data[0], "X_val", in_place=True)[0]
+                validation = (X_val, model._targets(validation_data[1], X_val.shape[0], "y_val"))
+            elif checked.early_stopping:
+                raise ValueError("early_stopping needs validation_data=(X_val, y_val)")
+            return _train(model, X_in, Y, sw, validation, checked, random_state)
+    finally:
+        model._fit_lock.release()
 
 
 def fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
-                  sw: NDArray[np.float64] | None, **kwargs: Any) -> History:
+                  sw: NDArray[np.float64] | None, *,
+                  validation: tuple[Inputs, NDArray[Any]] | None, random_state: SeedLike,
+                  **settings: Any) -> History:
     """``fit`` on arguments already validated as ``fit`` validates them (X and Y as
     ``model._inputs`` and ``model._targets`` return them, sample weights float64 (N,), every
     keyword given, in range: fit's keywords less sample_weight, validation_data as
@@ -447,19 +464,18 @@ def fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
                            "train separate models, or wait for that fit to end")
     try:
         with one_blas_thread():
-            return _train(model, X, Y, sw, **kwargs)
+            return _train(model, X, Y, sw, validation, _Settings(**settings), random_state)
     finally:
         model._fit_lock.release()
 
 
 def _train(model: Sequential, X: Inputs, Y: NDArray[Any], sw: NDArray[np.float64] | None,
-           validation: tuple[Inputs, NDArray[Any]] | None, *, epochs: int,
-           batch_size: int, lr: float, optimizer: str, momentum: float, nesterov: bool,
-           weight_decay: float, shuffle: bool, early_stopping: bool, patience: int,
-           random_state: SeedLike, verbose: int, lr_schedule: str | Callable[[int], float],
-           beta1: float, beta2: float, eps: float, warm_start: bool,
-           callback: Callable[[int, History], bool | None] | None) -> History:
+           validation: tuple[Inputs, NDArray[Any]] | None, checked: _Settings,
+           random_state: SeedLike) -> History:
     """fit's epochs, on validated arguments."""
+    (epochs, batch_size, lr, optimizer, momentum, nesterov, weight_decay, shuffle,
+     early_stopping, patience, verbose, warm_start, beta1, beta2, eps, lr_schedule,
+     callback) = checked
     N = X.shape[0]
     batch_size = min(batch_size, N)
     if validation is not None:
