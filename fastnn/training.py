@@ -402,12 +402,11 @@ def _settings(epochs: Any, batch_size: Any, lr: Any, optimizer: Any, momentum: A
 
 
 def _remember(raw: tuple[Any, ...], checked: _Settings) -> None:
-    """Keep (raw, checked) for the next fit when every scalar of ``raw`` is a plain int,
-    float, bool, str or None (the same object then has the same value); the schedule and
-    callback are only checked to be callable, which their identity keeps."""
+    """Keep (raw, checked) for the next fit when every argument of ``raw`` is a plain int,
+    float, bool, str or None (the same object then has the same value): not a callable
+    schedule or a callback, which the module would otherwise keep alive after the fit."""
     global _LAST_SETTINGS
-    if all(type(value) in _IMMUTABLE for value in raw[:-2]) and (
-            type(raw[-2]) is str or callable(raw[-2])):
+    if all(type(value) in _IMMUTABLE for value in raw):
         _LAST_SETTINGS = (raw, checked)
 
 

@@ -693,6 +693,9 @@ def test_fit_checks_again_what_differs_from_the_last_fit(backend, rng):
     assert all(value is not lr for value in training._LAST_SETTINGS[0])
     model.fit(X, y, epochs=1, lr=0.1)
     assert any(value is good["lr"] for value in training._LAST_SETTINGS[0])
+    # a callback (and what it holds) is not kept alive by the module after its fit
+    model.fit(X, y, epochs=1, lr=0.1, callback=lambda epoch, history: None)
+    assert all(not callable(value) for value in training._LAST_SETTINGS[0])
 
 
 @pytest.mark.parametrize("output, y, match", [
