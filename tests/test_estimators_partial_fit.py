@@ -88,6 +88,32 @@ def test_regressor_quick_path_trains_as_the_full_path(digits, monkeypatch, loss,
     _assert_same(quick, full)
 
 
+@pytest.mark.parametrize("labels", ["intp 0..9", "int32 0..9", "intp 1..10", "float 0..9",
+                                    "intp 0..9 of 12 classes"])
+def test_integer_labels_that_are_or_are_not_their_own_class_indices(digits, monkeypatch,
+                                                                    labels):
+    # labels 0..K-1 in an intp array are read as the class indices themselves; every other
+    # kind is looked up in classes_: both train as the full path does
+    X, y = digits
+    classes = np.arange(12) if "12" in labels else np.arange(10)
+    if labels.startswith("int32"):
+        y = y.astype(np.int32)
+    elif "1..10" in labels:
+        y, classes = y + 1, classes + 1
+    elif labels.startswith("float"):
+        y, classes = y.astype(np.float64), classes.astype(np.float64)
+    quick, full = (MLPClassifier((16,), random_state=0) for _ in range(2))
+    taken = _run(quick, _batches(X, y), False, monkeypatch, classes=classes)
+    _run(full, _batches(X, y), True, monkeypatch, classes=classes)
+    assert len(taken) == len(_batches(X, y)) - 1 and all(taken)
+    _assert_same(quick, full)
+    # a label outside classes_ still takes the full path, and its error
+    with pytest.raises(ValueError, match="classes not in"):
+        quick.partial_fit(X[:16], np.full(16, classes[-1] + 1, dtype=y.dtype))
+    with pytest.raises(ValueError, match="classes not in"):
+        quick.partial_fit(X[:16], np.full(16, -1, dtype=y.dtype))
+
+
 def test_binary_and_string_labels(monkeypatch):
     rng = np.random.default_rng(0)
     X = rng.standard_normal((96, 5))

@@ -15,6 +15,7 @@ from sklearn.utils.validation import column_or_1d, validate_data
 
 from .. import functional as F
 from .._typing import FloatArray, Inputs
+from ..backends import native
 from ._base import (_STOCHASTIC_SOLVERS, FloatDtype, StrOptions, _BaseMLP, _dtypes,
                     available_if)
 
@@ -140,6 +141,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]  # (scikit
     classes_: NDArray[Any]
     _label_binarizer: Any  # scikit-learn's LabelBinarizer (not typed)
     _quick_classes: object  # the ``classes`` a quick partial_fit last checked
+    _indices_of: tuple[NDArray[Any], bool]  # (classes_, whether it is 0..K-1)
 
     _parameter_constraints = {
         **_BaseMLP._parameter_constraints,
@@ -301,6 +303,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]  # (scikit
                 return None
             self._quick_classes = classes  # (the same object next time: not compared again)
         K = len(self.classes_)
+        multiclass = self._label_binarizer.y_type_ == "multiclass"
+        if multiclass and self._classes_are_indices() and native().plain_labels(y, n, K):
+            return y, y  # labels 0..K-1 of an intp array: each its own place in classes_
         try:
             idx = np.searchsorted(self.classes_, y)
             idx[idx == K] = 0
@@ -308,9 +313,19 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):  # type: ignore[misc]  # (scikit
                 return None
         except (TypeError, ValueError):  # labels not comparable with classes_
             return None
-        if self._label_binarizer.y_type_ == "multiclass":
+        if multiclass:
             return np.ascontiguousarray(idx, dtype=np.intp), y
         return np.ascontiguousarray(idx.reshape(n, 1), dtype=self._model.dtype), y
+
+    def _classes_are_indices(self) -> bool:
+        """Whether ``classes_`` is 0..K-1 in integers (kept for the ``classes_`` object
+        checked: one comparison per fit, not per partial_fit call)."""
+        classes = self.classes_
+        seen = self.__dict__.get("_indices_of")
+        if seen is None or seen[0] is not classes:
+            seen = self._indices_of = (classes, classes.dtype.kind in "iu" and np.array_equal(
+                classes, np.arange(len(classes))))
+        return bool(seen[1])
 
     def predict(self, X: ArrayLike) -> NDArray[Any]:
         """Class labels (of ``classes_``), or a label indicator matrix for multi-label."""
