@@ -450,20 +450,20 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
 
 
 def fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
-                  sw: NDArray[np.float64] | None, *,
-                  validation: tuple[Inputs, NDArray[Any]] | None, random_state: SeedLike,
-                  **settings: Any) -> History:
+                  sw: NDArray[np.float64] | None,
+                  validation: tuple[Inputs, NDArray[Any]] | None, settings: _Settings, *,
+                  random_state: SeedLike) -> History:
     """``fit`` on arguments already validated as ``fit`` validates them (X and Y as
-    ``model._inputs`` and ``model._targets`` return them, sample weights float64 (N,), every
-    keyword given, in range: fit's keywords less sample_weight, validation_data as
-    ``validation=(X_val, Y_val)`` or None), for fastnn's own callers that checked them (the
+    ``model._inputs`` and ``model._targets`` return them, sample weights float64 (N,),
+    validation_data as ``validation=(X_val, Y_val)`` or None, fit's scalar keywords as
+    ``_settings`` returns them), for fastnn's own callers that checked them (the
     estimators: scikit-learn's checks ran, or a partial_fit repeats a checked call)."""
     if not model._fit_lock.acquire(blocking=False):
         raise RuntimeError("fit is already running on this model in another thread; "
                            "train separate models, or wait for that fit to end")
     try:
         with one_blas_thread():
-            return _train(model, X, Y, sw, validation, _Settings(**settings), random_state)
+            return _train(model, X, Y, sw, validation, settings, random_state)
     finally:
         model._fit_lock.release()
 

@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from sklearn.exceptions import ConvergenceWarning
 
 from .._typing import Inputs
-from ..training import fit_validated
+from ..training import _Settings, fit_validated
 from ._monitor import Monitor, validation_arrays
 
 if TYPE_CHECKING:
@@ -56,18 +56,19 @@ def fit_stochastic(est: _BaseMLP, X: Inputs, Y: NDArray[Any], y_out: NDArray[Any
     try:
         # (X, Y, sw and the parameters are checked: scikit-learn's checks ran on them, or
         # the estimator's quick partial_fit path repeats a checked call)
-        fit_validated(
-            est._model, X, Y, sw, validation=None,
-            epochs=1 if incremental else int(est.max_iter), batch_size=batch_size, lr=float(est.learning_rate_init), optimizer=solver,
-            momentum=momentum, nesterov=bool(est.nesterovs_momentum) and momentum > 0,
-            # scikit-learn's L2 penalty 0.5 alpha ||W||^2 / n on a batch of the data
-            weight_decay=float(est.alpha) / (batch_size * mean_w),
-            shuffle=bool(est.shuffle), early_stopping=False, patience=1,
+        fit_validated(est._model, X, Y, sw, None, _Settings(
+            1 if incremental else int(est.max_iter),  # epochs
+            batch_size, float(est.learning_rate_init), solver, momentum,
+            bool(est.nesterovs_momentum) and momentum > 0,  # nesterov
+            # weight_decay: scikit-learn's L2 penalty 0.5 alpha ||W||^2 / n on a batch
+            float(est.alpha) / (batch_size * mean_w),
+            bool(est.shuffle), False, 1, 0,  # shuffle, early_stopping, patience, verbose
+            warm_optimizer,  # warm_start
+            float(est.beta_1), float(est.beta_2), float(est.epsilon),
+            (lambda epoch: est._lr) if solver == "sgd" else "constant",  # lr_schedule
+            monitor),  # callback
             random_state=(int(est._random_state.randint(np.iinfo(np.int32).max))
-                          if seed is None else seed),
-            verbose=0, lr_schedule=(lambda epoch: est._lr) if solver == "sgd" else "constant",
-            beta1=float(est.beta_1), beta2=float(est.beta_2), eps=float(est.epsilon),
-            warm_start=warm_optimizer, callback=monitor)
+                          if seed is None else seed))
     except KeyboardInterrupt:
         warnings.warn("Training interrupted by user.")
     except FloatingPointError as exc:
@@ -87,4 +88,4 @@ def _batch_size(batch_size: int | str, n: int) -> int:
     if cast(int, batch_size) > n:  # (validated: "auto" or an integer >= 1)
         warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is going "
                       "to be clipped")
-    return int(np.clip(batch_size, 1, n))
+    return max(1, min(int(cast(int, batch_size)), n))
