@@ -42,7 +42,7 @@ cdef void _network(const floating* X, floating** W, void** Wp, floating** b,
     for l in range(L):
         U = out if l == L - 1 and output != -1 else buf + (l % 2) * half
         if floating is float and Wp[l] != NULL:
-            linear_forward_packed(inp, W[l], <float*>Wp[l], b[l], U, N, dims[l], dims[l + 1],
+            linear_forward_packed(inp, <float*>Wp[l], b[l], U, N, dims[l], dims[l + 1],
                                   codes[l])
         else:
             linear_forward(inp, W[l], b[l], U, N, dims[l], dims[l + 1], codes[l])
@@ -200,9 +200,12 @@ def network(object X, object layers, object output, bint finite=False):
         arrays[2 * l + 1] = bias
         W[l] = cnp.PyArray_DATA(<cnp.ndarray>w)
         Wp[l] = NULL
-        if typenum == cnp.NPY_FLOAT32 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>w):
+        # a frozen layer: its packed W^T (held here, as w is), for one sample and for a batch
+        # of up to own_panels multiply-adds in this layer (beyond, BLAS's product of W)
+        if typenum == cnp.NPY_FLOAT32 and not cnp.PyArray_ISWRITEABLE(<cnp.ndarray>w) and (
+                N == 1 or <double>N * dims[l] * dims[l + 1] <= <double>tune.own_panels):
             wp = _frozen(layer, w)
-            if wp is not None:  # a frozen layer: its packed W^T (held here, as w is)
+            if wp is not None:
                 arrays.append(wp)
                 Wp[l] = cnp.PyArray_DATA(<cnp.ndarray>wp)
         b[l] = cnp.PyArray_DATA(<cnp.ndarray>bias) if bias is not None else NULL

@@ -34,9 +34,9 @@ cdef void linear_forward_rows(const floating* X, const floating* W, const floati
 # the threads a call of ``work`` multiply-adds shares its parts with (see _layers.pyx)
 cdef int share(double work) noexcept nogil
 # linear_forward for a frozen layer: W^T in panels of _blas.PANEL units (Linear.freeze)
-cdef void linear_forward_packed(const float* X, const float* W, const float* Wp,
-                                const float* b, float* U, Py_ssize_t N, Py_ssize_t K,
-                                Py_ssize_t M, int code) noexcept nogil
+cdef void linear_forward_packed(const float* X, const float* Wp, const float* b, float* U,
+                                Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
+                                int code) noexcept nogil
 # the same with W held transposed, WT (K, M)
 cdef void linear_forward_t(const floating* X, const floating* WT, const floating* b,
                            floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,

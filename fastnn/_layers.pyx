@@ -397,22 +397,19 @@ cdef void _panel_blocks(void* ctx, Py_ssize_t i0, Py_ssize_t i1) noexcept nogil:
                  j1 - j0, job.code)
 
 
-cdef void linear_forward_packed(const float* X, const float* W, const float* Wp,
-                                const float* b, float* U, Py_ssize_t N, Py_ssize_t K,
-                                Py_ssize_t M, int code) noexcept nogil:
+cdef void linear_forward_packed(const float* X, const float* Wp, const float* b, float* U,
+                                Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
+                                int code) noexcept nogil:
     # linear_forward for a frozen layer, which also holds W^T in panels: panel p (units
     # p PANEL .. + w) at Wp + p PANEL K, (K, w) row-major. One sample: each panel is one
     # stream of W^T and a thread's panels one stretch of memory (split as gemv_layer splits
-    # W's rows); a batch: a product per panel, fastnn's own up to own_panels multiply-adds
-    # (the panel being the packed operand BLAS would copy W into on every call), beyond
-    # that W's own BLAS product. Every unit is one fused chain over the inputs wherever
-    # fastnn's product computes it, so a row gets the same bits alone and in a batch up to
-    # own_panels.
+    # W's rows); a batch (a part of one: the caller chose the panels for the whole batch,
+    # up to own_panels multiply-adds): a product per panel, fastnn's own (the panel being
+    # the packed operand BLAS would copy W into on every call). Every unit is one fused
+    # chain over the inputs wherever fastnn's product computes it, so a row gets the same
+    # bits alone and in a batch that takes the panels.
     cdef Py_ssize_t p, j, w, panels = (M + PANEL - 1) // PANEL
     cdef Elementwise job
-    if N > 1 and N * M * K > tune.own_panels:
-        linear_forward(X, W, b, U, N, K, M, code)
-        return
     if N == 1:
         job.single, job.A, job.W, job.x, job.b = True, U, Wp, X, b
         job.width, job.size, job.code = K, M, code

@@ -37,10 +37,10 @@ T.signal_work = 2.0 ** 31
 T.sparse_transpose = 0.25
 
 #: the values that differ where fastnn's own product runs its AVX2 kernels (a CPU without
-#: AVX-512; set at import, _blas.pyx), measured on a 2-core AMD EPYC (Zen 3) VM: BLAS's
-#: product of W beats the panels' from 4096 x 784 -> 256 (10.7 against 11.7 ms), the panels
-#: win up to 2048 rows (5.6 against 6.6 ms; 1024: 2.8 against 4.4)
-AVX2 = {"own_panels": 1 << 29}
+#: AVX-512; set at import, _blas.pyx), measured on a 2-core AMD EPYC (Zen 3) VM: the panels'
+#: product (in cache blocks) beats BLAS's product of W up to 1024 x 784 -> 256 (2.75 against
+#: 3.09 ms), BLAS's wins from 2048 rows by 3-4% (4096: 10.47 against 10.73 ms)
+AVX2 = {"own_panels": 1 << 28}
 
 #: what each threshold trades (one line each)
 NOTES = {

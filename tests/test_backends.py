@@ -358,7 +358,7 @@ def test_a_frozen_layers_batch_takes_the_panels_product_up_to_own_panels(assert_
 
 
 def test_a_frozen_layers_batch_above_own_panels_is_blas_product_of_w(assert_close):
-    # above own_panels (AVX2 CPUs: 2^29 multiply-adds) the batch is BLAS's product of W
+    # above own_panels (AVX2 CPUs: 2^28 multiply-adds) the batch is BLAS's product of W
     if _testing is None:
         pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
     model, X, want = _frozen_layer(120, 260, "relu", 300, 5)
@@ -366,6 +366,24 @@ def test_a_frozen_layers_batch_above_own_panels_is_blas_product_of_w(assert_clos
         got = model.predict(X)
     assert_close(got, want, np.float32)
     np.testing.assert_array_equal(model.predict(X[:10]), model.predict(X)[:10])
+
+
+def test_own_panels_weighs_the_whole_batch_not_its_parts():
+    # the threshold compares the batch's product, which the call cuts into parts (each
+    # under it here): one above it is BLAS's product of W in every part, one at it the panels
+    if _testing is None:
+        pytest.skip("needs the checked build's hooks (FASTNN_CHECKED=1)")
+    N, n_in, units = 4096, 120, 260
+    model, X, want = _frozen_layer(n_in, units, "relu", N, 6)
+    with _testing.tuning(own_panels=0):
+        blas = model.predict(X)
+    with _testing.tuning(own_panels=1 << 62):
+        panels = model.predict(X)
+    assert not np.array_equal(blas, panels)  # (the two round differently somewhere)
+    with _testing.tuning(own_panels=N * n_in * units - 1):
+        np.testing.assert_array_equal(model.predict(X), blas)
+    with _testing.tuning(own_panels=N * n_in * units):
+        np.testing.assert_array_equal(model.predict(X), panels)
 
 
 @pytest.mark.parametrize("shape", [(64, (128,), 10, 32, 400),    # small: W^T, small products
