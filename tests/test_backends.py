@@ -189,7 +189,8 @@ def _product(A, B, C, alpha, beta, transpose_a):
                                      (33, 128, 100), (2, 200, 3),
                                      # AVX2's cache blocks (alpha 1, beta 0): rows in blocks
                                      # of 144, k in 2 and 3 blocks, a masked stripe
-                                     (150, 45, 260), (301, 17, 600)])
+                                     (150, 45, 260), (301, 17, 600), (7, 33, 300),
+                                     (16, 128, 784)])
 def test_the_product_on_awkward_shapes(path, m, n, k, transpose_a):
     rng = np.random.default_rng([m, n, k])
     A = rng.standard_normal((k, m) if transpose_a else (m, k)).astype(np.float32)
@@ -241,15 +242,15 @@ def test_a_product_in_cache_blocks_sums_each_entry_in_the_same_order(path):
     # going on from what C holds) against each row alone (no blocks): the same bits; and
     # against the same product with alpha 1 through the unblocked loop (beta 1 on zeros)
     rng = np.random.default_rng(8)
-    for transpose_a in (False, True):
-        A = rng.standard_normal((600, 301) if transpose_a else (301, 600)).astype(np.float32)
+    for m, transpose_a in ((301, False), (301, True), (16, False)):
+        A = rng.standard_normal((600, m) if transpose_a else (m, 600)).astype(np.float32)
         B = rng.standard_normal((600, 45)).astype(np.float32)
-        whole = np.empty((301, 45), np.float32)
+        whole = np.empty((m, 45), np.float32)
         assert _testing.own_gemm(A, B, whole, 1.0, 0.0, transpose_a)
-        unblocked = np.zeros((301, 45), np.float32)
+        unblocked = np.zeros((m, 45), np.float32)
         assert _testing.own_gemm(A, B, unblocked, 1.0, 1.0, transpose_a)
         np.testing.assert_array_equal(whole, unblocked)
-        for i in (0, 5, 143, 144, 150, 300):
+        for i in (0, 5, 12, 15) if m == 16 else (0, 5, 143, 144, 150, 300):
             row = np.empty((1, 45), np.float32)
             a = (A[:, i:i + 1] if transpose_a else A[i:i + 1]).copy()
             assert _testing.own_gemm(a, B, row, 1.0, 0.0, transpose_a)
