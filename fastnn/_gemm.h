@@ -452,7 +452,6 @@ __attribute__((target("avx2,fma"))) static void fnn_sgemm_nt_avx2(
 __attribute__((target("avx2,fma"))) static void fnn_sgemm_blocked_avx2(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* A, ptrdiff_t sai, ptrdiff_t sap,
         const float* B, ptrdiff_t ldb, float* C, ptrdiff_t ldc) {
-    const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     ptrdiff_t blocks = (k + FNN_KC - 1) / FNN_KC, step = (k + blocks - 1) / blocks;
     for (ptrdiff_t p0 = 0; p0 < k; p0 += step) {  /* k in blocks of about equal size */
         ptrdiff_t kc = k - p0 < step ? k - p0 : step;
@@ -460,8 +459,7 @@ __attribute__((target("avx2,fma"))) static void fnn_sgemm_blocked_avx2(
             ptrdiff_t i1 = m - i0 < FNN_MC ? m : i0 + FNN_MC, i;
             for (ptrdiff_t j0 = 0; j0 < n; j0 += 16) {
                 ptrdiff_t w = n - j0 < 16 ? n - j0 : 16;
-                __m256i m0 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w), lane);
-                __m256i m1 = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)w - 8), lane);
+                __m256i m0 = fnn_mask256(w), m1 = fnn_mask256(w - 8);  /* (see above) */
                 if (w == 16) {
                     FNN_ON_PANEL(fnn_on256_6_full, fnn_on256_4_full, fnn_on256_1_full)
                 } else {
