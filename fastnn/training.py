@@ -455,9 +455,10 @@ def fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
                   random_state: SeedLike) -> History:
     """``fit`` on arguments already validated as ``fit`` validates them (X and Y as
     ``model._inputs`` and ``model._targets`` return them, sample weights float64 (N,),
-    validation_data as ``validation=(X_val, Y_val)`` or None, fit's scalar keywords as
-    ``_settings`` returns them), for fastnn's own callers that checked them (the
-    estimators: scikit-learn's checks ran, or a partial_fit repeats a checked call)."""
+    validation_data as ``validation``, (X_val, Y_val) or None, and fit's scalar keywords
+    as ``_settings`` returns them, one ``_Settings`` tuple), for fastnn's own callers that
+    checked them (the estimators: scikit-learn's checks ran, or a partial_fit repeats a
+    checked call)."""
     if not model._fit_lock.acquire(blocking=False):
         raise RuntimeError("fit is already running on this model in another thread; "
                            "train separate models, or wait for that fit to end")
