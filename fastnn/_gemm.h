@@ -179,20 +179,23 @@ FNN_TILE_ON(fnn_on256_1, "avx2,fma", 1, __m256i)
 #undef V_LOAD
 #undef V_STORE
 
-/* the rows of one panel of columns: tiles of 4 rows, then single rows (FNN_PANEL8: tiles of
- * 8 rows first, for AVX-512's 32 registers) */
+/* the rows of one panel of columns (FNN_PANEL8: tiles of 8 rows first, for AVX-512's 32
+ * registers; FNN_PANEL6: of 6, for AVX2's 16) */
 #define FNN_TILE_AT(T, i)                                                                   \
     T(k, alpha, A + (i) * sai, sai, sap, B + j0, ldb, beta, C + (i) * ldc + j0, ldc,        \
       P ? P + (i) * ldp + j0 : P, ldp, m0, m1);
-#define FNN_PANEL(T4, T1)                                                                   \
-    for (; i + 4 <= m; i += 4) FNN_TILE_AT(T4, i)                                           \
-    for (; i < m; i++) FNN_TILE_AT(T1, i)
+/* rows i..END-1 by AT(tile, row): tiles of 4 rows, then single rows; ROWS6 tiles of 6
+ * first (8 rows left: two tiles of 4, not 6 + 1 + 1) */
+#define FNN_ROWS4(AT, END, T4, T1)                                                          \
+    for (; i + 4 <= END; i += 4) AT(T4, i)                                                  \
+    for (; i < END; i++) AT(T1, i)
+#define FNN_ROWS6(AT, END, T6, T4, T1)                                                      \
+    for (; i + 6 <= END && END - i != 8; i += 6) AT(T6, i)                                  \
+    FNN_ROWS4(AT, END, T4, T1)
 #define FNN_PANEL8(T8, T4, T1)                                                              \
     for (; i + 8 <= m; i += 8) FNN_TILE_AT(T8, i)                                           \
-    FNN_PANEL(T4, T1)
-#define FNN_PANEL6(T6, T4, T1) /* (8 rows left: two tiles of 4, not 6 + 1 + 1) */          \
-    for (; i + 6 <= m && m - i != 8; i += 6) FNN_TILE_AT(T6, i)                             \
-    FNN_PANEL(T4, T1)
+    FNN_ROWS4(FNN_TILE_AT, m, T4, T1)
+#define FNN_PANEL6(T6, T4, T1) FNN_ROWS6(FNN_TILE_AT, m, T6, T4, T1)
 
 __attribute__((target("avx512f"))) static void fnn_sgemm_avx512(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, float alpha, const float* A, ptrdiff_t sai,
@@ -444,10 +447,7 @@ __attribute__((target("avx2,fma"))) static void fnn_sgemm_nt_avx2(
 #define FNN_ON_AT(T, i)                                                                     \
     T(kc, A + (i) * sai + p0 * sap, sai, sap, B + p0 * ldb + j0, ldb, p0 > 0,               \
       C + (i) * ldc + j0, ldc, m0, m1);
-#define FNN_ON_PANEL(T6, T4, T1)                                                            \
-    for (i = i0; i + 6 <= i1 && i1 - i != 8; i += 6) FNN_ON_AT(T6, i)                       \
-    for (; i + 4 <= i1; i += 4) FNN_ON_AT(T4, i)                                            \
-    for (; i < i1; i++) FNN_ON_AT(T1, i)
+#define FNN_ON_PANEL(T6, T4, T1) i = i0; FNN_ROWS6(FNN_ON_AT, i1, T6, T4, T1)
 
 __attribute__((target("avx2,fma"))) static void fnn_sgemm_blocked_avx2(
         ptrdiff_t m, ptrdiff_t n, ptrdiff_t k, const float* A, ptrdiff_t sai, ptrdiff_t sap,
