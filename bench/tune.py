@@ -260,6 +260,18 @@ def own_panels(sizes):
                    {"own_panels": HUGE}, {"own_panels": 0})
 
 
+@measures("panel_rows", "panels", "rows", "rows (a frozen model's batch)",
+          "predict_proba of a frozen 784 -> 256 -> 10 relu/softmax model, N rows "
+          "(fastnn's threads)", (-3, -1, 0, 1, 2), (-1, 1), threads=True)
+def panel_rows(sizes):
+    model = fastnn.MLP(784, 256, 10, random_state=0).freeze()
+    for size in sizes:
+        N = max(2, int(size))
+        X = RNG.standard_normal((N, 784)).astype(np.float32)
+        yield Case(f"{N} x 784 -> 256 -> 10", N, lambda X=X: model.predict_proba(X),
+                   {"panel_rows": HUGE}, {"panel_rows": 0})
+
+
 @measures("parallel_elements", "one thread", "threads", "elements",
           "F.sigmoid on a float32 array, warm and cold",
           (-4, -3, -2, -1, 0, 1, 2), (-2, 0, 2), threads=True)

@@ -11,8 +11,10 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 
 from fastnn._inputs cimport gather_rows, readable
+from fastnn._blas cimport PANEL
 from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
-                             linear_forward, linear_forward_packed, plain, share)
+                             activate_rows, linear_forward, linear_forward_packed,
+                             panel_products, plain, share)
 from fastnn._losses cimport softmax_rows
 from fastnn._math cimport fnn_all_finite_d, fnn_all_finite_f
 from fastnn._parallel cimport blocks_on
@@ -122,6 +124,41 @@ cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
         _net_part(<double*>NULL, <Net*>ctx, q0, q1)
 
 
+cdef struct Panels:  # a frozen first layer's product for a small batch, split by its panels
+    const float* X
+    const float* Wp
+    float* U
+    Py_ssize_t N
+    Py_ssize_t K
+    Py_ssize_t M
+
+
+cdef void _panel_blocks(void* ctx, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    cdef Panels* c = <Panels*>ctx
+    panel_products(c.X, c.Wp, c.U, c.N, c.K, c.M, p0, p1)
+
+
+cdef bint _by_panels(Net* n, float* buf, Py_ssize_t half) noexcept nogil:
+    # a small batch through a frozen first layer: its panels (units) shared by the threads,
+    # each thread's panels of W^T staying in its core's cache from call to call (split by
+    # rows, each thread reads all of W); the rest of the network on all rows at once. The
+    # first layer's units get the bits they get by rows (each the same chain over the
+    # inputs); the later layers' products are of the whole batch, not of its parts.
+    cdef Panels c
+    cdef Py_ssize_t M = n.dims[1], panels = (M + PANEL - 1) // PANEL
+    cdef float* U0 = <float*>n.out if n.L == 1 and n.output != -1 else buf + half
+    if n.check and not fnn_all_finite_f(<const float*>n.X, n.N * n.dims[0]):
+        return False
+    c.X, c.Wp, c.U, c.N, c.K, c.M = <const float*>n.X, <const float*>n.Wp[0], U0, n.N, \
+        n.dims[0], M
+    blocks_on(_panel_blocks, &c, panels, share(<double>n.N * n.dims[0] * M))
+    activate_rows(U0, <const float*>n.b[0], n.N, M, n.codes[0])
+    # U_1 in buf's second half: the next layer's output goes to its first (eq. 10 on)
+    _network(<const float*>U0, <float**>n.W + 1, n.Wp + 1, <float**>n.b + 1, n.dims + 1,
+             n.codes + 1, n.L - 1, buf, half, <float*>n.out, n.N, n.output)
+    return True
+
+
 cdef object _frozen(object layer, object w):
     # a frozen layer's packed W^T (Linear.freeze): its ``_packed`` (W, panels) while W is
     # still that very array, read-only (so nothing wrote it since), and the panels have
@@ -142,8 +179,9 @@ def network(object X, object layers, object output, bint finite=False):
     ``W``, ``b`` and ``activation`` (fastnn.Linear). Each layer runs ``linear``'s kernel,
     or a frozen float32 layer (Linear.freeze) the product of its W^T packed in panels.
     A batch's rows are cut into parts by the shapes (_tuning.parts), each part taken through
-    every layer while its rows are in cache, and fastnn's threads share the parts: the same
-    result on any number of threads.
+    every layer while its rows are in cache, and fastnn's threads share the parts; a small
+    batch (up to panel_rows rows) through a frozen first layer of more than one panel
+    shares that layer's panels instead. The same result on any number of threads.
 
     Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
     layer are the common case (the layers' arrays C-contiguous of one float dtype, non-empty
@@ -238,6 +276,16 @@ def network(object X, object layers, object output, bint finite=False):
         if Wp[l] == NULL:  # (a frozen layer's panels are read by each part, not packed)
             widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
+    cdef float* mem
+    if (net.single and Wp[0] != NULL and 1 < N <= tune.panel_rows and dims[1] > PANEL
+            and not net.convert):
+        mem = <float*>malloc(2 * N * width * sizeof(float))
+        if mem == NULL:
+            raise MemoryError("no memory for the batch's hidden outputs")
+        with nogil:
+            net.nonfinite = not _by_panels(&net, mem, N * width)
+        free(mem)
+        return None if net.nonfinite else out
     with nogil:
         blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
     if net.nonfinite:

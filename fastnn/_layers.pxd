@@ -37,6 +37,9 @@ cdef int share(double work) noexcept nogil
 cdef void linear_forward_packed(const float* X, const float* Wp, const float* b, float* U,
                                 Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
                                 int code) noexcept nogil
+# U[:, units of panels p0..p1] = X W^T there, from W^T in panels (no bias, no activation)
+cdef void panel_products(const float* X, const float* Wp, float* U, Py_ssize_t N,
+                         Py_ssize_t K, Py_ssize_t M, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil
 # the same with W held transposed, WT (K, M)
 cdef void linear_forward_t(const floating* X, const floating* WT, const floating* b,
                            floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,

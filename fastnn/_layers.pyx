@@ -408,7 +408,7 @@ cdef void linear_forward_packed(const float* X, const float* Wp, const float* b,
     # the packed operand BLAS would copy W into on every call). Every unit is one fused
     # chain over the inputs wherever fastnn's product computes it, so a row gets the same
     # bits alone and in a batch that takes the panels.
-    cdef Py_ssize_t p, j, w, panels = (M + PANEL - 1) // PANEL
+    cdef Py_ssize_t panels = (M + PANEL - 1) // PANEL
     cdef Elementwise job
     if N == 1:
         job.single, job.A, job.W, job.x, job.b = True, U, Wp, X, b
@@ -418,12 +418,19 @@ cdef void linear_forward_packed(const float* X, const float* Wp, const float* b,
         else:
             _panel_blocks(&job, 0, panels)
         return
-    for p in range(panels):
+    panel_products(X, Wp, U, N, K, M, 0, panels)
+    activate_rows(U, b, N, M, code)
+
+
+cdef void panel_products(const float* X, const float* Wp, float* U, Py_ssize_t N,
+                         Py_ssize_t K, Py_ssize_t M, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    # U[:, units of panels p0..p1] = X W^T there (eq. 10a without B): a product per panel
+    cdef Py_ssize_t p, j, w
+    for p in range(p0, p1):
         j = p * PANEL
         w = min(<Py_ssize_t>PANEL, M - j)
         if not own_sgemm(N, w, K, 1, X, K, 1, Wp + j * K, w, 0, U + j, M, NULL, 0):
             gemm(False, False, N, w, K, <float>1, X, K, Wp + j * K, w, <float>0, U + j, M)
-    activate_rows(U, b, N, M, code)
 
 
 cdef inline bint _disjoint(cnp.ndarray a, cnp.ndarray b):
