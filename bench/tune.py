@@ -260,16 +260,22 @@ def own_panels(sizes):
                    {"own_panels": HUGE}, {"own_panels": 0})
 
 
-@measures("panel_rows", "panels", "rows", "rows (a frozen model's batch)",
-          "predict_proba of a frozen 784 -> 256 -> 10 relu/softmax model, N rows "
-          "(fastnn's threads)", (-3, -1, 0, 1, 2), (-1, 1), threads=True)
-def panel_rows(sizes):
-    model = fastnn.MLP(784, 256, 10, random_state=0).freeze()
-    for size in sizes:
-        N = max(2, int(size))
-        X = RNG.standard_normal((N, 784)).astype(np.float32)
-        yield Case(f"{N} x 784 -> 256 -> 10", N, lambda X=X: model.predict_proba(X),
-                   {"panel_rows": HUGE}, {"panel_rows": 0})
+@measures("unit_rows", "units", "rows", "rows (a model's batch)",
+          "predict_proba of a 784 -> 256 -> 10 relu/softmax model, N rows (fastnn's "
+          "threads): float32 frozen and not, float64", (-3, -1, 0, 0.585, 1), (-1, 1),
+          threads=True)
+def unit_rows(sizes):
+    for variant in ("frozen", "float32", "float64"):
+        dtype = np.float64 if variant == "float64" else np.float32
+        model = fastnn.MLP(784, 256, 10, dtype=dtype, random_state=0)
+        if variant == "frozen":
+            model.freeze()
+        for size in sizes:
+            N = max(2, round(size))
+            X = RNG.standard_normal((N, 784)).astype(dtype)
+            yield Case(f"{N} x 784 -> 256 -> 10", N,
+                       lambda X=X, model=model: model.predict_proba(X),
+                       {"unit_rows": HUGE}, {"unit_rows": 0}, variant=variant)
 
 
 @measures("parallel_elements", "one thread", "threads", "elements",

@@ -11,7 +11,7 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 
 from fastnn._inputs cimport gather_rows, readable
-from fastnn._blas cimport PANEL
+from fastnn._blas cimport PANEL, product_nt
 from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
                              activate_rows, linear_forward, linear_forward_packed,
                              panel_products, plain, share)
@@ -124,38 +124,58 @@ cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
         _net_part(<double*>NULL, <Net*>ctx, q0, q1)
 
 
-cdef struct Panels:  # a frozen first layer's product for a small batch, split by its panels
-    const float* X
-    const float* Wp
-    float* U
+cdef struct Units:  # a small batch's first layer, its units shared by fastnn's threads
+    bint single
+    const void* X
+    const void* W
+    const float* Wp     # a frozen layer's W^T in panels, else NULL
+    void* U
     Py_ssize_t N
     Py_ssize_t K
     Py_ssize_t M
 
 
-cdef void _panel_blocks(void* ctx, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
-    cdef Panels* c = <Panels*>ctx
-    panel_products(c.X, c.Wp, c.U, c.N, c.K, c.M, p0, p1)
+cdef void _units(floating* tag, Units* c, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    # U[:, units of blocks p0..p1] = X W^T there (eq. 10a without B), PANEL units a block:
+    # a frozen layer's panels, else W's rows
+    cdef Py_ssize_t p, j
+    if floating is float and c.Wp != NULL:
+        panel_products(<const float*>c.X, c.Wp, <float*>c.U, c.N, c.K, c.M, p0, p1)
+        return
+    for p in range(p0, p1):
+        j = p * PANEL
+        product_nt(c.N, min(<Py_ssize_t>PANEL, c.M - j), c.K, <const floating*>c.X, c.K,
+                   <const floating*>c.W + j * c.K, c.K, <floating*>c.U + j, c.M)
 
 
-cdef bint _by_panels(Net* n, float* buf, Py_ssize_t half) noexcept nogil:
-    # a small batch through a frozen first layer: its panels (units) shared by the threads,
-    # each thread's panels of W^T staying in its core's cache from call to call (split by
-    # rows, each thread reads all of W); the rest of the network on all rows at once. The
-    # first layer's units get the bits they get by rows (each the same chain over the
-    # inputs); the later layers' products are of the whole batch, not of its parts.
-    cdef Panels c
-    cdef Py_ssize_t M = n.dims[1], panels = (M + PANEL - 1) // PANEL
-    cdef float* U0 = <float*>n.out if n.L == 1 and n.output != -1 else buf + half
-    if n.check and not fnn_all_finite_f(<const float*>n.X, n.N * n.dims[0]):
+cdef void _unit_blocks(void* ctx, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    if (<Units*>ctx).single:
+        _units(<float*>NULL, <Units*>ctx, p0, p1)
+    else:
+        _units(<double*>NULL, <Units*>ctx, p0, p1)
+
+
+cdef bint _by_units(floating* buf, Net* n, Py_ssize_t half) noexcept nogil:
+    # a small batch: its first layer's units (blocks of PANEL, a frozen layer's panels)
+    # shared by the threads, each thread's part of W staying in its core's cache from call
+    # to call (split by rows, a batch under 2 part_rows rows is one part, on one thread, and
+    # each part reads all of W); the rest of the network on all rows at once. The first
+    # layer's units get the bits they get by rows (each the same chain over the inputs);
+    # the later layers' products are of the whole batch, not of its parts.
+    cdef Units c
+    cdef Py_ssize_t M = n.dims[1], blocks = (M + PANEL - 1) // PANEL
+    cdef floating* U0 = <floating*>n.out if n.L == 1 and n.output != -1 else buf + half
+    if n.check and not (fnn_all_finite_f(<const float*>n.X, n.N * n.dims[0])
+                        if floating is float
+                        else fnn_all_finite_d(<const double*>n.X, n.N * n.dims[0])):
         return False
-    c.X, c.Wp, c.U, c.N, c.K, c.M = <const float*>n.X, <const float*>n.Wp[0], U0, n.N, \
-        n.dims[0], M
-    blocks_on(_panel_blocks, &c, panels, share(<double>n.N * n.dims[0] * M))
-    activate_rows(U0, <const float*>n.b[0], n.N, M, n.codes[0])
+    c.single, c.X, c.W, c.Wp, c.U = n.single, n.X, n.W[0], <const float*>n.Wp[0], U0
+    c.N, c.K, c.M = n.N, n.dims[0], M
+    blocks_on(_unit_blocks, &c, blocks, share(<double>n.N * n.dims[0] * M))
+    activate_rows(U0, <const floating*>n.b[0], n.N, M, n.codes[0])
     # U_1 in buf's second half: the next layer's output goes to its first (eq. 10 on)
-    _network(<const float*>U0, <float**>n.W + 1, n.Wp + 1, <float**>n.b + 1, n.dims + 1,
-             n.codes + 1, n.L - 1, buf, half, <float*>n.out, n.N, n.output)
+    _network(<const floating*>U0, <floating**>n.W + 1, n.Wp + 1, <floating**>n.b + 1,
+             n.dims + 1, n.codes + 1, n.L - 1, buf, half, <floating*>n.out, n.N, n.output)
     return True
 
 
@@ -180,8 +200,8 @@ def network(object X, object layers, object output, bint finite=False):
     or a frozen float32 layer (Linear.freeze) the product of its W^T packed in panels.
     A batch's rows are cut into parts by the shapes (_tuning.parts), each part taken through
     every layer while its rows are in cache, and fastnn's threads share the parts; a small
-    batch (up to panel_rows rows) through a frozen first layer of more than one panel
-    shares that layer's panels instead. The same result on any number of threads.
+    batch (up to unit_rows rows) whose first layer has more than PANEL units shares that
+    layer's units instead. The same result on any number of threads.
 
     Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
     layer are the common case (the layers' arrays C-contiguous of one float dtype, non-empty
@@ -276,14 +296,16 @@ def network(object X, object layers, object output, bint finite=False):
         if Wp[l] == NULL:  # (a frozen layer's panels are read by each part, not packed)
             widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
-    cdef float* mem
-    if (net.single and Wp[0] != NULL and 1 < N <= tune.panel_rows and dims[1] > PANEL
-            and not net.convert):
-        mem = <float*>malloc(2 * N * width * sizeof(float))
+    cdef void* mem
+    if 1 < N <= tune.unit_rows and dims[1] > PANEL and not net.convert:
+        mem = malloc(2 * N * width * cnp.PyArray_ITEMSIZE(out))
         if mem == NULL:
             raise MemoryError("no memory for the batch's hidden outputs")
         with nogil:
-            net.nonfinite = not _by_panels(&net, mem, N * width)
+            if net.single:
+                net.nonfinite = not _by_units(<float*>mem, &net, N * width)
+            else:
+                net.nonfinite = not _by_units(<double*>mem, &net, N * width)
         free(mem)
         return None if net.nonfinite else out
     with nogil:

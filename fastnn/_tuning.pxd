@@ -6,7 +6,7 @@ cdef struct Tuning:
     Py_ssize_t blas_small
     bint own_small
     Py_ssize_t own_panels
-    Py_ssize_t panel_rows
+    Py_ssize_t unit_rows
     Py_ssize_t parallel_elements
     Py_ssize_t split_gemv
     Py_ssize_t part_work

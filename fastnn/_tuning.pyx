@@ -16,7 +16,7 @@ T.own_gemm = 1 << 25
 T.blas_small = 1 << 20
 T.own_small = False
 T.own_panels = 1 << 62
-T.panel_rows = 64
+T.unit_rows = 32
 T.parallel_elements = 1 << 18
 T.split_gemv = 1 << 22
 T.part_work = 1 << 17
@@ -56,10 +56,10 @@ NOTES = {
     "own_panels": "multiply-adds of a frozen layer's batch up to which fastnn's own product "
                   "over the panels freeze() packed beats BLAS's product of W, which packs W "
                   "again each call (rounding)",
-    "panel_rows": "rows of a batch up to which a frozen first layer's product is shared "
-                  "among the threads by its panels (each thread its units for all rows) "
-                  "rather than by rows (each thread all of W for its rows, and one thread "
-                  "below 2 part_rows rows)",
+    "unit_rows": "rows of a batch (inference) up to which its first layer's product is "
+                 "shared among the threads by its units (blocks of 128, a frozen layer's "
+                 "panels: each thread its units for all rows) rather than by rows (each "
+                 "part all of W for its rows, one part below 2 part_rows rows)",
     "parallel_elements": "elements from which an elementwise pass that evaluates exp "
                          "(sigmoid, tanh, exp, softmax, cross-entropy) uses the threads",
     "split_gemv": "W's size (M K) from which one sample's layer splits W's rows among the "

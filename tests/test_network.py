@@ -855,37 +855,42 @@ def test_a_frozen_model_predicts_as_the_notes_say(dtype, output, n_out, hidden, 
     assert_close(model.predict_proba(x), plain.predict_proba(x), dtype)
 
 
+@pytest.mark.parametrize("kind", ["frozen", "float32", "float64"])
 @pytest.mark.parametrize("hidden, output", [((256,), "softmax"), ((200, 140), "sigmoid"),
                                             ((), "identity"), ((), "softmax")],
                          ids=["784-256-10", "deeper", "one-layer", "one-layer-softmax"])
-def test_a_small_frozen_batch_split_by_panels(hidden, output, rng, assert_close):
-    # a batch of up to panel_rows rows shares a frozen first layer's panels among the
-    # threads: the network's output as the notes say, the same bits on 1 and 2 threads and
-    # (the checked build) as the same batch in one part of rows
+def test_a_small_batch_split_by_units(kind, hidden, output, rng, assert_close):
+    # a batch of up to unit_rows rows shares its first layer's units (blocks of a panel's
+    # width; a frozen float32 layer's panels) among the threads: the network's output as the
+    # notes say, the same bits on 1 and 2 threads and (the checked build) as the same batch
+    # in one part of rows
     import threadpoolctl
 
     try:
         from fastnn import _testing
     except ImportError:
         _testing = None
+    dtype = np.float64 if kind == "float64" else np.float32
     if hidden:
         model = MLP(784, list(hidden), 1 if output == "sigmoid" else 10, output=output,
-                    random_state=0)
-    else:  # one layer of 300 units (3 panels, the last narrower) and its output map
+                    dtype=dtype, random_state=0)
+    else:  # one layer of 300 units (3 blocks, the last narrower) and its output map
         loss = "squared_error" if output == "identity" else "cross_entropy"
-        model = Sequential([Linear(784, 300, "relu", random_state=0)], loss=loss)
-    model.freeze()
+        model = Sequential([Linear(784, 300, "relu", dtype=dtype, random_state=0)],
+                           loss=loss)
+    if kind == "frozen":
+        model.freeze()
     out = model.predict if output == "identity" else model.predict_proba
-    for N in sorted({2, 3, 17, tuning()["panel_rows"]}):
-        X = rng.standard_normal((N, 784)).astype(np.float32)
+    for N in sorted({2, 3, 17, tuning()["unit_rows"]}):
+        X = rng.standard_normal((N, 784)).astype(dtype)
         got = []
         for threads in (1, 2):
             with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
                 got.append(out(X))
         np.testing.assert_array_equal(got[0], got[1])
-        assert_close(got[0].reshape(N, -1), _manual_trace(model, X)[1][-1], "float32")
+        assert_close(got[0].reshape(N, -1), _manual_trace(model, X)[1][-1], dtype)
         if _testing is not None and N < 2 * tuning()["part_rows"]:  # (rows: one part)
-            with _testing.tuning(panel_rows=0):
+            with _testing.tuning(unit_rows=0):
                 np.testing.assert_array_equal(out(X), got[0])
 
 
