@@ -11,10 +11,9 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 
 from fastnn._inputs cimport gather_rows, readable
-from fastnn._blas cimport PANEL, product_nt
 from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
-                             activate_rows, linear_forward, linear_forward_packed,
-                             panel_products, plain, share)
+                             by_units, linear_forward, linear_forward_packed,
+                             linear_forward_units, plain, share)
 from fastnn._losses cimport softmax_rows
 from fastnn._math cimport fnn_all_finite_d, fnn_all_finite_f
 from fastnn._parallel cimport blocks_on
@@ -124,55 +123,18 @@ cdef void _net_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
         _net_part(<double*>NULL, <Net*>ctx, q0, q1)
 
 
-cdef struct Units:  # a small batch's first layer, its units shared by fastnn's threads
-    bint single
-    const void* X
-    const void* W
-    const float* Wp     # a frozen layer's W^T in panels, else NULL
-    void* U
-    Py_ssize_t N
-    Py_ssize_t K
-    Py_ssize_t M
-
-
-cdef void _units(floating* tag, Units* c, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
-    # U[:, units of blocks p0..p1] = X W^T there (eq. 10a without B), PANEL units a block:
-    # a frozen layer's panels, else W's rows
-    cdef Py_ssize_t p, j
-    if floating is float and c.Wp != NULL:
-        panel_products(<const float*>c.X, c.Wp, <float*>c.U, c.N, c.K, c.M, p0, p1)
-        return
-    for p in range(p0, p1):
-        j = p * PANEL
-        product_nt(c.N, min(<Py_ssize_t>PANEL, c.M - j), c.K, <const floating*>c.X, c.K,
-                   <const floating*>c.W + j * c.K, c.K, <floating*>c.U + j, c.M)
-
-
-cdef void _unit_blocks(void* ctx, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
-    if (<Units*>ctx).single:
-        _units(<float*>NULL, <Units*>ctx, p0, p1)
-    else:
-        _units(<double*>NULL, <Units*>ctx, p0, p1)
-
-
 cdef bint _by_units(floating* buf, Net* n, Py_ssize_t half) noexcept nogil:
-    # a small batch: its first layer's units (blocks of PANEL, a frozen layer's panels)
-    # shared by the threads, each thread's part of W staying in its core's cache from call
-    # to call (split by rows, a batch under 2 part_rows rows is one part, on one thread, and
-    # each part reads all of W); the rest of the network on all rows at once. The first
-    # layer's units get the bits they get by rows (each the same chain over the inputs);
-    # the later layers' products are of the whole batch, not of its parts.
-    cdef Units c
-    cdef Py_ssize_t M = n.dims[1], blocks = (M + PANEL - 1) // PANEL
+    # a small batch (_layers.by_units): its first layer's units shared by the threads
+    # (linear_forward_units), then the rest of the network on all rows at once (the later
+    # layers' products are of the whole batch, not of its parts)
     cdef floating* U0 = <floating*>n.out if n.L == 1 and n.output != -1 else buf + half
     if n.check and not (fnn_all_finite_f(<const float*>n.X, n.N * n.dims[0])
                         if floating is float
                         else fnn_all_finite_d(<const double*>n.X, n.N * n.dims[0])):
         return False
-    c.single, c.X, c.W, c.Wp, c.U = n.single, n.X, n.W[0], <const float*>n.Wp[0], U0
-    c.N, c.K, c.M = n.N, n.dims[0], M
-    blocks_on(_unit_blocks, &c, blocks, share(<double>n.N * n.dims[0] * M))
-    activate_rows(U0, <const floating*>n.b[0], n.N, M, n.codes[0])
+    linear_forward_units(<const floating*>n.X, <const floating*>n.W[0],
+                         <const float*>n.Wp[0], <const floating*>n.b[0], U0, n.N, n.dims[0],
+                         n.dims[1], n.codes[0])
     # U_1 in buf's second half: the next layer's output goes to its first (eq. 10 on)
     _network(<const floating*>U0, <floating**>n.W + 1, n.Wp + 1, <floating**>n.b + 1,
              n.dims + 1, n.codes + 1, n.L - 1, buf, half, <floating*>n.out, n.N, n.output)
@@ -200,7 +162,7 @@ def network(object X, object layers, object output, bint finite=False):
     or a frozen float32 layer (Linear.freeze) the product of its W^T packed in panels.
     A batch's rows are cut into parts by the shapes (_tuning.parts), each part taken through
     every layer while its rows are in cache, and fastnn's threads share the parts; a small
-    batch (up to unit_rows rows) whose first layer has more than PANEL units shares that
+    batch (up to unit_rows rows) whose first layer has more than 128 units shares that
     layer's units instead. The same result on any number of threads.
 
     Like ``linear``, this is a fast path: it returns the new (N, n_out) array when X and every
@@ -297,7 +259,7 @@ def network(object X, object layers, object output, bint finite=False):
             widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
     cdef void* mem
-    if 1 < N <= tune.unit_rows and dims[1] > PANEL and not net.convert:
+    if by_units(N, dims[0], dims[1]) and not net.convert:
         mem = malloc(2 * N * width * cnp.PyArray_ITEMSIZE(out))
         if mem == NULL:
             raise MemoryError("no memory for the batch's hidden outputs")

@@ -31,6 +31,11 @@ cdef void linear_forward(const floating* X, const floating* W, const floating* b
 cdef void linear_forward_rows(const floating* X, const floating* W, const floating* b,
                               floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
                               int code) noexcept nogil
+# whether a batch's layer is split by its units (a small batch: unit_rows), and the split
+cdef bint by_units(Py_ssize_t N, Py_ssize_t K, Py_ssize_t M) noexcept nogil
+cdef void linear_forward_units(const floating* X, const floating* W, const float* Wp,
+                               const floating* b, floating* U, Py_ssize_t N, Py_ssize_t K,
+                               Py_ssize_t M, int code) noexcept nogil
 # the threads a call of ``work`` multiply-adds shares its parts with (see _layers.pyx)
 cdef int share(double work) noexcept nogil
 # linear_forward for a frozen layer: W^T in panels of _blas.PANEL units (Linear.freeze)

@@ -284,6 +284,7 @@ cdef struct Forward:  # linear_forward over parts of a batch's rows, for fastnn'
     bint single
     const void* X
     const void* W
+    const float* Wp     # (by units) a frozen layer's W^T in panels, else NULL
     const void* b
     void* U
     Py_ssize_t N
@@ -310,6 +311,45 @@ cdef void _forward_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogi
         _forward_part(<double*>NULL, <Forward*>ctx, q0, q1)
 
 
+cdef void _unit_part(floating* tag, Forward* f, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    # U[:, units of blocks p0..p1] = X W^T there (eq. 10a without B), PANEL units a block:
+    # a frozen layer's panels (f.Wp), else W's rows
+    cdef Py_ssize_t p, j
+    if floating is float and f.Wp != NULL:
+        panel_products(<const float*>f.X, f.Wp, <float*>f.U, f.N, f.K, f.M, p0, p1)
+        return
+    for p in range(p0, p1):
+        j = p * PANEL
+        product_nt(f.N, min(<Py_ssize_t>PANEL, f.M - j), f.K, <const floating*>f.X, f.K,
+                   <const floating*>f.W + j * f.K, f.K, <floating*>f.U + j, f.M)
+
+
+cdef void _unit_blocks(void* ctx, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
+    if (<Forward*>ctx).single:
+        _unit_part(<float*>NULL, <Forward*>ctx, p0, p1)
+    else:
+        _unit_part(<double*>NULL, <Forward*>ctx, p0, p1)
+
+
+cdef bint by_units(Py_ssize_t N, Py_ssize_t K, Py_ssize_t M) noexcept nogil:
+    return 1 < N <= tune.unit_rows and M > PANEL and N * K * M > tune.small_gemm
+
+
+cdef void linear_forward_units(const floating* X, const floating* W, const float* Wp,
+                               const floating* b, floating* U, Py_ssize_t N, Py_ssize_t K,
+                               Py_ssize_t M, int code) noexcept nogil:
+    # linear_forward (a frozen layer's: Wp) of a small batch, its units in blocks of PANEL
+    # (a frozen layer's panels) shared by fastnn's threads: each thread's part of W stays in
+    # its core's cache from call to call (split by rows, a batch under 2 part_rows rows is
+    # one part, on one thread, and each part reads all of W). Each unit is the same chain
+    # over the inputs as in the whole product: the bits of the rows' split.
+    cdef Forward f
+    f.single, f.X, f.W, f.Wp, f.b, f.U = floating is float, X, W, Wp, b, U
+    f.N, f.K, f.M, f.code = N, K, M, code
+    blocks_on(_unit_blocks, &f, (M + PANEL - 1) // PANEL, share(<double>N * K * M))
+    activate_rows(U, b, N, M, code)
+
+
 cdef inline int share(double work) noexcept nogil:
     # the threads a call of ``work`` multiply-adds shares its parts with: all it may use when
     # the work pays for waking them, else only those still awake from a recent call
@@ -320,8 +360,12 @@ cdef void linear_forward_rows(const floating* X, const floating* W, const floati
                               floating* U, Py_ssize_t N, Py_ssize_t K, Py_ssize_t M,
                               int code) noexcept nogil:
     # linear_forward, the batch's rows cut into parts by the shapes (_tuning.row_parts) that
-    # fastnn's threads share: the same result on any number of threads
+    # fastnn's threads share (a small batch: its units, linear_forward_units): the same
+    # result on any number of threads
     cdef Forward f
+    if by_units(N, K, M):
+        linear_forward_units(X, W, NULL, b, U, N, K, M, code)
+        return
     f.parts = row_parts(tune, <double>N * K * M, N, <double>K * M)
     if f.parts == 1:
         linear_forward(X, W, b, U, N, K, M, code)

@@ -301,6 +301,29 @@ def test_linear_backward_on_each_path(path, N, K, M, assert_close):
         assert_close(g, w, np.float32)
 
 
+@pytest.mark.parametrize("units", [129, 300])
+def test_a_small_batchs_layer_split_by_units(dtype, units, assert_close):
+    # F.linear of up to unit_rows rows and more than 128 units: its units in blocks shared
+    # by the threads. Against float64 NumPy, the same bits on 1 and 2 threads, and (the
+    # checked build) those of the same rows in one part
+    rng = np.random.default_rng(units)
+    W = rng.standard_normal((units, 200)).astype(dtype)
+    b = rng.standard_normal(units).astype(dtype)
+    for N in sorted({2, 5, tuning()["unit_rows"]}):
+        X = rng.standard_normal((N, 200)).astype(dtype)
+        got = []
+        for threads in (1, 2):
+            with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+                got.append(F.linear(X, W, b, "tanh"))
+        np.testing.assert_array_equal(got[0], got[1])
+        want = reference.linear(X.astype(np.float64), W.astype(np.float64),
+                                b.astype(np.float64), "tanh")
+        assert_close(got[0], want, dtype)
+        if _testing is not None and N < 2 * tuning()["part_rows"]:
+            with _testing.tuning(unit_rows=0):
+                np.testing.assert_array_equal(F.linear(X, W, b, "tanh"), got[0])
+
+
 def _frozen_layer(n_in, units, activation, N, seed):
     """A one-layer model of a frozen float32 Linear (its W^T in panels), N rows of X and the
     layer's output on them by fastnn.reference in float64."""
