@@ -38,7 +38,7 @@ from .updates import (
     values_problem,
 )
 
-__all__ = ["History", "fit", "fit_validated", "train_on_batch"]
+__all__ = ["History", "fit", "train_on_batch"]
 
 if TYPE_CHECKING:
     from .network import Sequential
@@ -449,7 +449,7 @@ def _fit(model: Sequential, X: ArrayLike, y: ArrayLike, epochs: int, batch_size:
         model._fit_lock.release()
 
 
-def fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
+def _fit_validated(model: Sequential, X: Inputs, Y: NDArray[Any],
                   sw: NDArray[np.float64] | None,
                   validation: tuple[Inputs, NDArray[Any]] | None, settings: _Settings, *,
                   random_state: SeedLike) -> History:

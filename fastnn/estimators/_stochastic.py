@@ -11,7 +11,7 @@ from numpy.typing import NDArray
 from sklearn.exceptions import ConvergenceWarning
 
 from .._typing import Inputs
-from ..training import _Settings, fit_validated
+from ..training import _Settings, _fit_validated
 from ._monitor import Monitor, validation_arrays
 
 if TYPE_CHECKING:
@@ -56,7 +56,7 @@ def fit_stochastic(est: _BaseMLP, X: Inputs, Y: NDArray[Any], y_out: NDArray[Any
     try:
         # (X, Y, sw and the parameters are checked: scikit-learn's checks ran on them, or
         # the estimator's quick partial_fit path repeats a checked call)
-        fit_validated(est._model, X, Y, sw, None, _Settings(
+        _fit_validated(est._model, X, Y, sw, None, _Settings(
             1 if incremental else int(est.max_iter),  # epochs
             batch_size, float(est.learning_rate_init), solver, momentum,
             bool(est.nesterovs_momentum) and momentum > 0,  # nesterov
