@@ -332,6 +332,8 @@ cdef void _unit_blocks(void* ctx, Py_ssize_t p0, Py_ssize_t p1) noexcept nogil:
 
 
 cdef bint by_units(Py_ssize_t N, Py_ssize_t K, Py_ssize_t M) noexcept nogil:
+    # a batch of 2..unit_rows rows through a layer of more than one block of units, above
+    # the direct loops' size (small_gemm: those keep their own order and bits)
     return 1 < N <= tune.unit_rows and M > PANEL and N * K * M > tune.small_gemm
 
 
@@ -341,8 +343,8 @@ cdef void linear_forward_units(const floating* X, const floating* W, const float
     # linear_forward (a frozen layer's: Wp) of a small batch, its units in blocks of PANEL
     # (a frozen layer's panels) shared by fastnn's threads: each thread's part of W stays in
     # its core's cache from call to call (split by rows, a batch under 2 part_rows rows is
-    # one part, on one thread, and each part reads all of W). Each unit is the same chain
-    # over the inputs as in the whole product: the bits of the rows' split.
+    # one part, on one thread, and each part reads all of W). Each unit's sum runs over the
+    # inputs as in the whole product (tests compare the bits with the rows' split).
     cdef Forward f
     f.single, f.X, f.W, f.Wp, f.b, f.U = floating is float, X, W, Wp, b, U
     f.N, f.K, f.M, f.code = N, K, M, code
