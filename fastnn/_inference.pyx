@@ -255,24 +255,25 @@ def network(object X, object layers, object output, bint finite=False):
     net.check, net.nonfinite, net.failed = finite, False, False
     net.buf = small if not net.convert and 2 * N * width * cnp.PyArray_ITEMSIZE(out) \
         <= <Py_ssize_t>sizeof(small) else NULL
+    cdef void* mem = NULL
+    if by_units(N, dims[0], dims[1]) and not net.convert:
+        if net.buf == NULL:
+            mem = net.buf = malloc(2 * N * width * cnp.PyArray_ITEMSIZE(out))
+            if mem == NULL:
+                raise MemoryError("no memory for the batch's hidden outputs")
+        with nogil:
+            if net.single:
+                net.nonfinite = not _by_units(<float*>net.buf, &net, N * width)
+            else:
+                net.nonfinite = not _by_units(<double*>net.buf, &net, N * width)
+        free(mem)
+        return None if net.nonfinite else out
     work = widest = 0
     for l in range(L):
         work += N * dims[l] * dims[l + 1]
         if Wp[l] == NULL:  # (a frozen layer's panels are read by each part, not packed)
             widest = max(widest, dims[l] * dims[l + 1])
     net.parts = row_parts(tune, work, N, widest)
-    cdef void* mem
-    if by_units(N, dims[0], dims[1]) and not net.convert:
-        mem = malloc(2 * N * width * cnp.PyArray_ITEMSIZE(out))
-        if mem == NULL:
-            raise MemoryError("no memory for the batch's hidden outputs")
-        with nogil:
-            if net.single:
-                net.nonfinite = not _by_units(<float*>mem, &net, N * width)
-            else:
-                net.nonfinite = not _by_units(<double*>mem, &net, N * width)
-        free(mem)
-        return None if net.nonfinite else out
     with nogil:
         blocks_on(_net_blocks, &net, net.parts, share(work) if net.parts > 1 else 1)
     if net.nonfinite:
