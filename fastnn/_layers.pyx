@@ -21,7 +21,7 @@ from fastnn._math cimport (_exp_inplace, _sigmoid_inplace, _tanh, fnn_bias_relu_
                            fnn_bias_relu_d, fnn_add_f, fnn_add_d, fnn_relu_mask_f,
                            fnn_relu_mask_d, fnn_colsum_f, fnn_colsum_d, fnn_gemv_f, fnn_gemv_d)
 from fastnn._parallel cimport awake, blocks, blocks_on
-from fastnn._tuning cimport Tuning, row_parts, tuned
+from fastnn._tuning cimport Tuning, parts_of, row_parts, tuned, unit_parts
 
 cnp.import_array()
 
@@ -648,16 +648,94 @@ cdef void grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_
         product(False, N, K, M, 1, dZ, M, W, K, 0, dX, K)  # dX = dZ W
 
 
+cdef struct Backward:  # _linear_backward's parts, for fastnn's threads
+    bint single
+    const void* dU
+    const void* X
+    const void* W
+    const void* U
+    void* dZ
+    void* dX            # NULL: not wanted
+    void* dW
+    void* db            # NULL: no bias
+    double* acc
+    Py_ssize_t N
+    Py_ssize_t K
+    Py_ssize_t M
+    Py_ssize_t parts    # of the phase running
+    bint by_units       # the dW phase's parts: blocks of units (rows of dW), else of inputs
+    int code
+
+
+cdef void _backward_rows(floating* tag, Backward* f, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    # parts q0..q1 of the batch's rows r0..r1: dZ_r = dU_r * g'(Z_r) and dX_r = dZ_r W
+    cdef Py_ssize_t q, r0, r1, M = f.M
+    for q in range(q0, q1):
+        r0, r1 = q * f.N // f.parts, (q + 1) * f.N // f.parts
+        mul_grad_row(<const floating*>f.dU + r0 * M, <const floating*>f.U + r0 * M,
+                     <floating*>f.dZ + r0 * M, (r1 - r0) * M, f.code)
+        if f.dX != NULL:
+            grad_dX(<floating*>f.dZ + r0 * M, <const floating*>f.W,
+                    <floating*>f.dX + r0 * f.K, r1 - r0, f.K, M)
+
+
+cdef void _backward_weights(floating* tag, Backward* f, Py_ssize_t q0,
+                            Py_ssize_t q1) noexcept nogil:
+    # parts q0..q1 of dW = dZ^T X: its rows j0..j1 (with db there), or its columns k0..k1
+    # (dW[:, k0:k1] = dZ^T X[:, k0:k1]; part 0 takes db)
+    cdef Py_ssize_t q, a0, a1, N = f.N, K = f.K, M = f.M
+    cdef const floating* dZ = <floating*>f.dZ
+    cdef floating* dW = <floating*>f.dW
+    for q in range(q0, q1):
+        if f.by_units:
+            a0, a1 = q * M // f.parts, (q + 1) * M // f.parts
+            grad_dW(dZ, <const floating*>f.X, dW, <floating*>f.db, f.acc, N, K, M, a0, a1)
+        else:
+            a0, a1 = q * K // f.parts, (q + 1) * K // f.parts
+            if q == 0 and f.db != NULL:
+                grad_db(dZ, <floating*>f.db, f.acc, N, M, 0, M)
+            product(True, M, a1 - a0, N, 1, dZ, M, <const floating*>f.X + a0, K, 0, dW + a0,
+                    K)
+
+
+cdef void _backward_row_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    if (<Backward*>ctx).single:
+        _backward_rows(<float*>NULL, <Backward*>ctx, q0, q1)
+    else:
+        _backward_rows(<double*>NULL, <Backward*>ctx, q0, q1)
+
+
+cdef void _backward_weight_blocks(void* ctx, Py_ssize_t q0, Py_ssize_t q1) noexcept nogil:
+    if (<Backward*>ctx).single:
+        _backward_weights(<float*>NULL, <Backward*>ctx, q0, q1)
+    else:
+        _backward_weights(<double*>NULL, <Backward*>ctx, q0, q1)
+
+
 cdef void _linear_backward(const floating* dU, const floating* X, const floating* W,
                            const floating* U, floating* dZ, floating* dX, floating* dW,
                            floating* db, double* acc, Py_ssize_t N, Py_ssize_t K,
                            Py_ssize_t M, int code) noexcept nogil:
     # dZ = dU * g'(Z); dW = dZ^T X; db = sum_i dZ_i; dX = dZ W (skipped when dX is NULL).
     # dZ may alias dU; db may be NULL (a layer without bias); acc: M float64 of scratch for db.
-    mul_grad_row(dU, U, dZ, N * M, code)
-    grad_dW(dZ, X, dW, db, acc, N, K, M, 0, M)
-    if dX != NULL:
-        grad_dX(dZ, W, dX, N, K, M)
+    # Two phases of parts cut by the shapes alone, shared by fastnn's threads (the same bits
+    # on any number of them): the batch's rows (dZ, dX: each part reads all of W, as the
+    # forward's), then dW's units (each part reads all of X, as a training step's unit
+    # parts) or, for a layer too narrow for two, dW's inputs.
+    cdef Backward f
+    cdef double work = <double>N * K * M
+    cdef int threads = share(work)
+    f.single, f.dU, f.X, f.W, f.U = floating is float, dU, X, W, U
+    f.dZ, f.dX, f.dW, f.db, f.acc = dZ, dX, dW, db, acc
+    f.N, f.K, f.M, f.code = N, K, M, code
+    f.parts = row_parts(tune, work, N, <double>K * M) if dX != NULL else 1
+    blocks_on(_backward_row_blocks, &f, f.parts, threads)
+    f.parts = unit_parts(tune, work, M)
+    f.by_units = f.parts > 1
+    if not f.by_units:
+        f.parts = parts_of(tune, work, K, tune.part_units)
+        f.by_units = f.parts == 1  # one part: grad_dW's whole product (or its direct loops)
+    blocks_on(_backward_weight_blocks, &f, f.parts, threads)
 
 
 def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U, int code,
@@ -691,5 +769,4 @@ def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U,
     finally:
         free(acc)
     return dX, dW, db
-
 

@@ -301,6 +301,35 @@ def test_linear_backward_on_each_path(path, N, K, M, assert_close):
         assert_close(g, w, np.float32)
 
 
+@pytest.mark.parametrize("N, K, M", [(300, 260, 300), (2000, 300, 10), (1, 3, 2)])
+def test_linear_backward_in_parts_gives_the_same_bits_on_any_threads(dtype, N, K, M,
+                                                                    assert_close):
+    # F.linear_backward's parts (the batch's rows for dZ and dX, then dW's units, or its
+    # inputs for a layer of 10 units) are cut by the shapes: the same bits on 1, 2 and 3
+    # threads, against float64 NumPy
+    rng = np.random.default_rng([N, K, M])
+    X = rng.standard_normal((N, K)).astype(dtype)
+    W = rng.standard_normal((M, K)).astype(dtype)
+    U = np.tanh(rng.standard_normal((N, M))).astype(dtype)
+    dU = rng.standard_normal((N, M)).astype(dtype)
+    got = []
+    for threads in (1, 2, 3):
+        with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
+            got.append(F.linear_backward(dU, X, W, U, "tanh"))
+    for other in got[1:]:
+        for g, o in zip(got[0], other):
+            np.testing.assert_array_equal(g, o)
+    want = reference.linear_backward(dU.astype(np.float64), X.astype(np.float64),
+                                     W.astype(np.float64), U.astype(np.float64), "tanh")
+    for g, w in zip(got[0], want):
+        assert g.dtype == dtype
+        assert_close(g, w, dtype, scale=max(N, K, M) ** 0.5)
+    dX, dW, db = F.linear_backward(dU, X, W, U, "tanh", need_dX=False)
+    assert dX is None
+    np.testing.assert_array_equal(dW, got[0][1])
+    np.testing.assert_array_equal(db, got[0][2])
+
+
 @pytest.mark.parametrize("units", [129, 300])
 def test_a_small_batchs_layer_split_by_units(dtype, units, assert_close):
     # F.linear of up to unit_rows rows and more than 128 units: its units in blocks shared
