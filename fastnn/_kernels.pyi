@@ -41,6 +41,12 @@ def linear_backward(
 ) -> tuple[_FloatArray | None, _FloatArray, _FloatArray]:
     """(dX or None, dW, db) for U = g(X W^T + b) given dU = dL/dU; 2-D batches."""
 
+def linear_backward_fast(
+    dU: object, X: object, W: object, U: object, activation: object, need_dX: object
+) -> tuple[_FloatArray | None, _FloatArray, _FloatArray] | None:
+    """``linear_backward`` for 2-D C-contiguous arrays of one float dtype, a known activation
+    and a bool ``need_dX``, or None for anything else (the caller then validates in Python)."""
+
 def activate(Z: _FloatArray, code: int, out: _Out) -> _Out:
     """out = g(Z) elementwise; returns ``out``."""
 

@@ -13,8 +13,9 @@ models over it) call. The kernels live in one module per job, linked by cimport:
 
 and this module gathers what Python calls. Every function takes NumPy arrays that
 fastnn.functional has validated (float32 or float64, one dtype per call, C-contiguous,
-matching shapes, labels in range); nothing validates here, except ``linear``'s and
-``network``'s compiled fast paths, which return None outside the common case. The checked
+matching shapes, labels in range); nothing validates here, except the compiled fast paths
+(``linear``, ``linear_backward_fast``, ``network``), which return None outside the common
+case. The checked
 build (FASTNN_CHECKED=1) turns Cython's bounds checks on and adds fastnn._testing, the hooks
 tests use to reach inside.
 """
@@ -33,7 +34,8 @@ from fastnn._blas import hold as hold_blas, release as release_blas
 from fastnn._inference import OUTPUT_CODES, network
 from fastnn._inputs import (finite_rows, readable_finite_rows, sparse_linear,
                             sparse_linear_backward)
-from fastnn._layers import ACTIVATION_CODES, activate, activation_grad, linear, linear_backward
+from fastnn._layers import (ACTIVATION_CODES, activate, activation_grad, linear, linear_backward,
+                            linear_backward_fast)
 from fastnn._losses import (binary_cross_entropy, cross_entropy, poisson, softmax,
                             squared_error)
 from fastnn._parallel import num_threads, pool_info, set_num_threads

@@ -770,3 +770,31 @@ def linear_backward(cnp.ndarray dU, cnp.ndarray X, cnp.ndarray W, cnp.ndarray U,
         free(acc)
     return dX, dW, db
 
+
+def linear_backward_fast(object dU, object X, object W, object U, object activation,
+                         object need_dX):
+    """The compiled fast path of ``functional.linear_backward``, as ``linear`` is of
+    ``functional.linear``: ``linear_backward`` when the arguments are the common case (2-D
+    C-contiguous float32/float64 arrays of one dtype and matching non-empty shapes, a known
+    activation, ``need_dX`` a bool) and None otherwise (the caller validates in Python)."""
+    if not cnp.PyArray_CheckExact(X) or type(need_dX) is not bool:
+        return None
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return None
+    if not (plain(X, 2, typenum) and plain(W, 2, typenum) and plain(dU, 2, typenum)
+            and plain(U, 2, typenum)):
+        return None
+    cdef cnp.ndarray x = <cnp.ndarray>X, w = <cnp.ndarray>W, du = <cnp.ndarray>dU
+    cdef cnp.ndarray u = <cnp.ndarray>U
+    cdef Py_ssize_t N = x.shape[0], K = x.shape[1], M = w.shape[0]
+    if N == 0 or K == 0 or M == 0 or w.shape[1] != K:
+        return None
+    if N > 0x7FFFFFFF or K > 0x7FFFFFFF or M > 0x7FFFFFFF:
+        return None
+    if du.shape[0] != N or du.shape[1] != M or u.shape[0] != N or u.shape[1] != M:
+        return None
+    code = _ACTIVATION_CODES.get(activation) if type(activation) is str else None
+    if code is None:
+        return None
+    return linear_backward(du, x, w, u, code, need_dX)

@@ -185,6 +185,9 @@ def linear_backward(
     >>> dW, db, dX  # dW = g'(z) x, db = g'(z), dX = g'(z) W
     (array([[0.5]]), array([0.25]), array([[0.]]))
     """
+    fast = ops().linear_backward_fast(dU, X, W, U, activation, need_dX)
+    if fast is not None:
+        return fast
     Xv: Inputs  # X validated: a C array, or CSR rows
     if _v.is_sparse(X):
         (dU, W, U), dtype = _v.real_arrays((dU, "dU"), (W, "W"), (U, "U"))

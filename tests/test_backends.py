@@ -306,7 +306,8 @@ def test_linear_backward_in_parts_gives_the_same_bits_on_any_threads(dtype, N, K
                                                                     assert_close):
     # F.linear_backward's parts (the batch's rows for dZ and dX, then dW's units, or its
     # inputs for a layer of 10 units) are cut by the shapes: the same bits on 1, 2 and 3
-    # threads, against float64 NumPy
+    # threads, against float64 NumPy; the fast path (C arrays) and the validating path (a
+    # Fortran-ordered X, copied) give the same bits
     rng = np.random.default_rng([N, K, M])
     X = rng.standard_normal((N, K)).astype(dtype)
     W = rng.standard_normal((M, K)).astype(dtype)
@@ -316,7 +317,7 @@ def test_linear_backward_in_parts_gives_the_same_bits_on_any_threads(dtype, N, K
     for threads in (1, 2, 3):
         with threadpoolctl.threadpool_limits(limits=threads, user_api="openmp"):
             got.append(F.linear_backward(dU, X, W, U, "tanh"))
-    for other in got[1:]:
+    for other in got[1:] + [F.linear_backward(dU, np.asfortranarray(X), W, U, "tanh")]:
         for g, o in zip(got[0], other):
             np.testing.assert_array_equal(g, o)
     want = reference.linear_backward(dU.astype(np.float64), X.astype(np.float64),
@@ -328,6 +329,8 @@ def test_linear_backward_in_parts_gives_the_same_bits_on_any_threads(dtype, N, K
     assert dX is None
     np.testing.assert_array_equal(dW, got[0][1])
     np.testing.assert_array_equal(db, got[0][2])
+    with pytest.raises(TypeError, match="need_dX"):
+        F.linear_backward(dU, X, W, U, "tanh", need_dX=1)
 
 
 @pytest.mark.parametrize("units", [129, 300])

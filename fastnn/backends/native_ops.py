@@ -49,6 +49,11 @@ class NativeOps(Ops):
             raise RuntimeError("fastnn internal error: validated arguments refused by the kernel")
         return U
 
+    def linear_backward_fast(
+        self, dU: Any, X: Any, W: Any, U: Any, activation: Any, need_dX: Any
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray] | None:
+        return _kernels.linear_backward_fast(dU, X, W, U, activation, need_dX)
+
     def linear_backward(self, dU: FloatArray, X: Inputs, W: FloatArray, U: FloatArray,
                         activation: str, need_dX: bool
                         ) -> tuple[FloatArray | None, FloatArray, FloatArray]:

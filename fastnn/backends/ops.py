@@ -70,6 +70,12 @@ class Ops:
         """U = g(X W^T + B) (eq. 10a) for a 2-D batch: a C array or CSR rows of W's dtype."""
         return reference.linear(X, W, b, activation, out=out)
 
+    def linear_backward_fast(
+        self, dU: Any, X: Any, W: Any, U: Any, activation: Any, need_dX: Any
+    ) -> tuple[FloatArray | None, FloatArray, FloatArray] | None:
+        """A compiled fast path that checks its own arguments, or None (then validate)."""
+        return None
+
     def linear_backward(self, dU: FloatArray, X: Inputs, W: FloatArray, U: FloatArray,
                         activation: str, need_dX: bool
                         ) -> tuple[FloatArray | None, FloatArray, FloatArray]:
