@@ -176,6 +176,7 @@ class Measure:
     cases: Callable  # cases(sizes) -> iterable of Case
     kind: str = "crossover"  # "cost": the other side is a larger machine's (no suggestion)
     threads: bool = False  # one side uses fastnn's threads: needs two or more
+    around: float | None = None  # sizes around this, not the current value (which may be "none")
 
 
 MEASURES = {}
@@ -234,8 +235,21 @@ def own_gemm(sizes):
         for size in sizes:
             w = square(size, 256)
             yield Case(f"256 x {w} -> {w}", 256 * w * w, kernel(256, w, w),
-                       {"own_gemm": HUGE, "own_small": True, "max_parts": 1},
+                       {"own_gemm": HUGE, "own_small": True, "max_parts": 1,
+                        "own_nt_rows": HUGE},
                        {"own_gemm": 0, "max_parts": 1}, variant=kernel.__name__)
+
+
+@measures("own_nt_rows", "own", "BLAS", "rows (one product)",
+          "F.linear (X W^T, W as stored), N rows, 784 -> 256 and 256 -> 256, float32, the "
+          "product whole (max_parts 1: one thread)", (-1, 0, 0.585, 1, 2), (-1, 1), around=32)
+def own_nt_rows(sizes):
+    for K in (784, 256):
+        for N in sizes:
+            yield Case(f"{N} x {K} -> 256", N, forward(N, K, 256),
+                       {"own_nt_rows": HUGE, "own_gemm": HUGE, "max_parts": 1, "unit_rows": 0},
+                       {"own_nt_rows": 0, "own_nt_units": 0, "max_parts": 1, "unit_rows": 0})
+
 
 
 @measures("blas_small", "BLAS", "own", "multiply-adds (one product)",
@@ -721,7 +735,7 @@ def header(args):
 
 
 def sizes_for(m, quick):
-    base = FOUND[m.name]
+    base = FOUND[m.name] if m.around is None else m.around
     return sorted({max(1, round(base * 2.0 ** e)) for e in (m.quick if quick else m.exponents)})
 
 

@@ -170,7 +170,8 @@ cdef void product_nt(Py_ssize_t m, Py_ssize_t n, Py_ssize_t k, const floating* A
                      Py_ssize_t ldc) noexcept nogil:
     if floating is float:
         # (BLAS's small-matrix kernels refuse a transposed B: no small products for them)
-        if m * n * k <= tune.own_gemm and fnn_sgemm_nt(m, n, k, A, lda, B, ldb, C, ldc):
+        if (m * n * k <= tune.own_gemm and (m <= tune.own_nt_rows or n <= tune.own_nt_units)
+                and fnn_sgemm_nt(m, n, k, A, lda, B, ldb, C, ldc)):
             return
     gemm(False, True, m, n, k, 1, A, lda, B, ldb, 0, C, ldc)
 

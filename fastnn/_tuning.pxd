@@ -3,6 +3,8 @@
 cdef struct Tuning:
     Py_ssize_t small_gemm
     Py_ssize_t own_gemm
+    Py_ssize_t own_nt_rows
+    Py_ssize_t own_nt_units
     Py_ssize_t blas_small
     bint own_small
     Py_ssize_t own_panels

@@ -13,6 +13,8 @@ never by the number of threads. ``values()`` reads them; the checked build's
 cdef Tuning T
 T.small_gemm = 4096
 T.own_gemm = 1 << 25
+T.own_nt_rows = 1 << 62
+T.own_nt_units = 16
 T.blas_small = 1 << 20
 T.own_small = False
 T.own_panels = 1 << 62
@@ -40,8 +42,12 @@ T.sparse_transpose = 0.25
 #: the values that differ where fastnn's own product runs its AVX2 kernels (a CPU without
 #: AVX-512; set at import, _blas.pyx), measured on a 2-core AMD EPYC (Zen 3) VM: the panels'
 #: product (in cache blocks) beats BLAS's product of W up to 1024 x 784 -> 256 (2.75 against
-#: 3.09 ms), BLAS's wins from 2048 rows by 3-4% (4096: 10.47 against 10.73 ms)
-AVX2 = {"own_panels": 1 << 28}
+#: 3.09 ms), BLAS's wins from 2048 rows by 3-4% (4096: 10.47 against 10.73 ms). X W^T with W
+#: as stored (4 x 2 tiles of dot products), own/BLAS on one thread (bench/tune.py): 784 ->
+#: 256 0.76 at 32 rows, 0.98 at 48 and 64, 1.68 at 128; 256 -> 256 0.66 at 16, 1.05 at 32,
+#: 0.87 at 48, 1.36 at 64, 1.19 at 128; 512 rows, 128 or 256 inputs, 8-64 units 1.07-1.73.
+#: (AVX-512's 4 x 4 tiles are unmeasured here: no limit there, as before.)
+AVX2 = {"own_panels": 1 << 28, "own_nt_rows": 32}
 
 #: what each threshold trades (one line each)
 NOTES = {
@@ -49,6 +55,14 @@ NOTES = {
                   "(rounding: the loops sum in their own order)",
     "own_gemm": "multiply-adds up to which fastnn's float32 product (no packing) beats BLAS's "
                 "packed kernels; above, BLAS's cache blocking wins (rounding)",
+    "own_nt_rows": "rows of X up to which X W^T with W as stored (an unfrozen layer's "
+                   "forward: dot products of rows, W read again for every 4 rows) runs on "
+                   "fastnn's own product, within own_gemm; above, BLAS's packed kernels "
+                   "(rounding)",
+    "own_nt_units": "... and units (W's rows) up to which it runs there at any rows: an "
+                    "output layer's sums in one order for every row wherever it sits (BLAS's "
+                    "edge tiles sum a batch's last rows in another), for 7-16% of that small "
+                    "product (512 rows, 8 units: rounding)",
     "blas_small": "multiply-adds up to which BLAS's small-matrix kernels (no packing, AVX-512 "
                   "OpenBLAS) beat fastnn's own product (rounding)",
     "own_small": "whether fastnn's own product also takes the products up to blas_small: "

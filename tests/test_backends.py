@@ -147,7 +147,7 @@ def test_the_plain_network_takes_only_a_finite_c_array_of_the_models_dtype(dtype
 #
 # The kernels give it the float32 products up to the tuning table's own_gemm multiply-adds
 # (those up to blas_small only where BLAS has no small-matrix kernels: own_small, set when
-# fastnn.threads loads). Every path the CPU can run is checked against a float64 product on
+# fastnn.threads loads; X W^T with W as stored up to own_nt_rows rows or own_nt_units units). Every path the CPU can run is checked against a float64 product on
 # awkward shapes (edges of the 4- and 8-row tiles and of the 16- and 32-column panels, k = 1),
 # with A read in place or
 # transposed, alpha and beta; then through the kernels that use it (linear_backward, and the
@@ -173,7 +173,8 @@ def path(request):
     assert _testing.gemm_path(request.param) == request.param
     small = _kernels.own_small_products()
     _kernels.own_small_products(True)  # every product up to own_gemm multiply-adds on the path
-    yield request.param
+    with _testing.tuning(own_nt_rows=1 << 62):  # (X W^T's too)
+        yield request.param
     _kernels.own_small_products(small)
     _testing.gemm_path(CPU_PATH)
 
