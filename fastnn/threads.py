@@ -1,8 +1,9 @@
 """fastnn's thread policy, whole.
 
 - **One mechanism.** fastnn's parallel work (the training loop, the lbfgs objective, one
-  sample's large layers, a batch's rows or, for a small batch, its first layer's units, large
-  elementwise passes) runs on a pool of threads of fastnn's own
+  sample's large layers, a batch's rows or, for a small batch, its first layer's units, a
+  layer's backward by the batch's rows and then dW's units, large elementwise passes) runs on
+  a pool of threads of fastnn's own
   (``fastnn/_threads.h``): the calling thread and up to ``get_num_threads() - 1`` workers.
   fastnn uses no OpenMP and starts no other threads.
 - **How many threads.** ``get_num_threads()``: ``OMP_NUM_THREADS`` (read, never set) if it is
