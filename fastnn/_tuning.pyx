@@ -59,10 +59,10 @@ NOTES = {
                    "forward: dot products of rows, W read again for every 4 rows) runs on "
                    "fastnn's own product, within own_gemm; above, BLAS's packed kernels "
                    "(rounding)",
-    "own_nt_units": "... and units (W's rows) up to which it runs there at any rows: an "
-                    "output layer's sums in one order for every row wherever it sits (BLAS's "
-                    "edge tiles sum a batch's last rows in another), for 7-16% of that small "
-                    "product (512 rows, 8 units: rounding)",
+    "own_nt_units": "... and units (W's rows) up to which it runs there at any rows, so an "
+                    "output layer sums every row in one order wherever the row sits (BLAS's "
+                    "edge tiles round a batch's last rows otherwise); BLAS would be 7-16% "
+                    "faster on that small product (policy; rounding)",
     "blas_small": "multiply-adds up to which BLAS's small-matrix kernels (no packing, AVX-512 "
                   "OpenBLAS) beat fastnn's own product (rounding)",
     "own_small": "whether fastnn's own product also takes the products up to blas_small: "
