@@ -251,7 +251,6 @@ def own_nt_rows(sizes):
                        {"own_nt_rows": 0, "own_nt_units": 0, "max_parts": 1, "unit_rows": 0})
 
 
-
 @measures("blas_small", "BLAS", "own", "multiply-adds (one product)",
           "F.linear_backward (dZ^T X, dZ W), 16 rows, w -> w, relu, float32",
           (-6, -4, -3, -2, -1, 0, 1, 2), (-6, -3, 0))

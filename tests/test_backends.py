@@ -147,12 +147,13 @@ def test_the_plain_network_takes_only_a_finite_c_array_of_the_models_dtype(dtype
 #
 # The kernels give it the float32 products up to the tuning table's own_gemm multiply-adds
 # (those up to blas_small only where BLAS has no small-matrix kernels: own_small, set when
-# fastnn.threads loads; X W^T with W as stored up to own_nt_rows rows or own_nt_units units). Every path the CPU can run is checked against a float64 product on
-# awkward shapes (edges of the 4- and 8-row tiles and of the 16- and 32-column panels, k = 1),
-# with A read in place or
-# transposed, alpha and beta; then through the kernels that use it (linear_backward, and the
-# training loop's forward, dW^T and dX) against the NumPy reference, and for the fixed order of
-# its sums (the same bits for a product cut into parts).
+# fastnn.threads loads; X W^T with W as stored only up to own_nt_rows rows or own_nt_units
+# units, which the path fixture lifts). Every path the CPU can run is checked against a
+# float64 product on awkward shapes (edges of the 4- and 8-row tiles and of the 16- and
+# 32-column panels, k = 1), with A read in place or transposed, alpha and beta; then
+# through the kernels that use it (linear_backward, and the training loop's forward, dW^T and
+# dX) against the NumPy reference, and for the fixed order of its sums (the same bits for a
+# product cut into parts).
 # ---------------------------------------------------------------------------------------
 
 try:  # the hooks that select the path: the checked build's (FASTNN_CHECKED=1, CI's step 4)
