@@ -11,7 +11,7 @@ from cython cimport floating
 from libc.stdlib cimport malloc, free
 
 from fastnn._inputs cimport gather_rows, readable
-from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, _ACTIVATION_CODES, activate_flat,
+from fastnn._layers cimport (EXP, IDENTITY, SIGMOID, activate_flat, activation_code,
                              by_units, linear_forward, linear_forward_packed,
                              linear_forward_units, plain, share)
 from fastnn._losses cimport softmax_rows
@@ -216,8 +216,8 @@ def network(object X, object layers, object output, bint finite=False):
         if bias is not None and not (plain(bias, 1, typenum)
                                      and (<cnp.ndarray>bias).shape[0] == dims[l + 1]):
             return None
-        code = _ACTIVATION_CODES.get(act) if type(act) is str else None
-        if code is None:
+        code = activation_code(act)
+        if code < 0:
             return None
         arrays[2 * l] = w
         arrays[2 * l + 1] = bias

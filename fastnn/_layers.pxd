@@ -69,3 +69,5 @@ cdef void grad_dX(const floating* dZ, const floating* W, floating* dX, Py_ssize_
                   Py_ssize_t K, Py_ssize_t M) noexcept nogil
 # an exact ndarray of this ndim and type, C-contiguous, aligned, in native byte order
 cdef bint plain(object A, int ndim, int typenum)
+# an activation's code from its name (a str), or -1 for anything else
+cdef int activation_code(object activation)

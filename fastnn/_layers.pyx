@@ -496,6 +496,32 @@ cdef bint plain(object A, int ndim, int typenum):
             and cnp.PyArray_ISCARRAY_RO(a) and cnp.PyArray_ISNOTSWAPPED(a))
 
 
+cdef int _plain_layer(object X, object W):
+    # the fast paths' common case of a layer's X (N, K) and W (M, K): plain 2-D arrays of one
+    # float dtype (float32, float64), non-empty, K matching, each size an int; their type
+    # number, or -1
+    if not cnp.PyArray_CheckExact(X):
+        return -1
+    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
+    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
+        return -1
+    if not (plain(X, 2, typenum) and plain(W, 2, typenum)):
+        return -1
+    cdef cnp.ndarray x = <cnp.ndarray>X, w = <cnp.ndarray>W
+    cdef Py_ssize_t N = x.shape[0], K = x.shape[1], M = w.shape[0]
+    if N == 0 or K == 0 or M == 0 or w.shape[1] != K:
+        return -1
+    if N > 0x7FFFFFFF or K > 0x7FFFFFFF or M > 0x7FFFFFFF:
+        return -1
+    return typenum
+
+
+cdef int activation_code(object activation):
+    # a known activation's code (a str only: .get on the typed dict is a C call), or -1
+    code = _ACTIVATION_CODES.get(activation) if type(activation) is str else None
+    return -1 if code is None else <int>code
+
+
 def linear(object X, object W, object b, object activation, object out):
     """U = g(X W^T + B), eq. 10a, fused: the bias and activation are the epilogue of the product.
 
@@ -504,27 +530,19 @@ def linear(object X, object W, object b, object activation, object out):
     non-empty shapes, a known activation, ``out`` absent or a matching writeable array that
     overlaps no input) and None otherwise, in which case the caller validates in Python.
     """
-    if not cnp.PyArray_CheckExact(X):
-        return None
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
-    if not (plain(X, 2, typenum) and plain(W, 2, typenum)):
+    cdef int typenum = _plain_layer(X, W)
+    if typenum < 0:
         return None
     cdef cnp.ndarray x = <cnp.ndarray>X, w = <cnp.ndarray>W, bias = None, u
     cdef Py_ssize_t N = x.shape[0], K = x.shape[1], M = w.shape[0]
-    if N == 0 or K == 0 or M == 0 or w.shape[1] != K:
-        return None
-    if N > 0x7FFFFFFF or K > 0x7FFFFFFF or M > 0x7FFFFFFF:
-        return None
     if b is not None:
         if not plain(b, 1, typenum):
             return None
         bias = <cnp.ndarray>b
         if bias.shape[0] != M:
             return None
-    code = _ACTIVATION_CODES.get(activation) if type(activation) is str else None
-    if code is None:
+    cdef int c = activation_code(activation)
+    if c < 0:
         return None
     cdef cnp.npy_intp dims[2]
     if out is None:
@@ -539,7 +557,6 @@ def linear(object X, object W, object b, object activation, object out):
             return None
         if bias is not None and not _disjoint(u, bias):
             return None
-    cdef int c = code
     cdef void* pb = cnp.PyArray_DATA(bias) if bias is not None else NULL
     if typenum == cnp.NPY_FLOAT32:
         with nogil:
@@ -777,24 +794,17 @@ def linear_backward_fast(object dU, object X, object W, object U, object activat
     ``functional.linear``: ``linear_backward`` when the arguments are the common case (2-D
     C-contiguous float32/float64 arrays of one dtype and matching non-empty shapes, a known
     activation, ``need_dX`` a bool) and None otherwise (the caller validates in Python)."""
-    if not cnp.PyArray_CheckExact(X) or type(need_dX) is not bool:
+    cdef int typenum = _plain_layer(X, W)
+    if typenum < 0 or type(need_dX) is not bool:
         return None
-    cdef int typenum = cnp.PyArray_TYPE(<cnp.ndarray>X)
-    if typenum != cnp.NPY_FLOAT32 and typenum != cnp.NPY_FLOAT64:
-        return None
-    if not (plain(X, 2, typenum) and plain(W, 2, typenum) and plain(dU, 2, typenum)
-            and plain(U, 2, typenum)):
+    if not (plain(dU, 2, typenum) and plain(U, 2, typenum)):
         return None
     cdef cnp.ndarray x = <cnp.ndarray>X, w = <cnp.ndarray>W, du = <cnp.ndarray>dU
     cdef cnp.ndarray u = <cnp.ndarray>U
-    cdef Py_ssize_t N = x.shape[0], K = x.shape[1], M = w.shape[0]
-    if N == 0 or K == 0 or M == 0 or w.shape[1] != K:
-        return None
-    if N > 0x7FFFFFFF or K > 0x7FFFFFFF or M > 0x7FFFFFFF:
-        return None
+    cdef Py_ssize_t N = x.shape[0], M = w.shape[0]
     if du.shape[0] != N or du.shape[1] != M or u.shape[0] != N or u.shape[1] != M:
         return None
-    code = _ACTIVATION_CODES.get(activation) if type(activation) is str else None
-    if code is None:
+    cdef int code = activation_code(activation)
+    if code < 0:
         return None
     return linear_backward(du, x, w, u, code, need_dX)
