@@ -58,7 +58,8 @@ cdef inline bint _finite(const floating* X, Py_ssize_t n) noexcept nogil:
     # no entry of X[:n] is inf or NaN (the check a model's predictions make first)
     if floating is float:
         return fnn_all_finite_f(X, n)
-    return fnn_all_finite_d(X, n)
+    else:
+        return fnn_all_finite_d(X, n)
 
 
 cdef struct Net:  # a network's output over parts of a batch's rows, for fastnn's threads
