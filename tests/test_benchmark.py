@@ -5,13 +5,14 @@ missing peer. (No test asserts a time: samples are only checked to be numbers.)"
 import json
 import math
 import os
+import sys
 import textwrap
 import time
 
 import numpy as np
 import pytest
 
-from fastnn.benchmark import cli, goals, report
+from fastnn.benchmark import cli, goals, report, steadiness
 from fastnn.benchmark.cases import Case, Inputs
 from fastnn.benchmark.runner import (NOT_INSTALLED, CaseResult, CaseRun, Contender, Outcome,
                                      Pool, ProcessWorker, Settings, compare, user_environment)
@@ -278,14 +279,26 @@ def test_goal_verdicts_of_every_kind():
     assert verdict("digits fit vs scikit-learn", []).verdict == "n/a"
 
 
+def test_slow_windows_counts_the_share_and_the_longest_run():
+    # best 10: windows below 8 are slow
+    assert steadiness.slow_windows([10, 9, 7, 0, 8, 5, 10]) == (pytest.approx(3 / 7), 2)
+    assert steadiness.slow_windows([4, 4, 4]) == (0.0, 0)
+    assert steadiness.slow_windows([]) == (0.0, 0)
+
+
 def test_json_output_shape(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert cli.main(["--only", "fit_cost", "--samples", "3", "--target-ms", "1",
-                     "--json", str(path)]) == 0
+                     "--steadiness", "0.05", "--json", str(path)]) == 0
     out = capsys.readouterr().out
     assert "each contender in a worker process of its own" in out
     assert "issue 15: a fit call's fixed cost" in out
     data = json.loads(path.read_text())
+    if sys.platform.startswith("linux"):  # (pinned CPUs: Linux only)
+        assert "CPU steadiness" in out
+        for rows in data["steadiness"].values():
+            assert [row["cpu"] for row in rows] == sorted(os.sched_getaffinity(0))
+            assert all(row["best"] > 0 and 0 <= row["slow_share"] <= 1 for row in rows)
     assert data["format"] == report.JSON_FORMAT and data["mode"] == "process per contender"
     assert set(data["settings"]) >= {"samples", "target_s", "budget_s"}
     env = data["environment"]

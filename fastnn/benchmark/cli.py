@@ -9,7 +9,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 
-from . import goals, report
+from . import goals, report, steadiness
 from .cases import WORKLOADS, Case, cases
 from .runner import (CONTENDERS, MAX_RETRIES, CaseResult, CpuMeter, Pool, Settings,
                      run_case)
@@ -47,6 +47,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         f"{MAX_RETRIES} times) "
                         "when tasks waited for a CPU during more than 10%% of it (a shared "
                         "machine)")
+    p.add_argument("--steadiness", type=float, metavar="S", default=1.0,
+                   help="seconds of the CPU steadiness probe before and after the cases "
+                        "(fastnn/benchmark/steadiness.py; 0: none)")
     p.add_argument("--list", action="store_true", help="list the cases and goals, and exit")
     args = p.parse_args(list(argv))
     if args.samples is not None and args.samples < 3:
@@ -115,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_of(args)
     selected = select(args)
     start = time.perf_counter()
+    steady_before = steadiness.probe(args.steadiness) if args.steadiness > 0 else None
     pool = Pool(same_process=args.same_process)
     meter = CpuMeter(pool.pids)
     results: list[CaseResult] = []
@@ -128,6 +132,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         other_cpu = meter.others()  # while the workers live: their CPU time is ours
     finally:
         pool.close()
+    steady = {"before": steady_before,
+              "after": steadiness.probe(args.steadiness) if steady_before else None}
     elapsed = time.perf_counter() - start
     peak_row = next((r for r in results if r.case.workload == "peak"), None)
     measured = [g for g in (peak_row.gflops(n) for n in peak_row.outcomes)
@@ -136,10 +142,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_id = {r.case.id: r for r in results}
     verdicts = goals.verdicts(by_id, peak)
     report.write_report(sys.stdout, results, peak, verdicts, env, settings,
-                        args.same_process, elapsed, other_cpu)
+                        args.same_process, elapsed, other_cpu, steady)
     if args.json:
         data = report.payload(results, peak, verdicts, env, settings, args.same_process,
-                              elapsed, other_cpu)
+                              elapsed, other_cpu, steady)
         with open(args.json, "w") as fh:
             json.dump(data, fh, indent=1)
         print(f"results written to {args.json}")

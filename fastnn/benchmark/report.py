@@ -10,6 +10,7 @@ from typing import IO, Any
 
 import numpy as np
 
+from . import steadiness
 from .cases import TITLES, WORKLOADS
 from .goals import NOT_RUN, Verdict
 from .runner import CONTENDERS, CaseResult, Pool, Settings
@@ -216,7 +217,8 @@ def verdict_line(v: Verdict) -> str:
 
 def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None,
                  verdicts: Sequence[Verdict], env: Mapping[str, Any], settings: Settings,
-                 same_process: bool, elapsed: float, other_cpu: float | None) -> None:
+                 same_process: bool, elapsed: float, other_cpu: float | None,
+                 steady: Mapping[str, Any] | None = None) -> None:
     def p(line: str = "") -> None:
         print(line, file=out)
 
@@ -285,6 +287,9 @@ def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None
         p(line)
     if other_cpu is not None:
         p(f"other processes used {100 * other_cpu:.1f}% of the CPUs during the run")
+    steady_line = steadiness.describe(steady["before"], steady["after"]) if steady else None
+    if steady_line:
+        p(steady_line)
     p(f"{elapsed:.0f} s")
 
 
@@ -319,7 +324,8 @@ def case_dict(r: CaseResult, peak: float | None) -> dict[str, Any]:
 
 def payload(results: Sequence[CaseResult], peak: float | None, verdicts: Sequence[Verdict],
             env: Mapping[str, Any], settings: Settings, same_process: bool,
-            elapsed: float, other_cpu: float | None) -> dict[str, Any]:
+            elapsed: float, other_cpu: float | None,
+            steady: Mapping[str, Any] | None = None) -> dict[str, Any]:
     return {"format": JSON_FORMAT,
             "mode": "same-process" if same_process else "process per contender",
             "settings": {"samples": settings.samples, "min_samples": settings.min_samples,
@@ -332,4 +338,5 @@ def payload(results: Sequence[CaseResult], peak: float | None, verdicts: Sequenc
             "cases": [case_dict(r, peak) for r in results],
             "goals": [v.as_dict() for v in verdicts],
             "other_cpu": other_cpu,
+            "steadiness": steady,
             "elapsed_s": elapsed}
