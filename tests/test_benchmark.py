@@ -286,6 +286,19 @@ def test_slow_windows_counts_the_share_and_the_longest_run():
     assert steadiness.slow_windows([]) == (0.0, 0)
 
 
+def test_unsteady_cpus_mark_the_case():
+    steady = [{"cpu": 0, "best": 1e4, "slow_share": 0.0, "longest_slow_ms": 0.0}]
+    shaky = [{"cpu": 0, "best": 1e4, "slow_share": 0.3, "longest_slow_ms": 40.0}]
+    r = CaseResult(Case("forward/x", "forward", "x", ("fastnn",), lambda: Inputs({})), {})
+    assert not report.unsteady(r)
+    r.steadiness = {"before": steady, "after": steady}
+    assert not report.unsteady(r)
+    r.steadiness = {"before": steady, "after": shaky}
+    assert report.unsteady(r)
+    line = steadiness.describe([steady, shaky, None])
+    assert line is not None and "1 of 2 probes" in line and "cpu0 30%" in line
+
+
 def test_json_output_shape(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert cli.main(["--only", "fit_cost", "--samples", "3", "--target-ms", "1",
@@ -296,7 +309,8 @@ def test_json_output_shape(tmp_path, capsys):
     data = json.loads(path.read_text())
     if sys.platform.startswith("linux"):  # (pinned CPUs: Linux only)
         assert "CPU steadiness" in out
-        for rows in data["steadiness"].values():
+        assert len(data["steadiness_probes"]) == 2  # before the one case and after it
+        for rows in data["cases"][0]["steadiness"].values():
             assert [row["cpu"] for row in rows] == sorted(os.sched_getaffinity(0))
             assert all(row["best"] > 0 and 0 <= row["slow_share"] <= 1 for row in rows)
     assert data["format"] == report.JSON_FORMAT and data["mode"] == "process per contender"

@@ -7,7 +7,7 @@ or spin variable anywhere), the rounds alternated between the workers so that lo
 elsewhere hits all of them, medians, the spread of the samples, ratios of medians, and the
 verdicts of the goals. On a shared machine, ``--wait-quiet S`` waits for other processes
 to go quiet before each round and takes again a round during which tasks waited for a CPU.
-Before and after the cases, a second of ``steadiness`` tells how steadily each CPU did
+Before each case, a quarter second of ``steadiness`` tells how steadily each CPU does
 vector arithmetic (what slows a team of threads more than one thread; not a goal).
 
 Modules, one job each:
@@ -21,7 +21,7 @@ Modules, one job each:
   the alternated rounds;
 * ``goals``: the goals and their verdicts;
 * ``report``: the environment, the tables, the JSON;
-* ``steadiness``: each CPU's arithmetic throughput over short windows, all CPUs busy;
+* ``steadiness``: each CPU's arithmetic over short windows, all CPUs busy, between cases;
 * ``cli``: the command line.
 
 The pytest-benchmark suites in ``bench/`` are parametrised from the same cases.

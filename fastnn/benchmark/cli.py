@@ -47,9 +47,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                         f"{MAX_RETRIES} times) "
                         "when tasks waited for a CPU during more than 10%% of it (a shared "
                         "machine)")
-    p.add_argument("--steadiness", type=float, metavar="S", default=1.0,
-                   help="seconds of the CPU steadiness probe before and after the cases "
-                        "(fastnn/benchmark/steadiness.py; 0: none)")
+    p.add_argument("--steadiness", type=float, metavar="S", default=0.25,
+                   help="seconds of the CPU steadiness probe before each case and after the "
+                        "last (fastnn/benchmark/steadiness.py; 0: none)")
     p.add_argument("--list", action="store_true", help="list the cases and goals, and exit")
     args = p.parse_args(list(argv))
     if args.samples is not None and args.samples < 3:
@@ -118,22 +118,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     settings = settings_of(args)
     selected = select(args)
     start = time.perf_counter()
-    steady_before = steadiness.probe(args.steadiness) if args.steadiness > 0 else None
+    probe = steadiness.Probe() if args.steadiness > 0 else None
+    probes: list[steadiness.Rows | None] = []  # before each case, and after the last
     pool = Pool(same_process=args.same_process)
-    meter = CpuMeter(pool.pids)
+    meter = CpuMeter(lambda: [*pool.pids(), *(probe.pids() if probe else [])])
     results: list[CaseResult] = []
     try:
         with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as root:
             for i, case in enumerate(selected, 1):
                 print(f"  [{i}/{len(selected)}] {case.workload} {case.label} "
                       f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
+                if probe:
+                    probes.append(probe.measure(args.steadiness))
                 results.append(run_case(case, pool, settings, root))
+            if probe:
+                probes.append(probe.measure(args.steadiness))
+                for r, before, after in zip(results, probes, probes[1:]):
+                    r.steadiness = {"before": before, "after": after}
         env = report.environment(pool)
         other_cpu = meter.others()  # while the workers live: their CPU time is ours
     finally:
         pool.close()
-    steady = {"before": steady_before,
-              "after": steadiness.probe(args.steadiness) if steady_before else None}
+        if probe:
+            probe.close()
     elapsed = time.perf_counter() - start
     peak_row = next((r for r in results if r.case.workload == "peak"), None)
     measured = [g for g in (peak_row.gflops(n) for n in peak_row.outcomes)
@@ -142,10 +149,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     by_id = {r.case.id: r for r in results}
     verdicts = goals.verdicts(by_id, peak)
     report.write_report(sys.stdout, results, peak, verdicts, env, settings,
-                        args.same_process, elapsed, other_cpu, steady)
+                        args.same_process, elapsed, other_cpu, probes)
     if args.json:
         data = report.payload(results, peak, verdicts, env, settings, args.same_process,
-                              elapsed, other_cpu, steady)
+                              elapsed, other_cpu, probes)
         with open(args.json, "w") as fh:
             json.dump(data, fh, indent=1)
         print(f"results written to {args.json}")

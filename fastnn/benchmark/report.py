@@ -140,6 +140,11 @@ def busy(r: CaseResult) -> bool:
     return stalled or (r.other_cpu is not None and r.other_cpu > BUSY)
 
 
+def unsteady(r: CaseResult) -> bool:
+    """A CPU was unsteady just before or just after the case (steadiness)."""
+    return any(steadiness.unsteady(rows) for rows in (r.steadiness or {}).values())
+
+
 def _cell(result: CaseResult, name: str, notes: list[str]) -> str:
     outcome = result.outcomes[name]
     if not outcome.ok:
@@ -164,7 +169,7 @@ def section(results: Sequence[CaseResult], peak: float | None) -> str:
     rows = [head]
     notes: list[str] = []
     for r in results:
-        row = [r.case.label + (" *" if busy(r) else "")]
+        row = [r.case.label + (" *" if busy(r) else "") + (" +" if unsteady(r) else "")]
         row += [_cell(r, n, notes) if n in r.outcomes else "" for n in columns]
         spreads = [o.spread for o in r.outcomes.values() if o.ok]
         row.append(f"{100 * max(spreads):.0f}%" if spreads and r.rounds > 1 else "")
@@ -218,7 +223,7 @@ def verdict_line(v: Verdict) -> str:
 def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None,
                  verdicts: Sequence[Verdict], env: Mapping[str, Any], settings: Settings,
                  same_process: bool, elapsed: float, other_cpu: float | None,
-                 steady: Mapping[str, Any] | None = None) -> None:
+                 probes: Sequence[Any] = ()) -> None:
     def p(line: str = "") -> None:
         print(line, file=out)
 
@@ -287,9 +292,14 @@ def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None
         p(line)
     if other_cpu is not None:
         p(f"other processes used {100 * other_cpu:.1f}% of the CPUs during the run")
-    steady_line = steadiness.describe(steady["before"], steady["after"]) if steady else None
+    steady_line = steadiness.describe(probes)
     if steady_line:
         p(steady_line)
+    shaky = [f"{r.case.workload} {r.case.label}" for r in results if unsteady(r)]
+    if shaky:
+        p(f"+ {len(shaky)} cases began or ended with a CPU unsteady (their times are suspect, "
+          "above all the ratios of a team of threads against one thread): "
+          + "; ".join(shaky))
     p(f"{elapsed:.0f} s")
 
 
@@ -303,7 +313,8 @@ def case_dict(r: CaseResult, peak: float | None) -> dict[str, Any]:
     out: dict[str, Any] = {"id": c.id, "workload": c.workload, "label": c.label,
                            "base": c.base, "steps_per_call": c.steps,
                            "flops_per_step": c.flops, "rounds": r.rounds,
-                           "other_cpu": r.other_cpu, "load": r.load, "contenders": {}}
+                           "other_cpu": r.other_cpu, "load": r.load,
+                           "steadiness": r.steadiness, "contenders": {}}
     for name, o in r.outcomes.items():
         entry: dict[str, Any] = {"status": o.status if o.ok or o.status != "ok"
                                  else "error: no samples", "info": o.info}
@@ -325,7 +336,7 @@ def case_dict(r: CaseResult, peak: float | None) -> dict[str, Any]:
 def payload(results: Sequence[CaseResult], peak: float | None, verdicts: Sequence[Verdict],
             env: Mapping[str, Any], settings: Settings, same_process: bool,
             elapsed: float, other_cpu: float | None,
-            steady: Mapping[str, Any] | None = None) -> dict[str, Any]:
+            probes: Sequence[Any] = ()) -> dict[str, Any]:
     return {"format": JSON_FORMAT,
             "mode": "same-process" if same_process else "process per contender",
             "settings": {"samples": settings.samples, "min_samples": settings.min_samples,
@@ -338,5 +349,5 @@ def payload(results: Sequence[CaseResult], peak: float | None, verdicts: Sequenc
             "cases": [case_dict(r, peak) for r in results],
             "goals": [v.as_dict() for v in verdicts],
             "other_cpu": other_cpu,
-            "steadiness": steady,
+            "steadiness_probes": list(probes),
             "elapsed_s": elapsed}

@@ -397,6 +397,7 @@ class CaseResult:
     rounds: int = 0
     other_cpu: float | None = None
     load: dict[str, float] | None = None  # stalled and retaken rounds (CaseRun.load)
+    steadiness: dict[str, Any] | None = None  # the CPUs just before and after (steadiness)
 
     def ok(self, name: str) -> bool:
         return name in self.outcomes and self.outcomes[name].ok

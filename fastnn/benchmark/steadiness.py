@@ -1,31 +1,39 @@
-"""How steadily each CPU does vector arithmetic while every CPU is busy.
+"""How steadily each CPU does vector arithmetic while every CPU is busy, before each case.
 
-One child process per CPU the run may use, pinned to it, multiplies two 128 x 128 float32
-matrices (one BLAS thread: the product stays in the core's cache, bound by its multiply-add
-units) over and over for a second, counting the products done in each 5 ms window. A CPU's
-slow windows are those below 80% of its best; their share and longest run say how much of
-the time something outside the run (other virtual machines on the core's sibling hardware
-threads, power limits) took the CPU's arithmetic away. A team of threads waits for its
-slowest CPU, one thread only for its own: a run's ratios against single-threaded peers are
-read with this. Information printed with the goals; no goal depends on it.
+A ``Probe`` keeps one process per CPU the run may use, pinned to it and idle (blocked on its
+stdin) while the cases run. Asked to measure, each multiplies two 128 x 128 float32 matrices
+(one BLAS thread: the product stays in the core's cache, bound by its multiply-add units)
+over and over, all CPUs at once, counting the products done in each 5 ms window. A CPU's
+slow windows are those below 80% of its best; a CPU is *unsteady* when more than 10% of its
+windows are slow. Load that no process of the machine shows (a virtual machine's neighbours
+on the same cores' sibling hardware threads, power limits) takes a CPU's arithmetic away
+like this for seconds at a time. A team of threads waits at its barriers for its slowest
+CPU, one thread only for its own: a case measured between unsteady moments is marked, and
+its ratios against one-thread peers are suspect. Information printed with the goals; no
+verdict depends on it.
 """
 
 from __future__ import annotations
 
-import multiprocessing
+import json
 import os
-import queue
+import subprocess
+import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 WINDOW = 0.005  # seconds a count covers
 SLOW = 0.8  # a window below this share of the CPU's best is slow
-SIDE = 128  # the product's matrices: 2 x 128^3 flops, ~20-40 us on one core
+UNSTEADY = 0.10  # a CPU with more than this share of slow windows is unsteady
+SIDE = 128  # the product's matrices: 2 x 128^3 flops, ~50 us on one core
+
+Rows = list[dict[str, Any]]  # one measurement: per CPU {cpu, best, slow_share, longest_slow_ms}
 
 
-def _count(cpu: int, seconds: float, window: float, out: Any) -> None:
-    """(child process) Products of SIDE x SIDE float32 matrices done on ``cpu`` per window,
-    for ``seconds``; the counts are put on the queue ``out`` as (cpu, counts)."""
+def _serve(cpu: int) -> None:
+    """(the child process, pinned to ``cpu``) For each request "seconds window" on stdin,
+    a line on stdout: the products done per window over that time, as JSON; EOF ends it."""
     import numpy as np
     from threadpoolctl import threadpool_limits
 
@@ -34,25 +42,28 @@ def _count(cpu: int, seconds: float, window: float, out: Any) -> None:
     A = rng.random((SIDE, SIDE), dtype=np.float32)
     B = rng.random((SIDE, SIDE), dtype=np.float32)
     C = np.empty_like(A)
-    counts: list[int] = []
     with threadpool_limits(1):
         for _ in range(20):  # warm: the first products load the library's code and pages
             np.matmul(A, B, out=C)
-        n, start = 0, time.perf_counter()
-        edge, end = start + window, start + seconds
-        while True:
-            np.matmul(A, B, out=C)
-            n += 1
-            t = time.perf_counter()
-            while t >= edge:  # (a window the process lost whole counts 0)
-                counts.append(n)
-                n, edge = 0, edge + window
-            if t >= end:
-                break
-    out.put((cpu, counts))
+        print("ready", flush=True)
+        for request in sys.stdin:
+            seconds, window = map(float, request.split())
+            counts: list[int] = []
+            n, start = 0, time.perf_counter()
+            edge, end = start + window, start + seconds
+            while True:
+                np.matmul(A, B, out=C)
+                n += 1
+                t = time.perf_counter()
+                while t >= edge:  # (a window the process lost whole counts 0)
+                    counts.append(n)
+                    n, edge = 0, edge + window
+                if t >= end:
+                    break
+            print(json.dumps(counts), flush=True)
 
 
-def slow_windows(counts: list[int], slow: float = SLOW) -> tuple[float, int]:
+def slow_windows(counts: Sequence[int], slow: float = SLOW) -> tuple[float, int]:
     """(share of the windows below ``slow`` times the best, longest run of such windows)."""
     if not counts:
         return 0.0, 0
@@ -68,50 +79,78 @@ def slow_windows(counts: list[int], slow: float = SLOW) -> tuple[float, int]:
     return below / len(counts), longest
 
 
-def probe(seconds: float = 1.0, window: float = WINDOW) -> list[dict[str, Any]] | None:
-    """Per CPU of this process's affinity mask: {"cpu", "best" (products a second in its
-    best window), "slow_share", "longest_slow_ms"}, all CPUs counted at once; None where
-    the CPUs cannot be pinned (not Linux) or a child fails."""
-    if not hasattr(os, "sched_getaffinity"):
-        return None
-    cpus = sorted(os.sched_getaffinity(0))
-    ctx = multiprocessing.get_context("spawn")  # (no fork of a process with threads)
-    results = ctx.Queue()
-    children = [ctx.Process(target=_count, args=(cpu, seconds, window, results), daemon=True)
-                for cpu in cpus]
-    for child in children:
-        child.start()
-    try:
-        found = dict(results.get(timeout=60 + 2 * seconds) for _ in children)
-    except queue.Empty:  # a child died or hung
-        return None
-    finally:
-        for child in children:
-            child.join(timeout=5)
-            if child.is_alive():
-                child.terminate()
-    rows = []
-    for cpu in cpus:
-        counts = found[cpu]
-        share, longest = slow_windows(counts)
-        rows.append({"cpu": cpu, "best": max(counts, default=0) / window,
-                     "slow_share": share, "longest_slow_ms": longest * window * 1e3})
-    return rows
+class Probe:
+    """The pinned processes, one per CPU of this process's affinity mask (Linux: elsewhere
+    there are none and ``measure`` returns None)."""
+
+    def __init__(self) -> None:
+        self.cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        self.children = [subprocess.Popen(
+            [sys.executable, "-m", "fastnn.benchmark.steadiness", str(cpu)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for cpu in self.cpus]
+        self.ready = False  # (each child's first line says it is; read before a first probe)
+
+    def pids(self) -> list[int]:
+        return [child.pid for child in self.children]
+
+    def measure(self, seconds: float, window: float = WINDOW) -> Rows | None:
+        """Every CPU's windows over ``seconds``, all at once; None where a child is gone."""
+        if not self.children:
+            return None
+        try:
+            if not self.ready:  # (all started: their counts then overlap in time)
+                for child in self.children:
+                    assert child.stdout is not None
+                    if child.stdout.readline().strip() != "ready":
+                        raise ValueError("a probe process did not start")
+                self.ready = True
+            for child in self.children:
+                assert child.stdin is not None
+                child.stdin.write(f"{seconds} {window}\n")
+                child.stdin.flush()
+            found = []
+            for child in self.children:
+                assert child.stdout is not None
+                found.append(json.loads(child.stdout.readline()))
+        except (OSError, ValueError):  # (a child that died: a broken pipe, no line)
+            self.close()
+            return None
+        rows = []
+        for cpu, counts in zip(self.cpus, found):
+            share, longest = slow_windows(counts)
+            rows.append({"cpu": cpu, "best": max(counts, default=0) / window,
+                         "slow_share": share, "longest_slow_ms": longest * window * 1e3})
+        return rows
+
+    def close(self) -> None:
+        for child in self.children:
+            try:
+                if child.stdin is not None:
+                    child.stdin.close()  # (EOF: the child returns)
+                child.wait(timeout=5)
+            except (OSError, subprocess.TimeoutExpired):
+                child.kill()
+        self.children = []
 
 
-def describe(start: list[dict[str, Any]] | None, end: list[dict[str, Any]] | None) -> str | None:
-    """The report's line: each CPU's slow windows before the cases and after them."""
-    if not start or not end:
+def unsteady(rows: Rows | None) -> list[dict[str, Any]]:
+    """The CPUs of a measurement with more than UNSTEADY of their windows slow."""
+    return [row for row in rows or () if row["slow_share"] > UNSTEADY]
+
+
+def describe(measurements: Sequence[Rows | None]) -> str | None:
+    """The report's line: how many measurements found a CPU unsteady, and the worst."""
+    taken = [rows for rows in measurements if rows]
+    if not taken:
         return None
-    at_end = {row["cpu"]: row for row in end}
-    parts = []
-    for row in start:
-        last = at_end.get(row["cpu"])
-        if last is None:
-            continue
-        parts.append(f"cpu{row['cpu']} {100 * row['slow_share']:.0f}% / "
-                     f"{100 * last['slow_share']:.0f}% (longest {row['longest_slow_ms']:.0f} / "
-                     f"{last['longest_slow_ms']:.0f} ms)")
-    return (f"CPU steadiness ({SIDE}x{SIDE} float32 products on every CPU at once; windows of "
-            f"{WINDOW * 1e3:g} ms below {SLOW:.0%} of the CPU's best, before / after the "
-            "cases): " + ", ".join(parts))
+    worst = max((row for rows in taken for row in rows), key=lambda row: row["slow_share"])
+    found = sum(1 for rows in taken if unsteady(rows))
+    return (f"CPU steadiness ({SIDE}x{SIDE} float32 products on every CPU at once, before "
+            f"each case and after the last): {found} of {len(taken)} probes found a CPU with "
+            f"more than {UNSTEADY:.0%} of its {WINDOW * 1e3:g} ms windows below {SLOW:.0%} "
+            f"of its best; the worst: cpu{worst['cpu']} {100 * worst['slow_share']:.0f}% "
+            f"(longest run {worst['longest_slow_ms']:.0f} ms)")
+
+
+if __name__ == "__main__":
+    _serve(int(sys.argv[1]))
