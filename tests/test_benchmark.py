@@ -299,6 +299,20 @@ def test_unsteady_cpus_mark_the_case():
     assert line is not None and "1 of 2 probes" in line and "cpu0 30%" in line
 
 
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pins CPUs: Linux")
+def test_steadiness_probe_measures_every_cpu_and_survives_a_dead_child():
+    probe = steadiness.Probe()
+    try:
+        rows = probe.measure(0.02)
+        assert rows is not None and [r["cpu"] for r in rows] == sorted(os.sched_getaffinity(0))
+        probe.children[0].kill()
+        probe.children[0].wait()
+        assert probe.measure(0.02) is None and probe.children == []  # (closed, no hang)
+        assert probe.measure(0.02) is None
+    finally:
+        probe.close()
+
+
 def test_json_output_shape(tmp_path, capsys):
     path = tmp_path / "bench.json"
     assert cli.main(["--only", "fit_cost", "--samples", "3", "--target-ms", "1",

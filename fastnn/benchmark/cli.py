@@ -121,17 +121,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     probe = steadiness.Probe() if args.steadiness > 0 else None
     probes: list[steadiness.Rows | None] = []  # before each case, and after the last
     pool = Pool(same_process=args.same_process)
-    meter = CpuMeter(lambda: [*pool.pids(), *(probe.pids() if probe else [])])
+    meter = CpuMeter(lambda: [*pool.pids(), *(probe.pids() if probe is not None else [])])
     results: list[CaseResult] = []
     try:
         with tempfile.TemporaryDirectory(prefix="fastnn-bench-") as root:
             for i, case in enumerate(selected, 1):
                 print(f"  [{i}/{len(selected)}] {case.workload} {case.label} "
                       f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
-                if probe:
+                if probe is not None:
                     probes.append(probe.measure(args.steadiness))
                 results.append(run_case(case, pool, settings, root))
-            if probe:
+            if probe is not None:
                 probes.append(probe.measure(args.steadiness))
                 for r, before, after in zip(results, probes, probes[1:]):
                     r.steadiness = {"before": before, "after": after}
@@ -139,7 +139,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         other_cpu = meter.others()  # while the workers live: their CPU time is ours
     finally:
         pool.close()
-        if probe:
+        if probe is not None:
             probe.close()
     elapsed = time.perf_counter() - start
     peak_row = next((r for r in results if r.case.workload == "peak"), None)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import subprocess
 import sys
 import time
@@ -100,19 +101,15 @@ class Probe:
         try:
             if not self.ready:  # (all started: their counts then overlap in time)
                 for child in self.children:
-                    assert child.stdout is not None
-                    if child.stdout.readline().strip() != "ready":
+                    if _line(child, 60) != "ready":
                         raise ValueError("a probe process did not start")
                 self.ready = True
             for child in self.children:
                 assert child.stdin is not None
                 child.stdin.write(f"{seconds} {window}\n")
                 child.stdin.flush()
-            found = []
-            for child in self.children:
-                assert child.stdout is not None
-                found.append(json.loads(child.stdout.readline()))
-        except (OSError, ValueError):  # (a child that died: a broken pipe, no line)
+            found = [json.loads(_line(child, 10 + 2 * seconds)) for child in self.children]
+        except (OSError, ValueError):  # a child that died (a broken pipe, no line) or hangs
             self.close()
             return None
         rows = []
@@ -131,6 +128,14 @@ class Probe:
             except (OSError, subprocess.TimeoutExpired):
                 child.kill()
         self.children = []
+
+
+def _line(child: subprocess.Popen[str], timeout: float) -> str:
+    """The child's next line of output; TimeoutError after ``timeout`` seconds without one."""
+    assert child.stdout is not None
+    if not select.select([child.stdout], [], [], timeout)[0]:
+        raise TimeoutError("no answer from a probe process")
+    return child.stdout.readline().strip()
 
 
 def unsteady(rows: Rows | None) -> list[dict[str, Any]]:
