@@ -299,6 +299,19 @@ def test_unsteady_cpus_mark_the_case():
     assert line is not None and "1 of 2 probes" in line and "cpu0 30%" in line
 
 
+def test_until_steady_probes_again_while_a_cpu_is_unsteady():
+    steady = [{"cpu": 0, "best": 1e4, "slow_share": 0.0, "longest_slow_ms": 0.0}]
+    shaky = [{"cpu": 0, "best": 1e4, "slow_share": 0.5, "longest_slow_ms": 90.0}]
+    probe = steadiness.Probe.__new__(steadiness.Probe)  # (no processes: measure replaced)
+    answers = iter([shaky, shaky, steady, shaky])
+    probe.measure = lambda seconds, window=steadiness.WINDOW: next(answers)
+    assert probe.until_steady(0.25, 60) == (steady, 2)
+    answers = iter([shaky, steady])
+    assert probe.until_steady(0.25, 0) == (shaky, 0)  # (no time to wait: the first)
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--wait-steady", "5", "--steadiness", "0"])
+
+
 @pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="pins CPUs: Linux")
 def test_steadiness_probe_measures_every_cpu_and_survives_a_dead_child():
     probe = steadiness.Probe()
@@ -324,7 +337,9 @@ def test_json_output_shape(tmp_path, capsys):
     if sys.platform.startswith("linux"):  # (pinned CPUs: Linux only)
         assert "CPU steadiness" in out
         assert len(data["steadiness_probes"]) == 2  # before the one case and after it
-        for rows in data["cases"][0]["steadiness"].values():
+        probed = data["cases"][0]["steadiness"]
+        assert probed["waited_s"] == 0  # (no --wait-steady)
+        for rows in (probed["before"], probed["after"]):
             assert [row["cpu"] for row in rows] == sorted(os.sched_getaffinity(0))
             assert all(row["best"] > 0 and 0 <= row["slow_share"] <= 1 for row in rows)
     assert data["format"] == report.JSON_FORMAT and data["mode"] == "process per contender"

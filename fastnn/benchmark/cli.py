@@ -50,10 +50,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--steadiness", type=float, metavar="S", default=0.25,
                    help="seconds of the CPU steadiness probe before each case and after the "
                         "last (fastnn/benchmark/steadiness.py; 0: none)")
+    p.add_argument("--wait-steady", type=float, metavar="S", default=0.0,
+                   help="before each case, probe the CPUs again while one is unsteady, up to "
+                        "S seconds (a virtual machine whose host takes a CPU's arithmetic "
+                        "away for seconds at a time)")
     p.add_argument("--list", action="store_true", help="list the cases and goals, and exit")
     args = p.parse_args(list(argv))
     if args.samples is not None and args.samples < 3:
         p.error("--samples must be at least 3")
+    if args.wait_steady > 0 and not args.steadiness > 0:
+        p.error("--wait-steady needs the steadiness probe (--steadiness above 0)")
     only = [w.strip() for w in (args.only or "").split(",") if w.strip()]
     unknown = [w for w in only if w not in WORKLOADS]
     if unknown:
@@ -76,6 +82,7 @@ def settings_of(args: argparse.Namespace) -> Settings:
     if args.target_ms is not None:
         s.target = args.target_ms / 1e3
     s.wait_quiet = args.wait_quiet
+    s.wait_steady = args.wait_steady
     return s
 
 
@@ -119,6 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     selected = select(args)
     start = time.perf_counter()
     probe = steadiness.Probe() if args.steadiness > 0 else None
+    waits: list[int] = []  # per case, the probes taken again (--wait-steady)
     probes: list[steadiness.Rows | None] = []  # before each case, and after the last
     pool = Pool(same_process=args.same_process)
     meter = CpuMeter(lambda: [*pool.pids(), *(probe.pids() if probe is not None else [])])
@@ -129,12 +137,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print(f"  [{i}/{len(selected)}] {case.workload} {case.label} "
                       f"({time.perf_counter() - start:.0f} s)", file=sys.stderr, flush=True)
                 if probe is not None:
-                    probes.append(probe.measure(args.steadiness))
+                    rows, again = probe.until_steady(args.steadiness, args.wait_steady)
+                    probes.append(rows)
+                    waits.append(again)
                 results.append(run_case(case, pool, settings, root))
             if probe is not None:
                 probes.append(probe.measure(args.steadiness))
-                for r, before, after in zip(results, probes, probes[1:]):
-                    r.steadiness = {"before": before, "after": after}
+                for r, before, after, again in zip(results, probes, probes[1:], waits):
+                    r.steadiness = {"before": before, "after": after,
+                                    "waited_s": again * args.steadiness}
         env = report.environment(pool)
         other_cpu = meter.others()  # while the workers live: their CPU time is ours
     finally:

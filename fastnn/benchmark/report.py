@@ -142,7 +142,8 @@ def busy(r: CaseResult) -> bool:
 
 def unsteady(r: CaseResult) -> bool:
     """A CPU was unsteady just before or just after the case (steadiness)."""
-    return any(steadiness.unsteady(rows) for rows in (r.steadiness or {}).values())
+    st = r.steadiness or {}
+    return any(steadiness.unsteady(st.get(key)) for key in ("before", "after"))
 
 
 def _cell(result: CaseResult, name: str, notes: list[str]) -> str:
@@ -295,6 +296,10 @@ def write_report(out: IO[str], results: Sequence[CaseResult], peak: float | None
     steady_line = steadiness.describe(probes)
     if steady_line:
         p(steady_line)
+    if settings.wait_steady > 0:
+        waited = [r.steadiness["waited_s"] for r in results if r.steadiness]
+        p(f"--wait-steady {settings.wait_steady:g}: {sum(w > 0 for w in waited)} cases waited "
+          f"for steady CPUs, {sum(waited):.0f} s in all")
     shaky = [f"{r.case.workload} {r.case.label}" for r in results if unsteady(r)]
     if shaky:
         p(f"+ {len(shaky)} cases began or ended with a CPU unsteady (their times are suspect, "
@@ -342,7 +347,8 @@ def payload(results: Sequence[CaseResult], peak: float | None, verdicts: Sequenc
             "settings": {"samples": settings.samples, "min_samples": settings.min_samples,
                          "target_s": settings.target, "budget_s": settings.budget,
                          "single_shot_rounds": settings.single_shot_rounds,
-                         "wait_quiet_s": settings.wait_quiet},
+                         "wait_quiet_s": settings.wait_quiet,
+                         "wait_steady_s": settings.wait_steady},
             "environment": env,
             "contenders": {name: c.title for name, c in CONTENDERS.items()},
             "peak_gflops": peak,

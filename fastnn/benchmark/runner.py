@@ -439,6 +439,7 @@ class Settings:
     budget: float = 8.0  # seconds of timing per case, at most (then fewer rounds)
     single_shot_rounds: int = 1  # rounds of a single-shot case (a fit of minutes)
     wait_quiet: float = 0.0  # seconds a round may wait for other processes to go quiet
+    wait_steady: float = 0.0  # seconds a case may wait for steady CPUs (steadiness)
 
 
 # ---------------------------------------------------------------------------------------

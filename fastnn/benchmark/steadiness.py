@@ -119,6 +119,15 @@ class Probe:
                          "slow_share": share, "longest_slow_ms": longest * window * 1e3})
         return rows
 
+    def until_steady(self, seconds: float, limit: float) -> tuple[Rows | None, int]:
+        """A measurement, taken again while a CPU is unsteady, until ``limit`` seconds have
+        passed: the last one, and how many were taken again."""
+        start = time.perf_counter()
+        rows, again = self.measure(seconds), 0
+        while rows and unsteady(rows) and time.perf_counter() - start < limit:
+            rows, again = self.measure(seconds), again + 1
+        return rows, again
+
     def close(self) -> None:
         for child in self.children:
             try:
