@@ -289,25 +289,33 @@ def test_slow_windows_counts_the_share_and_the_longest_run():
 def test_unsteady_cpus_mark_the_case():
     steady = [{"cpu": 0, "best": 1e4, "slow_share": 0.0, "longest_slow_ms": 0.0}]
     shaky = [{"cpu": 0, "best": 1e4, "slow_share": 0.3, "longest_slow_ms": 40.0}]
+    slow = [{"cpu": 0, "best": 7e3, "slow_share": 0.0, "longest_slow_ms": 0.0}]  # throughout
+    assert not steadiness.unsteady(steady) and steadiness.unsteady(shaky)
+    assert not steadiness.unsteady(slow) and steadiness.unsteady(slow, {0: 1e4})
+    assert steadiness.tops([steady, slow, None]) == {0: 1e4}
     r = CaseResult(Case("forward/x", "forward", "x", ("fastnn",), lambda: Inputs({})), {})
     assert not report.unsteady(r)
-    r.steadiness = {"before": steady, "after": steady}
-    assert not report.unsteady(r)
-    r.steadiness = {"before": steady, "after": shaky}
+    r.steadiness = {"before": steady, "after": shaky, "unsteady": True}
     assert report.unsteady(r)
-    line = steadiness.describe([steady, shaky, None])
-    assert line is not None and "1 of 2 probes" in line and "cpu0 30%" in line
+    line = steadiness.describe([steady, shaky, slow, None])
+    assert line is not None and "2 of 3 probes" in line and "cpu0 30%" in line
+    assert "cpu0 at 70% of its best" in line
 
 
 def test_until_steady_probes_again_while_a_cpu_is_unsteady():
     steady = [{"cpu": 0, "best": 1e4, "slow_share": 0.0, "longest_slow_ms": 0.0}]
     shaky = [{"cpu": 0, "best": 1e4, "slow_share": 0.5, "longest_slow_ms": 90.0}]
     probe = steadiness.Probe.__new__(steadiness.Probe)  # (no processes: measure replaced)
+    probe.top = {}
     answers = iter([shaky, shaky, steady, shaky])
     probe.measure = lambda seconds, window=steadiness.WINDOW: next(answers)
     assert probe.until_steady(0.25, 60) == (steady, 2)
     answers = iter([shaky, steady])
     assert probe.until_steady(0.25, 0) == (shaky, 0)  # (no time to wait: the first)
+    slow = [{"cpu": 0, "best": 7e3, "slow_share": 0.0, "longest_slow_ms": 0.0}]
+    probe.top = {0: 1e4}  # (a CPU slow throughout the probe, against its best in the run)
+    answers = iter([slow, steady])
+    assert probe.until_steady(0.25, 60) == (steady, 1)
     with pytest.raises(SystemExit):
         cli.parse_args(["--wait-steady", "5", "--steadiness", "0"])
 

@@ -143,9 +143,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 results.append(run_case(case, pool, settings, root))
             if probe is not None:
                 probes.append(probe.measure(args.steadiness))
+                top = steadiness.tops(probes)  # (each CPU's best rate in the run)
                 for r, before, after, again in zip(results, probes, probes[1:], waits):
                     r.steadiness = {"before": before, "after": after,
-                                    "waited_s": again * args.steadiness}
+                                    "waited_s": again * args.steadiness,
+                                    "unsteady": bool(steadiness.unsteady(before, top)
+                                                     or steadiness.unsteady(after, top))}
         env = report.environment(pool)
         other_cpu = meter.others()  # while the workers live: their CPU time is ours
     finally:

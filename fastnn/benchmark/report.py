@@ -141,9 +141,8 @@ def busy(r: CaseResult) -> bool:
 
 
 def unsteady(r: CaseResult) -> bool:
-    """A CPU was unsteady just before or just after the case (steadiness)."""
-    st = r.steadiness or {}
-    return any(steadiness.unsteady(st.get(key)) for key in ("before", "after"))
+    """A CPU was unsteady just before or just after the case (steadiness; cli marks it)."""
+    return bool((r.steadiness or {}).get("unsteady"))
 
 
 def _cell(result: CaseResult, name: str, notes: list[str]) -> str:

@@ -5,7 +5,8 @@ stdin) while the cases run. Asked to measure, each multiplies two 128 x 128 floa
 (one BLAS thread: the product stays in the core's cache, bound by its multiply-add units)
 over and over, all CPUs at once, counting the products done in each 5 ms window. A CPU's
 slow windows are those below 80% of its best; a CPU is *unsteady* when more than 10% of its
-windows are slow. Load that no process of the machine shows (a virtual machine's neighbours
+windows are slow, or its best is below 80% of its best in the run (a stretch slow
+throughout). Load that no process of the machine shows (a virtual machine's neighbours
 on the same cores' sibling hardware threads, power limits) takes a CPU's arithmetic away
 like this for seconds at a time. A team of threads waits at its barriers for its slowest
 CPU, one thread only for its own: a case measured between unsteady moments is marked, and
@@ -90,6 +91,7 @@ class Probe:
             [sys.executable, "-m", "fastnn.benchmark.steadiness", str(cpu)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for cpu in self.cpus]
         self.ready = False  # (each child's first line says it is; read before a first probe)
+        self.top: dict[int, float] = {}  # each CPU's best rate so far
 
     def pids(self) -> list[int]:
         return [child.pid for child in self.children]
@@ -117,6 +119,7 @@ class Probe:
             share, longest = slow_windows(counts)
             rows.append({"cpu": cpu, "best": max(counts, default=0) / window,
                          "slow_share": share, "longest_slow_ms": longest * window * 1e3})
+        self.top = tops([rows], self.top)
         return rows
 
     def until_steady(self, seconds: float, limit: float) -> tuple[Rows | None, int]:
@@ -124,7 +127,7 @@ class Probe:
         passed: the last one, and how many were taken again."""
         start = time.perf_counter()
         rows, again = self.measure(seconds), 0
-        while rows and unsteady(rows) and time.perf_counter() - start < limit:
+        while rows and unsteady(rows, self.top) and time.perf_counter() - start < limit:
             rows, again = self.measure(seconds), again + 1
         return rows, again
 
@@ -147,9 +150,21 @@ def _line(child: subprocess.Popen[str], timeout: float) -> str:
     return child.stdout.readline().strip()
 
 
-def unsteady(rows: Rows | None) -> list[dict[str, Any]]:
-    """The CPUs of a measurement with more than UNSTEADY of their windows slow."""
-    return [row for row in rows or () if row["slow_share"] > UNSTEADY]
+def tops(measurements: Sequence[Rows | None], start: dict[int, float] | None = None
+         ) -> dict[int, float]:
+    """Each CPU's best rate over the measurements (and ``start``)."""
+    top = dict(start or {})
+    for rows in measurements:
+        for row in rows or ():
+            top[row["cpu"]] = max(top.get(row["cpu"], 0.0), row["best"])
+    return top
+
+
+def unsteady(rows: Rows | None, top: dict[int, float] | None = None) -> list[dict[str, Any]]:
+    """The CPUs of a measurement with more than UNSTEADY of their windows slow, or (given
+    ``top``, the CPUs' best rates in the run) a best below SLOW of that."""
+    return [row for row in rows or () if row["slow_share"] > UNSTEADY
+            or row["best"] < SLOW * (top or {}).get(row["cpu"], 0.0)]
 
 
 def describe(measurements: Sequence[Rows | None]) -> str | None:
@@ -157,14 +172,19 @@ def describe(measurements: Sequence[Rows | None]) -> str | None:
     taken = [rows for rows in measurements if rows]
     if not taken:
         return None
-    worst = max((row for rows in taken for row in rows), key=lambda row: row["slow_share"])
-    found = sum(1 for rows in taken if unsteady(rows))
+    top = tops(taken)
+    rows = [row for rows in taken for row in rows]
+    worst = max(rows, key=lambda row: row["slow_share"])
+    lowest = min(rows, key=lambda row: row["best"] / top[row["cpu"]] if top[row["cpu"]] else 1)
+    found = sum(1 for rows in taken if unsteady(rows, top))
     return (f"CPU steadiness ({SIDE}x{SIDE} float32 products on every CPU at once, before "
-            f"each case and after the last): {found} of {len(taken)} probes found a CPU with "
-            f"more than {UNSTEADY:.0%} of its {WINDOW * 1e3:g} ms windows below {SLOW:.0%} "
-            f"of its best; the worst: cpu{worst['cpu']} {100 * worst['slow_share']:.0f}% "
-            f"(longest run {worst['longest_slow_ms']:.0f} ms)")
-
+            f"each case and after the last): {found} of {len(taken)} probes found a CPU "
+            f"unsteady (more than {UNSTEADY:.0%} of its {WINDOW * 1e3:g} ms windows below "
+            f"{SLOW:.0%} of its best, or its best below {SLOW:.0%} of its best in the run); "
+            f"the most slow windows: cpu{worst['cpu']} {100 * worst['slow_share']:.0f}% "
+            f"(longest run {worst['longest_slow_ms']:.0f} ms); the lowest rate: "
+            f"cpu{lowest['cpu']} at {100 * lowest['best'] / (top[lowest['cpu']] or 1):.0f}% "
+            f"of its best")
 
 if __name__ == "__main__":
     _serve(int(sys.argv[1]))
