@@ -186,5 +186,6 @@ def describe(measurements: Sequence[Rows | None]) -> str | None:
             f"cpu{lowest['cpu']} at {100 * lowest['best'] / (top[lowest['cpu']] or 1):.0f}% "
             f"of its best")
 
+
 if __name__ == "__main__":
     _serve(int(sys.argv[1]))
