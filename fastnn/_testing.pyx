@@ -67,14 +67,16 @@ def start_late(_Loop trainer, double seconds):
 
 
 def choose_and_time(_Loop trainer, double team_step, double alone_step,
-                    Py_ssize_t steps=1 << 40):
+                    Py_ssize_t steps=1 << 40, double lost=0):
     """One stretch of ``trainer``'s choice of threads, not run: the threads and steps it
     would run (at most ``steps``), recorded as if a step had taken ``team_step`` seconds on
-    the team or ``alone_step`` on one thread. Returns (threads, steps)."""
+    the team or ``alone_step`` on one thread, and the stretch ``lost`` seconds more outside
+    its steps. Returns (threads, steps)."""
     cdef Py_ssize_t n = steps
     cdef int threads = trainer._threads_for(&n)
+    cdef double step = team_step if threads > 1 else alone_step
     trainer.st.disband = False
-    trainer._after(threads, n, team_step if threads > 1 else alone_step)
+    trainer._after(threads, n, step, n * step + lost)
     return threads, n
 
 

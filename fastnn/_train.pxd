@@ -104,8 +104,10 @@ cdef class _Loop:
     # the other wins, also when the faster loses while running its hold; while the team is
     # the faster, the hold is at least long enough that timing one thread costs at most
     # probe_share of the time (_team_hold). A team that
-    # disbands (see _train_steps) counts as infinitely slow until it is tried again after
-    # ``retry`` steps: probe_steps, doubled (up to max_hold_steps) at each disband in a row.
+    # disbands (see _train_steps), or whose stretch lost off_core outside its steps (_after),
+    # counts as infinitely slow until it is tried again after ``retry`` steps: probe_steps,
+    # doubled (up to max_hold_steps) at each disband in a row, and at least the steps one
+    # thread takes in the time the team's stretch lost against it.
     cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
     cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
     cdef public Py_ssize_t retry  # the hold after the latest disband (0: none in a row)
@@ -129,7 +131,8 @@ cdef class _Loop:
     cdef void _transpose(self, void* A, void* B, Py_ssize_t rows, Py_ssize_t cols)
     cdef int _team_size(self)
     cdef int _threads_for(self, Py_ssize_t* steps)
-    cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds)
+    cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds,
+                     double whole_seconds)
     cdef Py_ssize_t _team_hold(self, Py_ssize_t hold)
     cdef void _save(self)
     cdef bint _all_finite(self)

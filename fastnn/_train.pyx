@@ -554,20 +554,25 @@ cdef inline void _time_step(TrainState* st, Py_ssize_t done) noexcept nogil:
         st.timed_to, st.timed_steps = clock(), done
 
 
-cdef inline bint _long_wait(fnn_barrier* barrier, int T, long* sense,
-                            double* mark) noexcept nogil:
-    # the barrier; whether this thread waited long there: longer than it worked since its
-    # last barrier (mark) and over 5 us, the sign of a partner that does not get its core
-    cdef double arrive, done
-    cdef bint long_wait
+cdef inline void _long_wait(fnn_barrier* barrier, int T, long* sense, double* mark,
+                            int* slow) noexcept nogil:
+    # the barrier; ``slow`` counts this thread's long waits in a row: a wait longer than it
+    # worked since its last barrier (mark) and over 5 us, the sign of a partner that does not
+    # get its core, counts one; a wait over off_core and 4 times that work (a partner taken
+    # off its core for an OS time slice) counts two, which disbands the team at once
+    cdef double arrive, wait, work
     if T <= 1:
-        return False  # alone: no barrier, no clock
+        return  # alone: no barrier, no clock
     arrive = clock()
     fnn_barrier_wait(barrier, T, sense)
-    done = clock()
-    long_wait = done - arrive > 5e-6 and done - arrive > arrive - mark[0]
-    mark[0] = done
-    return long_wait
+    wait, work = clock() - arrive, arrive - mark[0]
+    mark[0] = arrive + wait
+    if wait > tune.off_core and wait > 4 * work:
+        slow[0] += 2
+    elif wait > 5e-6 and wait > work:
+        slow[0] += 1
+    else:
+        slow[0] = 0
 
 
 cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
@@ -600,7 +605,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
             if st.grad_only:
                 _partial_grads(tag, st, q, R, q * B // R, (q + 1) * B // R)
             q += T
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        _long_wait(barrier, T, &sense, &mark, &slow)
         batch = _batch_loss(tag, st, perm + s, B, <floating*>st.losses)
         total += batch
         if not isfinite(batch):
@@ -627,7 +632,7 @@ cdef void _train_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
         steps += 1
         if T > 1 and (slow >= 2 or (tid == 0 and steps == st.disband_at)):
             st.disband = True
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        _long_wait(barrier, T, &sense, &mark, &slow)
         if tid == 0:
             _time_step(st, steps - 1)
         s += B
@@ -805,7 +810,7 @@ cdef void _units_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
     cdef floating* Xs = _in_place(tag, st, perm + start, stop - start)
     if Xs == NULL:
         _gather_share(tag, st, perm + s, min(st.B, stop - s), <floating*>st.Xb3, tid, T)
-    _long_wait(barrier, T, &sense, &mark)
+    _long_wait(barrier, T, &sense, &mark, &slow)
     while s < stop:
         B = st.B if s + st.B <= stop else stop - s
         Xb = Xs + (s - start) * st.dims[0] if Xs != NULL \
@@ -821,7 +826,7 @@ cdef void _units_steps(floating* tag, TrainState* st, const Py_ssize_t* perm,
                           <floating*>st.Xb3 + ((k + 1) % 3) * size_x, tid, T)
         if T > 1 and st.disband_from < 0 and (slow >= 2 or (tid == 0 and k == st.disband_at)):
             st.disband_from = k
-        slow = slow + 1 if _long_wait(barrier, T, &sense, &mark) else 0
+        _long_wait(barrier, T, &sense, &mark, &slow)
         if tid == 0 and k > 0:
             _time_step(st, k - 1)
         if T > 1 and 0 <= st.disband_from <= k:  # thread 0 goes on alone from here
@@ -904,7 +909,7 @@ cdef void _steps_job(void* arg, int tid, int T) noexcept nogil:
 cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
                            Py_ssize_t start, Py_ssize_t stop, Py_ssize_t n, double lr,
                            double total, int threads, double* step_seconds,
-                           double delay=0) noexcept nogil:
+                           double* whole_seconds, double delay=0) noexcept nogil:
     # the steps on the batches of perm[start:stop] (of an epoch's n), on up to ``threads`` of
     # fastnn's threads; returns ``total`` plus their summed (weighted) losses, one batch at a
     # time (the same sum however an epoch is cut into stretches), non-finite after a
@@ -915,7 +920,8 @@ cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
     # weights' lines to the cores that update them now (a team's after a stretch on one
     # thread; both ways). In a digits fit (64-128-10, 32 rows, 2 cores) a 4-step team
     # stretch after one thread's took 14.7 us a step whole, 13.4 after its first step (one
-    # thread's: 19.9 and 19.3): a probe timed whole is biased against the one it times
+    # thread's: 19.9 and 19.3): a probe timed whole is biased against the one it times.
+    # ``whole_seconds``: the stretch's time whole, from the call to the return (see _after)
     cdef StepsJob job
     cdef Py_ssize_t steps = (stop - start + st.B - 1) // st.B
     job.st, job.perm, job.start, job.stop, job.lr = st, perm, start, stop, lr
@@ -925,12 +931,14 @@ cdef double _train_batches(TrainState* st, bint single, const Py_ssize_t* perm,
     fnn_barrier_init(&job.start_line)
     st.disband, st.disband_from, st.timed_steps = False, -1, 0
     hold_blas()  # (once for the stretch's products)
-    job.began = clock()
+    cdef double called = clock()
+    job.began = called
     run(_steps_job, &job, threads)
+    whole_seconds[0] = clock() - called
     if st.timed_steps > 0:
         step_seconds[0] = (st.timed_to - st.timed_from) / st.timed_steps
     else:
-        step_seconds[0] = (clock() - job.began) / max(steps, 1)
+        step_seconds[0] = (called + whole_seconds[0] - job.began) / max(steps, 1)
     release_blas()
     return job.total
 
@@ -1302,13 +1310,21 @@ cdef class _Loop:
         steps[0] = min(steps[0], self.hold - self.since_probe)
         return faster
 
-    cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds):
+    cdef void _after(self, int threads, Py_ssize_t steps, double step_seconds,
+                     double whole_seconds):
         # record a stretch of ``steps`` steps on ``threads`` threads, timed at
-        # ``step_seconds`` a step (_train_batches)
+        # ``step_seconds`` a step, ``whole_seconds`` whole (_train_batches)
         cdef bint team_was_faster = self.team_speed <= self.alone_speed
+        cdef double retry, alone, lost = whole_seconds - steps * step_seconds
+        # a team stretch that lost more than off_core, and more than its timed steps took,
+        # outside them (its partner's start, its first step, its end) had a partner off its
+        # core (as when a BLAS's threads spin after a call: a digits fit's 4-step stretches
+        # took 7-12 ms, not 0.2, for 110 ms after a NumPy product): a disband too
+        cdef bint lost_core = threads > 1 and lost > max(tune.off_core, steps * step_seconds)
+        cdef bint disbanded = threads > 1 and (self.st.disband or lost_core)
         if threads <= 1:
             self.alone_stretches += 1
-        elif self.st.disband:
+        elif disbanded:
             self.disbanded += 1
         else:
             self.team_stretches += 1
@@ -1319,17 +1335,25 @@ cdef class _Loop:
             # its workspaces (page faults), a fresh worker's caches, and its team may disband
             # on them. Timed, it made a (512, 784-512-10) fit of 4-step calls run its next 16
             # calls alone (4.1-4.7 against the team's 2.2-2.5 ms a step) in 2 of 4 tries;
-            # the next stretch times the team again
+            # the next stretch times the team again, unless this one lost its partner's core
             self.warm = True
-            return
-        if threads > 1 and self.st.disband:
+            if not lost_core:
+                return
+        if disbanded:
             # a partner that did not get its core, maybe for a moment (another process, the
             # host): one thread from here, the team tried again soon, later at each disband
-            # in a row. (The hold it had won would have kept the fit on one thread for up to
-            # max_hold_steps steps, at half speed on 2 cores.)
+            # in a row, and not before one thread has run twice as long as the team lost
+            # against it in this stretch, so that tries of a team whose partner stays off its
+            # core cost at most a third of the time (the NumPy case above: a digits fit took
+            # 117-135 ms with the team tried again after 4, 8, 16, ... steps, 39-60 ms so,
+            # 25-30 on one thread). (The hold it had won would have kept the fit on one
+            # thread for up to max_hold_steps steps, at half speed on 2 cores.)
             self.team_speed = INFINITY
-            self.retry = min(2 * self.retry, tune.max_hold_steps) if self.retry \
-                else tune.probe_steps
+            retry = 2 * self.retry if self.retry else tune.probe_steps
+            alone = self.alone_speed if self.alone_speed > 0 else threads * step_seconds
+            if alone > 0:
+                retry = max(retry, ceil(2 * (whole_seconds / alone - steps)))
+            self.retry = <Py_ssize_t>min(retry, <double>tune.max_hold_steps)
             self.since_probe, self.hold = 0, self.retry
             return
         if threads > 1:
@@ -1400,7 +1424,7 @@ cdef class EpochRunner(_Loop):
         the loop checks for Ctrl-C, every few milliseconds of work)."""
         cdef Py_ssize_t n = perm.shape[0], start = 0, stop, steps
         cdef const Py_ssize_t* p = <Py_ssize_t*>cnp.PyArray_DATA(perm)
-        cdef double total = 0, part, seconds
+        cdef double total = 0, part, seconds, whole
         cdef int threads
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
         if guard:
@@ -1423,8 +1447,9 @@ cdef class EpochRunner(_Loop):
                     threads = 1
                 with nogil:
                     part = _train_batches(&self.st, single, p, start, stop, n, lr, total,
-                                          threads, &seconds)
-                self._after(threads, (stop - start + self.st.B - 1) // self.st.B, seconds)
+                                          threads, &seconds, &whole)
+                self._after(threads, (stop - start + self.st.B - 1) // self.st.B, seconds,
+                            whole)
                 total = part
                 if not isfinite(part):
                     break
@@ -1479,7 +1504,7 @@ cdef class Objective(_Loop):
         cdef const Py_ssize_t* rows
         cdef void* Xb
         cdef bint single = self.typenum == cnp.NPY_FLOAT32
-        cdef double delay = self.partner_delay, seconds
+        cdef double delay = self.partner_delay, seconds, whole
         if self.st.B != self.N:
             raise ValueError(f"loss_grad needs batch_size >= N ({self.N}), got {self.st.B}")
         if self.st.xkind == X_ROWS:
@@ -1498,8 +1523,8 @@ cdef class Objective(_Loop):
         try:
             with nogil:
                 total = _train_batches(&self.st, single, rows, 0, self.N, self.N, 0.0, 0.0,
-                                       threads, &seconds, delay)
-            self._after(threads, 1, seconds)
+                                       threads, &seconds, &whole, delay)
+            self._after(threads, 1, seconds, whole)
         finally:
             self.st.grad_only, self.st.norm, self.st.t = False, 0, t
             self.st.Xb = Xb

@@ -23,6 +23,7 @@ cdef struct Tuning:
     Py_ssize_t hold_steps
     Py_ssize_t max_hold_steps
     double probe_share
+    double off_core
     Py_ssize_t mirror_weights
     Py_ssize_t mirror_steps
     Py_ssize_t signal_batches

@@ -33,6 +33,7 @@ T.probe_steps = 4
 T.hold_steps = 16
 T.max_hold_steps = 4096
 T.probe_share = 0.03
+T.off_core = 1e-3
 T.mirror_weights = 1 << 17
 T.mirror_steps = 4
 T.signal_batches = 32
@@ -102,6 +103,9 @@ NOTES = {
     "max_hold_steps": "the longest hold",
     "probe_share": "while the team is the faster, its hold is at least long enough that "
                    "timing one thread again costs at most this share of the hold's time",
+    "off_core": "seconds: a team thread that waits this long at a barrier (and 4 times its own "
+                "work since the last), or a team stretch that loses this much outside its "
+                "steps, had a partner off its core (an OS time slice): one thread from there",
     "mirror_weights": "weights up to which the training loop holds a first layer as W^T "
                       "(its forward is then X W^T without packing W; two copies a fit)",
     "mirror_steps": "... when an epoch has at least this many steps",

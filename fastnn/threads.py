@@ -30,7 +30,11 @@
   ``hold_steps``; timing one thread while the team is much faster costs at most
   ``probe_share`` of the time); a team whose threads wait long at its barriers (a core
   busy elsewhere) finishes its stretch on one thread and is tried again soon, then less
-  often while that repeats. Only the speed depends on this, never the weights.
+  often while that repeats. A wait, or a stretch's start or end, that takes longer than
+  ``off_core`` (1 ms) beyond the work means a partner lost its core for an OS time slice
+  (as to a BLAS library's threads, which spin ~0.1 s after each of its calls): one thread
+  from there, and the team is tried again only after one thread has run twice as long as
+  the team lost. Only the speed depends on this, never the weights.
 - **BLAS.** While fastnn calls BLAS, the BLAS libraries threadpoolctl finds run on one thread
   each (fastnn/_blas.pyx): fastnn's own threads share the work, each calling BLAS for its
   part, and OpenBLAS's split of a product among its threads changes the product's rounding

@@ -324,9 +324,9 @@ def _team_of_two(threadpoolctl):
     return threadpoolctl.threadpool_limits(limits={"openmp": 2, "blas": 1})
 
 
-def _split_trainer(rng):
+def _split_trainer(rng, net=NETS["split"]):
     """A float32 loss_grad Trainer big enough to run on a team, and its gradient arrays."""
-    N, n_in, hidden, act = NETS["split"]
+    N, n_in, hidden, act = net
     X, y = _data(rng, "multiclass", N, n_in)
     sizes = [n_in, *hidden, N_OUT["multiclass"]]
     Ws = [(rng.standard_normal((m, k)) / np.sqrt(k)).astype(np.float32)
@@ -376,3 +376,23 @@ def test_late_threads_give_the_same_numbers(rng):
         _testing.start_late(trainer, 0.02)
         assert trainer.loss_grad(1.0) == first
         assert all(np.array_equal(g, h) for g, h in zip(grads, expected))
+
+
+def test_a_partner_off_its_core_for_a_time_slice_disbands_the_team_at_once(rng):
+    """A partner 20 ms late on a step whose parts take well under a millisecond (as when
+    another thread holds its core for an OS time slice) makes thread 0 wait at its first
+    barrier more than off_core and 4 times what it worked: the team disbands there, and
+    the numbers stay the same."""
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    _testing = pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
+    trainer, grads = _split_trainer(rng, (512, 64, (256,), "relu"))  # 8.4M multiply-adds
+    with _team_of_two(threadpoolctl):
+        first = trainer.loss_grad(1.0)
+        expected = [g.copy() for g in grads]
+        if trainer.team_stretches + trainer.disbanded == 0:
+            pytest.skip("no team for this step with this tuning table")
+        _testing.start_late(trainer, 0.02)
+        disbanded = trainer.disbanded
+        assert trainer.loss_grad(1.0) == first
+        assert trainer.disbanded == disbanded + 1
+    assert all(np.array_equal(g, h) for g, h in zip(grads, expected))

@@ -1590,6 +1590,50 @@ def test_a_team_much_faster_than_one_thread_is_timed_alone_seldom(trainers, team
     assert [(o, steps) for o, (_, steps) in zip(on[2:], ran[2:])] == expected
 
 
+def test_a_team_stretch_that_loses_its_partners_core_runs_alone_for_twice_that(trainers):
+    # a team stretch that took off_core more than its steps outside them (a worker that did
+    # not get its core to start or to end: another thread spinning there) counts as a
+    # disband: one thread from there, the team tried again once one thread has run twice
+    # what the stretch lost against it; less lost than off_core, or than the steps took
+    # (a large step), is the team's usual stretch
+    _testing = pytest.importorskip("fastnn._testing", reason="needs the checked build's hooks")
+    P, off_core = TUNING["probe_steps"], TUNING["off_core"]
+    arch = ARCHS["digits"]
+    batch = max(32, -(-TUNING["team_epoch"] // (P * _epoch_work(arch, 1))))
+    X, y = _team_problem("softmax", 4 * P * batch, arch[0], arch[2], "float32")
+    team, alone = 14e-6, 20e-6
+    with threadpoolctl.threadpool_limits(limits=2, user_api="openmp"):
+        _team_model(arch, "float32").fit(X, y, epochs=1, batch_size=batch, shuffle=False)
+        runner = trainers[-1]
+        runner.team_speed = runner.alone_speed = 0.0  # (a fresh choice, the loop warm)
+        runner.since_probe, runner.hold, runner.retry = 0, TUNING["hold_steps"], 0
+        ran = [_testing.choose_and_time(runner, team, alone) for _ in range(2)]
+        if max(threads for threads, _ in ran) == 1:
+            pytest.skip("no team for this step with this tuning table")
+        assert [threads > 1 for threads, _ in ran] == [True, False]
+        disbanded = runner.disbanded
+        threads, steps = _testing.choose_and_time(runner, team, alone, lost=off_core / 2)
+        assert threads > 1 and runner.disbanded == disbanded and runner.team_speed == team
+        assert _testing.choose_and_time(runner, team, alone) == (1, P)  # one thread's probe
+        threads, steps = _testing.choose_and_time(runner, team, alone, lost=4 * off_core)
+        assert threads > 1 and runner.disbanded == disbanded + 1
+        assert runner.team_speed == math.inf
+        whole = steps * team + 4 * off_core
+        expected = max(P, math.ceil(2 * (whole / alone - steps)))  # twice the time lost
+        assert expected > P
+        assert _testing.choose_and_time(runner, team, alone) == (1, expected)
+        # tried again; losing its core again, it waits twice as long at least
+        threads, steps = _testing.choose_and_time(runner, team, alone, lost=4 * off_core)
+        assert threads > 1 and runner.retry >= 2 * expected
+        # a large step: the time lost is less than the stretch's steps took
+        runner.team_speed = runner.alone_speed = 0.0
+        runner.since_probe, runner.hold, runner.retry = 0, TUNING["hold_steps"], 0
+        big = 4 * off_core
+        ran = [_testing.choose_and_time(runner, big, 2 * big) for _ in range(2)]
+        threads, steps = _testing.choose_and_time(runner, big, 2 * big, lost=2 * off_core)
+        assert threads > 1 and runner.team_speed == big
+
+
 def test_a_short_stretch_runs_on_one_thread(trainers):
     # 3 epochs of 2 batches of a 10-100-1 net, less work an epoch than the tuning table's
     # team_epoch: too little to wake a team for
