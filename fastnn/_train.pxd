@@ -107,7 +107,7 @@ cdef class _Loop:
     # disbands (see _train_steps), or whose stretch lost off_core outside its steps (_after),
     # counts as infinitely slow until it is tried again after ``retry`` steps: probe_steps,
     # doubled (up to max_hold_steps) at each disband in a row, and at least the steps one
-    # thread takes in the time the team's stretch lost against it.
+    # thread takes in twice the time the team's stretch lost against it.
     cdef public double team_speed, alone_speed  # seconds per step, as last timed (0: not yet)
     cdef public Py_ssize_t since_probe, hold  # steps since the slower was timed; the hold
     cdef public Py_ssize_t retry  # the hold after the latest disband (0: none in a row)

@@ -1345,8 +1345,8 @@ cdef class _Loop:
             # in a row, and not before one thread has run twice as long as the team lost
             # against it in this stretch, so that tries of a team whose partner stays off its
             # core cost at most a third of the time (the NumPy case above: a digits fit took
-            # 117-135 ms with the team tried again after 4, 8, 16, ... steps, 39-60 ms so,
-            # 25-30 on one thread). (The hold it had won would have kept the fit on one
+            # 113-135 ms with the team tried again after 4, 8, 16, ... steps, 31-41 ms so,
+            # 27-31 on one thread). (The hold it had won would have kept the fit on one
             # thread for up to max_hold_steps steps, at half speed on 2 cores.)
             self.team_speed = INFINITY
             retry = 2 * self.retry if self.retry else tune.probe_steps
